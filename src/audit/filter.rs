@@ -1,0 +1,227 @@
+//! The one audit filter, shared by `ztk audit list`, the gateway's query API and the TUI.
+//!
+//! Repeated values of one kind OR together; different kinds AND. Everything becomes bound SQL
+//! parameters, never text formatted into the query.
+
+use rusqlite::types::Value;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::{now_us, AccessMethod};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FilterError {
+    #[error("invalid time {0:?}: use RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)")]
+    Time(String),
+    #[error("invalid duration {0:?}: use a number with a unit (250ms, 2s, 5m, 1h, 7d)")]
+    Duration(String),
+    #[error("invalid status {0:?}: use an HTTP code (404) or a class (2xx, 4xx, 5xx)")]
+    Status(String),
+    #[error("invalid access method {0:?}: use cli, browser or api")]
+    AccessMethod(String),
+}
+
+/// A status code or a class of codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusMatch {
+    Code(u16),
+    /// The first digit: 4 for `4xx`.
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn parse(s: &str) -> Result<StatusMatch, FilterError> {
+        let err = || FilterError::Status(s.to_string());
+        let lower = s.trim().to_ascii_lowercase();
+        if let Some(digit) = lower.strip_suffix("xx") {
+            let class: u16 = digit.parse().map_err(|_| err())?;
+            return if (1..=5).contains(&class) { Ok(StatusMatch::Class(class)) } else { Err(err()) };
+        }
+        let code: u16 = lower.parse().map_err(|_| err())?;
+        if (100..=599).contains(&code) {
+            Ok(StatusMatch::Code(code))
+        } else {
+            Err(err())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only records at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Only records before this time (µs since the epoch).
+    pub until_us: Option<i64>,
+    pub users: Vec<String>,
+    pub clusters: Vec<String>,
+    pub namespaces: Vec<String>,
+    /// `pods` matches every pods call; `pods/log` only that subresource.
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+    pub statuses: Vec<StatusMatch>,
+    pub access_methods: Vec<AccessMethod>,
+    /// Substrings of the command line.
+    pub commands: Vec<String>,
+    pub min_duration_us: Option<i64>,
+    pub command_id: Option<Uuid>,
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    /// The WHERE clause over `api_calls c LEFT JOIN commands cmd`, with its parameters.
+    pub fn call_clause(&self) -> (String, Vec<Value>) {
+        let mut sql = Vec::new();
+        let mut params = Vec::new();
+        if let Some(since) = self.since_us {
+            sql.push("c.time_us >= ?".to_string());
+            params.push(Value::Integer(since));
+        }
+        if let Some(until) = self.until_us {
+            sql.push("c.time_us < ?".to_string());
+            params.push(Value::Integer(until));
+        }
+        any_of(&mut sql, &mut params, "c.user = ?", &self.users);
+        any_of(&mut sql, &mut params, "c.cluster = ?", &self.clusters);
+        any_of(&mut sql, &mut params, "c.namespace = ?", &self.namespaces);
+        any_of(&mut sql, &mut params, "c.verb = ?", &self.verbs);
+        if !self.resources.is_empty() {
+            let mut parts = Vec::new();
+            for r in &self.resources {
+                match r.split_once('/') {
+                    Some((res, sub)) => {
+                        parts.push("(c.resource = ? AND c.subresource = ?)");
+                        params.push(Value::Text(res.to_string()));
+                        params.push(Value::Text(sub.to_string()));
+                    }
+                    None => {
+                        parts.push("c.resource = ?");
+                        params.push(Value::Text(r.clone()));
+                    }
+                }
+            }
+            sql.push(format!("({})", parts.join(" OR ")));
+        }
+        if !self.statuses.is_empty() {
+            let mut parts = Vec::new();
+            for s in &self.statuses {
+                match *s {
+                    StatusMatch::Code(code) => {
+                        parts.push("c.status = ?");
+                        params.push(Value::Integer(code.into()));
+                    }
+                    StatusMatch::Class(class) => {
+                        parts.push("(c.status >= ? AND c.status < ?)");
+                        params.push(Value::Integer(i64::from(class) * 100));
+                        params.push(Value::Integer(i64::from(class) * 100 + 100));
+                    }
+                }
+            }
+            sql.push(format!("({})", parts.join(" OR ")));
+        }
+        let methods: Vec<String> = self.access_methods.iter().map(|m| m.as_str().to_string()).collect();
+        any_of(&mut sql, &mut params, "c.access_method = ?", &methods);
+        any_of(&mut sql, &mut params, "instr(cmd.command_line, ?) > 0", &self.commands);
+        if let Some(min) = self.min_duration_us {
+            sql.push("c.duration_us >= ?".to_string());
+            params.push(Value::Integer(min));
+        }
+        if let Some(id) = self.command_id {
+            sql.push("c.command_id = ?".to_string());
+            params.push(Value::Text(id.to_string()));
+        }
+        let clause = if sql.is_empty() { "1".to_string() } else { sql.join(" AND ") };
+        (clause, params)
+    }
+}
+
+fn any_of(sql: &mut Vec<String>, params: &mut Vec<Value>, expr: &str, values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    let parts: Vec<&str> = values.iter().map(|_| expr).collect();
+    sql.push(format!("({})", parts.join(" OR ")));
+    params.extend(values.iter().map(|v| Value::Text(v.clone())));
+}
+
+/// Parses `15m`, `250ms`, `2s`, `24h`, `7d` into microseconds.
+pub fn parse_duration_us(s: &str) -> Result<i64, FilterError> {
+    let err = || FilterError::Duration(s.to_string());
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let scale = match unit {
+        "us" | "µs" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        "d" => 86400e6,
+        "w" => 7.0 * 86400e6,
+        _ => return Err(err()),
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(err());
+    }
+    Ok((n * scale) as i64)
+}
+
+/// Parses an RFC 3339 time, or a duration meaning that long before now.
+pub fn parse_time_us(s: &str) -> Result<i64, FilterError> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000) as i64);
+    }
+    parse_duration_us(s)
+        .map(|ago| now_us() - ago)
+        .map_err(|_| FilterError::Time(s.to_string()))
+}
+
+pub fn parse_access_method(s: &str) -> Result<AccessMethod, FilterError> {
+    AccessMethod::parse(s).ok_or_else(|| FilterError::AccessMethod(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(StatusMatch::parse("404"), Ok(StatusMatch::Code(404)));
+        assert_eq!(StatusMatch::parse("4xx"), Ok(StatusMatch::Class(4)));
+        assert!(StatusMatch::parse("9xx").is_err());
+        assert!(StatusMatch::parse("abc").is_err());
+        assert!(StatusMatch::parse("1000").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_us("250ms"), Ok(250_000));
+        assert_eq!(parse_duration_us("15m"), Ok(900_000_000));
+        assert_eq!(parse_duration_us("7d"), Ok(7 * 86_400_000_000));
+        assert!(parse_duration_us("7").is_err());
+        assert!(parse_duration_us("x1h").is_err());
+        assert!(parse_duration_us("1y").is_err());
+    }
+
+    #[test]
+    fn times_parse_both_forms() {
+        assert_eq!(parse_time_us("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        let ago = parse_time_us("1h").unwrap();
+        assert!((now_us() - ago - 3_600_000_000).abs() < 5_000_000);
+        assert!(matches!(parse_time_us("yesterday"), Err(FilterError::Time(_))));
+    }
+
+    #[test]
+    fn clause_binds_every_value() {
+        let f = Filter {
+            users: vec!["alice".into(), "bob".into()],
+            resources: vec!["pods/log".into()],
+            statuses: vec![StatusMatch::Class(4)],
+            ..Default::default()
+        };
+        let (sql, params) = f.call_clause();
+        assert_eq!(sql, "(c.user = ? OR c.user = ?) AND ((c.resource = ? AND c.subresource = ?)) AND ((c.status >= ? AND c.status < ?))");
+        assert_eq!(params.len(), 6);
+        assert!(!sql.contains("alice"));
+    }
+}

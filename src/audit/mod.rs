@@ -1,0 +1,11 @@
+//! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
+
+pub mod filter;
+pub mod model;
+pub mod redact;
+pub mod render;
+pub mod store;
+
+pub use filter::Filter;
+pub use model::{AccessMethod, ApiCall, CallRow, Command};
+pub use store::{AuditSink, AuditStore, AuditWriter};

@@ -1,0 +1,158 @@
+//! The audit records. One API-call type and one command type serve the client and the gateway,
+//! the store, the filters, every output format and the ingest API.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::request_info::RequestInfo;
+
+/// How a user reached the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMethod {
+    /// kubectl or ztk in a terminal.
+    #[default]
+    Cli,
+    /// The web console.
+    Browser,
+    /// Any other client (client libraries, k9s, scripts).
+    Api,
+}
+
+impl AccessMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMethod::Cli => "cli",
+            AccessMethod::Browser => "browser",
+            AccessMethod::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccessMethod> {
+        match s {
+            "cli" => Some(AccessMethod::Cli),
+            "browser" => Some(AccessMethod::Browser),
+            "api" => Some(AccessMethod::Api),
+            _ => None,
+        }
+    }
+
+    /// kubectl identifies itself in User-Agent (`kubectl/v1.32.4 (linux/amd64) kubernetes/…`,
+    /// and the dispatcher as `kubectl-dispatcher/…`).
+    pub fn from_user_agent(user_agent: &str) -> AccessMethod {
+        if user_agent.starts_with("kubectl") || user_agent.starts_with("ztk") {
+            AccessMethod::Cli
+        } else {
+            AccessMethod::Api
+        }
+    }
+}
+
+/// One Kubernetes API call, as seen by the side that recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ApiCall {
+    /// Record id (UUIDv7, so ids sort by time).
+    pub id: Uuid,
+    /// When the request arrived, in microseconds since the Unix epoch.
+    pub time_us: i64,
+    pub user: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+    pub api_group: String,
+    pub api_version: String,
+    /// The apiserver's verb (RequestInfo rules).
+    pub verb: String,
+    pub method: String,
+    pub path: String,
+    /// The query string, with secret-looking values redacted.
+    pub query: String,
+    /// HTTP status sent to the client (0 when the connection failed before an answer).
+    pub status: u16,
+    /// Time from request to the end of the response body, as measured by this side.
+    pub duration_us: i64,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    pub user_agent: String,
+    pub source_ip: String,
+    /// The `Kubectl-Command` header (`kubectl get`), when kubectl sent it.
+    pub kubectl_command: String,
+    /// The `Kubectl-Session` header: one random id per kubectl process.
+    pub kubectl_session: String,
+    /// The ztk command this call belongs to.
+    pub command_id: Option<Uuid>,
+    /// The client's id of this call (equal to `id` in the client's own store).
+    pub request_id: Option<Uuid>,
+    pub access_method: AccessMethod,
+    /// `allow`, or why the call was not forwarded (`deny`, `unauthenticated`, `error`).
+    pub decision: String,
+    /// Details: the denial reason or the relay error.
+    pub reason: String,
+}
+
+impl ApiCall {
+    /// Fills the naming fields from a parsed request.
+    pub fn set_request_info(&mut self, info: &RequestInfo) {
+        self.verb = info.verb.clone();
+        self.api_group = info.api_group.clone();
+        self.api_version = info.api_version.clone();
+        self.namespace = info.namespace.clone();
+        self.resource = info.resource.clone();
+        self.subresource = info.subresource.clone();
+        self.name = info.name.clone();
+    }
+
+    /// `pods`, `pods/log`, or the path for non-resource requests.
+    pub fn resource_label(&self) -> String {
+        match (self.resource.is_empty(), self.subresource.is_empty()) {
+            (true, _) => self.path.clone(),
+            (false, true) => self.resource.clone(),
+            (false, false) => format!("{}/{}", self.resource, self.subresource),
+        }
+    }
+}
+
+/// One command (a kubectl run) that caused API calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Command {
+    pub id: Uuid,
+    pub started_us: i64,
+    pub ended_us: Option<i64>,
+    pub user: String,
+    pub cluster: String,
+    /// argv with secret values redacted.
+    pub argv: Vec<String>,
+    /// argv joined for display and substring search.
+    pub command_line: String,
+    pub exit_code: Option<i32>,
+    pub api_calls: i64,
+    pub access_method: AccessMethod,
+    pub cwd: String,
+    pub host: String,
+}
+
+/// An API call with the command line that caused it, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRow {
+    #[serde(flatten)]
+    pub call: ApiCall,
+    pub command_line: Option<String>,
+}
+
+pub fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// RFC 3339 UTC with microseconds, the form Kubernetes audit events use.
+pub fn format_time_us(us: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+    .unwrap_or_default()
+}

@@ -1,0 +1,614 @@
+//! The SQLite audit store, used by the client (its local log) and by the gateway (the
+//! authoritative log).
+//!
+//! Writes never run on the request path: relays hand records to a bounded channel, and one
+//! writer thread commits them in batches, one transaction per batch. Reads open their own
+//! connections (WAL lets them run beside the writer).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+use uuid::Uuid;
+
+use super::filter::Filter;
+use super::model::{AccessMethod, ApiCall, CallRow, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("audit store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("audit store {path} was written by a newer ztk (schema {found}, this ztk knows {known}); upgrade ztk")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("could not create the directory for {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE api_calls (
+    id TEXT PRIMARY KEY,
+    time_us INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    subresource TEXT NOT NULL,
+    name TEXT NOT NULL,
+    api_group TEXT NOT NULL,
+    api_version TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    user_agent TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    kubectl_command TEXT NOT NULL,
+    kubectl_session TEXT NOT NULL,
+    command_id TEXT,
+    request_id TEXT,
+    access_method TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX api_calls_time ON api_calls(time_us);
+CREATE INDEX api_calls_command ON api_calls(command_id);
+CREATE INDEX api_calls_request ON api_calls(request_id);
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    started_us INTEGER NOT NULL,
+    ended_us INTEGER,
+    user TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    command_line TEXT NOT NULL,
+    exit_code INTEGER,
+    api_calls INTEGER NOT NULL,
+    access_method TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    host TEXT NOT NULL,
+    shipped_us INTEGER
+);
+CREATE INDEX commands_started ON commands(started_us);
+"#];
+
+const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
+    c.api_group, c.api_version, c.verb, c.method, c.path, c.query, c.status, c.duration_us, c.bytes_in, \
+    c.bytes_out, c.user_agent, c.source_ip, c.kubectl_command, c.kubectl_session, c.command_id, \
+    c.request_id, c.access_method, c.decision, c.reason";
+
+const COMMAND_COLUMNS: &str = "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+    api_calls, access_method, cwd, host";
+
+/// Records handed to the writer thread.
+enum WriteOp {
+    Call(Box<ApiCall>),
+    Command(Box<Command>),
+    /// Answered once everything queued before it is committed.
+    Flush(SyncSender<()>),
+}
+
+/// A handle on an audit database file.
+#[derive(Clone, Debug)]
+pub struct AuditStore {
+    path: PathBuf,
+}
+
+impl AuditStore {
+    /// Opens (creating and migrating when needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<AuditStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_private_dir(dir).map_err(|source| StoreError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let store = AuditStore {
+            path: path.to_path_buf(),
+        };
+        let mut conn = store.connect(false)?;
+        migrate(&mut conn, MIGRATIONS).map_err(|e| store.err(e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| store.err(e))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: store.path.clone(),
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+        open_connection(&self.path, read_only).map_err(|e| self.err(e))
+    }
+
+    /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
+    /// `AuditWriter::close` flushes everything still queued.
+    pub fn start_writer(&self, capacity: usize) -> Result<(AuditSink, AuditWriter), StoreError> {
+        let conn = self.connect(false)?;
+        let (tx, rx) = sync_channel(capacity);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let path = self.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(conn, rx, &thread_stats, &path))
+            .map_err(|e| StoreError::Dir {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        Ok((
+            AuditSink {
+                tx,
+                stats: stats.clone(),
+            },
+            AuditWriter {
+                thread: Some(thread),
+                stats,
+            },
+        ))
+    }
+
+    /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
+    /// re-sent record is stored once).
+    pub fn upsert_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for cmd in commands {
+            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Commands not yet acknowledged by the gateway, oldest first.
+    pub fn unshipped_commands(&self, limit: usize) -> Result<Vec<Command>, StoreError> {
+        let conn = self.connect(true)?;
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE shipped_us IS NULL AND ended_us IS NOT NULL \
+             ORDER BY started_us LIMIT ?"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], command_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn mark_shipped(&self, ids: &[Uuid], at_us: i64) -> Result<(), StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for id in ids {
+            tx.execute(
+                "UPDATE commands SET shipped_us = ? WHERE id = ?",
+                params![at_us, id.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn command(&self, id: Uuid) -> Result<Option<Command>, StoreError> {
+        let conn = self.connect(true)?;
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?");
+        conn.query_row(&sql, [id.to_string()], command_from_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// API calls matching `filter`, newest first, with the command line that caused each.
+    pub fn list_calls(&self, filter: &Filter) -> Result<Vec<CallRow>, StoreError> {
+        let conn = self.connect(true)?;
+        let (clause, mut values) = filter.call_clause();
+        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+        values.push(rusqlite::types::Value::Integer(limit));
+        let sql = format!(
+            "SELECT {CALL_COLUMNS}, cmd.command_line FROM api_calls c \
+             LEFT JOIN commands cmd ON cmd.id = c.command_id \
+             WHERE {clause} ORDER BY c.time_us DESC, c.id DESC LIMIT ?"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params_from_iter(values), |row| {
+                Ok(CallRow {
+                    call: call_from_row(row)?,
+                    command_line: row.get(27)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// Opens a connection with the settings every ztk connection uses.
+pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(conn)
+}
+
+/// Applies the migrations not yet applied, each in its own transaction.
+pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in migrations.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Counters of the writer: how many records were committed, and how many could not be.
+#[derive(Default, Debug)]
+pub struct WriterStats {
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Where relays hand their records. Cheap to clone; never blocks the caller.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: SyncSender<WriteOp>,
+    stats: Arc<WriterStats>,
+}
+
+impl AuditSink {
+    pub fn record_call(&self, call: ApiCall) {
+        self.send(WriteOp::Call(Box::new(call)));
+    }
+
+    pub fn record_command(&self, command: Command) {
+        self.send(WriteOp::Command(Box::new(command)));
+    }
+
+    fn send(&self, op: WriteOp) {
+        match self.tx.try_send(op) {
+            Ok(()) => {}
+            Err(TrySendError::Full(op)) => {
+                // The writer is behind: wait for room off the request path rather than drop.
+                let tx = self.tx.clone();
+                let stats = self.stats.clone();
+                let wait = move || {
+                    if tx.send(op).is_err() {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        handle.spawn_blocking(wait);
+                    }
+                    Err(_) => wait(),
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("audit writer has stopped; a record could not be written");
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every record queued so far is committed.
+    /// Returns false on timeout or when the writer has stopped.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(WriteOp::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+/// Owns the writer thread.
+pub struct AuditWriter {
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
+}
+
+impl AuditWriter {
+    /// Waits until every record queued before all sinks were dropped is committed.
+    /// Call after dropping every `AuditSink` (the thread ends when the channel closes).
+    pub fn close(mut self) -> Arc<WriterStats> {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.stats.clone()
+    }
+}
+
+const BATCH_MAX: usize = 2048;
+
+fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, path: &Path) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut flushes = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                WriteOp::Flush(done) => flushes.push(done),
+                op => batch.push(op),
+            }
+            if batch.len() < BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        let n = batch.len() as u64;
+        let result = if batch.is_empty() { Ok(()) } else { write_batch(&mut conn, &batch) };
+        match result {
+            Ok(()) => {
+                stats.written.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(err) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!("could not write {n} audit records to {}: {err}", path.display());
+                eprintln!("ztk: could not write {n} audit records to {}: {err}", path.display());
+            }
+        }
+        batch.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in batch {
+        match op {
+            WriteOp::Call(call) => insert_call(&tx, call)?,
+            WriteOp::Command(cmd) => upsert_command(&tx, cmd)?,
+            WriteOp::Flush(_) => {}
+        }
+    }
+    tx.commit()
+}
+
+fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
+         api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
+         user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
+         decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    )?;
+    stmt.execute(params![
+        c.id.to_string(),
+        c.time_us,
+        c.user,
+        c.cluster,
+        c.namespace,
+        c.resource,
+        c.subresource,
+        c.name,
+        c.api_group,
+        c.api_version,
+        c.verb,
+        c.method,
+        c.path,
+        c.query,
+        c.status,
+        c.duration_us,
+        c.bytes_in as i64,
+        c.bytes_out as i64,
+        c.user_agent,
+        c.source_ip,
+        c.kubectl_command,
+        c.kubectl_session,
+        c.command_id.map(|id| id.to_string()),
+        c.request_id.map(|id| id.to_string()),
+        c.access_method.as_str(),
+        c.decision,
+        c.reason,
+    ])?;
+    Ok(())
+}
+
+fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+         api_calls, access_method, cwd, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
+         api_calls = excluded.api_calls",
+    )?;
+    stmt.execute(params![
+        c.id.to_string(),
+        c.started_us,
+        c.ended_us,
+        c.user,
+        c.cluster,
+        serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+        c.command_line,
+        c.exit_code,
+        c.api_calls,
+        c.access_method.as_str(),
+        c.cwd,
+        c.host,
+    ])?;
+    Ok(())
+}
+
+fn parse_uuid(s: Option<String>) -> Option<Uuid> {
+    s.and_then(|s| Uuid::parse_str(&s).ok())
+}
+
+fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
+    Ok(ApiCall {
+        id: parse_uuid(row.get(0)?).unwrap_or_default(),
+        time_us: row.get(1)?,
+        user: row.get(2)?,
+        cluster: row.get(3)?,
+        namespace: row.get(4)?,
+        resource: row.get(5)?,
+        subresource: row.get(6)?,
+        name: row.get(7)?,
+        api_group: row.get(8)?,
+        api_version: row.get(9)?,
+        verb: row.get(10)?,
+        method: row.get(11)?,
+        path: row.get(12)?,
+        query: row.get(13)?,
+        status: row.get(14)?,
+        duration_us: row.get(15)?,
+        bytes_in: row.get::<_, i64>(16)? as u64,
+        bytes_out: row.get::<_, i64>(17)? as u64,
+        user_agent: row.get(18)?,
+        source_ip: row.get(19)?,
+        kubectl_command: row.get(20)?,
+        kubectl_session: row.get(21)?,
+        command_id: parse_uuid(row.get(22)?),
+        request_id: parse_uuid(row.get(23)?),
+        access_method: AccessMethod::parse(&row.get::<_, String>(24)?).unwrap_or_default(),
+        decision: row.get(25)?,
+        reason: row.get(26)?,
+    })
+}
+
+fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
+    let argv: String = row.get(5)?;
+    Ok(Command {
+        id: parse_uuid(row.get(0)?).unwrap_or_default(),
+        started_us: row.get(1)?,
+        ended_us: row.get(2)?,
+        user: row.get(3)?,
+        cluster: row.get(4)?,
+        argv: serde_json::from_str(&argv).unwrap_or_default(),
+        command_line: row.get(6)?,
+        exit_code: row.get(7)?,
+        api_calls: row.get(8)?,
+        access_method: AccessMethod::parse(&row.get::<_, String>(9)?).unwrap_or_default(),
+        cwd: row.get(10)?,
+        host: row.get(11)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::model::now_us;
+
+    fn call(user: &str, status: u16, command_id: Option<Uuid>) -> ApiCall {
+        ApiCall {
+            id: Uuid::now_v7(),
+            time_us: now_us(),
+            user: user.into(),
+            cluster: "dev".into(),
+            resource: "pods".into(),
+            verb: "list".into(),
+            status,
+            command_id,
+            decision: "allow".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn writer_commits_everything_before_close_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let (sink, writer) = store.start_writer(4).unwrap();
+        let cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            ended_us: Some(now_us()),
+            user: "alice".into(),
+            cluster: "dev".into(),
+            argv: vec!["kubectl".into(), "get".into(), "po".into()],
+            command_line: "kubectl get po".into(),
+            ..Default::default()
+        };
+        sink.record_command(cmd.clone());
+        for i in 0..100 {
+            sink.record_call(call(if i % 2 == 0 { "alice" } else { "bob" }, 200 + (i % 3) * 100, Some(cmd.id)));
+        }
+        drop(sink);
+        let stats = writer.close();
+        assert_eq!(stats.written.load(Ordering::Relaxed), 101);
+        let all = store.list_calls(&Filter::default()).unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0].command_line.as_deref(), Some("kubectl get po"));
+        let alice = store
+            .list_calls(&Filter { users: vec!["alice".into()], ..Default::default() })
+            .unwrap();
+        assert_eq!(alice.len(), 50);
+        let limited = store.list_calls(&Filter { limit: Some(7), ..Default::default() }).unwrap();
+        assert_eq!(limited.len(), 7);
+        assert_eq!(store.command(cmd.id).unwrap().unwrap().argv, cmd.argv);
+    }
+
+    #[test]
+    fn repeated_commands_are_stored_once_and_shipping_is_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let mut cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: 1,
+            ended_us: Some(2),
+            ..Default::default()
+        };
+        store.upsert_commands(&[cmd.clone()]).unwrap();
+        cmd.exit_code = Some(3);
+        store.upsert_commands(&[cmd.clone(), cmd.clone()]).unwrap();
+        let pending = store.unshipped_commands(10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].exit_code, Some(3));
+        store.mark_shipped(&[cmd.id], 5).unwrap();
+        assert!(store.unshipped_commands(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        AuditStore::open(&path).unwrap().upsert_commands(&[Command { id: Uuid::now_v7(), ended_us: Some(1), ..Default::default() }]).unwrap();
+        let again = AuditStore::open(&path).unwrap();
+        assert_eq!(again.unshipped_commands(10).unwrap().len(), 1);
+    }
+}

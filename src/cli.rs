@@ -1,0 +1,70 @@
+//! The command line: one subcommand per file under `commands/`.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// Zero-trust kubectl access with a complete audit trail.
+///
+/// Users log in to a ztk gateway and run kubectl through ztk; every API call is relayed through
+/// the gateway and recorded, on both sides, together with the command line that caused it.
+#[derive(Debug, Parser)]
+#[command(name = "ztk", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Login(commands::login::Args),
+    Logout(commands::logout::Args),
+    Status(commands::status::Args),
+    Kubectl(commands::kubectl::Args),
+    Audit(commands::audit::Args),
+    Gateway(commands::gateway::Args),
+    Demo(commands::demo::Args),
+    Completions(commands::completions::Args),
+    #[command(hide = true)]
+    Man(commands::man::Args),
+}
+
+/// A mistake in how ztk was called (exit code 2, like clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    crate::tls::install_crypto_provider();
+    init_logging();
+    match cli.command {
+        Command::Login(args) => block_on(commands::login::run(args)),
+        Command::Logout(args) => block_on(commands::logout::run(args)),
+        Command::Status(args) => block_on(commands::status::run(args)),
+        Command::Kubectl(args) => block_on(commands::kubectl::run(args)),
+        Command::Audit(args) => commands::audit::run(args),
+        Command::Gateway(args) => commands::gateway::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Completions(args) => commands::completions::run(args),
+        Command::Man(args) => commands::man::run(args),
+    }
+}
+
+/// Runs a future on a fresh multi-threaded runtime.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(future: F) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// Logs go to stderr, quiet unless `ZTK_LOG` asks (e.g. `ZTK_LOG=debug`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZTK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

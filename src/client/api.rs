@@ -1,0 +1,150 @@
+//! Calls to the gateway's own API (login, session, command ingest).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{self, Body};
+use crate::protocol::{self, IngestAck, IngestCommands, LoginRequest, SessionInfo};
+use crate::tls::Roots;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid gateway URL {0:?}: use https://host[:port]")]
+    BadUrl(String),
+    #[error("cannot reach the gateway at {url}: {message}{hint}")]
+    Unreachable { url: String, message: String, hint: &'static str },
+    #[error("the gateway answered {code}: {message}")]
+    Status { code: u16, message: String },
+    #[error("the gateway's answer was not understood: {0}")]
+    Invalid(String),
+    #[error("the gateway did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+pub struct GatewayApi {
+    base: String,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    timeout: Duration,
+}
+
+/// Checks and normalises a gateway URL (https only: kubectl credentials and session tokens
+/// never travel in clear text).
+pub fn normalize_url(url: &str) -> Result<String, ApiError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let uri: http::Uri = trimmed.parse().map_err(|_| ApiError::BadUrl(url.to_string()))?;
+    if uri.scheme_str() != Some("https") || uri.authority().is_none() {
+        return Err(ApiError::BadUrl(url.to_string()));
+    }
+    Ok(trimmed.to_string())
+}
+
+impl GatewayApi {
+    pub fn new(base: &str, roots: &Roots) -> Result<GatewayApi, ApiError> {
+        let base = normalize_url(base)?;
+        let tls = crate::tls::client_config(roots, None)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Ok(GatewayApi {
+            base,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout: Duration::from_secs(15),
+        })
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> GatewayApi {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        payload: Option<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req_body = match payload {
+            Some(bytes) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                body::full(bytes)
+            }
+            None => body::empty(),
+        };
+        let req = builder.body(req_body).map_err(|_| ApiError::BadUrl(url.clone()))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                let message = crate::relay::error_chain(&e);
+                let hint = if message.contains("UnknownIssuer") || message.contains("certificate") {
+                    "; if the gateway uses its own CA, pass --ca-file with the CA file it printed at start"
+                } else {
+                    "; check the URL and that the gateway is running"
+                };
+                ApiError::Unreachable { url: self.base.clone(), message, hint }
+            })?;
+            let status = resp.status();
+            let bytes: Bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ApiError::Invalid(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ApiError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ApiError::Timeout(self.timeout))??;
+        if status != StatusCode::OK {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(ApiError::Status { code: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid(e.to_string()))
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> Result<SessionInfo, ApiError> {
+        let payload = serde_json::to_vec(&LoginRequest {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(Method::POST, protocol::LOGIN_PATH, None, Some(payload)).await
+    }
+
+    pub async fn session(&self, token: &str) -> Result<SessionInfo, ApiError> {
+        self.call(Method::GET, protocol::SESSION_PATH, Some(token), None).await
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), ApiError> {
+        self.call::<serde_json::Value>(Method::DELETE, protocol::SESSION_PATH, Some(token), None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn ingest_commands(&self, token: &str, batch: &IngestCommands) -> Result<IngestAck, ApiError> {
+        let payload = serde_json::to_vec(batch).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(Method::POST, protocol::COMMANDS_PATH, Some(token), Some(payload)).await
+    }
+}

@@ -1,0 +1,176 @@
+//! `ztk demo`: the whole product on the built-in sandbox, in a temporary directory.
+//!
+//! Starts a gateway with the sandbox cluster, adds a user, logs in with an isolated client
+//! config, runs a few kubectl commands through ztk, prints both audit logs, and cleans up.
+//! Each step runs this same binary as a child process, exactly as a user would type it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Try ztk end to end on the built-in sandbox cluster (no cluster needed).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the temporary directory (gateway data, audit databases) and print where it is.
+    #[arg(long)]
+    keep: bool,
+    /// The kubectl binary to run.
+    #[arg(long, env = "ZTK_KUBECTL", value_name = "PATH", default_value = "kubectl")]
+    kubectl: PathBuf,
+}
+
+const MANIFEST: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+  namespace: dev
+  labels: {app: hello}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: hello}
+  template:
+    metadata:
+      labels: {app: hello}
+    spec:
+      containers:
+      - name: hello
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+"#;
+
+struct Demo {
+    exe: PathBuf,
+    dir: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl Demo {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .env("ZTK_CONFIG_DIR", self.dir.join("client/config"))
+            .env("ZTK_DATA_DIR", self.dir.join("client/data"))
+            .env("ZTK_TOKEN_STORE", "file")
+            .env("ZTK_KUBECTL", &self.kubectl)
+            .env_remove("ZTK_GATEWAY");
+        cmd
+    }
+
+    /// Runs one visible step, optionally feeding `input` on stdin.
+    fn step(&self, args: &[&str], input: Option<&str>) -> Result<()> {
+        println!("\n\x1b[1m$ ztk {}\x1b[0m", args.join(" "));
+        let mut cmd = self.command(args);
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", self.exe.display()))?;
+        if let Some(text) = input {
+            child.stdin.take().context("no stdin")?.write_all(text.as_bytes())?;
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("the demo step `ztk {}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let tmp = tempfile::Builder::new().prefix("ztk-demo-").tempdir()?;
+    let demo = Demo {
+        exe: std::env::current_exe().context("cannot find the ztk binary")?,
+        dir: tmp.path().to_path_buf(),
+        kubectl: args.kubectl,
+    };
+    let config = demo.dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        "# A gateway on a free loopback port, serving the built-in sandbox cluster.\n\
+         listen = \"127.0.0.1:0\"\ndata_dir = \"gateway\"\n\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n",
+    )?;
+    std::fs::write(demo.dir.join("hello.yaml"), MANIFEST)?;
+    let config_arg = config.display().to_string();
+
+    println!("ztk demo: working in {}", demo.dir.display());
+    demo.step(&["gateway", "user", "add", "demo", "--group", "developers", "--password-stdin", "--config", &config_arg], Some("demo-password\n"))?;
+
+    println!("\n\x1b[1m$ ztk gateway serve --config {config_arg} &\x1b[0m");
+    let mut gateway = GatewayProcess::start(&demo, &config_arg)?;
+    let url = gateway.url.clone();
+    let ca = demo.dir.join("gateway/ca.pem").display().to_string();
+
+    let result = (|| -> Result<()> {
+        demo.step(&["login", "--gateway", &url, "--ca-file", &ca, "--user", "demo", "--password-stdin"], Some("demo-password\n"))?;
+        demo.step(&["status"], None)?;
+        demo.step(&["kubectl", "get", "namespaces"], None)?;
+        demo.step(&["kubectl", "get", "pods", "-A"], None)?;
+        let manifest = demo.dir.join("hello.yaml").display().to_string();
+        demo.step(&["kubectl", "apply", "-f", &manifest], None)?;
+        demo.step(&["kubectl", "get", "deployments", "-n", "dev"], None)?;
+        demo.step(&["kubectl", "delete", "deployment", "hello", "-n", "dev"], None)?;
+        demo.step(&["audit", "list", "--limit", "15"], None)?;
+        println!("\nThe gateway holds its own, authoritative record of the same calls:");
+        demo.step(&["gateway", "audit", "--config", &config_arg, "--limit", "8"], None)?;
+        Ok(())
+    })();
+    gateway.stop();
+    result?;
+
+    if args.keep {
+        let kept = tmp.keep();
+        println!("\nztk demo: kept {} (client audit log: client/data/audit.db, gateway's: gateway/audit.db)", kept.display());
+    } else {
+        println!("\nztk demo: done; cleaned up {}", demo.dir.display());
+    }
+    Ok(0)
+}
+
+struct GatewayProcess {
+    child: Child,
+    url: String,
+}
+
+impl GatewayProcess {
+    fn start(demo: &Demo, config: &str) -> Result<GatewayProcess> {
+        let mut child = demo
+            .command(&["gateway", "serve", "--config", config])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the gateway")?;
+        let stdout = child.stdout.take().context("no gateway stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.wait();
+                bail!("the gateway exited before it was ready");
+            };
+            let line = line?;
+            println!("{line}");
+            if let Some(url) = line.strip_prefix("ztk gateway: listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining the gateway's output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Ok(GatewayProcess { child, url })
+    }
+
+    fn stop(&mut self) {
+        #[cfg(unix)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(dead_code)]
+fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -1,0 +1,11 @@
+//! One file per subcommand, each with its arguments and its `run`.
+
+pub mod audit;
+pub mod completions;
+pub mod demo;
+pub mod gateway;
+pub mod kubectl;
+pub mod login;
+pub mod logout;
+pub mod man;
+pub mod status;

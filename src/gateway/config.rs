@@ -1,0 +1,224 @@
+//! The gateway's TOML configuration. A bad config fails at start with the file, the key and
+//! the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read gateway config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("gateway config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default = "default_ttl")]
+    session_ttl: String,
+    #[serde(default)]
+    clusters: Vec<RawCluster>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// Extra names for a generated certificate.
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    #[serde(default)]
+    sandbox: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+fn default_ttl() -> String {
+    "8h".into()
+}
+
+/// A validated gateway configuration, paths made absolute.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsSource,
+    pub session_ttl_us: i64,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generate a CA and server certificate into the data dir (for these extra names).
+    Generated { hosts: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub kind: ClusterKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClusterKind {
+    Kubeconfig { path: PathBuf, context: Option<String> },
+    Sandbox,
+}
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|_| invalid(format!("key `listen`: {:?} is not an address like 127.0.0.1:8443", raw.listen)))?;
+        let data_dir = raw
+            .data_dir
+            .as_deref()
+            .map(resolve)
+            .ok_or_else(|| invalid("key `data_dir` is missing: set the directory for the gateway's database and certificates".into()))?;
+        let session_ttl_us = crate::audit::filter::parse_duration_us(&raw.session_ttl)
+            .ok()
+            .filter(|us| *us > 0)
+            .ok_or_else(|| invalid(format!("key `session_ttl`: {:?} is not a duration like 8h or 30m", raw.session_ttl)))?;
+        let tls = match raw.tls {
+            None => TlsSource::Generated { hosts: Vec::new() },
+            Some(RawTls { cert: Some(cert), key: Some(key), .. }) => TlsSource::Files {
+                cert: resolve(&cert),
+                key: resolve(&key),
+            },
+            Some(RawTls { cert: None, key: None, hosts }) => TlsSource::Generated { hosts },
+            Some(_) => return Err(invalid("key `tls`: give both `cert` and `key`, or neither to generate them".into())),
+        };
+        let mut clusters: Vec<ClusterConfig> = Vec::new();
+        for (i, c) in raw.clusters.into_iter().enumerate() {
+            let key = format!("clusters[{i}]");
+            let name = c.name.ok_or_else(|| invalid(format!("key `{key}.name` is missing")))?;
+            if !valid_name(&name) {
+                return Err(invalid(format!(
+                    "key `{key}.name`: {name:?} must be lowercase letters, digits and '-' (like a Kubernetes name)"
+                )));
+            }
+            if clusters.iter().any(|other| other.name == name) {
+                return Err(invalid(format!("key `{key}.name`: cluster {name:?} is defined twice")));
+            }
+            let kind = match (c.kubeconfig, c.sandbox) {
+                (Some(kc), false) => ClusterKind::Kubeconfig {
+                    path: resolve(&kc),
+                    context: c.context,
+                },
+                (None, true) => ClusterKind::Sandbox,
+                (Some(_), true) => {
+                    return Err(invalid(format!("key `{key}` ({name}): set either `kubeconfig` or `sandbox = true`, not both")))
+                }
+                (None, false) => {
+                    return Err(invalid(format!("key `{key}` ({name}): set `kubeconfig = \"PATH\"` or `sandbox = true`")))
+                }
+            };
+            clusters.push(ClusterConfig { name, kind });
+        }
+        Ok(GatewayConfig {
+            path: path.to_path_buf(),
+            listen,
+            data_dir,
+            tls,
+            session_ttl_us,
+            clusters,
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("gateway.db")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.db")
+    }
+}
+
+/// Cluster and user names: DNS-label-like, so they are safe in URLs and context names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_')
+        && !name.starts_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::parse(Path::new("/etc/ztk/gateway.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("data_dir = \"data\"\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.data_dir, PathBuf::from("/etc/ztk/data"));
+        assert_eq!(c.session_ttl_us, 8 * 3_600_000_000);
+        assert!(matches!(c.tls, TlsSource::Generated { .. }));
+        assert!(matches!(c.clusters[0].kind, ClusterKind::Sandbox));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            ("data_dir = 1", "data_dir"),
+            ("listen = \"nope\"\ndata_dir = \"d\"", "`listen`"),
+            ("data_dir = \"d\"\nsession_ttl = \"forever\"", "`session_ttl`"),
+            ("data_dir = \"d\"\n[[clusters]]\nname = \"x\"", "`clusters[0]` (x)"),
+            ("data_dir = \"d\"\n[[clusters]]\nname = \"Bad Name\"\nsandbox = true", "clusters[0].name"),
+            ("data_dir = \"d\"\n[[clusters]]\nname = \"a\"\nsandbox = true\n[[clusters]]\nname = \"a\"\nsandbox = true", "defined twice"),
+            ("data_dir = \"d\"\nbogus = 1", "bogus"),
+            ("[tls]\ncert = \"c\"\ndata_dir = \"d\"", "`tls`"),
+            ("", "data_dir"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("/etc/ztk/gateway.toml"), "{err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

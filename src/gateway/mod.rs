@@ -1,0 +1,292 @@
+//! The zero-trust gateway: authenticates every Kubernetes request, authorizes it in one place,
+//! forwards it to the cluster with the gateway's own credential, and writes the authoritative
+//! audit record of every call, denied ones included.
+
+pub mod api;
+pub mod authz;
+pub mod clusters;
+pub mod config;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use uuid::Uuid;
+
+use crate::audit::model::now_us;
+use crate::audit::redact::redact_query;
+use crate::audit::{AccessMethod, ApiCall, AuditSink, AuditStore, AuditWriter};
+use crate::body::{self, Body};
+use crate::protocol::{self, COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER};
+use crate::request_info::RequestInfo;
+use crate::tls;
+use authz::Decision;
+use clusters::Cluster;
+use config::{GatewayConfig, TlsSource};
+use users::{Session, TokenRejection, UserStore};
+
+pub struct Gateway {
+    pub users: UserStore,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub audit: AuditSink,
+    pub audit_store: AuditStore,
+    pub session_ttl_us: i64,
+}
+
+/// A started gateway: its address and CA, and the handles that keep it running.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ca_file: Option<PathBuf>,
+    pub ca_fingerprint: Option<String>,
+    pub gateway: Arc<Gateway>,
+    writer: AuditWriter,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Serves until the task ends (it does not on its own).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+
+    /// Stops accepting and flushes queued audit records.
+    pub fn shutdown(self) {
+        self.server.abort();
+        drop(self.gateway);
+        let _ = tokio::task::block_in_place(|| self.writer.close());
+    }
+}
+
+/// Starts the gateway described by `config`.
+pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
+    use anyhow::Context as _;
+    crate::fsutil::create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let (server_tls, ca_file) = load_tls(config)?;
+    let ca_fingerprint = match &ca_file {
+        Some(path) => Some(tls::fingerprint(&std::fs::read_to_string(path)?)?),
+        None => None,
+    };
+    let users = UserStore::open(&config.db_path())?;
+    let audit_store = AuditStore::open(&config.audit_path())?;
+    let (audit, writer) = audit_store.start_writer(8192)?;
+    let clusters = clusters::connect(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (key `listen` in {}); is another gateway running there?", config.listen, config.path.display()))?;
+    let addr = listener.local_addr()?;
+    let gateway = Arc::new(Gateway {
+        users,
+        clusters,
+        audit,
+        audit_store,
+        session_ttl_us: config.session_ttl_us,
+    });
+    let handler_gateway = gateway.clone();
+    let server = tokio::spawn(crate::serve::serve_tls(listener, server_tls, move |req, peer| {
+        let gateway = handler_gateway.clone();
+        async move { gateway.handle(req, peer).await }
+    }));
+    Ok(Running {
+        addr,
+        ca_file,
+        ca_fingerprint,
+        gateway,
+        writer,
+        server,
+    })
+}
+
+/// Loads the configured certificate, or makes (once) a CA and a server certificate in data_dir.
+fn load_tls(config: &GatewayConfig) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<PathBuf>)> {
+    match &config.tls {
+        TlsSource::Files { cert, key } => {
+            let server = tls::server_config(&tls::read_file(cert)?, &tls::read_file(key)?)?;
+            Ok((server, None))
+        }
+        TlsSource::Generated { hosts } => {
+            let dir = &config.data_dir;
+            let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
+            if !cert_path.exists() || !key_path.exists() || !ca_path.exists() {
+                let ca = tls::Ca::generate("ztk gateway CA")?;
+                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+                let ip = config.listen.ip();
+                if !ip.is_unspecified() && !ip.is_loopback() {
+                    names.push(ip.to_string());
+                }
+                if let Some(host) = hostname() {
+                    names.push(host);
+                }
+                names.extend(hosts.iter().cloned());
+                names.dedup();
+                let leaf = ca.issue_server(&names)?;
+                tls::write_private(&dir.join("ca-key.pem"), ca.key_pem().as_bytes())?;
+                tls::write_private(&key_path, leaf.key_pem.as_bytes())?;
+                crate::fsutil::write_atomic(&cert_path, format!("{}{}", leaf.cert_pem, ca.cert_pem()).as_bytes(), 0o644)?;
+                crate::fsutil::write_atomic(&ca_path, ca.cert_pem().as_bytes(), 0o644)?;
+            }
+            let server = tls::server_config(&tls::read_file(&cert_path)?, &tls::read_file(&key_path)?)?;
+            Ok((server, Some(ca_path)))
+        }
+    }
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/etc/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Gateway {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let req = req.map(body::boxed);
+        let path = req.uri().path();
+        if path.starts_with(protocol::KUBE_PREFIX) {
+            self.kube(req, peer).await
+        } else if path.starts_with("/ztk/") {
+            api::handle(self, req).await
+        } else if path == "/healthz" {
+            Response::new(body::full("ok"))
+        } else {
+            body::status_response(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "ztk gateway: unknown path; kubectl reaches clusters through `ztk kubectl` or the kubeconfig from `ztk kubeconfig`",
+            )
+        }
+    }
+
+    /// Authenticates a bearer token, with the 401 message kubectl will show on failure.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Session, String> {
+        let Some(token) = bearer(headers) else {
+            return Err("ztk: no session token; run `ztk login`".into());
+        };
+        match self.users.authenticate(token) {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(TokenRejection::Unknown)) => Err("ztk: the session token is not valid; run `ztk login`".into()),
+            Ok(Err(TokenRejection::Expired)) => Err("ztk: your session has expired; run `ztk login`".into()),
+            Ok(Err(TokenRejection::Revoked)) => Err("ztk: your session was revoked; run `ztk login`".into()),
+            Err(err) => {
+                tracing::error!("session lookup failed: {err}");
+                Err("ztk: the gateway could not check the session; try again, or ask the administrator".into())
+            }
+        }
+    }
+
+    async fn kube(self: Arc<Self>, mut req: Request<Body>, peer: SocketAddr) -> Response<Body> {
+        let uri = req.uri().clone();
+        let rest = &uri.path()[protocol::KUBE_PREFIX.len()..];
+        let (cluster_name, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let query = uri.query();
+        let headers = req.headers();
+        let info = RequestInfo::parse(req.method().as_str(), path, query);
+        let user_agent = header_str(headers, header::USER_AGENT.as_str());
+        let mut call = ApiCall {
+            id: Uuid::now_v7(),
+            time_us: now_us(),
+            cluster: cluster_name.to_string(),
+            method: req.method().to_string(),
+            path: path.to_string(),
+            query: redact_query(query.unwrap_or("")),
+            access_method: AccessMethod::from_user_agent(&user_agent),
+            user_agent,
+            source_ip: peer.ip().to_string(),
+            kubectl_command: header_str(headers, KUBECTL_COMMAND_HEADER),
+            kubectl_session: header_str(headers, KUBECTL_SESSION_HEADER),
+            command_id: Uuid::parse_str(&header_str(headers, COMMAND_ID_HEADER)).ok(),
+            request_id: Uuid::parse_str(&header_str(headers, REQUEST_ID_HEADER)).ok(),
+            decision: "allow".into(),
+            ..Default::default()
+        };
+        call.set_request_info(&info);
+        let start = std::time::Instant::now();
+
+        let session = match self.authenticate(headers) {
+            Ok(session) => session,
+            Err(message) => {
+                return self.refuse(call, start, StatusCode::UNAUTHORIZED, "Unauthorized", "unauthenticated", &message);
+            }
+        };
+        call.user = session.user.clone();
+        let Some(cluster) = self.clusters.get(cluster_name).cloned() else {
+            let message = format!(
+                "ztk: the gateway has no cluster {cluster_name:?}; `ztk status` lists the clusters you can use"
+            );
+            return self.refuse(call, start, StatusCode::NOT_FOUND, "NotFound", "deny", &message);
+        };
+        let impersonates = headers.keys().any(|k| k.as_str().starts_with("impersonate-"));
+        if let Decision::Deny(reason) = authz::authorize(&session, cluster_name, &info, impersonates) {
+            let message = format!("ztk: forbidden: {reason}");
+            return self.refuse(call, start, StatusCode::FORBIDDEN, "Forbidden", "deny", &message);
+        }
+
+        // The client's token and ztk's own headers stay here; the cluster gets the gateway's.
+        let headers = req.headers_mut();
+        headers.remove(COMMAND_ID_HEADER);
+        headers.remove(REQUEST_ID_HEADER);
+        let path_and_query = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let sink = self.audit.clone();
+        crate::relay::relay(&cluster.upstream, req, &path_and_query, HeaderMap::new(), move |outcome| {
+            call.status = outcome.status;
+            call.duration_us = outcome.duration.as_micros() as i64;
+            call.bytes_in = outcome.bytes_in;
+            call.bytes_out = outcome.bytes_out;
+            if let Some(error) = outcome.error {
+                call.reason = error;
+            }
+            sink.record_call(call);
+        })
+        .await
+    }
+
+    /// Answers with a Kubernetes Status and audits the refusal.
+    fn refuse(
+        &self,
+        mut call: ApiCall,
+        start: std::time::Instant,
+        status: StatusCode,
+        reason: &str,
+        decision: &str,
+        message: &str,
+    ) -> Response<Body> {
+        let resp = body::status_response(status, reason, message);
+        call.status = status.as_u16();
+        call.decision = decision.into();
+        call.reason = message.into();
+        call.duration_us = start.elapsed().as_micros() as i64;
+        self.audit.record_call(call);
+        resp
+    }
+
+    pub fn cluster_infos(&self) -> Vec<protocol::ClusterInfo> {
+        self.clusters
+            .keys()
+            .map(|name| protocol::ClusterInfo { name: name.clone() })
+            .collect()
+    }
+}

@@ -1,0 +1,296 @@
+//! Users and sessions in the gateway's SQLite store.
+//!
+//! Passwords are argon2id hashes. A session token is 32 random bytes shown to the client once;
+//! the store keeps only its SHA-256, so a copy of the database grants no access.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::audit::model::now_us;
+use crate::audit::store::{migrate, open_connection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("gateway database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("user {0:?} already exists; remove it first with `ztk gateway user remove {0}`")]
+    Exists(String),
+    #[error("no user {0:?}; `ztk gateway user list` shows the users")]
+    NoSuchUser(String),
+    #[error("invalid user name {0:?}: use lowercase letters, digits, '-', '.', '_' (at most 63)")]
+    BadName(String),
+    #[error("the password is empty")]
+    EmptyPassword,
+    #[error("could not hash the password: {0}")]
+    Hash(String),
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created_us INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    user TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL,
+    revoked_us INTEGER
+);
+CREATE INDEX sessions_user ON sessions(user);
+"#];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub created_us: i64,
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub expires_us: i64,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+pub struct UserStore {
+    path: PathBuf,
+    // One connection for the request path; SQLite reads take microseconds.
+    conn: Mutex<Connection>,
+}
+
+impl UserStore {
+    pub fn open(path: &Path) -> Result<UserStore, UserError> {
+        let err = |source| UserError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            let _ = crate::fsutil::create_private_dir(dir);
+        }
+        let mut conn = open_connection(path, false).map_err(err)?;
+        migrate(&mut conn, MIGRATIONS).map_err(err)?;
+        Ok(UserStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> UserError {
+        UserError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, UserError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|e| self.err(e))
+    }
+
+    pub fn add_user(&self, name: &str, groups: &[String], password: &str) -> Result<(), UserError> {
+        if !super::config::valid_name(name) {
+            return Err(UserError::BadName(name.to_string()));
+        }
+        if password.is_empty() {
+            return Err(UserError::EmptyPassword);
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| UserError::Hash(e.to_string()))?
+            .to_string();
+        let groups_json = serde_json::to_string(groups).unwrap_or_else(|_| "[]".into());
+        let inserted = self.with_conn(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO users (name, password_hash, groups, created_us) VALUES (?, ?, ?, ?)",
+                params![name, hash, groups_json, now_us()],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(UserError::Exists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn list_users(&self) -> Result<Vec<UserInfo>, UserError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT name, groups, created_us FROM users ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(UserInfo {
+                    name: r.get(0)?,
+                    groups: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                    created_us: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Removes a user and revokes all their sessions.
+    pub fn remove_user(&self, name: &str) -> Result<(), UserError> {
+        let removed = self.with_conn(|c| {
+            let n = c.execute("DELETE FROM users WHERE name = ?", [name])?;
+            c.execute(
+                "UPDATE sessions SET revoked_us = ? WHERE user = ? AND revoked_us IS NULL",
+                params![now_us(), name],
+            )?;
+            Ok(n)
+        })?;
+        if removed == 0 {
+            return Err(UserError::NoSuchUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Checks a password. Unknown users cost the same time as known ones, so timing does not
+    /// tell which names exist.
+    pub fn verify_password(&self, name: &str, password: &str) -> Result<Option<UserInfo>, UserError> {
+        let row: Option<(String, String, i64)> = self.with_conn(|c| {
+            c.query_row(
+                "SELECT password_hash, groups, created_us FROM users WHERE name = ?",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })?;
+        let Some((hash, groups, created_us)) = row else {
+            let _ = Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng));
+            return Ok(None);
+        };
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return Ok(None);
+        };
+        if Argon2::default().verify_password(password.as_bytes(), &parsed).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(UserInfo {
+            name: name.to_string(),
+            groups: serde_json::from_str(&groups).unwrap_or_default(),
+            created_us,
+        }))
+    }
+
+    /// Creates a session and returns its token (shown once) and expiry.
+    pub fn create_session(&self, user: &str, ttl_us: i64) -> Result<(String, i64), UserError> {
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = format!("ztk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+        let now = now_us();
+        let expires = now + ttl_us;
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us) VALUES (?, ?, ?, ?, ?)",
+                params![uuid::Uuid::now_v7().to_string(), hash_token(&token), user, now, expires],
+            )
+        })?;
+        Ok((token, expires))
+    }
+
+    /// Looks a bearer token up. Revocations made by another process count at once.
+    pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
+        let row: Option<(String, String, i64, Option<i64>, Option<String>)> = self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.id, s.user, s.expires_us, s.revoked_us, u.groups FROM sessions s \
+                 LEFT JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+            )?;
+            stmt.query_row([hash_token(token)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })?;
+        Ok(match row {
+            None => Err(TokenRejection::Unknown),
+            Some((_, _, _, Some(_), _)) => Err(TokenRejection::Revoked),
+            // The user was removed.
+            Some((_, _, _, None, None)) => Err(TokenRejection::Revoked),
+            Some((_, _, expires, None, _)) if expires <= now_us() => Err(TokenRejection::Expired),
+            Some((id, user, expires_us, None, Some(groups))) => Ok(Session {
+                id,
+                user,
+                groups: serde_json::from_str(&groups).unwrap_or_default(),
+                expires_us,
+            }),
+        })
+    }
+
+    /// Revokes every open session of `user`; returns how many.
+    pub fn revoke_user(&self, user: &str) -> Result<usize, UserError> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE sessions SET revoked_us = ? WHERE user = ? AND revoked_us IS NULL AND expires_us > ?",
+                params![now_us(), user, now_us()],
+            )
+        })
+    }
+
+    pub fn revoke_session(&self, id: &str) -> Result<(), UserError> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE sessions SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                params![now_us(), id],
+            )
+        })?;
+        Ok(())
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_sessions_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("g.db")).unwrap();
+        store.add_user("alice", &["dev".into()], "pw").unwrap();
+        assert!(matches!(store.add_user("alice", &[], "pw"), Err(UserError::Exists(_))));
+        assert!(matches!(store.add_user("Bad Name", &[], "pw"), Err(UserError::BadName(_))));
+        assert!(store.verify_password("alice", "wrong").unwrap().is_none());
+        assert!(store.verify_password("nobody", "pw").unwrap().is_none());
+        let user = store.verify_password("alice", "pw").unwrap().unwrap();
+        assert_eq!(user.groups, vec!["dev".to_string()]);
+
+        let (token, _) = store.create_session("alice", 60_000_000).unwrap();
+        let session = store.authenticate(&token).unwrap().unwrap();
+        assert_eq!(session.user, "alice");
+        assert_eq!(store.authenticate("ztk_nope").unwrap(), Err(TokenRejection::Unknown));
+
+        let (expired, _) = store.create_session("alice", -1).unwrap();
+        assert_eq!(store.authenticate(&expired).unwrap(), Err(TokenRejection::Expired));
+
+        assert_eq!(store.revoke_user("alice").unwrap(), 1);
+        assert_eq!(store.authenticate(&token).unwrap(), Err(TokenRejection::Revoked));
+
+        let (again, _) = store.create_session("alice", 60_000_000).unwrap();
+        store.remove_user("alice").unwrap();
+        assert_eq!(store.authenticate(&again).unwrap(), Err(TokenRejection::Revoked));
+        assert!(matches!(store.remove_user("alice"), Err(UserError::NoSuchUser(_))));
+    }
+}

@@ -1,0 +1,363 @@
+//! The relay engine: forwards one HTTP request to an upstream and streams the answer back.
+//!
+//! Both hops use it: the local proxy relays kubectl's calls to the gateway, and the gateway
+//! relays them to the cluster. Bodies are streamed in both directions and counted on the way;
+//! upgrades (exec, attach, port-forward over WebSocket or SPDY) are spliced as raw bytes after
+//! the `101`, so neither protocol's frames are parsed. When the exchange ends (the response body
+//! finished, the client went away, or the upgraded stream closed), the caller's `done` callback
+//! receives the outcome — that is where audit records are made, off the request path.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::{self, Body, BodyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("invalid upstream URL {0:?}: use https://host[:port][/path]")]
+    BadUrl(String),
+}
+
+/// Where requests are relayed to, with the credential to present there.
+pub struct Upstream {
+    /// For error messages: "the gateway at https://…", "cluster dev".
+    label: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path prefix prepended to every relayed path (no trailing slash).
+    prefix: String,
+    /// HTTP/2 when the upstream offers it, else HTTP/1.1.
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/1.1 only: upgrades cannot ride on HTTP/2.
+    upgrade_client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Replaces whatever `Authorization` the client sent.
+    authorization: Option<HeaderValue>,
+}
+
+impl Upstream {
+    pub fn new(
+        label: impl Into<String>,
+        base: &str,
+        tls: rustls::ClientConfig,
+        authorization: Option<HeaderValue>,
+    ) -> Result<Upstream, RelayError> {
+        let uri: Uri = base.parse().map_err(|_| RelayError::BadUrl(base.to_string()))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| RelayError::BadUrl(base.to_string()))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| RelayError::BadUrl(base.to_string()))?;
+        if scheme != http::uri::Scheme::HTTPS && scheme != http::uri::Scheme::HTTP {
+            return Err(RelayError::BadUrl(base.to_string()));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Upstream {
+            label: label.into(),
+            scheme,
+            authority,
+            prefix,
+            client: build_client(tls.clone(), true),
+            upgrade_client: build_client(tls, false),
+            authorization,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+fn build_client(tls: rustls::ClientConfig, http2: bool) -> Client<HttpsConnector<HttpConnector>, Body> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1();
+    let connector = if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
+/// How a relayed exchange ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The status sent to the client.
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// From the start of `relay` to the end of the response body or upgraded stream.
+    pub duration: Duration,
+    /// Why the exchange failed or ended early.
+    pub error: Option<String>,
+}
+
+/// Headers that belong to one connection and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP.iter() {
+        if keep_upgrade && name == header::CONNECTION {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
+/// `extra` headers. Calls `done` exactly once, when the exchange is over.
+pub async fn relay<F>(
+    upstream: &Upstream,
+    mut req: Request<Body>,
+    path_and_query: &str,
+    extra: HeaderMap,
+    done: F,
+) -> Response<Body>
+where
+    F: FnOnce(Outcome) + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let body = BodyExt::boxed(Counted {
+        inner: body,
+        count: bytes_in.clone(),
+        on_end: None,
+    });
+
+    let target = format!("{}://{}{}{}", upstream.scheme, upstream.authority, upstream.prefix, path_and_query);
+    parts.uri = match target.parse() {
+        Ok(uri) => uri,
+        Err(_) => {
+            let msg = format!("invalid request path {path_and_query:?}");
+            done(outcome(400, &bytes_in, 0, start, Some(msg.clone())));
+            return body::status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg);
+        }
+    };
+    // The client picks HTTP/2 or HTTP/1.1 per connection; the request itself must not insist.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(header::AUTHORIZATION);
+    if let Some(auth) = &upstream.authorization {
+        parts.headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    for (name, value) in extra.iter() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+
+    // Nothing borrowed from `upstream` may live across an await (it would tie the future's
+    // Send-ness to a lifetime); the clients are cheap handles on shared pools.
+    let client = if upgrade { upstream.upgrade_client.clone() } else { upstream.client.clone() };
+    let label = upstream.label.clone();
+    let mut resp = match client.request(Request::from_parts(parts, body)).await.map_err(|e| error_chain(&e)) {
+        Ok(resp) => resp,
+        Err(err) => {
+            let msg = format!("cannot reach {label}: {err}");
+            done(outcome(502, &bytes_in, 0, start, Some(msg.clone())));
+            return body::status_response(
+                StatusCode::BAD_GATEWAY,
+                "ServiceUnavailable",
+                &format!("ztk: {msg}"),
+            );
+        }
+    };
+
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            tokio::spawn(async move {
+                let result = splice(client_upgrade, upstream_upgrade).await;
+                let prior_in = bytes_in.load(Ordering::Relaxed);
+                match result {
+                    Ok((to_upstream, to_client)) => done(Outcome {
+                        status: 101,
+                        bytes_in: prior_in + to_upstream,
+                        bytes_out: to_client,
+                        duration: start.elapsed(),
+                        error: None,
+                    }),
+                    Err(err) => done(outcome(101, &bytes_in, 0, start, Some(format!("upgraded stream failed: {err}")))),
+                }
+            });
+            return Response::from_parts(parts, body::empty());
+        }
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let status = status.as_u16();
+    let on_end: EndFn = Box::new(move |bytes_out, error| {
+        done(outcome(status, &bytes_in, bytes_out, start, error));
+    });
+    let body = BodyExt::boxed(Counted {
+        inner: body::boxed(body),
+        count: Arc::new(AtomicU64::new(0)),
+        on_end: Some(Mutex::new(Some(on_end))),
+    });
+    Response::from_parts(parts, body)
+}
+
+/// Copies bytes both ways between the two upgraded connections until both sides close.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) -> Result<(u64, u64), String> {
+    let client = client.await.map_err(|e| format!("client upgrade failed: {e}"))?;
+    let upstream = upstream.await.map_err(|e| format!("upstream upgrade failed: {e}"))?;
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn outcome(status: u16, bytes_in: &AtomicU64, bytes_out: u64, start: Instant, error: Option<String>) -> Outcome {
+    Outcome {
+        status,
+        bytes_in: bytes_in.load(Ordering::Relaxed),
+        bytes_out,
+        duration: start.elapsed(),
+        error,
+    }
+}
+
+/// Every cause of an error on one line: hyper's top-level messages alone say little.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = cause.source();
+    }
+    msg
+}
+
+type EndFn = Box<dyn FnOnce(u64, Option<String>) + Send>;
+
+/// A body that counts the bytes passing through and reports once when it ends, fails, or is
+/// dropped early (a client that goes away from a watch).
+struct Counted {
+    inner: Body,
+    count: Arc<AtomicU64>,
+    // A Mutex only to make the body Sync; it is never contended.
+    on_end: Option<Mutex<Option<EndFn>>>,
+}
+
+impl Counted {
+    fn finish(&mut self, error: Option<String>) {
+        if let Some(slot) = self.on_end.take() {
+            if let Some(f) = slot.into_inner().ok().flatten() {
+                f(self.count.load(Ordering::Relaxed), error);
+            }
+        }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let msg = format!("body failed: {err}");
+                self.finish(Some(msg));
+            }
+            Poll::Ready(None) => self.finish(None),
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.on_end.is_some() {
+            let ended = self.inner.is_end_stream();
+            self.finish((!ended).then(|| "client closed the stream".to_string()));
+        }
+    }
+}

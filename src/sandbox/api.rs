@@ -1,0 +1,423 @@
+//! The resource verbs: get, list, create, update, patch, delete, deletecollection, and the
+//! `scale` subresource.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::controller;
+use super::discovery::ResourceInfo;
+use super::patch;
+use super::selector::{FieldSelector, LabelSelector};
+use super::store::{res_key, StoreError};
+use super::table::{self, IncludeObject};
+use super::{bad_request, json_ok, status, store_error, wants_table, Sandbox};
+use crate::body::{self, Body};
+
+/// One parsed resource request.
+pub struct Req<'a> {
+    pub sandbox: &'a Arc<Sandbox>,
+    pub res: &'a ResourceInfo,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub query: &'a HashMap<String, String>,
+    pub accept: &'a str,
+    pub content_type: &'a str,
+    pub body: Bytes,
+}
+
+impl Req<'_> {
+    pub fn ns(&self) -> &str {
+        self.namespace.unwrap_or("")
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.unwrap_or("")
+    }
+
+    pub fn key(&self) -> String {
+        self.res.store_key()
+    }
+
+    pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector), Response<Body>> {
+        let label = LabelSelector::parse(self.query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| bad_request(&e))?;
+        let field = FieldSelector::parse(self.query.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| bad_request(&e))?;
+        Ok((label, field))
+    }
+
+    pub fn table(&self) -> bool {
+        wants_table(self.accept)
+    }
+
+    pub fn include(&self) -> IncludeObject {
+        IncludeObject::parse(self.query.get("includeObject").map(String::as_str))
+    }
+
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun").is_some_and(|v| !v.is_empty())
+    }
+
+    fn body_json(&self) -> Result<Value, Response<Body>> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| bad_request(&format!("the request body could not be decoded as JSON: {e}")))
+    }
+}
+
+/// Stamps the requested group-version and kind: group versions share storage.
+pub fn present(res: &ResourceInfo, mut obj: Value) -> Value {
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(res.api_version()));
+        m.insert("kind".into(), json!(res.kind));
+    }
+    obj
+}
+
+fn object_response(code: StatusCode, req: &Req<'_>, obj: Value) -> Response<Body> {
+    let obj = present(req.res, obj);
+    if req.table() {
+        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        return body::json_response(code, &table::to_table(req.res, &[obj], req.include(), &rv, true));
+    }
+    body::json_response(code, &obj)
+}
+
+pub fn get(req: &Req<'_>) -> Response<Body> {
+    match req.sandbox.store.get(&req.key(), req.ns(), req.name()) {
+        Some(obj) => object_response(StatusCode::OK, req, obj),
+        None => store_error(StoreError::NotFound, req.res, req.name()),
+    }
+}
+
+pub fn list(req: &Req<'_>) -> Response<Body> {
+    let (label, field) = match req.selectors() {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let (objects, rv) = req.sandbox.store.list(&req.key(), req.namespace);
+    let items: Vec<Value> = objects
+        .into_iter()
+        .filter(|o| label.matches(o) && field.matches(o))
+        .map(|o| present(req.res, o))
+        .collect();
+    let rv = rv.to_string();
+    if req.table() {
+        return json_ok(&table::to_table(req.res, &items, req.include(), &rv, true));
+    }
+    json_ok(&json!({
+        "kind": format!("{}List", req.res.kind),
+        "apiVersion": req.res.api_version(),
+        "metadata": {"resourceVersion": rv},
+        "items": items,
+    }))
+}
+
+/// Clears what a client may not set on a new object.
+fn prepare_new(req: &Req<'_>, obj: &mut Value) -> Result<(), Response<Body>> {
+    if !obj.is_object() {
+        return Err(bad_request("the request body must be a JSON object"));
+    }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
+        if kind != req.res.kind {
+            return Err(bad_request(&format!(
+                "the API version in the data ({}) does not match the expected API version ({}) or kind {kind:?} is not {:?}",
+                obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+                req.res.api_version(),
+                req.res.kind
+            )));
+        }
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    let meta = &mut obj["metadata"];
+    if req.res.namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != req.ns() => {
+                return Err(bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => meta["namespace"] = json!(req.ns()),
+        }
+    } else if let Some(m) = meta.as_object_mut() {
+        m.remove("namespace");
+    }
+    Ok(())
+}
+
+pub fn create(req: &Req<'_>) -> Response<Body> {
+    if !req.res.has_verb("create") {
+        return super::method_not_allowed(&http::Method::POST);
+    }
+    let mut obj = match req.body_json() {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = prepare_new(req, &mut obj) {
+        return resp;
+    }
+    let meta = &mut obj["metadata"];
+    if let Some(m) = meta.as_object_mut() {
+        for field in ["uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp", "managedFields"] {
+            m.remove(field);
+        }
+    }
+    if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        match meta.get("generateName").and_then(Value::as_str) {
+            Some(prefix) if !prefix.is_empty() => {
+                let suffix = controller::safe_encode(rand::random::<u64>(), 5);
+                meta["name"] = json!(format!("{prefix}{suffix}"));
+            }
+            _ => {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    &format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", req.res.kind),
+                )
+            }
+        }
+    }
+    let name = meta["name"].as_str().unwrap_or_default().to_string();
+    let obj = present(req.res, obj);
+    let store = &req.sandbox.store;
+    if req.res.namespaced && store.get(&res_key("", "namespaces"), "", req.ns()).is_none() {
+        return status(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{}\" not found", req.ns()));
+    }
+    if req.dry_run() {
+        if store.get(&req.key(), req.ns(), &name).is_some() {
+            return store_error(StoreError::AlreadyExists, req.res, &name);
+        }
+        let mut obj = obj;
+        controller::default_on_create(&req.key(), &mut obj);
+        return object_response(StatusCode::CREATED, req, obj);
+    }
+    match store.write(|txn| controller::create(txn, &req.key(), obj)) {
+        Ok(created) => object_response(StatusCode::CREATED, req, created),
+        Err(err) => store_error(err, req.res, &name),
+    }
+}
+
+/// Fills in what an update must keep from the stored object: identity, and the part a
+/// subresource request may not touch (spec for `/status`, status for the main resource).
+fn merge_for_update(req: &Req<'_>, current: &Value, mut new: Value) -> Result<Value, Response<Body>> {
+    if !new.is_object() {
+        return Err(bad_request("the request body must be a JSON object"));
+    }
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    match new.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n != req.name() => {
+            return Err(bad_request(&format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                req.name()
+            )))
+        }
+        _ => new["metadata"]["name"] = json!(req.name()),
+    }
+    if req.res.namespaced {
+        new["metadata"]["namespace"] = json!(req.ns());
+    }
+    let has_status_sub = req.res.subresources.iter().any(|s| s.name == "status");
+    if req.sub == Some("status") {
+        let mut out = current.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+            out["metadata"]["resourceVersion"] = rv.clone();
+        }
+        return Ok(out);
+    }
+    if has_status_sub {
+        match current.get("status") {
+            Some(st) => new["status"] = st.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    Ok(present(req.res, new))
+}
+
+pub fn update(req: &Req<'_>) -> Response<Body> {
+    let new = match req.body_json() {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let key = req.key();
+    let result = req.sandbox.store.write(|txn| {
+        let Some(current) = txn.get(&key, req.ns(), req.name()).cloned() else {
+            return Err(store_error(StoreError::NotFound, req.res, req.name()));
+        };
+        let merged = merge_for_update(req, &current, new)?;
+        if req.dry_run() {
+            return Ok(merged);
+        }
+        controller::update(txn, &key, merged).map_err(|e| store_error(e, req.res, req.name()))
+    });
+    match result {
+        Ok(obj) => object_response(StatusCode::OK, req, obj),
+        Err(resp) => resp,
+    }
+}
+
+/// Applies the request's patch document to `current`, by Content-Type.
+fn apply_patch(req: &Req<'_>, current: &Value) -> Result<Value, Response<Body>> {
+    let media = req.content_type.split(';').next().unwrap_or("").trim();
+    let doc = req.body_json()?;
+    match media {
+        "application/merge-patch+json" => {
+            let mut out = current.clone();
+            patch::merge_patch(&mut out, &doc);
+            Ok(out)
+        }
+        "application/strategic-merge-patch+json" => {
+            patch::strategic_merge(current, &doc).map_err(|e| bad_request(&e))
+        }
+        "application/json-patch+json" => patch::json_patch(current, &doc).map_err(|e| {
+            status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e)
+        }),
+        other => Err(status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+        )),
+    }
+}
+
+pub fn patch(req: &Req<'_>) -> Response<Body> {
+    let key = req.key();
+    let result = req.sandbox.store.write(|txn| {
+        let Some(current) = txn.get(&key, req.ns(), req.name()).cloned() else {
+            return Err(store_error(StoreError::NotFound, req.res, req.name()));
+        };
+        let patched = apply_patch(req, &current)?;
+        let merged = merge_for_update(req, &current, patched)?;
+        if req.dry_run() {
+            return Ok(merged);
+        }
+        controller::update(txn, &key, merged).map_err(|e| store_error(e, req.res, req.name()))
+    });
+    match result {
+        Ok(obj) => object_response(StatusCode::OK, req, obj),
+        Err(resp) => resp,
+    }
+}
+
+pub fn delete(req: &Req<'_>) -> Response<Body> {
+    // The body is DeleteOptions (propagationPolicy, gracePeriodSeconds): deletion here is
+    // always immediate with background garbage collection, so it only has to be valid.
+    if !req.body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(&req.body).is_err() {
+        return bad_request("the DeleteOptions in the request body could not be decoded");
+    }
+    if req.dry_run() {
+        return match req.sandbox.store.get(&req.key(), req.ns(), req.name()) {
+            Some(obj) => object_response(StatusCode::OK, req, obj),
+            None => store_error(StoreError::NotFound, req.res, req.name()),
+        };
+    }
+    let key = req.key();
+    match req.sandbox.store.write(|txn| controller::delete(txn, &key, req.ns(), req.name())) {
+        Ok(obj) => object_response(StatusCode::OK, req, obj),
+        Err(err) => store_error(err, req.res, req.name()),
+    }
+}
+
+pub fn delete_collection(req: &Req<'_>) -> Response<Body> {
+    if !req.res.has_verb("deletecollection") {
+        return super::method_not_allowed(&http::Method::DELETE);
+    }
+    let (label, field) = match req.selectors() {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let key = req.key();
+    let deleted: Vec<Value> = req.sandbox.store.write(|txn| {
+        let targets: Vec<Value> = txn
+            .list(&key, req.namespace)
+            .into_iter()
+            .filter(|o| label.matches(o) && field.matches(o))
+            .collect();
+        targets
+            .into_iter()
+            .filter_map(|o| {
+                let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+                controller::delete(txn, &key, &ns, &name).ok()
+            })
+            .map(|o| present(req.res, o))
+            .collect()
+    });
+    json_ok(&json!({
+        "kind": format!("{}List", req.res.kind),
+        "apiVersion": req.res.api_version(),
+        "metadata": {"resourceVersion": req.sandbox.store.resource_version().to_string()},
+        "items": deleted,
+    }))
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": replicas},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+pub fn get_scale(req: &Req<'_>) -> Response<Body> {
+    match req.sandbox.store.get(&req.key(), req.ns(), req.name()) {
+        Some(obj) => json_ok(&scale_of(&obj)),
+        None => store_error(StoreError::NotFound, req.res, req.name()),
+    }
+}
+
+/// PUT or PATCH of `/scale`: the result's `spec.replicas` goes to the parent object.
+pub fn update_scale(req: &Req<'_>, is_patch: bool) -> Response<Body> {
+    let key = req.key();
+    let result = req.sandbox.store.write(|txn| {
+        let Some(current) = txn.get(&key, req.ns(), req.name()).cloned() else {
+            return Err(store_error(StoreError::NotFound, req.res, req.name()));
+        };
+        let scale = scale_of(&current);
+        let new_scale = if is_patch { apply_patch(req, &scale)? } else { req.body_json()? };
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "Scale.spec.replicas: Invalid value: must be greater than or equal to 0"))?;
+        let mut obj = current;
+        obj["spec"]["replicas"] = json!(replicas);
+        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").filter(|v| v.is_string()) {
+            obj["metadata"]["resourceVersion"] = rv.clone();
+        }
+        controller::update(txn, &key, obj).map_err(|e| store_error(e, req.res, req.name()))
+    });
+    match result {
+        Ok(obj) => json_ok(&scale_of(&obj)),
+        Err(resp) => resp,
+    }
+}

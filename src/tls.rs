@@ -1,0 +1,243 @@
+//! Certificates and rustls configurations.
+//!
+//! ztk makes its own CAs in two places: the gateway (on first start, when no `[tls]` is configured)
+//! and every loopback proxy (a CA per proxy, handed to kubectl in `certificate-authority-data`).
+//! kubectl only sends credentials over HTTPS, so even loopback listeners need real TLS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("could not generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("could not read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} holds no usable PEM {kind}; give a PEM file")]
+    Pem { what: String, kind: &'static str },
+    #[error("invalid TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("no trusted CA certificates found in {0}")]
+    NoRoots(String),
+}
+
+/// Installs the process-wide crypto provider; call once at start (rustls panics without it
+/// when more than one provider could apply).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A certificate authority that can sign server certificates.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A PEM certificate chain and its private key.
+pub struct CertKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    pub fn generate(common_name: &str) -> Result<Self, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let (not_before, not_after) = validity(3650);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let key = KeyPair::generate()?;
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, key)?,
+        })
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[String]) -> Result<CertKey, TlsError> {
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("ztk"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let (not_before, not_after) = validity(825);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::hours(1), now + time::Duration::days(days))
+}
+
+/// SHA-256 fingerprint of the first certificate in `pem`, as colon-separated hex
+/// (the form `openssl x509 -fingerprint -sha256` prints).
+pub fn fingerprint(pem: &str) -> Result<String, TlsError> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| TlsError::Pem {
+            what: "certificate".into(),
+            kind: "certificate",
+        })?;
+    let digest = Sha256::digest(der.as_ref());
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+pub fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            what: what.into(),
+            kind: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+pub fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::Pem {
+        what: what.into(),
+        kind: "private key",
+    })
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A server config that offers HTTP/2 and HTTP/1.1 by ALPN. Upgrade requests (exec,
+/// port-forward) arrive on connections without ALPN and are served as HTTP/1.1.
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = parse_certs(cert_pem, "server certificate")?;
+    let key = parse_key(key_pem, "server key")?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Which CAs a client trusts.
+#[derive(Clone, Debug)]
+pub enum Roots {
+    /// The operating system's trust store.
+    System,
+    /// Only the CAs in this PEM.
+    Pem(Vec<u8>),
+}
+
+/// A client config that verifies the server against `roots`, optionally presenting a client
+/// certificate. ALPN is left to the connector.
+pub fn client_config(
+    roots: &Roots,
+    client_cert: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        Roots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                return Err(TlsError::NoRoots("the system trust store".into()));
+            }
+        }
+        Roots::Pem(pem) => {
+            for cert in parse_certs(pem, "CA bundle")? {
+                store.add(cert)?;
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(store);
+    Ok(match client_cert {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            parse_certs(cert, "client certificate")?,
+            parse_key(key, "client key")?,
+        )?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// Writes `data` to `path` readable by the owner only (secrets: keys, tokens, kubeconfigs).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    crate::fsutil::write_private(path, data).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificate_verifies_against_its_ca() {
+        install_crypto_provider();
+        let ca = Ca::generate("test CA").unwrap();
+        let leaf = ca
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        client_config(&Roots::Pem(ca.cert_pem().into_bytes()), None).unwrap();
+        let fp = fingerprint(&ca.cert_pem()).unwrap();
+        assert_eq!(fp.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn garbage_pem_is_a_clear_error() {
+        let err = parse_certs(b"not a pem", "CA file").unwrap_err();
+        assert!(err.to_string().contains("CA file"), "{err}");
+    }
+}
