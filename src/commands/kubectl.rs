@@ -139,13 +139,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 args.kubectl.display()
             )
         })?;
-    // Ctrl-C reaches kubectl through the terminal; ztk stays to record how the command ended.
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status?,
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
+    let status = wait_forwarding_signals(&mut child).await?;
     let exit_code = exit_code(&status);
 
     ctx.wait_idle(SHIP_TIMEOUT).await;
@@ -165,6 +159,39 @@ pub async fn run(args: Args) -> Result<i32> {
         eprintln!("ztk: warning: the command record was not sent to the gateway ({err:#}); it is kept and sent with a later command");
     }
     Ok(exit_code)
+}
+
+/// Waits for kubectl. SIGINT and SIGTERM sent to ztk are passed on to kubectl (a Ctrl-C in a
+/// terminal reaches both; a second copy is harmless) and ztk stays to record how it ended.
+async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> Result<std::process::ExitStatus> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            let forward = tokio::select! {
+                status = child.wait() => return Ok(status?),
+                _ = int.recv() => libc::SIGINT,
+                _ = term.recv() => libc::SIGTERM,
+                _ = hup.recv() => libc::SIGHUP,
+            };
+            if let Some(pid) = child.id() {
+                // SAFETY: kill(2) with a pid we own and a valid signal number.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, forward);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(status?),
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
 }
 
 fn random_secret() -> String {

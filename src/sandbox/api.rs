@@ -1,6 +1,10 @@
 //! The resource verbs: get, list, create, update, patch, delete, deletecollection, and the
 //! `scale` subresource.
 
+// Errors here are finished HTTP responses (a k8s Status), made at most once per request;
+// boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use serde_json::{json, Value};
 use super::controller;
 use super::discovery::ResourceInfo;
 use super::patch;
+use super::proto;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{res_key, StoreError};
 use super::table::{self, IncludeObject};
@@ -44,10 +49,12 @@ impl Req<'_> {
     }
 
     pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector), Response<Body>> {
-        let label = LabelSelector::parse(self.query.get("labelSelector").map_or("", String::as_str))
-            .map_err(|e| bad_request(&e))?;
-        let field = FieldSelector::parse(self.query.get("fieldSelector").map_or("", String::as_str))
-            .map_err(|e| bad_request(&e))?;
+        let label =
+            LabelSelector::parse(self.query.get("labelSelector").map_or("", String::as_str))
+                .map_err(|e| bad_request(&e))?;
+        let field =
+            FieldSelector::parse(self.query.get("fieldSelector").map_or("", String::as_str))
+                .map_err(|e| bad_request(&e))?;
         Ok((label, field))
     }
 
@@ -64,8 +71,28 @@ impl Req<'_> {
     }
 
     fn body_json(&self) -> Result<Value, Response<Body>> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| bad_request(&format!("the request body could not be decoded as JSON: {e}")))
+        if self
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf")
+        {
+            return proto::decode(&self.body, &self.res.kind).map_err(|e| match e {
+                proto::ProtoError::UnsupportedKind(kind) => status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the sandbox cannot decode {kind} from protobuf; send application/json"
+                    ),
+                ),
+                proto::ProtoError::Malformed(msg) => bad_request(&format!(
+                    "the protobuf request body could not be decoded: {msg}"
+                )),
+            });
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            bad_request(&format!(
+                "the request body could not be decoded as JSON: {e}"
+            ))
+        })
     }
 }
 
@@ -81,8 +108,15 @@ pub fn present(res: &ResourceInfo, mut obj: Value) -> Value {
 fn object_response(code: StatusCode, req: &Req<'_>, obj: Value) -> Response<Body> {
     let obj = present(req.res, obj);
     if req.table() {
-        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        return body::json_response(code, &table::to_table(req.res, &[obj], req.include(), &rv, true));
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        return body::json_response(
+            code,
+            &table::to_table(req.res, &[obj], req.include(), &rv, true),
+        );
     }
     body::json_response(code, &obj)
 }
@@ -162,13 +196,27 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
     if let Err(resp) = prepare_new(req, &mut obj) {
         return resp;
     }
+    if let Some(answer) = review(req.res, &obj) {
+        return object_response(StatusCode::CREATED, req, answer);
+    }
     let meta = &mut obj["metadata"];
     if let Some(m) = meta.as_object_mut() {
-        for field in ["uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp", "managedFields"] {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "managedFields",
+        ] {
             m.remove(field);
         }
     }
-    if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         match meta.get("generateName").and_then(Value::as_str) {
             Some(prefix) if !prefix.is_empty() => {
                 let suffix = controller::safe_encode(rand::random::<u64>(), 5);
@@ -186,8 +234,16 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
     let name = meta["name"].as_str().unwrap_or_default().to_string();
     let obj = present(req.res, obj);
     let store = &req.sandbox.store;
-    if req.res.namespaced && store.get(&res_key("", "namespaces"), "", req.ns()).is_none() {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{}\" not found", req.ns()));
+    if req.res.namespaced
+        && store
+            .get(&res_key("", "namespaces"), "", req.ns())
+            .is_none()
+    {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("namespaces \"{}\" not found", req.ns()),
+        );
     }
     if req.dry_run() {
         if store.get(&req.key(), req.ns(), &name).is_some() {
@@ -203,9 +259,40 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
     }
 }
 
+/// Reviews (`kubectl auth can-i`, `kubectl auth whoami`, token reviews) are create-only
+/// questions, answered and never stored. The sandbox's one user may do everything.
+fn review(res: &ResourceInfo, obj: &Value) -> Option<Value> {
+    let mut answer = obj.clone();
+    match (res.group.as_str(), res.kind.as_str()) {
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            answer["status"] = json!({
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            });
+        }
+        ("authorization.k8s.io", _) => {
+            answer["status"] =
+                json!({"allowed": true, "reason": "the sandbox cluster allows every request"});
+        }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            answer["status"] = json!({"userInfo": {"username": "sandbox-user", "groups": ["system:masters", "system:authenticated"]}});
+        }
+        ("authentication.k8s.io", "TokenReview") => {
+            answer["status"] = json!({"authenticated": true, "user": {"username": "sandbox-user", "groups": ["system:authenticated"]}});
+        }
+        _ => return None,
+    }
+    Some(answer)
+}
+
 /// Fills in what an update must keep from the stored object: identity, and the part a
 /// subresource request may not touch (spec for `/status`, status for the main resource).
-fn merge_for_update(req: &Req<'_>, current: &Value, mut new: Value) -> Result<Value, Response<Body>> {
+fn merge_for_update(
+    req: &Req<'_>,
+    current: &Value,
+    mut new: Value,
+) -> Result<Value, Response<Body>> {
     if !new.is_object() {
         return Err(bad_request("the request body must be a JSON object"));
     }
@@ -314,7 +401,9 @@ pub fn patch(req: &Req<'_>) -> Response<Body> {
 pub fn delete(req: &Req<'_>) -> Response<Body> {
     // The body is DeleteOptions (propagationPolicy, gracePeriodSeconds): deletion here is
     // always immediate with background garbage collection, so it only has to be valid.
-    if !req.body.iter().all(u8::is_ascii_whitespace) && serde_json::from_slice::<Value>(&req.body).is_err() {
+    if !req.body.iter().all(u8::is_ascii_whitespace)
+        && serde_json::from_slice::<Value>(&req.body).is_err()
+    {
         return bad_request("the DeleteOptions in the request body could not be decoded");
     }
     if req.dry_run() {
@@ -324,7 +413,11 @@ pub fn delete(req: &Req<'_>) -> Response<Body> {
         };
     }
     let key = req.key();
-    match req.sandbox.store.write(|txn| controller::delete(txn, &key, req.ns(), req.name())) {
+    match req
+        .sandbox
+        .store
+        .write(|txn| controller::delete(txn, &key, req.ns(), req.name()))
+    {
         Ok(obj) => object_response(StatusCode::OK, req, obj),
         Err(err) => store_error(err, req.res, req.name()),
     }
@@ -348,8 +441,16 @@ pub fn delete_collection(req: &Req<'_>) -> Response<Body> {
         targets
             .into_iter()
             .filter_map(|o| {
-                let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
-                let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+                let ns = o
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let name = o
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 controller::delete(txn, &key, &ns, &name).ok()
             })
             .map(|o| present(req.res, o))
@@ -364,7 +465,10 @@ pub fn delete_collection(req: &Req<'_>) -> Response<Body> {
 }
 
 fn scale_of(obj: &Value) -> Value {
-    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let replicas = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -403,15 +507,28 @@ pub fn update_scale(req: &Req<'_>, is_patch: bool) -> Response<Body> {
             return Err(store_error(StoreError::NotFound, req.res, req.name()));
         };
         let scale = scale_of(&current);
-        let new_scale = if is_patch { apply_patch(req, &scale)? } else { req.body_json()? };
+        let new_scale = if is_patch {
+            apply_patch(req, &scale)?
+        } else {
+            req.body_json()?
+        };
         let replicas = new_scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
             .filter(|r| *r >= 0)
-            .ok_or_else(|| status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "Scale.spec.replicas: Invalid value: must be greater than or equal to 0"))?;
+            .ok_or_else(|| {
+                status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "Scale.spec.replicas: Invalid value: must be greater than or equal to 0",
+                )
+            })?;
         let mut obj = current;
         obj["spec"]["replicas"] = json!(replicas);
-        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").filter(|v| v.is_string()) {
+        if let Some(rv) = new_scale
+            .pointer("/metadata/resourceVersion")
+            .filter(|v| v.is_string())
+        {
             obj["metadata"]["resourceVersion"] = rv.clone();
         }
         controller::update(txn, &key, obj).map_err(|e| store_error(e, req.res, req.name()))

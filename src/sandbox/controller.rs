@@ -36,7 +36,9 @@ fn ip_from(prefix: &str, seed: &str) -> String {
 }
 
 fn meta<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.pointer(&format!("/metadata/{field}")).and_then(Value::as_str).unwrap_or("")
+    obj.pointer(&format!("/metadata/{field}"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Server-side defaults applied before an object is first stored.
@@ -53,7 +55,9 @@ pub fn default_on_create(res: &str, obj: &mut Value) {
             if spec.get("type").is_none() {
                 spec["type"] = json!("ClusterIP");
             }
-            if spec.get("clusterIP").is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+            if spec
+                .get("clusterIP")
+                .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
                 && spec["type"] != "ExternalName"
             {
                 let ip = ip_from("10.96", &format!("{ns}/{name}"));
@@ -140,7 +144,11 @@ fn run_pod(pod: &mut Value) {
         return;
     }
     let started = meta(pod, "creationTimestamp");
-    let started = if started.is_empty() { now_rfc3339() } else { started.to_string() };
+    let started = if started.is_empty() {
+        now_rfc3339()
+    } else {
+        started.to_string()
+    };
     let statuses: Vec<Value> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -194,8 +202,23 @@ pub fn update(txn: &mut Txn<'_>, res: &str, mut obj: Value) -> Result<Value, Sto
     Ok(current(txn, res, &updated))
 }
 
+/// Deletes a pod the way watchers see it on a real cluster: first a MODIFIED event showing it
+/// Terminating (deletionTimestamp set), then DELETED. Grace periods are not waited for.
+fn delete_pod(txn: &mut Txn<'_>, ns: &str, name: &str) -> Result<Value, StoreError> {
+    if let Some(mut pod) = txn.get(PODS, ns, name).cloned() {
+        pod["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        txn.update(PODS, pod)?;
+    }
+    txn.delete(PODS, ns, name)
+}
+
 pub fn delete(txn: &mut Txn<'_>, res: &str, ns: &str, name: &str) -> Result<Value, StoreError> {
-    let deleted = txn.delete(res, ns, name)?;
+    let deleted = if res == PODS {
+        delete_pod(txn, ns, name)?
+    } else {
+        txn.delete(res, ns, name)?
+    };
     match res {
         NAMESPACES => txn.delete_namespace_contents(name),
         DEPLOYMENTS | REPLICASETS => delete_owned(txn, ns, meta(&deleted, "uid")),
@@ -224,7 +247,10 @@ fn current(txn: &Txn<'_>, res: &str, obj: &Value) -> Value {
 
 fn after_write(txn: &mut Txn<'_>, res: &str, obj: &Value) {
     if res == DEPLOYMENTS {
-        let (ns, name) = (meta(obj, "namespace").to_string(), meta(obj, "name").to_string());
+        let (ns, name) = (
+            meta(obj, "namespace").to_string(),
+            meta(obj, "name").to_string(),
+        );
         reconcile_deployment(txn, &ns, &name);
     }
 }
@@ -252,7 +278,12 @@ fn delete_owned(txn: &mut Txn<'_>, ns: &str, uid: &str) {
     for res in [REPLICASETS, PODS] {
         for obj in txn.list(res, Some(ns)) {
             if owned_by(&obj, uid) {
-                if let Ok(gone) = txn.delete(res, ns, meta(&obj, "name")) {
+                let gone = if res == PODS {
+                    delete_pod(txn, ns, meta(&obj, "name"))
+                } else {
+                    txn.delete(res, ns, meta(&obj, "name"))
+                };
+                if let Ok(gone) = gone {
                     delete_owned(txn, ns, meta(&gone, "uid"));
                 }
             }
@@ -282,11 +313,25 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
     let Some(deploy) = txn.get(DEPLOYMENTS, ns, name).cloned() else {
         return;
     };
-    let replicas = deploy.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) as usize;
-    let template = deploy.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
+    let replicas = deploy
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as usize;
+    let template = deploy
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let hash = template_hash(&template);
     let rs_name = format!("{name}-{hash}");
     let deploy_uid = meta(&deploy, "uid").to_string();
+    // Objects made on a deployment's first reconcile share its creation time (so seeded
+    // objects look as old as their deployment); later rollouts and scale-ups are new.
+    let first_reconcile = deploy.get("status").is_none();
+    let birth = if first_reconcile {
+        json!(meta(&deploy, "creationTimestamp"))
+    } else {
+        json!(now_rfc3339())
+    };
 
     // Old replicasets (an older template) go away with their pods: a "Recreate" rollout.
     for rs in txn.list(REPLICASETS, Some(ns)) {
@@ -297,7 +342,10 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
         }
     }
 
-    let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     if !labels.is_object() {
         labels = json!({});
     }
@@ -308,7 +356,10 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
     let rs = match txn.get(REPLICASETS, ns, &rs_name).cloned() {
         Some(rs) => rs,
         None => {
-            let mut selector = deploy.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
+            let mut selector = deploy
+                .pointer("/spec/selector")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
             selector["matchLabels"]["pod-template-hash"] = json!(hash);
             let rs = json!({
                 "apiVersion": "apps/v1",
@@ -316,7 +367,7 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
                 "metadata": {
                     "name": rs_name, "namespace": ns, "labels": labels,
                     "ownerReferences": [owner_ref("Deployment", &deploy)],
-                    "creationTimestamp": meta(&deploy, "creationTimestamp"),
+                    "creationTimestamp": birth,
                 },
                 "spec": {"replicas": replicas, "selector": selector, "template": pod_template},
             });
@@ -335,7 +386,7 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
         .collect();
     while pods.len() > replicas {
         if let Some(p) = pods.pop() {
-            let _ = txn.delete(PODS, ns, meta(&p, "name"));
+            let _ = delete_pod(txn, ns, meta(&p, "name"));
         }
     }
     let mut attempt = 0u64;
@@ -357,8 +408,8 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
             },
             "spec": pod_template.get("spec").cloned().unwrap_or_else(|| json!({})),
         });
-        if let Some(ts) = rs.pointer("/metadata/creationTimestamp").filter(|v| v.is_string()) {
-            pod["metadata"]["creationTimestamp"] = ts.clone();
+        if birth.as_str().is_some_and(|b| !b.is_empty()) {
+            pod["metadata"]["creationTimestamp"] = birth.clone();
         }
         default_on_create(PODS, &mut pod);
         match txn.create(PODS, pod) {
@@ -369,14 +420,19 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
 
     let n = pods.len();
     let rs_status = json!({"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n, "availableReplicas": n, "observedGeneration": rs["metadata"]["generation"]});
-    if rs.get("status") != Some(&rs_status) || rs.pointer("/spec/replicas").and_then(Value::as_u64) != Some(replicas as u64) {
+    if rs.get("status") != Some(&rs_status)
+        || rs.pointer("/spec/replicas").and_then(Value::as_u64) != Some(replicas as u64)
+    {
         let mut rs = rs.clone();
         rs["spec"]["replicas"] = json!(replicas);
         rs["status"] = rs_status;
         let _ = txn.update(REPLICASETS, rs);
     }
 
-    let generation = deploy.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+    let generation = deploy
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
     let since = deploy
         .pointer("/status/conditions/0/lastTransitionTime")
         .cloned()
@@ -397,7 +453,12 @@ fn reconcile_deployment(txn: &mut Txn<'_>, ns: &str, name: &str) {
     if n == 0 {
         // The apiserver omits zero counts.
         if let Some(m) = status.as_object_mut() {
-            for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+            for k in [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ] {
                 m.remove(k);
             }
         }
@@ -425,13 +486,18 @@ mod tests {
     #[test]
     fn deployment_makes_pods_and_status() {
         let store = Store::new();
-        let d = store.write(|t| create(t, DEPLOYMENTS, deployment("nginx:1", 2))).unwrap();
+        let d = store
+            .write(|t| create(t, DEPLOYMENTS, deployment("nginx:1", 2)))
+            .unwrap();
         assert_eq!(d["status"]["readyReplicas"], 2);
         assert_eq!(d["status"]["observedGeneration"], 1);
         let pods = store.list(PODS, Some("dev")).0;
         assert_eq!(pods.len(), 2);
         let name = pods[0]["metadata"]["name"].as_str().unwrap();
-        assert!(name.starts_with("web-") && name.len() == "web-".len() + 10 + 1 + 5, "{name}");
+        assert!(
+            name.starts_with("web-") && name.len() == "web-".len() + 10 + 1 + 5,
+            "{name}"
+        );
         assert_eq!(pods[0]["metadata"]["labels"]["app"], "web");
         assert_eq!(pods[0]["status"]["phase"], "Running");
 
@@ -450,7 +516,9 @@ mod tests {
         let pod_name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
         store.write(|t| delete(t, PODS, "dev", &pod_name)).unwrap();
         assert_eq!(store.list(PODS, Some("dev")).0.len(), 1);
-        store.write(|t| delete(t, DEPLOYMENTS, "dev", "web")).unwrap();
+        store
+            .write(|t| delete(t, DEPLOYMENTS, "dev", "web"))
+            .unwrap();
         assert!(store.list(PODS, Some("dev")).0.is_empty());
         assert!(store.list(REPLICASETS, Some("dev")).0.is_empty());
     }
@@ -466,14 +534,19 @@ mod tests {
         let svc = store
             .write(|t| create(t, "/services", json!({"metadata": {"name": "web", "namespace": "dev"}, "spec": {"ports": [{"port": 80}]}})))
             .unwrap();
-        assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.96."));
+        assert!(svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.96."));
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
     }
 
     #[test]
     fn namespace_delete_removes_contents() {
         let store = Store::new();
-        store.write(|t| create(t, NAMESPACES, json!({"metadata": {"name": "tmp"}}))).unwrap();
+        store
+            .write(|t| create(t, NAMESPACES, json!({"metadata": {"name": "tmp"}})))
+            .unwrap();
         store.write(|t| create(t, PODS, json!({"metadata": {"name": "p", "namespace": "tmp"}, "spec": {"containers": [{"name": "c"}]}}))).unwrap();
         store.write(|t| delete(t, NAMESPACES, "", "tmp")).unwrap();
         assert!(store.list(PODS, None).0.is_empty());

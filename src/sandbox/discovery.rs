@@ -11,30 +11,82 @@ use super::openapi_schema;
 /// `(group/version, APIResourceList JSON)`; the core group is `v1`.
 const FIXTURES: &[(&str, &str)] = &[
     ("v1", include_str!("discovery/api__v1.json")),
-    ("apiregistration.k8s.io/v1", include_str!("discovery/apis__apiregistration.k8s.io__v1.json")),
+    (
+        "apiregistration.k8s.io/v1",
+        include_str!("discovery/apis__apiregistration.k8s.io__v1.json"),
+    ),
     ("apps/v1", include_str!("discovery/apis__apps__v1.json")),
-    ("events.k8s.io/v1", include_str!("discovery/apis__events.k8s.io__v1.json")),
-    ("authentication.k8s.io/v1", include_str!("discovery/apis__authentication.k8s.io__v1.json")),
-    ("authorization.k8s.io/v1", include_str!("discovery/apis__authorization.k8s.io__v1.json")),
+    (
+        "events.k8s.io/v1",
+        include_str!("discovery/apis__events.k8s.io__v1.json"),
+    ),
+    (
+        "authentication.k8s.io/v1",
+        include_str!("discovery/apis__authentication.k8s.io__v1.json"),
+    ),
+    (
+        "authorization.k8s.io/v1",
+        include_str!("discovery/apis__authorization.k8s.io__v1.json"),
+    ),
     // v2 first: the preferred version comes first, as in the real /apis.
-    ("autoscaling/v2", include_str!("discovery/apis__autoscaling__v2.json")),
-    ("autoscaling/v1", include_str!("discovery/apis__autoscaling__v1.json")),
+    (
+        "autoscaling/v2",
+        include_str!("discovery/apis__autoscaling__v2.json"),
+    ),
+    (
+        "autoscaling/v1",
+        include_str!("discovery/apis__autoscaling__v1.json"),
+    ),
     ("batch/v1", include_str!("discovery/apis__batch__v1.json")),
-    ("certificates.k8s.io/v1", include_str!("discovery/apis__certificates.k8s.io__v1.json")),
-    ("networking.k8s.io/v1", include_str!("discovery/apis__networking.k8s.io__v1.json")),
+    (
+        "certificates.k8s.io/v1",
+        include_str!("discovery/apis__certificates.k8s.io__v1.json"),
+    ),
+    (
+        "networking.k8s.io/v1",
+        include_str!("discovery/apis__networking.k8s.io__v1.json"),
+    ),
     ("policy/v1", include_str!("discovery/apis__policy__v1.json")),
-    ("rbac.authorization.k8s.io/v1", include_str!("discovery/apis__rbac.authorization.k8s.io__v1.json")),
-    ("storage.k8s.io/v1", include_str!("discovery/apis__storage.k8s.io__v1.json")),
-    ("admissionregistration.k8s.io/v1", include_str!("discovery/apis__admissionregistration.k8s.io__v1.json")),
-    ("apiextensions.k8s.io/v1", include_str!("discovery/apis__apiextensions.k8s.io__v1.json")),
-    ("scheduling.k8s.io/v1", include_str!("discovery/apis__scheduling.k8s.io__v1.json")),
-    ("coordination.k8s.io/v1", include_str!("discovery/apis__coordination.k8s.io__v1.json")),
-    ("node.k8s.io/v1", include_str!("discovery/apis__node.k8s.io__v1.json")),
-    ("discovery.k8s.io/v1", include_str!("discovery/apis__discovery.k8s.io__v1.json")),
-    ("flowcontrol.apiserver.k8s.io/v1", include_str!("discovery/apis__flowcontrol.apiserver.k8s.io__v1.json")),
+    (
+        "rbac.authorization.k8s.io/v1",
+        include_str!("discovery/apis__rbac.authorization.k8s.io__v1.json"),
+    ),
+    (
+        "storage.k8s.io/v1",
+        include_str!("discovery/apis__storage.k8s.io__v1.json"),
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        include_str!("discovery/apis__admissionregistration.k8s.io__v1.json"),
+    ),
+    (
+        "apiextensions.k8s.io/v1",
+        include_str!("discovery/apis__apiextensions.k8s.io__v1.json"),
+    ),
+    (
+        "scheduling.k8s.io/v1",
+        include_str!("discovery/apis__scheduling.k8s.io__v1.json"),
+    ),
+    (
+        "coordination.k8s.io/v1",
+        include_str!("discovery/apis__coordination.k8s.io__v1.json"),
+    ),
+    (
+        "node.k8s.io/v1",
+        include_str!("discovery/apis__node.k8s.io__v1.json"),
+    ),
+    (
+        "discovery.k8s.io/v1",
+        include_str!("discovery/apis__discovery.k8s.io__v1.json"),
+    ),
+    (
+        "flowcontrol.apiserver.k8s.io/v1",
+        include_str!("discovery/apis__flowcontrol.apiserver.k8s.io__v1.json"),
+    ),
 ];
 
-pub const AGGREGATED_V2_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 #[derive(Debug, Clone)]
 pub struct Subresource {
@@ -114,7 +166,11 @@ pub struct Discovery {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -125,7 +181,8 @@ impl Discovery {
         let mut resource_lists = HashMap::new();
         for (gv, text) in FIXTURES {
             // The fixtures are compiled in and covered by tests; a broken one is a build bug.
-            let mut doc: Value = serde_json::from_str(text).expect("embedded discovery fixture is valid JSON");
+            let mut doc: Value =
+                serde_json::from_str(text).expect("embedded discovery fixture is valid JSON");
             let (group, version) = gv.split_once('/').unwrap_or(("", gv));
             doc["apiVersion"] = json!("v1");
             doc["kind"] = json!("APIResourceList");
@@ -190,11 +247,6 @@ impl Discovery {
         self.resources
             .iter()
             .find(|r| r.group == group && r.version == version && r.name == resource)
-    }
-
-    /// The preferred-version resource of a kind (for seeding and controllers).
-    pub fn by_kind(&self, group: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.resources.iter().find(|r| r.group == group && r.kind == kind)
     }
 
     pub fn api_versions(&self, server_address: &str) -> Value {
@@ -276,7 +328,9 @@ impl Discovery {
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`) for `/api` (core) or `/apis`.
     pub fn aggregated(&self, core: bool) -> Value {
         let items: Vec<Value> = if core {
-            vec![json!({"metadata": {"creationTimestamp": null}, "versions": [self.aggregated_version("", "v1")]})]
+            vec![
+                json!({"metadata": {"creationTimestamp": null}, "versions": [self.aggregated_version("", "v1")]}),
+            ]
         } else {
             self.groups
                 .iter()
@@ -343,7 +397,10 @@ impl Discovery {
             let mut collection = serde_json::Map::new();
             let mut item = serde_json::Map::new();
             if r.has_verb("list") {
-                collection.insert("get".into(), op("list", &["labelSelector", "fieldSelector", "watch"]));
+                collection.insert(
+                    "get".into(),
+                    op("list", &["labelSelector", "fieldSelector", "watch"]),
+                );
             }
             if r.has_verb("create") {
                 collection.insert("post".into(), op("post", &write_params));
@@ -355,10 +412,19 @@ impl Discovery {
                 item.insert("put".into(), op("put", &write_params));
             }
             if r.has_verb("patch") {
-                item.insert("patch".into(), op("patch", &["dryRun", "fieldManager", "fieldValidation", "force"]));
+                item.insert(
+                    "patch".into(),
+                    op(
+                        "patch",
+                        &["dryRun", "fieldManager", "fieldValidation", "force"],
+                    ),
+                );
             }
             if r.has_verb("delete") {
-                item.insert("delete".into(), op("delete", &["dryRun", "propagationPolicy"]));
+                item.insert(
+                    "delete".into(),
+                    op("delete", &["dryRun", "propagationPolicy"]),
+                );
             }
             if !collection.is_empty() {
                 doc["paths"][&base] = Value::Object(collection);
@@ -392,6 +458,33 @@ impl Discovery {
     }
 }
 
+/// The media type of the protobuf OpenAPI v2 answer. Clients ask for `…spec.v2@v1.0+protobuf`,
+/// but `@` is not valid in a Content-Type (Go's `mime` rejects it), so the apiserver answers
+/// with `.v1.0`.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// A minimal OpenAPI v2 document (gnostic `openapi_v2.Document`), protobuf-encoded: `swagger`
+/// (field 1) and `info` (field 2: `title` = 1, `version` = 2), no definitions.
+///
+/// kubectl 1.27 downloads v2 for client-side validation and fails on a 404; newer versions
+/// use v3. With no definitions, validation is skipped (left to the server, which advertises
+/// `fieldValidation` in v3) and apply's patch falls back to kubectl's compiled-in types.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        // Every field here is shorter than 128 bytes, so the length is one varint byte.
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, b"v1.32.0-ztk-sandbox");
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    doc
+}
+
 /// FNV-1a, for stable short hashes (OpenAPI cache keys, pod-template-hash).
 pub fn fnv64(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -413,7 +506,9 @@ mod tests {
         for g in groups["groups"].as_array().unwrap() {
             for v in g["versions"].as_array().unwrap() {
                 let gv = v["groupVersion"].as_str().unwrap();
-                let list = d.resource_list(gv).unwrap_or_else(|| panic!("{gv} not served"));
+                let list = d
+                    .resource_list(gv)
+                    .unwrap_or_else(|| panic!("{gv} not served"));
                 assert_eq!(list["groupVersion"], gv);
             }
         }
@@ -440,8 +535,15 @@ mod tests {
             .find(|r| r["resource"] == "deployments")
             .unwrap();
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
-        assert!(deploy["subresources"].as_array().unwrap().iter().any(|s| s["subresource"] == "scale"));
-        assert_eq!(agg["items"].as_array().unwrap().len(), d.api_group_list()["groups"].as_array().unwrap().len());
+        assert!(deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subresource"] == "scale"));
+        assert_eq!(
+            agg["items"].as_array().unwrap().len(),
+            d.api_group_list()["groups"].as_array().unwrap().len()
+        );
         let core = d.aggregated(true);
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()
@@ -456,12 +558,24 @@ mod tests {
     #[test]
     fn openapi_has_field_validation_on_patch() {
         let d = Discovery::load();
-        let url = d.openapi_root()["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let url = d.openapi_root()["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="));
         let doc = d.openapi_doc("apis/apps/v1").unwrap();
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert!(d.openapi_doc("api/v1").unwrap()["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            d.openapi_doc("api/v1").unwrap()["paths"]["/api/v1/nodes/{name}"]["patch"].is_object()
+        );
     }
 }

@@ -8,24 +8,26 @@
 //!
 //! # Seeded objects
 //!
-//! A new sandbox holds (names are stable across runs; generated pod names are derived from a
-//! hash of the deployment's pod template, so they only change if the seed changes):
+//! A new sandbox holds (all names are stable across runs: generated pod names derive from a
+//! hash of the pod template, and the `seeded_names_are_stable` test pins them):
 //!
 //! - Namespaces `default`, `kube-system`, `dev`, `prod`.
 //! - Node `sandbox-node-1` (Ready, control-plane, v1.32.0, InternalIP 10.0.0.10).
 //! - `default`: service `kubernetes` (10.96.0.1:443).
 //! - `kube-system`: static pods `etcd-sandbox-node-1`, `kube-apiserver-sandbox-node-1`,
 //!   `kube-controller-manager-sandbox-node-1`, `kube-scheduler-sandbox-node-1`; deployment
-//!   `coredns` (2 replicas, pods `coredns-<hash>-<5 chars>`); service `kube-dns`.
-//! - `dev` and `prod`, each: deployment `web` (`nginx:1.25.3`, labels `app=web,tier=frontend`;
-//!   2 replicas in dev, 3 in prod) and deployment `api` (`ghcr.io/acme/api:1.4.2`, labels
-//!   `app=api,tier=backend`; 1 replica in dev, 2 in prod), with their replicasets and running pods
-//!   `web-<hash>-<5 chars>` / `api-<hash>-<5 chars>`; services `web` (port 80; ClusterIP in dev,
-//!   LoadBalancer 203.0.113.10 in prod) and `api` (port 8080); configmap `app-config`
-//!   (keys `LOG_LEVEL`, `FEATURE_FLAGS`, `app.properties`); secret `db-credentials` (Opaque,
-//!   keys `username` = `app_<ns>`, `password` = `s3cr3t-<ns>-pw`).
-//! - `dev`: pod `debug-shell` (`busybox:1.36`, label `run=debug-shell`).
-//! - In `prod`, the first `api` pod shows 3 restarts (last one OOMKilled).
+//!   `coredns` (2 replicas: pods `coredns-rtrhj4z7hh-dtvkx`, `coredns-rtrhj4z7hh-n9xg5`);
+//!   service `kube-dns`.
+//! - `dev` and `prod`, each: deployment `web` (`nginx:1.25.3`, port 80, labels
+//!   `app=web,tier=frontend`) and deployment `api` (`ghcr.io/acme/api:1.4.2`, port 8080, labels
+//!   `app=api,tier=backend`), with their replicasets and running pods; services `web` (port 80;
+//!   ClusterIP in dev, LoadBalancer 203.0.113.10 in prod) and `api` (port 8080); configmap
+//!   `app-config` (keys `LOG_LEVEL`, `FEATURE_FLAGS`, `app.properties`); secret
+//!   `db-credentials` (Opaque, `username` = `app_<ns>`, `password` = `s3cr3t-<ns>-pw`).
+//! - `dev` pods: `web-f4xbb9mvgl-fh794`, `web-f4xbb9mvgl-pv968`, `api-nv7cnnlg94-qpf5n`, and
+//!   `debug-shell` (`busybox:1.36`, label `run=debug-shell`).
+//! - `prod` pods: `web-ssrv5mr5dd-5cwlc`, `web-ssrv5mr5dd-p74dm`, `web-ssrv5mr5dd-swsp7`,
+//!   `api-jgnwr8w8sm-bkg8b` (3 restarts, last one OOMKilled), `api-jgnwr8w8sm-lxj5g`.
 //!
 //! Every pod is Running on `sandbox-node-1` with a pod IP in 10.244.0.0/16; its log
 //! (`kubectl logs`) is a deterministic list of lines naming the pod and container.
@@ -35,6 +37,7 @@ mod controller;
 mod discovery;
 mod openapi_schema;
 mod patch;
+mod proto;
 mod seed;
 mod selector;
 mod store;
@@ -116,7 +119,9 @@ impl Sandbox {
         };
         // Constant-time comparison: the token is the only secret here.
         let (a, b) = (given.trim().as_bytes(), self.token.as_bytes());
-        !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        !b.is_empty()
+            && a.len() == b.len()
+            && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
     fn route(self: &Arc<Self>, parts: &http::request::Parts, body: Bytes) -> Response<Body> {
@@ -130,7 +135,13 @@ impl Sandbox {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
 
-        let read_only = |resp: Response<Body>| if is_read { resp } else { method_not_allowed(&parts.method) };
+        let read_only = |resp: Response<Body>| {
+            if is_read {
+                resp
+            } else {
+                method_not_allowed(&parts.method)
+            }
+        };
 
         match segs.as_slice() {
             ["version"] => read_only(json_ok(&json!({
@@ -168,14 +179,32 @@ impl Sandbox {
                 None => not_found_path(),
             }),
             ["openapi", "v3"] => read_only(json_ok(self.discovery.openapi_root())),
-            ["openapi", "v3", rest @ ..] => read_only(match self.discovery.openapi_doc(&rest.join("/")) {
-                Some(doc) => json_ok(doc),
-                None => not_found_path(),
-            }),
-            // No OpenAPI v2: every kubectl from 1.27 prefers v3 and does not need v2 once the
-            // server advertises `fieldValidation` (see kubectl_tests).
-            ["api", v, rest @ ..] => self.resource_request(parts, &query, accept, "", v, rest, body),
-            ["apis", g, v, rest @ ..] => self.resource_request(parts, &query, accept, g, v, rest, body),
+            ["openapi", "v3", rest @ ..] => {
+                read_only(match self.discovery.openapi_doc(&rest.join("/")) {
+                    Some(doc) => json_ok(doc),
+                    None => not_found_path(),
+                })
+            }
+            ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => {
+                read_only(if accept.contains("protobuf") {
+                    let mut resp = Response::new(body::full(discovery::openapi_v2_protobuf()));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(discovery::OPENAPI_V2_PROTOBUF),
+                    );
+                    resp
+                } else {
+                    json_ok(
+                        &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": GIT_VERSION}, "paths": {}}),
+                    )
+                })
+            }
+            ["api", v, rest @ ..] => {
+                self.resource_request(parts, &query, accept, "", v, rest, body)
+            }
+            ["apis", g, v, rest @ ..] => {
+                self.resource_request(parts, &query, accept, g, v, rest, body)
+            }
             _ => not_found_path(),
         }
     }
@@ -197,7 +226,11 @@ impl Sandbox {
             rest = &rest[1..];
         }
         let mut namespace: Option<&str> = None;
-        if rest.len() >= 3 && rest[0] == "namespaces" && rest[2] != "status" && rest[2] != "finalize" {
+        if rest.len() >= 3
+            && rest[0] == "namespaces"
+            && rest[2] != "status"
+            && rest[2] != "finalize"
+        {
             namespace = Some(rest[1]);
             rest = &rest[2..];
         }
@@ -212,7 +245,9 @@ impl Sandbox {
         };
         // A namespaced resource needs its namespace to name one object; a cluster-scoped one
         // has no namespace at all.
-        if (res.namespaced && name.is_some() && namespace.is_none()) || (!res.namespaced && namespace.is_some()) {
+        if (res.namespaced && name.is_some() && namespace.is_none())
+            || (!res.namespaced && namespace.is_some())
+        {
             return not_found_path();
         }
         if let Some(sub) = sub {
@@ -238,9 +273,13 @@ impl Sandbox {
         let watch = legacy_watch || query.get("watch").is_some_and(|w| w != "false" && w != "0");
         match (&parts.method, name, sub) {
             (&Method::GET | &Method::HEAD, None, None) if watch => stream::watch(&req),
-            (&Method::GET | &Method::HEAD, Some(name), None) if legacy_watch => stream::watch_one(&req, name),
+            (&Method::GET | &Method::HEAD, Some(name), None) if legacy_watch => {
+                stream::watch_one(&req, name)
+            }
             (&Method::GET | &Method::HEAD, None, None) => api::list(&req),
-            (&Method::GET | &Method::HEAD, Some(_), Some("log")) if res.kind == "Pod" => stream::logs(&req),
+            (&Method::GET | &Method::HEAD, Some(_), Some("log")) if res.kind == "Pod" => {
+                stream::logs(&req)
+            }
             (&Method::GET | &Method::HEAD, Some(_), None | Some("status")) => api::get(&req),
             (&Method::GET | &Method::HEAD, Some(_), Some("scale")) => api::get_scale(&req),
             (&Method::POST, None, None) => api::create(&req),
@@ -250,6 +289,11 @@ impl Sandbox {
             (&Method::PATCH, Some(_), Some("scale")) => api::update_scale(&req, true),
             (&Method::DELETE, Some(_), None) => api::delete(&req),
             (&Method::DELETE, None, None) => api::delete_collection(&req),
+            (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward" | "proxy"))) => status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("the sandbox cluster runs no containers: {sub} is not supported"),
+            ),
             (m, _, _) => method_not_allowed(m),
         }
     }
@@ -259,7 +303,9 @@ impl Sandbox {
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
     q.unwrap_or("")
         .split('&')
@@ -276,7 +322,12 @@ fn host_of(parts: &http::request::Parts) -> &str {
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("127.0.0.1:6443")
 }
 
@@ -295,18 +346,23 @@ fn accept_alternatives(accept: &str) -> impl Iterator<Item = HashMap<&str, &str>
 /// `v2beta1` only and get the plain documents instead.
 fn wants_aggregated(accept: &str) -> bool {
     accept_alternatives(accept).any(|p| {
-        p.get("g") == Some(&"apidiscovery.k8s.io") && p.get("v") == Some(&"v2") && p.get("as") == Some(&"APIGroupDiscoveryList")
+        p.get("g") == Some(&"apidiscovery.k8s.io")
+            && p.get("v") == Some(&"v2")
+            && p.get("as") == Some(&"APIGroupDiscoveryList")
     })
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept_alternatives(accept).any(|p| p.get("g") == Some(&"meta.k8s.io") && p.get("as") == Some(&"Table"))
+    accept_alternatives(accept)
+        .any(|p| p.get("g") == Some(&"meta.k8s.io") && p.get("as") == Some(&"Table"))
 }
 
 fn aggregated_response(v: &Value) -> Response<Body> {
     let mut resp = json_ok(v);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED_V2_CONTENT_TYPE));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(AGGREGATED_V2_CONTENT_TYPE),
+    );
     resp
 }
 
@@ -316,8 +372,10 @@ fn json_ok(v: &Value) -> Response<Body> {
 
 fn text_ok(text: &'static str) -> Response<Body> {
     let mut resp = Response::new(body::full(text));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -325,14 +383,24 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     body::status_response(code, reason, message)
 }
 
-fn status_with_details(code: StatusCode, reason: &str, message: &str, res: &ResourceInfo, name: &str) -> Response<Body> {
+fn status_with_details(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    res: &ResourceInfo,
+    name: &str,
+) -> Response<Body> {
     let mut v = body::status_value(code, reason, message);
     v["details"] = json!({"name": name, "group": res.group, "kind": res.name});
     body::json_response(code, &v)
 }
 
 fn not_found_path() -> Response<Body> {
-    status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 fn method_not_allowed(method: &Method) -> Response<Body> {
@@ -379,18 +447,37 @@ mod tests {
 
     const TOKEN: &str = "t0ken";
 
-    async fn call(sb: &Arc<Sandbox>, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, HeaderMap, Bytes) {
-        let mut req = Request::builder().method(method).uri(path).header("authorization", format!("Bearer {TOKEN}"));
+    async fn call(
+        sb: &Arc<Sandbox>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(body::full(body.to_string())).unwrap();
         let resp = sb.handle(req).await;
         let (parts, b) = resp.into_parts();
-        (parts.status, parts.headers, b.collect().await.unwrap().to_bytes())
+        (
+            parts.status,
+            parts.headers,
+            b.collect().await.unwrap().to_bytes(),
+        )
     }
 
-    async fn call_json(sb: &Arc<Sandbox>, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {
+    async fn call_json(
+        sb: &Arc<Sandbox>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, Value) {
         let (code, _, b) = call(sb, method, path, headers, body).await;
         (code, serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
@@ -398,7 +485,10 @@ mod tests {
     #[tokio::test]
     async fn auth_and_basics() {
         let sb = Sandbox::new(TOKEN.into());
-        let req = Request::builder().uri("/version").body(body::empty()).unwrap();
+        let req = Request::builder()
+            .uri("/version")
+            .body(body::empty())
+            .unwrap();
         let resp = sb.handle(req).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         let (code, v) = call_json(&sb, "GET", "/version", &[], "").await;
@@ -407,11 +497,108 @@ mod tests {
         let (code, _, b) = call(&sb, "GET", "/readyz", &[], "").await;
         assert_eq!((code, &b[..]), (StatusCode::OK, &b"ok"[..]));
         let (code, v) = call_json(&sb, "GET", "/nope", &[], "").await;
-        assert_eq!((code, v["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
+        assert_eq!(
+            (code, v["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotFound"))
+        );
         let (code, _) = call_json(&sb, "POST", "/version", &[], "").await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
         let (code, _) = call_json(&sb, "PUT", "/api/v1/namespaces/dev/pods", &[], "{}").await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn sandbox_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Sandbox>();
+    }
+
+    #[tokio::test]
+    async fn watch_with_initial_events_ends_them_with_a_bookmark() {
+        let sb = Sandbox::new(TOKEN.into());
+        let req = Request::builder()
+            .uri("/api/v1/namespaces/dev/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(body::empty())
+            .unwrap();
+        let mut body = sb.handle(req).await.into_body();
+        let mut lines: Vec<Value> = Vec::new();
+        while lines.last().is_none_or(|l| l["type"] != "BOOKMARK") {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                lines.extend(
+                    data.split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
+                );
+            }
+        }
+        assert_eq!(lines.len(), 2, "app-config, then the bookmark");
+        assert_eq!(lines[0]["type"], "ADDED");
+        assert_eq!(
+            lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+
+    #[tokio::test]
+    async fn seeded_names_are_stable() {
+        let sb = Sandbox::new(TOKEN.into());
+        let (_, v) = call_json(&sb, "GET", "/api/v1/pods", &[], "").await;
+        let names: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap(),
+                    p["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        // Keep the module documentation in step with this list.
+        assert_eq!(
+            names,
+            [
+                "dev/api-nv7cnnlg94-qpf5n",
+                "dev/debug-shell",
+                "dev/web-f4xbb9mvgl-fh794",
+                "dev/web-f4xbb9mvgl-pv968",
+                "kube-system/coredns-rtrhj4z7hh-dtvkx",
+                "kube-system/coredns-rtrhj4z7hh-n9xg5",
+                "kube-system/etcd-sandbox-node-1",
+                "kube-system/kube-apiserver-sandbox-node-1",
+                "kube-system/kube-controller-manager-sandbox-node-1",
+                "kube-system/kube-scheduler-sandbox-node-1",
+                "prod/api-jgnwr8w8sm-bkg8b",
+                "prod/api-jgnwr8w8sm-lxj5g",
+                "prod/web-ssrv5mr5dd-5cwlc",
+                "prod/web-ssrv5mr5dd-p74dm",
+                "prod/web-ssrv5mr5dd-swsp7",
+            ]
+        );
+        let (_, v) = call_json(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/prod/pods/api-jgnwr8w8sm-bkg8b",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(v["status"]["containerStatuses"][0]["restartCount"], 3);
+        let (_, v) = call_json(&sb, "GET", "/api/v1/namespaces", &[], "").await;
+        let ns: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["default", "dev", "kube-system", "prod"]);
     }
 
     #[tokio::test]
@@ -429,10 +616,23 @@ mod tests {
         assert_eq!(v["kind"], "APIVersions");
         let (_, v) = call_json(&sb, "GET", "/apis/apps/v1", &[], "").await;
         assert_eq!(v["groupVersion"], "apps/v1");
-        let (code, _) = call_json(&sb, "GET", "/openapi/v2", &[], "").await;
-        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, v) = call_json(&sb, "GET", "/openapi/v2", &[], "").await;
+        assert_eq!((code, v["swagger"].as_str()), (StatusCode::OK, Some("2.0")));
+        let (_, h, b) = call(
+            &sb,
+            "GET",
+            "/openapi/v2",
+            &[("accept", discovery::OPENAPI_V2_PROTOBUF)],
+            "",
+        )
+        .await;
+        assert_eq!(h[header::CONTENT_TYPE], discovery::OPENAPI_V2_PROTOBUF);
+        assert_eq!(&b[..5], b"\x0a\x032.0");
         let (_, v) = call_json(&sb, "GET", "/openapi/v3", &[], "").await;
-        let url = v["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+        let url = v["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let (code, v) = call_json(&sb, "GET", &url, &[], "").await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(v["openapi"], "3.0.0");
@@ -441,7 +641,8 @@ mod tests {
     #[tokio::test]
     async fn crud_and_errors() {
         let sb = Sandbox::new(TOKEN.into());
-        let (code, v) = call_json(&sb, "GET", "/api/v1/pods?labelSelector=app%3Dweb", &[], "").await;
+        let (code, v) =
+            call_json(&sb, "GET", "/api/v1/pods?labelSelector=app%3Dweb", &[], "").await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(v["kind"], "PodList");
         assert_eq!(v["items"].as_array().unwrap().len(), 5);
@@ -450,19 +651,49 @@ mod tests {
         let (code, v) = call_json(&sb, "GET", "/api/v1/namespaces/dev/pods/nope", &[], "").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         assert_eq!(v["message"], "pods \"nope\" not found");
-        let (code, v) = call_json(&sb, "GET", "/apis/apps/v1/namespaces/dev/deployments/nope", &[], "").await;
-        assert_eq!((code, v["message"].as_str()), (StatusCode::NOT_FOUND, Some("deployments.apps \"nope\" not found")));
+        let (code, v) = call_json(
+            &sb,
+            "GET",
+            "/apis/apps/v1/namespaces/dev/deployments/nope",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            (code, v["message"].as_str()),
+            (
+                StatusCode::NOT_FOUND,
+                Some("deployments.apps \"nope\" not found")
+            )
+        );
 
-        let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"a":"1"}}"#;
+        let cm =
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"a":"1"}}"#;
         let (code, v) = call_json(&sb, "POST", "/api/v1/namespaces/dev/configmaps", &[], cm).await;
         assert_eq!(code, StatusCode::CREATED);
         assert_eq!(v["metadata"]["namespace"], "dev");
         let (code, v) = call_json(&sb, "POST", "/api/v1/namespaces/dev/configmaps", &[], cm).await;
-        assert_eq!((code, v["reason"].as_str()), (StatusCode::CONFLICT, Some("AlreadyExists")));
+        assert_eq!(
+            (code, v["reason"].as_str()),
+            (StatusCode::CONFLICT, Some("AlreadyExists"))
+        );
         let (code, v) = call_json(&sb, "POST", "/api/v1/namespaces/nons/configmaps", &[], cm).await;
-        assert_eq!((code, v["message"].as_str()), (StatusCode::NOT_FOUND, Some("namespaces \"nons\" not found")));
-        let (code, v) = call_json(&sb, "POST", "/api/v1/namespaces/dev/configmaps", &[], "{not json").await;
-        assert_eq!((code, v["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("BadRequest")));
+        assert_eq!(
+            (code, v["message"].as_str()),
+            (StatusCode::NOT_FOUND, Some("namespaces \"nons\" not found"))
+        );
+        let (code, v) = call_json(
+            &sb,
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            &[],
+            "{not json",
+        )
+        .await;
+        assert_eq!(
+            (code, v["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("BadRequest"))
+        );
 
         let (code, v) = call_json(
             &sb,
@@ -482,23 +713,65 @@ mod tests {
             r#"[{"op":"remove","path":"/data/a"}]"#,
         )
         .await;
-        assert_eq!((code, v["data"].clone()), (StatusCode::OK, json!({"b": "2"})));
+        assert_eq!(
+            (code, v["data"].clone()),
+            (StatusCode::OK, json!({"b": "2"}))
+        );
 
         let mut updated = v.clone();
         updated["data"]["c"] = json!("3");
-        let (code, v) = call_json(&sb, "PUT", "/api/v1/namespaces/dev/configmaps/c1", &[], &updated.to_string()).await;
+        let (code, v) = call_json(
+            &sb,
+            "PUT",
+            "/api/v1/namespaces/dev/configmaps/c1",
+            &[],
+            &updated.to_string(),
+        )
+        .await;
         assert_eq!((code, v["data"]["c"].as_str()), (StatusCode::OK, Some("3")));
-        let (code, _) = call_json(&sb, "PUT", "/api/v1/namespaces/dev/configmaps/c1", &[], &updated.to_string()).await;
+        let (code, _) = call_json(
+            &sb,
+            "PUT",
+            "/api/v1/namespaces/dev/configmaps/c1",
+            &[],
+            &updated.to_string(),
+        )
+        .await;
         assert_eq!(code, StatusCode::CONFLICT, "stale resourceVersion");
 
-        let (code, _) = call_json(&sb, "DELETE", "/api/v1/namespaces/dev/configmaps/c1", &[], r#"{"propagationPolicy":"Background"}"#).await;
+        let (code, _) = call_json(
+            &sb,
+            "DELETE",
+            "/api/v1/namespaces/dev/configmaps/c1",
+            &[],
+            r#"{"propagationPolicy":"Background"}"#,
+        )
+        .await;
         assert_eq!(code, StatusCode::OK);
-        let (code, _) = call_json(&sb, "DELETE", "/api/v1/namespaces/dev/configmaps/c1", &[], "").await;
+        let (code, _) = call_json(
+            &sb,
+            "DELETE",
+            "/api/v1/namespaces/dev/configmaps/c1",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(code, StatusCode::NOT_FOUND);
 
-        let (code, v) = call_json(&sb, "GET", "/api/v1/pods?fieldSelector=metadata.namespace%3Dkube-system", &[], "").await;
+        let (code, v) = call_json(
+            &sb,
+            "GET",
+            "/api/v1/pods?fieldSelector=metadata.namespace%3Dkube-system",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(code, StatusCode::OK);
-        assert!(v["items"].as_array().unwrap().iter().all(|p| p["metadata"]["namespace"] == "kube-system"));
+        assert!(v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["metadata"]["namespace"] == "kube-system"));
         let (code, _) = call_json(&sb, "GET", "/api/v1/pods?labelSelector=a+in+(b", &[], "").await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
     }
@@ -507,10 +780,24 @@ mod tests {
     async fn tables_and_scale() {
         let sb = Sandbox::new(TOKEN.into());
         let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        let (_, v) = call_json(&sb, "GET", "/api/v1/namespaces/prod/pods", &[("accept", accept)], "").await;
+        let (_, v) = call_json(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/prod/pods",
+            &[("accept", accept)],
+            "",
+        )
+        .await;
         assert_eq!(v["kind"], "Table");
         assert_eq!(v["rows"].as_array().unwrap().len(), 5);
-        let (_, v) = call_json(&sb, "GET", "/api/v1/namespaces/dev/pods/debug-shell?includeObject=Object", &[("accept", accept)], "").await;
+        let (_, v) = call_json(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/dev/pods/debug-shell?includeObject=Object",
+            &[("accept", accept)],
+            "",
+        )
+        .await;
         assert_eq!(v["rows"][0]["object"]["kind"], "Pod");
 
         let (code, v) = call_json(
@@ -522,23 +809,51 @@ mod tests {
         )
         .await;
         assert_eq!((code, v["kind"].as_str()), (StatusCode::OK, Some("Scale")));
-        let (_, v) = call_json(&sb, "GET", "/apis/apps/v1/namespaces/dev/deployments/web", &[], "").await;
+        let (_, v) = call_json(
+            &sb,
+            "GET",
+            "/apis/apps/v1/namespaces/dev/deployments/web",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(v["status"]["readyReplicas"], 4);
-        let (_, v) = call_json(&sb, "GET", "/api/v1/namespaces/dev/pods?labelSelector=app%3Dweb", &[], "").await;
+        let (_, v) = call_json(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/dev/pods?labelSelector=app%3Dweb",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(v["items"].as_array().unwrap().len(), 4);
     }
 
     #[tokio::test]
     async fn logs() {
         let sb = Sandbox::new(TOKEN.into());
-        let (code, _, b) = call(&sb, "GET", "/api/v1/namespaces/dev/pods/debug-shell/log?tailLines=3", &[], "").await;
+        let (code, _, b) = call(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/dev/pods/debug-shell/log?tailLines=3",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(code, StatusCode::OK);
         let text = String::from_utf8(b.to_vec()).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.contains("debug-shell"));
         let (code, _, _) = call(&sb, "GET", "/api/v1/namespaces/dev/pods/nope/log", &[], "").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
-        let (code, _, _) = call(&sb, "GET", "/api/v1/namespaces/dev/pods/debug-shell/log?container=x", &[], "").await;
+        let (code, _, _) = call(
+            &sb,
+            "GET",
+            "/api/v1/namespaces/dev/pods/debug-shell/log?container=x",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
     }
 
@@ -546,7 +861,10 @@ mod tests {
     async fn watch_streams_events() {
         let sb = Sandbox::new(TOKEN.into());
         let (_, list) = call_json(&sb, "GET", "/api/v1/namespaces/dev/configmaps", &[], "").await;
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let req = Request::builder()
             .uri(format!("/api/v1/namespaces/dev/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=5"))
             .header("authorization", format!("Bearer {TOKEN}"))
@@ -558,10 +876,21 @@ mod tests {
         let cm = r#"{"metadata":{"name":"w1"}}"#;
         call_json(&sb, "POST", "/api/v1/namespaces/dev/configmaps", &[], cm).await;
         call_json(&sb, "POST", "/api/v1/namespaces/prod/configmaps", &[], cm).await;
-        call_json(&sb, "DELETE", "/api/v1/namespaces/dev/configmaps/w1", &[], "").await;
+        call_json(
+            &sb,
+            "DELETE",
+            "/api/v1/namespaces/dev/configmaps/w1",
+            &[],
+            "",
+        )
+        .await;
         let mut lines = Vec::new();
         while lines.len() < 2 {
-            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             if let Ok(data) = frame.into_data() {
                 for l in String::from_utf8(data.to_vec()).unwrap().lines() {
                     lines.push(serde_json::from_str::<Value>(l).unwrap());

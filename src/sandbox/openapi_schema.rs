@@ -35,12 +35,11 @@ fn string_map() -> Value {
 }
 
 fn obj(fields: &[(&str, Value)]) -> Value {
-    let props: Map<String, Value> = fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let props: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     json!({"type": "object", "properties": props})
-}
-
-fn list(items: Value) -> Value {
-    json!({"type": "array", "items": items})
 }
 
 fn atomic_list(items: Value) -> Value {
@@ -64,7 +63,11 @@ fn selector() -> Value {
         ("matchLabels", string_map()),
         (
             "matchExpressions",
-            atomic_list(obj(&[("key", s()), ("operator", s()), ("values", atomic_list(s()))])),
+            atomic_list(obj(&[
+                ("key", s()),
+                ("operator", s()),
+                ("values", atomic_list(s())),
+            ])),
         ),
     ])
 }
@@ -83,10 +86,16 @@ fn probe() -> Value {
                 ("port", int_or_string()),
                 ("host", s()),
                 ("scheme", s()),
-                ("httpHeaders", atomic_list(obj(&[("name", s()), ("value", s())]))),
+                (
+                    "httpHeaders",
+                    atomic_list(obj(&[("name", s()), ("value", s())])),
+                ),
             ]),
         ),
-        ("tcpSocket", obj(&[("port", int_or_string()), ("host", s())])),
+        (
+            "tcpSocket",
+            obj(&[("port", int_or_string()), ("host", s())]),
+        ),
         ("grpc", obj(&[("port", int()), ("service", s())])),
         ("initialDelaySeconds", int()),
         ("periodSeconds", int()),
@@ -99,7 +108,10 @@ fn probe() -> Value {
 
 fn security_context() -> Value {
     obj(&[
-        ("capabilities", obj(&[("add", atomic_list(s())), ("drop", atomic_list(s()))])),
+        (
+            "capabilities",
+            obj(&[("add", atomic_list(s())), ("drop", atomic_list(s()))]),
+        ),
         ("privileged", boolean()),
         ("runAsUser", int()),
         ("runAsGroup", int()),
@@ -108,8 +120,14 @@ fn security_context() -> Value {
         ("readOnlyRootFilesystem", boolean()),
         ("allowPrivilegeEscalation", boolean()),
         ("supplementalGroups", atomic_list(int())),
-        ("seccompProfile", obj(&[("type", s()), ("localhostProfile", s())])),
-        ("seLinuxOptions", obj(&[("user", s()), ("role", s()), ("type", s()), ("level", s())])),
+        (
+            "seccompProfile",
+            obj(&[("type", s()), ("localhostProfile", s())]),
+        ),
+        (
+            "seLinuxOptions",
+            obj(&[("user", s()), ("role", s()), ("type", s()), ("level", s())]),
+        ),
     ])
 }
 
@@ -148,7 +166,11 @@ fn container() -> Value {
                             ("fieldRef", obj(&[("fieldPath", s()), ("apiVersion", s())])),
                             (
                                 "resourceFieldRef",
-                                obj(&[("resource", s()), ("containerName", s()), ("divisor", int_or_string())]),
+                                obj(&[
+                                    ("resource", s()),
+                                    ("containerName", s()),
+                                    ("divisor", int_or_string()),
+                                ]),
                             ),
                         ]),
                     ),
@@ -160,7 +182,10 @@ fn container() -> Value {
             "envFrom",
             atomic_list(obj(&[
                 ("prefix", s()),
-                ("configMapRef", obj(&[("name", s()), ("optional", boolean())])),
+                (
+                    "configMapRef",
+                    obj(&[("name", s()), ("optional", boolean())]),
+                ),
                 ("secretRef", obj(&[("name", s()), ("optional", boolean())])),
             ])),
         ),
@@ -223,8 +248,14 @@ fn toleration() -> Value {
 
 fn pod_spec() -> Value {
     obj(&[
-        ("containers", merge_list(r("io.k8s.api.core.v1.Container"), "name")),
-        ("initContainers", merge_list(r("io.k8s.api.core.v1.Container"), "name")),
+        (
+            "containers",
+            merge_list(r("io.k8s.api.core.v1.Container"), "name"),
+        ),
+        (
+            "initContainers",
+            merge_list(r("io.k8s.api.core.v1.Container"), "name"),
+        ),
         ("volumes", merge_list(volume(), "name")),
         ("nodeSelector", string_map()),
         ("nodeName", s()),
@@ -237,9 +268,15 @@ fn pod_spec() -> Value {
         ("schedulerName", s()),
         ("priorityClassName", s()),
         ("securityContext", security_context()),
-        ("imagePullSecrets", merge_list(obj(&[("name", s())]), "name")),
+        (
+            "imagePullSecrets",
+            merge_list(obj(&[("name", s())]), "name"),
+        ),
         ("tolerations", atomic_list(toleration())),
-        ("affinity", json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+        (
+            "affinity",
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        ),
         (
             "hostAliases",
             merge_list(obj(&[("ip", s()), ("hostnames", atomic_list(s()))]), "ip"),
@@ -248,7 +285,13 @@ fn pod_spec() -> Value {
 }
 
 fn pod_template() -> Value {
-    obj(&[("metadata", r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")), ("spec", r("io.k8s.api.core.v1.PodSpec"))])
+    obj(&[
+        (
+            "metadata",
+            r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+        ),
+        ("spec", r("io.k8s.api.core.v1.PodSpec")),
+    ])
 }
 
 /// Schemas shared by every group-version document (references resolve within one document).
@@ -287,7 +330,10 @@ pub fn common_schemas() -> Value {
 fn workload_spec(extra: &[(&str, Value)]) -> Value {
     let mut fields = vec![
         ("replicas", int()),
-        ("selector", r("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+        (
+            "selector",
+            r("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
+        ),
         ("template", r("io.k8s.api.core.v1.PodTemplateSpec")),
         ("minReadySeconds", int()),
         ("revisionHistoryLimit", int()),
@@ -325,9 +371,15 @@ fn kind_fields(group: &str, kind: &str) -> Vec<(&'static str, Value)> {
             ("type", s()),
             ("immutable", boolean()),
         ],
-        ("", "Namespace") => vec![("spec", obj(&[("finalizers", atomic_list(s()))])), ("status", open)],
+        ("", "Namespace") => vec![
+            ("spec", obj(&[("finalizers", atomic_list(s()))])),
+            ("status", open),
+        ],
         ("", "ServiceAccount") => vec![
-            ("secrets", merge_list(obj(&[("name", s()), ("namespace", s())]), "name")),
+            (
+                "secrets",
+                merge_list(obj(&[("name", s()), ("namespace", s())]), "name"),
+            ),
             ("imagePullSecrets", atomic_list(obj(&[("name", s())]))),
             ("automountServiceAccountToken", boolean()),
         ],
@@ -364,7 +416,10 @@ fn kind_fields(group: &str, kind: &str) -> Vec<(&'static str, Value)> {
             ),
             ("status", open),
         ],
-        ("apps", "Deployment") => vec![("spec", workload_spec(&[("strategy", strategy)])), ("status", open)],
+        ("apps", "Deployment") => vec![
+            ("spec", workload_spec(&[("strategy", strategy)])),
+            ("status", open),
+        ],
         ("apps", "StatefulSet") | ("apps", "DaemonSet") => vec![
             ("spec", workload_spec(&[("updateStrategy", strategy)])),
             ("status", open),
@@ -375,7 +430,10 @@ fn kind_fields(group: &str, kind: &str) -> Vec<(&'static str, Value)> {
                 "spec",
                 obj(&[
                     ("template", r("io.k8s.api.core.v1.PodTemplateSpec")),
-                    ("selector", r("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+                    (
+                        "selector",
+                        r("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                    ),
                     ("parallelism", int()),
                     ("completions", int()),
                     ("backoffLimit", int()),
@@ -397,7 +455,10 @@ fn kind_fields(group: &str, kind: &str) -> Vec<(&'static str, Value)> {
                     (
                         "jobTemplate",
                         obj(&[
-                            ("metadata", r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+                            (
+                                "metadata",
+                                r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                            ),
                             (
                                 "spec",
                                 obj(&[
@@ -430,7 +491,10 @@ pub fn kind_schema(res: &ResourceInfo) -> Value {
     let mut fields = vec![
         ("apiVersion", s()),
         ("kind", s()),
-        ("metadata", r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        (
+            "metadata",
+            r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+        ),
     ];
     fields.extend(kind_fields(&res.group, &res.kind));
     let mut schema = obj(&fields);

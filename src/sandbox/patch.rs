@@ -51,7 +51,9 @@ fn add_at(doc: &mut Value, path: &str, value: Value, replace_only: bool) -> Resu
     match target {
         Value::Object(map) => {
             if replace_only && !map.contains_key(&last) {
-                return Err(format!("replace operation does not apply: doc is missing key: {path}"));
+                return Err(format!(
+                    "replace operation does not apply: doc is missing key: {path}"
+                ));
             }
             map.insert(last, value);
         }
@@ -109,10 +111,24 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, String> {
         .ok_or("a JSON patch must be an array of operations")?;
     let mut doc = doc.clone();
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("operation without \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation without \"path\"")?;
-        let value = || op.get("value").cloned().ok_or(format!("{kind} operation without \"value\""));
-        let from = || op.get("from").and_then(Value::as_str).ok_or(format!("{kind} operation without \"from\""));
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("operation without \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation without \"path\"")?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or(format!("{kind} operation without \"value\""))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or(format!("{kind} operation without \"from\""))
+        };
         match kind {
             "add" => add_at(&mut doc, path, value()?, false)?,
             "replace" => add_at(&mut doc, path, value()?, true)?,
@@ -155,8 +171,13 @@ enum ListStrategy {
 fn list_strategy(field: &str, sample: Option<&Value>) -> ListStrategy {
     let has = |k: &str| sample.is_some_and(|s| s.get(k).is_some());
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "readinessGates" => ListStrategy::MergeKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "readinessGates" => ListStrategy::MergeKey("name"),
         // k8s.io/api merges volumeMounts by mountPath (not name), volumeDevices by devicePath.
         "volumeMounts" => ListStrategy::MergeKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeKey("devicePath"),
@@ -189,7 +210,10 @@ pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, String>
 }
 
 /// Returns `None` when the patch says `$patch: delete` for this map.
-fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result<Option<Map<String, Value>>, String> {
+fn merge_map(
+    mut orig: Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Option<Map<String, Value>>, String> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return Ok(None),
         Some("replace") => {
@@ -215,7 +239,9 @@ fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result
 
     for (k, v) in patch {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            let remove = v.as_array().ok_or("$deleteFromPrimitiveList must be a list")?;
+            let remove = v
+                .as_array()
+                .ok_or("$deleteFromPrimitiveList must be a list")?;
             if let Some(Value::Array(list)) = orig.get_mut(field) {
                 list.retain(|x| !remove.contains(x));
             }
@@ -231,10 +257,7 @@ fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result
             continue;
         }
         let merged = match (orig.remove(k), v) {
-            (Some(Value::Object(o)), Value::Object(pm)) => match merge_map(o, pm)? {
-                Some(m) => Some(Value::Object(m)),
-                None => None,
-            },
+            (Some(Value::Object(o)), Value::Object(pm)) => merge_map(o, pm)?.map(Value::Object),
             (Some(Value::Array(o)), Value::Array(pl)) => Some(Value::Array(merge_list(k, o, pl)?)),
             (_, Value::Object(pm)) => {
                 if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
@@ -285,7 +308,7 @@ fn merge_list(field: &str, orig: Vec<Value>, patch: &[Value]) -> Result<Vec<Valu
             .cloned()
             .collect());
     }
-    let sample = patch.iter().chain(orig.iter()).find(|e| e.is_object());
+    let sample = orig.iter().chain(patch.iter()).find(|e| e.is_object());
     match list_strategy(field, sample) {
         ListStrategy::Replace => Ok(patch
             .iter()
@@ -309,9 +332,9 @@ fn merge_list(field: &str, orig: Vec<Value>, patch: &[Value]) -> Result<Vec<Valu
                 let Value::Object(pm) = e else {
                     return Err(format!("list {field:?} must contain objects"));
                 };
-                let id = pm
-                    .get(key)
-                    .ok_or_else(|| format!("map: {pm:?} does not contain declared merge key: {key}"))?;
+                let id = pm.get(key).ok_or_else(|| {
+                    format!("map: {pm:?} does not contain declared merge key: {key}")
+                })?;
                 let pos = out.iter().position(|x| x.get(key) == Some(id));
                 match (pos, pm.get("$patch").and_then(Value::as_str)) {
                     (Some(i), Some("delete")) => {
@@ -407,9 +430,20 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(out, json!({"spec": {"replicas": 3, "list": [0, 2, 3]}, "moved": 3, "metadata": {"a~b/c": 1}}));
-        assert!(json_patch(&doc, &json!([{"op": "replace", "path": "/nope", "value": 1}])).is_err());
-        assert!(json_patch(&doc, &json!([{"op": "test", "path": "/spec/replicas", "value": 2}])).is_err());
+        assert_eq!(
+            out,
+            json!({"spec": {"replicas": 3, "list": [0, 2, 3]}, "moved": 3, "metadata": {"a~b/c": 1}})
+        );
+        assert!(json_patch(
+            &doc,
+            &json!([{"op": "replace", "path": "/nope", "value": 1}])
+        )
+        .is_err());
+        assert!(json_patch(
+            &doc,
+            &json!([{"op": "test", "path": "/spec/replicas", "value": 2}])
+        )
+        .is_err());
         assert!(json_patch(&doc, &json!({"op": "add"})).is_err());
     }
 
@@ -427,7 +461,10 @@ mod tests {
         let c = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(c.as_array().unwrap().len(), 2);
         assert_eq!(c[0]["image"], "nginx:1.27");
-        assert_eq!(c[0]["ports"][0]["containerPort"], 80, "untouched fields survive");
+        assert_eq!(
+            c[0]["ports"][0]["containerPort"], 80,
+            "untouched fields survive"
+        );
         assert_eq!(c[0]["env"].as_array().unwrap().len(), 3);
         assert_eq!(c[0]["env"][2]["name"], "C");
         assert_eq!(c[1]["image"], "envoy:1");
@@ -457,7 +494,11 @@ mod tests {
         assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
         assert_eq!(spec["volumes"], json!([{"name": "cache", "emptyDir": {}}]));
 
-        let replaced = strategic_merge(&deploy(), &json!({"spec": {"$patch": "replace", "replicas": 9}})).unwrap();
+        let replaced = strategic_merge(
+            &deploy(),
+            &json!({"spec": {"$patch": "replace", "replicas": 9}}),
+        )
+        .unwrap();
         assert_eq!(replaced["spec"], json!({"replicas": 9}));
     }
 
@@ -465,8 +506,15 @@ mod tests {
     fn strategic_ports_and_plain_lists() {
         let svc = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}],
                                   "args": ["a", "b"]}});
-        let out = strategic_merge(&svc, &json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}], "args": ["c"]}})).unwrap();
-        assert_eq!(out["spec"]["ports"][0], json!({"port": 80, "name": "http", "targetPort": 8080}));
+        let out = strategic_merge(
+            &svc,
+            &json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}], "args": ["c"]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"]["ports"][0],
+            json!({"port": 80, "name": "http", "targetPort": 8080})
+        );
         assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
         assert_eq!(out["spec"]["args"], json!(["c"]));
         assert!(strategic_merge(&svc, &json!([1])).is_err());

@@ -101,15 +101,13 @@ impl LabelSelector {
                 | Req::NotExists(k) => k,
             };
             if !valid_key(key) {
-                return Err(format!("unable to parse requirement: invalid label key {key:?}"));
+                return Err(format!(
+                    "unable to parse requirement: invalid label key {key:?}"
+                ));
             }
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Matches against a `{key: value}` label map (absent labels are an empty map).
@@ -150,7 +148,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             let path = path.trim();
             if path.is_empty() || !path.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
@@ -159,15 +159,6 @@ impl FieldSelector {
             reqs.push((path.to_string(), eq, value.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
-    }
-
-    /// `metadata.name=X`, when that is the whole selector (how kubectl addresses one object in
-    /// a list or watch).
-    pub fn single_name(&self) -> Option<&str> {
-        match self.0.as_slice() {
-            [(path, true, value)] if path == "metadata.name" => Some(value),
-            _ => None,
-        }
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -216,7 +207,12 @@ mod tests {
         assert!(!m("app=web,tier=backend"));
         // notin matches objects without the label at all, as in Kubernetes.
         assert!(m("env notin (prod)"));
-        assert!(!obj(Value::Null).is_null() && LabelSelector::parse("!x").unwrap().matches(&obj(Value::Null)));
+        assert!(
+            !obj(Value::Null).is_null()
+                && LabelSelector::parse("!x")
+                    .unwrap()
+                    .matches(&obj(Value::Null))
+        );
     }
 
     #[test]
@@ -235,10 +231,6 @@ mod tests {
         assert!(!m("metadata.namespace!=dev"));
         assert!(m("status.phase=Running"));
         assert!(m("spec.nodeName="));
-        assert_eq!(
-            FieldSelector::parse("metadata.name=x").unwrap().single_name(),
-            Some("x")
-        );
         assert!(FieldSelector::parse("junk").is_err());
     }
 }

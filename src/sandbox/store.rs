@@ -145,7 +145,12 @@ impl Store {
 
     /// Subscribes to changes of `res` (in `ns` if given) after `rv`; `None` means "from now,
     /// with the current objects first as ADDED events".
-    pub fn watch(&self, res: &str, ns: Option<&str>, rv: Option<u64>) -> Result<WatchStart, TooOld> {
+    pub fn watch(
+        &self,
+        res: &str,
+        ns: Option<&str>,
+        rv: Option<u64>,
+    ) -> Result<WatchStart, TooOld> {
         let inner = self.read();
         let rx = self.events.subscribe();
         let initial = match rv {
@@ -237,7 +242,9 @@ impl Txn<'_> {
         let ns = meta_str(&obj, "namespace").to_string();
         let name = meta_str(&obj, "name").to_string();
         if name.is_empty() {
-            return Err(StoreError::Invalid("name or generateName is required".into()));
+            return Err(StoreError::Invalid(
+                "name or generateName is required".into(),
+            ));
         }
         let key = (res.to_string(), ns, name);
         if self.inner.objects.contains_key(&key) {
@@ -252,7 +259,8 @@ impl Txn<'_> {
         if let Some(meta) = meta.as_object_mut() {
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
-            meta.entry("creationTimestamp").or_insert_with(|| json!(now_rfc3339()));
+            meta.entry("creationTimestamp")
+                .or_insert_with(|| json!(now_rfc3339()));
             if meta.get("creationTimestamp").is_some_and(Value::is_null) {
                 meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
             }
@@ -279,7 +287,10 @@ impl Txn<'_> {
         }
         let spec_changed = old.get("spec") != obj.get("spec");
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
-        let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         if old == &obj {
             return Ok(obj);
         }
@@ -291,7 +302,11 @@ impl Txn<'_> {
                 }
             }
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
-            let generation = if spec_changed { generation + 1 } else { generation };
+            let generation = if spec_changed {
+                generation + 1
+            } else {
+                generation
+            };
             meta.insert("generation".into(), json!(generation));
         }
         self.inner.objects.insert(key, obj.clone());
@@ -341,7 +356,9 @@ mod tests {
         let created = store.write(|t| t.create("/pods", pod("dev", "a"))).unwrap();
         assert!(created["metadata"]["uid"].is_string());
         assert_eq!(created["metadata"]["generation"], 1);
-        store.write(|t| t.create("/pods", pod("prod", "b"))).unwrap();
+        store
+            .write(|t| t.create("/pods", pod("prod", "b")))
+            .unwrap();
         assert_eq!(
             store.write(|t| t.create("/pods", pod("dev", "a"))),
             Err(StoreError::AlreadyExists)
@@ -357,13 +374,19 @@ mod tests {
         assert_eq!(updated["metadata"]["generation"], 2);
         assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
         // The same stale resourceVersion again is a conflict.
-        assert_eq!(store.write(|t| t.update("/pods", changed)), Err(StoreError::Conflict));
+        assert_eq!(
+            store.write(|t| t.update("/pods", changed)),
+            Err(StoreError::Conflict)
+        );
 
         let rv_before = store.resource_version();
         store.write(|t| t.delete("/pods", "dev", "a")).unwrap();
         assert!(store.resource_version() > rv_before);
         assert!(store.get("/pods", "dev", "a").is_none());
-        assert_eq!(store.write(|t| t.delete("/pods", "dev", "a")), Err(StoreError::NotFound));
+        assert_eq!(
+            store.write(|t| t.delete("/pods", "dev", "a")),
+            Err(StoreError::NotFound)
+        );
     }
 
     #[test]

@@ -37,7 +37,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -45,14 +49,22 @@ pub fn human_duration(secs: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -72,7 +84,9 @@ fn age(obj: &Value, now: time::OffsetDateTime) -> String {
     let created = obj
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)
-        .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok());
+        .and_then(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        });
     match created {
         Some(t) => human_duration((now - t).whole_seconds()),
         None => "<unknown>".into(),
@@ -84,7 +98,9 @@ fn col(name: &str, ty: &str, format: &str, priority: i32, description: &str) -> 
 }
 
 fn text<'a>(obj: &'a Value, ptr: &str) -> Option<&'a str> {
-    obj.pointer(ptr).and_then(Value::as_str).filter(|s| !s.is_empty())
+    obj.pointer(ptr)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn or_none(v: Option<&str>) -> String {
@@ -104,12 +120,19 @@ fn len_of(obj: &Value, field: &str) -> usize {
 }
 
 fn pod_status(pod: &Value) -> String {
-    if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
         return "Terminating".into();
     }
-    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
     for cs in statuses.into_iter().flatten() {
-        if let Some(reason) = text(cs, "/state/waiting/reason").or_else(|| text(cs, "/state/terminated/reason")) {
+        if let Some(reason) =
+            text(cs, "/state/waiting/reason").or_else(|| text(cs, "/state/terminated/reason"))
+        {
             return reason.into();
         }
     }
@@ -136,7 +159,11 @@ fn containers_of(spec: Option<&Value>, field: &str) -> String {
     let names: Vec<&str> = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c.get(field).and_then(Value::as_str)).collect())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get(field).and_then(Value::as_str))
+                .collect()
+        })
         .unwrap_or_default();
     if names.is_empty() {
         "<none>".into()
@@ -149,8 +176,18 @@ fn containers_of(spec: Option<&Value>, field: &str) -> String {
 type CellFn = fn(&Value, time::OffsetDateTime) -> Vec<Value>;
 
 fn columns_for(res: &ResourceInfo) -> (Vec<Value>, CellFn) {
-    let name = || col("Name", "string", "name", 0, "Name must be unique within a namespace.");
-    let age_col = || col("Age", "string", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+    let name = || {
+        col(
+            "Name",
+            "string",
+            "name",
+            0,
+            "Name must be unique within a namespace.",
+        )
+    };
+    let age_col = || {
+        col("Age", "string", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")
+    };
     match (res.group.as_str(), res.kind.as_str()) {
         ("", "Pod") => (
             vec![
@@ -208,6 +245,31 @@ fn columns_for(res: &ResourceInfo) -> (Vec<Value>, CellFn) {
                     json!(format!("{}/{}", count(o, "/status/readyReplicas"), o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))),
                     json!(count(o, "/status/updatedReplicas")),
                     json!(count(o, "/status/availableReplicas")),
+                    json!(age(o, now)),
+                    json!(containers_of(spec, "name")),
+                    json!(containers_of(spec, "image")),
+                    json!(label_selector_text(o.pointer("/spec/selector/matchLabels"))),
+                ]
+            },
+        ),
+        ("apps", "ReplicaSet") => (
+            vec![
+                name(),
+                col("Desired", "integer", "", 0, "Number of desired pods."),
+                col("Current", "integer", "", 0, "Number of actual replicas."),
+                col("Ready", "integer", "", 0, "Number of ready replicas."),
+                age_col(),
+                col("Containers", "string", "", 1, "Names of each container in the template."),
+                col("Images", "string", "", 1, "Images referenced by each container in the template."),
+                col("Selector", "string", "", 1, "Label selector for pods."),
+            ],
+            |o, now| {
+                let spec = o.pointer("/spec/template/spec");
+                vec![
+                    json!(text(o, "/metadata/name").unwrap_or_default()),
+                    json!(o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)),
+                    json!(count(o, "/status/replicas")),
+                    json!(count(o, "/status/readyReplicas")),
                     json!(age(o, now)),
                     json!(containers_of(spec, "name")),
                     json!(containers_of(spec, "image")),
@@ -369,7 +431,13 @@ fn row_object(obj: &Value, include: IncludeObject) -> Value {
 
 /// A Table of `objects`. `with_columns` is false for watch events after the first, as the
 /// apiserver sends column definitions only once per watch.
-pub fn to_table(res: &ResourceInfo, objects: &[Value], include: IncludeObject, resource_version: &str, with_columns: bool) -> Value {
+pub fn to_table(
+    res: &ResourceInfo,
+    objects: &[Value],
+    include: IncludeObject,
+    resource_version: &str,
+    with_columns: bool,
+) -> Value {
     let now = time::OffsetDateTime::now_utc();
     let (columns, cells) = columns_for(res);
     let rows: Vec<Value> = objects
@@ -430,7 +498,12 @@ mod tests {
         let t = to_table(res, &[pod], IncludeObject::Metadata, "42", true);
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["metadata"]["resourceVersion"], "42");
-        let cols: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let cols: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(&cols[..5], ["Name", "Ready", "Status", "Restarts", "Age"]);
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         let row = &t["rows"][0];
@@ -450,7 +523,13 @@ mod tests {
         let deploy = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
             "template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let t = to_table(d.find("apps", "v1", "deployments").unwrap(), &[deploy], IncludeObject::Object, "1", true);
+        let t = to_table(
+            d.find("apps", "v1", "deployments").unwrap(),
+            &[deploy],
+            IncludeObject::Object,
+            "1",
+            true,
+        );
         assert_eq!(t["rows"][0]["cells"][1], "2/3");
         assert_eq!(t["rows"][0]["cells"][2], 3);
         assert_eq!(t["rows"][0]["cells"][6], "nginx");
@@ -458,18 +537,39 @@ mod tests {
 
         let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
             "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}});
-        let t = to_table(d.find("", "v1", "services").unwrap(), &[svc], IncludeObject::Metadata, "1", true);
+        let t = to_table(
+            d.find("", "v1", "services").unwrap(),
+            &[svc],
+            IncludeObject::Metadata,
+            "1",
+            true,
+        );
         assert_eq!(t["rows"][0]["cells"][4], "80:30080/TCP,53/UDP");
         assert_eq!(t["rows"][0]["cells"][3], "<none>");
 
         let secret = json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "YQ==", "b": "Yg=="}});
-        let t = to_table(d.find("", "v1", "secrets").unwrap(), &[secret], IncludeObject::None, "1", false);
-        assert_eq!(t["rows"][0]["cells"], json!(["s", "Opaque", 2, "<unknown>"]));
+        let t = to_table(
+            d.find("", "v1", "secrets").unwrap(),
+            &[secret],
+            IncludeObject::None,
+            "1",
+            false,
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["s", "Opaque", 2, "<unknown>"])
+        );
         assert!(t.get("columnDefinitions").is_none());
         assert!(t["rows"][0].get("object").is_none());
 
         let role = json!({"metadata": {"name": "r", "creationTimestamp": "2020-01-01T00:00:00Z"}});
-        let t = to_table(d.find("rbac.authorization.k8s.io", "v1", "roles").unwrap(), &[role], IncludeObject::Metadata, "1", true);
+        let t = to_table(
+            d.find("rbac.authorization.k8s.io", "v1", "roles").unwrap(),
+            &[role],
+            IncludeObject::Metadata,
+            "1",
+            true,
+        );
         assert_eq!(t["columnDefinitions"][1]["name"], "Created At");
         assert_eq!(t["rows"][0]["cells"][1], "2020-01-01T00:00:00Z");
     }

@@ -1,0 +1,142 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ztk_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_ztk_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ztk_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ztk_using_subcommand
+    set -l cmd (__fish_ztk_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ztk -n "__fish_ztk_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_needs_command" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "login" -d 'Log in to a ztk gateway; the session token goes to the OS keyring'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "status" -d 'Show the current login: user, gateway, session expiry and clusters'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "audit" -d 'Browse the audit trail: every API call with the command that caused it'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "gateway" -d 'Run the zero-trust gateway and manage its users and sessions'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "demo" -d 'Try ztk end to end on the built-in sandbox cluster (no cluster needed)'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "man" -d 'Write man pages into a directory'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l gateway -d 'The gateway\'s URL, e.g. https://ztk.example.com:8443 (default: the last one used)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand login" -s u -l user -d 'Your user name at the gateway (default: the last one used)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l ca-file -d 'A PEM file with the CA that signed the gateway\'s certificate (default: the system\'s CAs)' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l cluster -d 'The cluster `ztk kubectl` uses when --cluster is not given' -r
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l password-stdin -d 'Read the password from standard input (first line) instead of prompting'
+complete -c ztk -n "__fish_ztk_using_subcommand login" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand login" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand logout" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand status" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand status" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -l cluster -d 'The cluster to use (default: the one chosen at login, or the only one offered)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -l kubectl -d 'The kubectl binary to run' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'List recorded API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l cluster -d 'Only this cluster\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s n -l namespace -d 'Only this namespace' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l access-method -d 'Only this access method: cli, browser or api' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l command -d 'Only calls whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l min-duration -d 'Only calls that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l limit -d 'At most this many records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'A table for people'
+json\t'One JSON array'
+ndjson\t'One JSON object per line'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'List recorded API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -f -a "user" -d 'Manage the users who may log in'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -f -a "session" -d 'Manage login sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s c -l config -d 'The gateway\'s TOML config file' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -f -a "add" -d 'Add a user; the password is read from standard input'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -f -a "list" -d 'List the users'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -f -a "remove" -d 'Remove a user and revoke their sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from user" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from session" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from session" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from session" -f -a "revoke" -d 'Revoke every open session of a user; their next request is refused'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from session" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s c -l config -d 'The gateway\'s TOML config file' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l user -d 'Only this user\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l cluster -d 'Only this cluster\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s n -l namespace -d 'Only this namespace' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l access-method -d 'Only this access method: cli, browser or api' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l command -d 'Only calls whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l min-duration -d 'Only calls that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l limit -d 'At most this many records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s o -l output -d 'Output format' -r -f -a "table\t'A table for people'
+json\t'One JSON array'
+ndjson\t'One JSON object per line'"
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "user" -d 'Manage the users who may log in'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "session" -d 'Manage login sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand demo" -l kubectl -d 'The kubectl binary to run' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand demo" -l keep -d 'Keep the temporary directory (gateway data, audit databases) and print where it is'
+complete -c ztk -n "__fish_ztk_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand man" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand man" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "login" -d 'Log in to a ztk gateway; the session token goes to the OS keyring'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "status" -d 'Show the current login: user, gateway, session expiry and clusters'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "audit" -d 'Browse the audit trail: every API call with the command that caused it'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "gateway" -d 'Run the zero-trust gateway and manage its users and sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "demo" -d 'Try ztk end to end on the built-in sandbox cluster (no cluster needed)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "man" -d 'Write man pages into a directory'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'List recorded API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "user" -d 'Manage the users who may log in'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "session" -d 'Manage login sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'

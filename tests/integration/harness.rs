@@ -1,0 +1,215 @@
+//! A gateway with the sandbox per test, and a command builder for the client side.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use ztk::audit::{AuditStore, CallRow, Filter};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+pub const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+pub fn ztk_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ztk")
+}
+
+pub struct Env {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub url: String,
+    gateway: Option<Child>,
+}
+
+impl Env {
+    /// A gateway serving the sandbox as cluster `sandbox`, with user `alice` (group `dev`).
+    pub fn start() -> Env {
+        Self::start_with("")
+    }
+
+    /// Like `start`, with extra top-level TOML keys.
+    pub fn start_with(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"gw\"\n{extra}\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n"
+            ),
+        )
+        .unwrap();
+        let mut env = Env { dir, config, url: String::new(), gateway: None };
+        env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
+            .stdin_text(&format!("{PASSWORD}\n"))
+            .success();
+        env.serve();
+        env
+    }
+
+    fn serve(&mut self) {
+        let mut child = self
+            .ztk(&["gateway", "serve", "--config", self.config.to_str().unwrap()])
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().expect("gateway exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("ztk gateway: listening on ") {
+                break url.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        self.url = url;
+        self.gateway = Some(child);
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.path("gw/ca.pem")
+    }
+
+    /// A ztk command with the client's dirs (and HOME) inside the test's temp dir.
+    pub fn ztk(&self, args: &[&str]) -> Cmd {
+        let mut cmd = Command::new(ztk_bin());
+        cmd.args(args)
+            .env("ZTK_CONFIG_DIR", self.path("client/config"))
+            .env("ZTK_DATA_DIR", self.path("client/data"))
+            .env("ZTK_TOKEN_STORE", "file")
+            .env("HOME", self.path("home"))
+            .env("KUBECACHEDIR", self.path("home/kube-cache"))
+            .env_remove("ZTK_GATEWAY")
+            .env_remove("ZTK_KUBECTL")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        Cmd { cmd, stdin: None }
+    }
+
+    pub fn gateway_cmd(&self, args: &[&str]) -> Cmd {
+        let mut all = vec!["gateway"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        self.ztk(&all)
+    }
+
+    pub fn login(&self) {
+        self.ztk(&["login", "--gateway", &self.url, "--ca-file", self.ca_file().to_str().unwrap(), "--user", "alice", "--password-stdin"])
+            .stdin_text(&format!("{PASSWORD}\n"))
+            .success();
+    }
+
+    /// `ztk kubectl ARGS`, with the machine's kubectl.
+    pub fn kubectl(&self, args: &[&str]) -> Cmd {
+        let mut all = vec!["kubectl"];
+        all.extend_from_slice(args);
+        self.ztk(&all)
+    }
+
+    pub fn local_store(&self) -> AuditStore {
+        AuditStore::open(&self.path("client/data/audit.db")).unwrap()
+    }
+
+    pub fn gateway_store(&self) -> AuditStore {
+        AuditStore::open(&self.path("gw/audit.db")).unwrap()
+    }
+
+    /// Gateway records appear after its writer commits them: poll briefly.
+    pub fn gateway_calls(&self, filter: &Filter, at_least: usize) -> Vec<CallRow> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rows = self.gateway_store().list_calls(filter).unwrap();
+            if rows.len() >= at_least || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut child) = self.gateway.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.gateway.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct Cmd {
+    pub cmd: Command,
+    stdin: Option<String>,
+}
+
+impl Cmd {
+    pub fn stdin_text(mut self, text: &str) -> Cmd {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn output(mut self) -> Output {
+        if self.stdin.is_some() {
+            self.cmd.stdin(Stdio::piped());
+        }
+        let mut child = self
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = self.stdin.take() {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    #[track_caller]
+    pub fn success(self) -> String {
+        let desc = format!("{:?}", self.cmd);
+        let out = self.output();
+        assert!(
+            out.status.success(),
+            "{desc} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and asserts a non-zero exit; returns stdout + stderr.
+    #[track_caller]
+    pub fn failure(self) -> (i32, String) {
+        let desc = format!("{:?}", self.cmd);
+        let out = self.output();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{desc} unexpectedly succeeded:\n{text}");
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}

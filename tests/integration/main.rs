@@ -1,0 +1,8 @@
+//! Integration tests: real processes (the ztk binary, the real kubectl), real TLS, real SQLite
+//! files. Every test gets its own temp dir and gateway on a free port, so tests run in parallel.
+
+mod harness;
+
+mod cli;
+mod end_to_end;
+mod failures;
