@@ -37,7 +37,9 @@ impl BodyError {
 
 /// A body holding `data` in full (small, generated answers only).
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {

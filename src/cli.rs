@@ -52,7 +52,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Runs a future on a fresh multi-threaded runtime.
-pub fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(future: F) -> anyhow::Result<i32> {
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
+    future: F,
+) -> anyhow::Result<i32> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -11,7 +11,10 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Writes `data` to `path` atomically with the given Unix mode.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     set_mode(tmp.as_file(), mode)?;

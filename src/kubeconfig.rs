@@ -9,9 +9,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
     #[error("cannot read kubeconfig {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("kubeconfig {path} is not valid YAML: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("kubeconfig {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -28,7 +34,11 @@ pub struct Kubeconfig {
     pub users: Vec<NamedUser>,
     #[serde(default)]
     pub contexts: Vec<NamedContext>,
-    #[serde(rename = "current-context", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "current-context",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub current_context: String,
 }
 
@@ -122,14 +132,21 @@ impl Kubeconfig {
 
     /// Resolves `context` (or the current context) to a server and credential. File references
     /// are relative to the kubeconfig's directory, as kubectl treats them.
-    pub fn resolve(&self, path: &Path, context: Option<&str>) -> Result<ResolvedCluster, KubeconfigError> {
+    pub fn resolve(
+        &self,
+        path: &Path,
+        context: Option<&str>,
+    ) -> Result<ResolvedCluster, KubeconfigError> {
         let invalid = |message: String| KubeconfigError::Invalid {
             path: path.to_path_buf(),
             message,
         };
         let ctx_name = context.unwrap_or(&self.current_context);
         if ctx_name.is_empty() {
-            return Err(invalid("no context given and no current-context set; set `context` in the gateway config".into()));
+            return Err(invalid(
+                "no context given and no current-context set; set `context` in the gateway config"
+                    .into(),
+            ));
         }
         let ctx = self
             .contexts
@@ -140,7 +157,12 @@ impl Kubeconfig {
             .clusters
             .iter()
             .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| invalid(format!("cluster {:?} of context {ctx_name:?} not found", ctx.context.cluster)))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "cluster {:?} of context {ctx_name:?} not found",
+                    ctx.context.cluster
+                ))
+            })?;
         let user = self
             .users
             .iter()
@@ -194,7 +216,10 @@ impl Kubeconfig {
             return Err(invalid(format!("user {:?} has a client certificate without its key, or a key without its certificate", ctx.context.user)));
         }
         if !c.server.starts_with("https://") && !c.server.starts_with("http://") {
-            return Err(invalid(format!("cluster {:?} server {:?} is not an http(s) URL", cluster.name, c.server)));
+            return Err(invalid(format!(
+                "cluster {:?} server {:?} is not an http(s) URL",
+                cluster.name, c.server
+            )));
         }
         Ok(ResolvedCluster {
             server: c.server.clone(),
@@ -207,7 +232,13 @@ impl Kubeconfig {
 }
 
 /// A kubeconfig with one cluster, one user and one context, as ztk hands to kubectl.
-pub fn single(context: &str, server: &str, ca_pem: &str, user: User, namespace: Option<String>) -> Kubeconfig {
+pub fn single(
+    context: &str,
+    server: &str,
+    ca_pem: &str,
+    user: User,
+    namespace: Option<String>,
+) -> Kubeconfig {
     Kubeconfig {
         api_version: api_version(),
         kind: kind(),
@@ -215,7 +246,9 @@ pub fn single(context: &str, server: &str, ca_pem: &str, user: User, namespace: 
             name: context.into(),
             cluster: Cluster {
                 server: server.into(),
-                certificate_authority_data: Some(base64::engine::general_purpose::STANDARD.encode(ca_pem)),
+                certificate_authority_data: Some(
+                    base64::engine::general_purpose::STANDARD.encode(ca_pem),
+                ),
                 ..Default::default()
             },
         }],

@@ -54,8 +54,13 @@ impl Upstream {
         tls: rustls::ClientConfig,
         authorization: Option<HeaderValue>,
     ) -> Result<Upstream, RelayError> {
-        let uri: Uri = base.parse().map_err(|_| RelayError::BadUrl(base.to_string()))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| RelayError::BadUrl(base.to_string()))?;
+        let uri: Uri = base
+            .parse()
+            .map_err(|_| RelayError::BadUrl(base.to_string()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| RelayError::BadUrl(base.to_string()))?;
         let authority = uri
             .authority()
             .cloned()
@@ -80,7 +85,10 @@ impl Upstream {
     }
 }
 
-fn build_client(tls: rustls::ClientConfig, http2: bool) -> Client<HttpsConnector<HttpConnector>, Body> {
+fn build_client(
+    tls: rustls::ClientConfig,
+    http2: bool,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -130,7 +138,10 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -183,7 +194,10 @@ where
         on_end: None,
     });
 
-    let target = format!("{}://{}{}{}", upstream.scheme, upstream.authority, upstream.prefix, path_and_query);
+    let target = format!(
+        "{}://{}{}{}",
+        upstream.scheme, upstream.authority, upstream.prefix, path_and_query
+    );
     parts.uri = match target.parse() {
         Ok(uri) => uri,
         Err(_) => {
@@ -206,9 +220,17 @@ where
 
     // Nothing borrowed from `upstream` may live across an await (it would tie the future's
     // Send-ness to a lifetime); the clients are cheap handles on shared pools.
-    let client = if upgrade { upstream.upgrade_client.clone() } else { upstream.client.clone() };
+    let client = if upgrade {
+        upstream.upgrade_client.clone()
+    } else {
+        upstream.client.clone()
+    };
     let label = upstream.label.clone();
-    let mut resp = match client.request(Request::from_parts(parts, body)).await.map_err(|e| error_chain(&e)) {
+    let mut resp = match client
+        .request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| error_chain(&e))
+    {
         Ok(resp) => resp,
         Err(err) => {
             let msg = format!("cannot reach {label}: {err}");
@@ -238,7 +260,13 @@ where
                         duration: start.elapsed(),
                         error: None,
                     }),
-                    Err(err) => done(outcome(101, &bytes_in, 0, start, Some(format!("upgraded stream failed: {err}")))),
+                    Err(err) => done(outcome(
+                        101,
+                        &bytes_in,
+                        0,
+                        start,
+                        Some(format!("upgraded stream failed: {err}")),
+                    )),
                 }
             });
             return Response::from_parts(parts, body::empty());
@@ -264,8 +292,12 @@ async fn splice(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
 ) -> Result<(u64, u64), String> {
-    let client = client.await.map_err(|e| format!("client upgrade failed: {e}"))?;
-    let upstream = upstream.await.map_err(|e| format!("upstream upgrade failed: {e}"))?;
+    let client = client
+        .await
+        .map_err(|e| format!("client upgrade failed: {e}"))?;
+    let upstream = upstream
+        .await
+        .map_err(|e| format!("upstream upgrade failed: {e}"))?;
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
     tokio::io::copy_bidirectional(&mut client, &mut upstream)
@@ -273,7 +305,13 @@ async fn splice(
         .map_err(|e| e.to_string())
 }
 
-fn outcome(status: u16, bytes_in: &AtomicU64, bytes_out: u64, start: Instant, error: Option<String>) -> Outcome {
+fn outcome(
+    status: u16,
+    bytes_in: &AtomicU64,
+    bytes_out: u64,
+    start: Instant,
+    error: Option<String>,
+) -> Outcome {
     Outcome {
         status,
         bytes_in: bytes_in.load(Ordering::Relaxed),

@@ -86,9 +86,10 @@ impl Ca {
     /// Issues a server certificate for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String]) -> Result<CertKey, TlsError> {
         let mut params = CertificateParams::new(names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("ztk"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map(String::as_str).unwrap_or("ztk"),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -108,7 +109,10 @@ impl Ca {
 
 fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (now - time::Duration::hours(1), now + time::Duration::days(days))
+    (
+        now - time::Duration::hours(1),
+        now + time::Duration::days(days),
+    )
 }
 
 /// SHA-256 fingerprint of the first certificate in `pem`, as colon-separated hex
@@ -158,7 +162,10 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// A server config that offers HTTP/2 and HTTP/1.1 by ALPN. Upgrade requests (exec,
 /// port-forward) arrive on connections without ALPN and are served as HTTP/1.1.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = parse_certs(cert_pem, "server certificate")?;
     let key = parse_key(key_pem, "server key")?;
     let mut config = rustls::ServerConfig::builder()

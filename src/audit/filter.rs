@@ -11,7 +11,9 @@ use super::model::{now_us, AccessMethod};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FilterError {
-    #[error("invalid time {0:?}: use RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)")]
+    #[error(
+        "invalid time {0:?}: use RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)"
+    )]
     Time(String),
     #[error("invalid duration {0:?}: use a number with a unit (250ms, 2s, 5m, 1h, 7d)")]
     Duration(String),
@@ -35,7 +37,11 @@ impl StatusMatch {
         let lower = s.trim().to_ascii_lowercase();
         if let Some(digit) = lower.strip_suffix("xx") {
             let class: u16 = digit.parse().map_err(|_| err())?;
-            return if (1..=5).contains(&class) { Ok(StatusMatch::Class(class)) } else { Err(err()) };
+            return if (1..=5).contains(&class) {
+                Ok(StatusMatch::Class(class))
+            } else {
+                Err(err())
+            };
         }
         let code: u16 = lower.parse().map_err(|_| err())?;
         if (100..=599).contains(&code) {
@@ -118,9 +124,18 @@ impl Filter {
             }
             sql.push(format!("({})", parts.join(" OR ")));
         }
-        let methods: Vec<String> = self.access_methods.iter().map(|m| m.as_str().to_string()).collect();
+        let methods: Vec<String> = self
+            .access_methods
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect();
         any_of(&mut sql, &mut params, "c.access_method = ?", &methods);
-        any_of(&mut sql, &mut params, "instr(cmd.command_line, ?) > 0", &self.commands);
+        any_of(
+            &mut sql,
+            &mut params,
+            "instr(cmd.command_line, ?) > 0",
+            &self.commands,
+        );
         if let Some(min) = self.min_duration_us {
             sql.push("c.duration_us >= ?".to_string());
             params.push(Value::Integer(min));
@@ -129,7 +144,11 @@ impl Filter {
             sql.push("c.command_id = ?".to_string());
             params.push(Value::Text(id.to_string()));
         }
-        let clause = if sql.is_empty() { "1".to_string() } else { sql.join(" AND ") };
+        let clause = if sql.is_empty() {
+            "1".to_string()
+        } else {
+            sql.join(" AND ")
+        };
         (clause, params)
     }
 }
@@ -147,7 +166,9 @@ fn any_of(sql: &mut Vec<String>, params: &mut Vec<Value>, expr: &str, values: &[
 pub fn parse_duration_us(s: &str) -> Result<i64, FilterError> {
     let err = || FilterError::Duration(s.to_string());
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(err)?;
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| err())?;
     let scale = match unit {
@@ -208,7 +229,10 @@ mod tests {
         assert_eq!(parse_time_us("1970-01-01T00:00:01Z"), Ok(1_000_000));
         let ago = parse_time_us("1h").unwrap();
         assert!((now_us() - ago - 3_600_000_000).abs() < 5_000_000);
-        assert!(matches!(parse_time_us("yesterday"), Err(FilterError::Time(_))));
+        assert!(matches!(
+            parse_time_us("yesterday"),
+            Err(FilterError::Time(_))
+        ));
     }
 
     #[test]

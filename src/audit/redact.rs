@@ -85,9 +85,18 @@ impl Pending {
 /// Whether a parameter or variable name suggests a secret value.
 pub fn looks_secret(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["token", "password", "passwd", "secret", "apikey", "api_key", "credential", "private_key"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+    [
+        "token",
+        "password",
+        "passwd",
+        "secret",
+        "apikey",
+        "api_key",
+        "credential",
+        "private_key",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 /// Returns the query string with the values of secret-looking parameters replaced.
@@ -136,37 +145,84 @@ mod tests {
     #[test]
     fn secret_flags_are_redacted_in_both_forms() {
         let got = redact_argv(&argv(&[
-            "kubectl", "--token", "abc", "get", "po", "--password=hunter2",
-            "create", "secret", "generic", "s", "--from-literal=user=admin",
-            "--from-literal", "pw=x", "--docker-password", "dp", "--client-key=/k",
-            "--env", "DB_PASSWORD=p", "--env=MODE=debug", "-n", "prod",
+            "kubectl",
+            "--token",
+            "abc",
+            "get",
+            "po",
+            "--password=hunter2",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=user=admin",
+            "--from-literal",
+            "pw=x",
+            "--docker-password",
+            "dp",
+            "--client-key=/k",
+            "--env",
+            "DB_PASSWORD=p",
+            "--env=MODE=debug",
+            "-n",
+            "prod",
         ]));
         assert_eq!(
             got,
             argv(&[
-                "kubectl", "--token", "***", "get", "po", "--password=***",
-                "create", "secret", "generic", "s", "--from-literal=user=***",
-                "--from-literal", "pw=***", "--docker-password", "***", "--client-key=***",
-                "--env", "DB_PASSWORD=***", "--env=MODE=debug", "-n", "prod",
+                "kubectl",
+                "--token",
+                "***",
+                "get",
+                "po",
+                "--password=***",
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "--from-literal=user=***",
+                "--from-literal",
+                "pw=***",
+                "--docker-password",
+                "***",
+                "--client-key=***",
+                "--env",
+                "DB_PASSWORD=***",
+                "--env=MODE=debug",
+                "-n",
+                "prod",
             ])
         );
     }
 
     #[test]
     fn a_trailing_secret_flag_without_value_is_kept() {
-        assert_eq!(redact_argv(&argv(&["kubectl", "--token"])), argv(&["kubectl", "--token"]));
+        assert_eq!(
+            redact_argv(&argv(&["kubectl", "--token"])),
+            argv(&["kubectl", "--token"])
+        );
     }
 
     #[test]
     fn query_secrets_are_redacted() {
-        assert_eq!(redact_query("watch=true&access_token=x&Password=y"), "watch=true&access_token=***&Password=***");
+        assert_eq!(
+            redact_query("watch=true&access_token=x&Password=y"),
+            "watch=true&access_token=***&Password=***"
+        );
         assert_eq!(redact_query(""), "");
     }
 
     #[test]
     fn shell_join_quotes_what_needs_it() {
         assert_eq!(
-            shell_join(&argv(&["kubectl", "get", "po", "-l", "app in (web)", "it's"])),
+            shell_join(&argv(&[
+                "kubectl",
+                "get",
+                "po",
+                "-l",
+                "app in (web)",
+                "it's"
+            ])),
             r#"kubectl get po -l 'app in (web)' 'it'\''s'"#
         );
     }

@@ -23,8 +23,16 @@ pub fn calls_table(rows: &[CallRow]) -> Table {
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(vec![
-            "Date", "User", "Cluster", "Namespace", "Resource", "Verb", "Access Method", "Status",
-            "Duration", "Command",
+            "Date",
+            "User",
+            "Cluster",
+            "Namespace",
+            "Resource",
+            "Verb",
+            "Access Method",
+            "Status",
+            "Duration",
+            "Command",
         ]);
     for row in rows {
         let c = &row.call;
@@ -43,9 +51,15 @@ pub fn calls_table(rows: &[CallRow]) -> Table {
             resource,
             c.verb.clone(),
             c.access_method.as_str().to_string(),
-            if c.status == 0 { "-".to_string() } else { c.status.to_string() },
+            if c.status == 0 {
+                "-".to_string()
+            } else {
+                c.status.to_string()
+            },
             format_duration_us(c.duration_us),
-            row.command_line.clone().unwrap_or_else(|| c.kubectl_command.clone()),
+            row.command_line
+                .clone()
+                .unwrap_or_else(|| c.kubectl_command.clone()),
         ]);
     }
     table

@@ -95,7 +95,8 @@ const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.r
     c.bytes_out, c.user_agent, c.source_ip, c.kubectl_command, c.kubectl_session, c.command_id, \
     c.request_id, c.access_method, c.decision, c.reason";
 
-const COMMAND_COLUMNS: &str = "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+const COMMAND_COLUMNS: &str =
+    "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
     api_calls, access_method, cwd, host";
 
 /// Records handed to the writer thread.
@@ -256,7 +257,9 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -382,15 +385,25 @@ fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, 
             }
         }
         let n = batch.len() as u64;
-        let result = if batch.is_empty() { Ok(()) } else { write_batch(&mut conn, &batch) };
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            write_batch(&mut conn, &batch)
+        };
         match result {
             Ok(()) => {
                 stats.written.fetch_add(n, Ordering::Relaxed);
             }
             Err(err) => {
                 stats.failed.fetch_add(n, Ordering::Relaxed);
-                tracing::error!("could not write {n} audit records to {}: {err}", path.display());
-                eprintln!("ztk: could not write {n} audit records to {}: {err}", path.display());
+                tracing::error!(
+                    "could not write {n} audit records to {}: {err}",
+                    path.display()
+                );
+                eprintln!(
+                    "ztk: could not write {n} audit records to {}: {err}",
+                    path.display()
+                );
             }
         }
         batch.clear();
@@ -566,7 +579,11 @@ mod tests {
         };
         sink.record_command(cmd.clone());
         for i in 0..100 {
-            sink.record_call(call(if i % 2 == 0 { "alice" } else { "bob" }, 200 + (i % 3) * 100, Some(cmd.id)));
+            sink.record_call(call(
+                if i % 2 == 0 { "alice" } else { "bob" },
+                200 + (i % 3) * 100,
+                Some(cmd.id),
+            ));
         }
         drop(sink);
         let stats = writer.close();
@@ -575,10 +592,18 @@ mod tests {
         assert_eq!(all.len(), 100);
         assert_eq!(all[0].command_line.as_deref(), Some("kubectl get po"));
         let alice = store
-            .list_calls(&Filter { users: vec!["alice".into()], ..Default::default() })
+            .list_calls(&Filter {
+                users: vec!["alice".into()],
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(alice.len(), 50);
-        let limited = store.list_calls(&Filter { limit: Some(7), ..Default::default() }).unwrap();
+        let limited = store
+            .list_calls(&Filter {
+                limit: Some(7),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(limited.len(), 7);
         assert_eq!(store.command(cmd.id).unwrap().unwrap().argv, cmd.argv);
     }
@@ -607,7 +632,14 @@ mod tests {
     fn reopening_keeps_data_and_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        AuditStore::open(&path).unwrap().upsert_commands(&[Command { id: Uuid::now_v7(), ended_us: Some(1), ..Default::default() }]).unwrap();
+        AuditStore::open(&path)
+            .unwrap()
+            .upsert_commands(&[Command {
+                id: Uuid::now_v7(),
+                ended_us: Some(1),
+                ..Default::default()
+            }])
+            .unwrap();
         let again = AuditStore::open(&path).unwrap();
         assert_eq!(again.unshipped_commands(10).unwrap().len(), 1);
     }

@@ -19,7 +19,11 @@ pub enum ApiError {
     #[error("invalid gateway URL {0:?}: use https://host[:port]")]
     BadUrl(String),
     #[error("cannot reach the gateway at {url}: {message}{hint}")]
-    Unreachable { url: String, message: String, hint: &'static str },
+    Unreachable {
+        url: String,
+        message: String,
+        hint: &'static str,
+    },
     #[error("the gateway answered {code}: {message}")]
     Status { code: u16, message: String },
     #[error("the gateway's answer was not understood: {0}")]
@@ -40,7 +44,9 @@ pub struct GatewayApi {
 /// never travel in clear text).
 pub fn normalize_url(url: &str) -> Result<String, ApiError> {
     let trimmed = url.trim().trim_end_matches('/');
-    let uri: http::Uri = trimmed.parse().map_err(|_| ApiError::BadUrl(url.to_string()))?;
+    let uri: http::Uri = trimmed
+        .parse()
+        .map_err(|_| ApiError::BadUrl(url.to_string()))?;
     if uri.scheme_str() != Some("https") || uri.authority().is_none() {
         return Err(ApiError::BadUrl(url.to_string()));
     }
@@ -91,7 +97,9 @@ impl GatewayApi {
             }
             None => body::empty(),
         };
-        let req = builder.body(req_body).map_err(|_| ApiError::BadUrl(url.clone()))?;
+        let req = builder
+            .body(req_body)
+            .map_err(|_| ApiError::BadUrl(url.clone()))?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 let message = crate::relay::error_chain(&e);
@@ -117,9 +125,16 @@ impl GatewayApi {
         if status != StatusCode::OK {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .and_then(|v| {
+                    v.get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(ApiError::Status { code: status.as_u16(), message });
+            return Err(ApiError::Status {
+                code: status.as_u16(),
+                message,
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid(e.to_string()))
     }
@@ -130,11 +145,13 @@ impl GatewayApi {
             password: password.to_string(),
         })
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-        self.call(Method::POST, protocol::LOGIN_PATH, None, Some(payload)).await
+        self.call(Method::POST, protocol::LOGIN_PATH, None, Some(payload))
+            .await
     }
 
     pub async fn session(&self, token: &str) -> Result<SessionInfo, ApiError> {
-        self.call(Method::GET, protocol::SESSION_PATH, Some(token), None).await
+        self.call(Method::GET, protocol::SESSION_PATH, Some(token), None)
+            .await
     }
 
     pub async fn logout(&self, token: &str) -> Result<(), ApiError> {
@@ -143,8 +160,18 @@ impl GatewayApi {
             .map(|_| ())
     }
 
-    pub async fn ingest_commands(&self, token: &str, batch: &IngestCommands) -> Result<IngestAck, ApiError> {
+    pub async fn ingest_commands(
+        &self,
+        token: &str,
+        batch: &IngestCommands,
+    ) -> Result<IngestAck, ApiError> {
         let payload = serde_json::to_vec(batch).map_err(|e| ApiError::Invalid(e.to_string()))?;
-        self.call(Method::POST, protocol::COMMANDS_PATH, Some(token), Some(payload)).await
+        self.call(
+            Method::POST,
+            protocol::COMMANDS_PATH,
+            Some(token),
+            Some(payload),
+        )
+        .await
     }
 }

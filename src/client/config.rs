@@ -30,7 +30,10 @@ impl Paths {
                 .map(|d| d.data_dir().to_path_buf())
                 .context("cannot find a home directory for data; set ZTK_DATA_DIR")?,
         };
-        Ok(Paths { config_dir, data_dir })
+        Ok(Paths {
+            config_dir,
+            data_dir,
+        })
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -81,8 +84,12 @@ impl ClientConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let config = toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid ztk config; fix it or run `ztk login` again", path.display()))?;
+        let config = toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid ztk config; fix it or run `ztk login` again",
+                path.display()
+            )
+        })?;
         Ok(Some(config))
     }
 
@@ -117,14 +124,21 @@ impl ClientConfig {
         }
         match self.clusters.as_slice() {
             [only] => Ok(only.clone()),
-            [] => anyhow::bail!("the gateway offers no clusters to {}; ask its administrator", self.user),
-            many => anyhow::bail!("several clusters are offered ({}); choose one with --cluster NAME", many.join(", ")),
+            [] => anyhow::bail!(
+                "the gateway offers no clusters to {}; ask its administrator",
+                self.user
+            ),
+            many => anyhow::bail!(
+                "several clusters are offered ({}); choose one with --cluster NAME",
+                many.join(", ")
+            ),
         }
     }
 }
 
 pub fn read_ca(path: &Path) -> Result<Vec<u8>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA file {}", path.display()))?;
     crate::tls::parse_certs(&pem, &path.display().to_string())?;
     Ok(pem)
 }

@@ -17,7 +17,9 @@ use crate::audit::model::now_us;
 use crate::audit::redact::redact_query;
 use crate::audit::{AccessMethod, ApiCall, AuditSink};
 use crate::body::{self, Body};
-use crate::protocol::{COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER};
+use crate::protocol::{
+    COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER,
+};
 use crate::relay::Upstream;
 use crate::request_info::RequestInfo;
 use crate::tls;
@@ -40,7 +42,14 @@ pub struct ProxyContext {
 }
 
 impl ProxyContext {
-    pub fn new(upstream: Upstream, secret: String, user: String, cluster: String, command_id: Option<Uuid>, sink: AuditSink) -> ProxyContext {
+    pub fn new(
+        upstream: Upstream,
+        secret: String,
+        user: String,
+        cluster: String,
+        command_id: Option<Uuid>,
+        sink: AuditSink,
+    ) -> ProxyContext {
         ProxyContext {
             upstream,
             secret,
@@ -87,10 +96,14 @@ impl LocalProxy {
             .await
             .context("cannot open a loopback port for the local proxy")?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(crate::serve::serve_tls(listener, server_tls, move |req, peer| {
-            let ctx = ctx.clone();
-            async move { handle(ctx, req, peer).await }
-        }));
+        let task = tokio::spawn(crate::serve::serve_tls(
+            listener,
+            server_tls,
+            move |req, peer| {
+                let ctx = ctx.clone();
+                async move { handle(ctx, req, peer).await }
+            },
+        ));
         Ok(LocalProxy {
             addr,
             ca_pem: ca.cert_pem(),
@@ -104,7 +117,11 @@ impl LocalProxy {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> String {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Compares secrets in constant time.
@@ -113,7 +130,11 @@ fn secret_matches(given: &str, expected: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn handle(ctx: Arc<ProxyContext>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    ctx: Arc<ProxyContext>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let req = req.map(body::boxed);
     let start = std::time::Instant::now();
     let id = Uuid::now_v7();
@@ -139,9 +160,14 @@ async fn handle(ctx: Arc<ProxyContext>, req: Request<Incoming>, peer: SocketAddr
         decision: "allow".into(),
         ..Default::default()
     };
-    call.set_request_info(&RequestInfo::parse(req.method().as_str(), path, uri.query()));
+    call.set_request_info(&RequestInfo::parse(
+        req.method().as_str(),
+        path,
+        uri.query(),
+    ));
 
-    let authorized = crate::gateway::bearer(headers).is_some_and(|t| secret_matches(t, &ctx.secret));
+    let authorized =
+        crate::gateway::bearer(headers).is_some_and(|t| secret_matches(t, &ctx.secret));
     if !authorized {
         let message = "ztk: this local proxy serves only the kubectl that ztk started for it";
         call.status = 401;
@@ -163,7 +189,11 @@ async fn handle(ctx: Arc<ProxyContext>, req: Request<Incoming>, peer: SocketAddr
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         extra.insert(REQUEST_ID_HEADER, v);
     }
-    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_string();
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .to_string();
     let done_ctx = ctx.clone();
     crate::relay::relay(&ctx.upstream, req, &path_and_query, extra, move |outcome| {
         call.status = outcome.status;

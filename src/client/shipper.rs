@@ -24,7 +24,8 @@ pub async fn ship_commands(store: &AuditStore, api: &GatewayApi, token: &str) ->
         }
         let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
         let n = pending.len();
-        api.ingest_commands(token, &IngestCommands { commands: pending }).await?;
+        api.ingest_commands(token, &IngestCommands { commands: pending })
+            .await?;
         let store2 = store.clone();
         tokio::task::spawn_blocking(move || store2.mark_shipped(&ids, now_us())).await??;
         shipped += n;

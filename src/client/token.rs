@@ -15,7 +15,9 @@ pub enum TokenStore {
 }
 
 fn env_choice() -> Option<String> {
-    std::env::var("ZTK_TOKEN_STORE").ok().filter(|v| !v.is_empty())
+    std::env::var("ZTK_TOKEN_STORE")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 impl TokenStore {
@@ -47,12 +49,15 @@ impl TokenStore {
                 Self::keyring(config).set(token)?;
                 return Ok("keyring");
             }
-            Some(other) => anyhow::bail!("ZTK_TOKEN_STORE={other:?} is not valid; use keyring or file"),
+            Some(other) => {
+                anyhow::bail!("ZTK_TOKEN_STORE={other:?} is not valid; use keyring or file")
+            }
             None => {}
         }
         let keyring = Self::keyring(config);
         // A keyring that accepts a secret but cannot give it back (no daemon, locked) is no store.
-        let works = keyring.set(token).is_ok() && keyring.get().ok().flatten().as_deref() == Some(token);
+        let works =
+            keyring.set(token).is_ok() && keyring.get().ok().flatten().as_deref() == Some(token);
         if works {
             let _ = std::fs::remove_file(paths.token_file());
             return Ok("keyring");
@@ -69,7 +74,8 @@ impl TokenStore {
     pub fn get(&self) -> Result<Option<String>> {
         match self {
             TokenStore::Keyring { account } => {
-                let entry = keyring::Entry::new(SERVICE, account).context("cannot open the OS keyring")?;
+                let entry =
+                    keyring::Entry::new(SERVICE, account).context("cannot open the OS keyring")?;
                 match entry.get_password() {
                     Ok(token) => Ok(Some(token)),
                     Err(keyring::Error::NoEntry) => Ok(None),
@@ -116,7 +122,12 @@ pub fn require_session(paths: &Paths) -> Result<(ClientConfig, String)> {
     let config = ClientConfig::require(paths)?;
     let token = TokenStore::for_config(paths, &config)
         .get()?
-        .with_context(|| format!("no session token for {} at {}; run `ztk login`", config.user, config.gateway))?;
+        .with_context(|| {
+            format!(
+                "no session token for {} at {}; run `ztk login`",
+                config.user, config.gateway
+            )
+        })?;
     if config.expires_us > 0 && config.expires_us <= crate::audit::model::now_us() {
         anyhow::bail!(
             "your session at {} expired at {}; run `ztk login`",

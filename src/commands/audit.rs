@@ -85,21 +85,37 @@ pub struct FilterArgs {
 impl FilterArgs {
     pub fn to_filter(&self) -> Result<Filter, filter::FilterError> {
         Ok(Filter {
-            since_us: self.since.as_deref().map(filter::parse_time_us).transpose()?,
-            until_us: self.until.as_deref().map(filter::parse_time_us).transpose()?,
+            since_us: self
+                .since
+                .as_deref()
+                .map(filter::parse_time_us)
+                .transpose()?,
+            until_us: self
+                .until
+                .as_deref()
+                .map(filter::parse_time_us)
+                .transpose()?,
             users: self.user.clone(),
             clusters: self.cluster.clone(),
             namespaces: self.namespace.clone(),
             resources: self.resource.clone(),
             verbs: self.verb.clone(),
-            statuses: self.status.iter().map(|s| StatusMatch::parse(s)).collect::<Result<_, _>>()?,
+            statuses: self
+                .status
+                .iter()
+                .map(|s| StatusMatch::parse(s))
+                .collect::<Result<_, _>>()?,
             access_methods: self
                 .access_method
                 .iter()
                 .map(|m| filter::parse_access_method(m))
                 .collect::<Result<_, _>>()?,
             commands: self.command.clone(),
-            min_duration_us: self.min_duration.as_deref().map(filter::parse_duration_us).transpose()?,
+            min_duration_us: self
+                .min_duration
+                .as_deref()
+                .map(filter::parse_duration_us)
+                .transpose()?,
             command_id: None,
             limit: Some(self.limit),
         })

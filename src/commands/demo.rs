@@ -17,7 +17,12 @@ pub struct Args {
     #[arg(long)]
     keep: bool,
     /// The kubectl binary to run.
-    #[arg(long, env = "ZTK_KUBECTL", value_name = "PATH", default_value = "kubectl")]
+    #[arg(
+        long,
+        env = "ZTK_KUBECTL",
+        value_name = "PATH",
+        default_value = "kubectl"
+    )]
     kubectl: PathBuf,
 }
 
@@ -67,9 +72,15 @@ impl Demo {
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", self.exe.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
         if let Some(text) = input {
-            child.stdin.take().context("no stdin")?.write_all(text.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .context("no stdin")?
+                .write_all(text.as_bytes())?;
         }
         let status = child.wait()?;
         if !status.success() {
@@ -96,7 +107,20 @@ pub fn run(args: Args) -> Result<i32> {
     let config_arg = config.display().to_string();
 
     println!("ztk demo: working in {}", demo.dir.display());
-    demo.step(&["gateway", "user", "add", "demo", "--group", "developers", "--password-stdin", "--config", &config_arg], Some("demo-password\n"))?;
+    demo.step(
+        &[
+            "gateway",
+            "user",
+            "add",
+            "demo",
+            "--group",
+            "developers",
+            "--password-stdin",
+            "--config",
+            &config_arg,
+        ],
+        Some("demo-password\n"),
+    )?;
 
     println!("\n\x1b[1m$ ztk gateway serve --config {config_arg} &\x1b[0m");
     let mut gateway = GatewayProcess::start(&demo, &config_arg)?;
@@ -104,17 +128,35 @@ pub fn run(args: Args) -> Result<i32> {
     let ca = demo.dir.join("gateway/ca.pem").display().to_string();
 
     let result = (|| -> Result<()> {
-        demo.step(&["login", "--gateway", &url, "--ca-file", &ca, "--user", "demo", "--password-stdin"], Some("demo-password\n"))?;
+        demo.step(
+            &[
+                "login",
+                "--gateway",
+                &url,
+                "--ca-file",
+                &ca,
+                "--user",
+                "demo",
+                "--password-stdin",
+            ],
+            Some("demo-password\n"),
+        )?;
         demo.step(&["status"], None)?;
         demo.step(&["kubectl", "get", "namespaces"], None)?;
         demo.step(&["kubectl", "get", "pods", "-A"], None)?;
         let manifest = demo.dir.join("hello.yaml").display().to_string();
         demo.step(&["kubectl", "apply", "-f", &manifest], None)?;
         demo.step(&["kubectl", "get", "deployments", "-n", "dev"], None)?;
-        demo.step(&["kubectl", "delete", "deployment", "hello", "-n", "dev"], None)?;
+        demo.step(
+            &["kubectl", "delete", "deployment", "hello", "-n", "dev"],
+            None,
+        )?;
         demo.step(&["audit", "list", "--limit", "15"], None)?;
         println!("\nThe gateway holds its own, authoritative record of the same calls:");
-        demo.step(&["gateway", "audit", "--config", &config_arg, "--limit", "8"], None)?;
+        demo.step(
+            &["gateway", "audit", "--config", &config_arg, "--limit", "8"],
+            None,
+        )?;
         Ok(())
     })();
     gateway.stop();

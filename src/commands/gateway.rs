@@ -34,7 +34,7 @@ enum GatewayCommand {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        list: super::audit::ListArgs,
+        list: Box<super::audit::ListArgs>,
     },
 }
 
@@ -94,7 +94,12 @@ pub fn run(args: Args) -> Result<i32> {
             let cfg = GatewayConfig::load(&config.config)?;
             crate::cli::block_on(serve(cfg))
         }
-        GatewayCommand::User(UserCommand::Add { name, groups, password_stdin: _, config }) => {
+        GatewayCommand::User(UserCommand::Add {
+            name,
+            groups,
+            password_stdin: _,
+            config,
+        }) => {
             let store = open_users(&config)?;
             let password = read_password_stdin()?;
             store.add_user(&name, &groups, &password)?;
@@ -109,7 +114,11 @@ pub fn run(args: Args) -> Result<i32> {
             for user in store.list_users()? {
                 let mut created = crate::audit::model::format_time_us(user.created_us);
                 created.truncate(19);
-                table.add_row(vec![user.name, user.groups.join(","), created.replace('T', " ")]);
+                table.add_row(vec![
+                    user.name,
+                    user.groups.join(","),
+                    created.replace('T', " "),
+                ]);
             }
             println!("{table}");
             Ok(0)
@@ -148,11 +157,17 @@ pub fn read_password_stdin() -> Result<String> {
 async fn serve(cfg: GatewayConfig) -> Result<i32> {
     let running = crate::gateway::start(&cfg).await?;
     if let (Some(ca), Some(fp)) = (&running.ca_file, &running.ca_fingerprint) {
-        println!("ztk gateway: CA certificate {} (SHA-256 {fp})", ca.display());
+        println!(
+            "ztk gateway: CA certificate {} (SHA-256 {fp})",
+            ca.display()
+        );
         println!("ztk gateway: clients log in with `ztk login --gateway https://{} --ca-file {} --user NAME`", running.addr, ca.display());
     }
     for cluster in running.gateway.clusters.values() {
-        println!("ztk gateway: cluster {} -> {}", cluster.name, cluster.description);
+        println!(
+            "ztk gateway: cluster {} -> {}",
+            cluster.name, cluster.description
+        );
     }
     println!("ztk gateway: listening on https://{}", running.addr);
     use std::io::Write;
@@ -168,7 +183,8 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}

@@ -30,7 +30,12 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
     /// The kubectl binary to run.
-    #[arg(long, env = "ZTK_KUBECTL", value_name = "PATH", default_value = "kubectl")]
+    #[arg(
+        long,
+        env = "ZTK_KUBECTL",
+        value_name = "PATH",
+        default_value = "kubectl"
+    )]
     pub kubectl: PathBuf,
     /// Arguments for kubectl, e.g. `get pods -A`.
     #[arg(allow_hyphen_values = true, value_name = "KUBECTL_ARGS")]
@@ -45,11 +50,11 @@ const BYPASS_FLAGS: &[&str] = &["--kubeconfig", "--server", "-s"];
 const SHIP_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(args: Args) -> Result<i32> {
-    if let Some(flag) = args
-        .args
-        .iter()
-        .find(|a| BYPASS_FLAGS.iter().any(|f| a == f || a.starts_with(&format!("{f}="))))
-    {
+    if let Some(flag) = args.args.iter().find(|a| {
+        BYPASS_FLAGS
+            .iter()
+            .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    }) {
         return Err(UsageError(format!(
             "`{flag}` would send kubectl around ztk; drop it (ztk chooses the server, use --cluster NAME to pick a cluster)"
         ))
@@ -62,11 +67,17 @@ pub async fn run(args: Args) -> Result<i32> {
     if !config.clusters.contains(&cluster) {
         // The list is from login time; ask the gateway before refusing.
         let api = GatewayApi::new(&config.gateway, &roots)?;
-        let session = api.session(&token).await.context("cannot check the clusters offered")?;
+        let session = api
+            .session(&token)
+            .await
+            .context("cannot check the clusters offered")?;
         config.clusters = session.clusters.into_iter().map(|c| c.name).collect();
         config.save(&paths)?;
         if !config.clusters.contains(&cluster) {
-            anyhow::bail!("the gateway offers no cluster {cluster:?}; it offers: {}", config.clusters.join(", "));
+            anyhow::bail!(
+                "the gateway offers no cluster {cluster:?}; it offers: {}",
+                config.clusters.join(", ")
+            );
         }
     }
 
@@ -86,7 +97,9 @@ pub async fn run(args: Args) -> Result<i32> {
         exit_code: None,
         api_calls: 0,
         access_method: AccessMethod::Cli,
-        cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
         host: hostname(),
     };
     // Recorded before kubectl starts, so a crash still leaves the command in the log.
@@ -96,7 +109,10 @@ pub async fn run(args: Args) -> Result<i32> {
         format!("the gateway at {}", config.gateway),
         &format!("{}/k8s/{}", config.gateway, cluster),
         crate::tls::client_config(&roots, None)?,
-        Some(HeaderValue::from_str(&format!("Bearer {token}")).context("the stored session token is malformed; run `ztk login`")?),
+        Some(
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the stored session token is malformed; run `ztk login`")?,
+        ),
     )?;
     let ctx = Arc::new(ProxyContext::new(
         upstream,
@@ -113,7 +129,12 @@ pub async fn run(args: Args) -> Result<i32> {
     let run_dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&paths.data_dir)
-        .with_context(|| format!("cannot create a run directory in {}", paths.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create a run directory in {}",
+                paths.data_dir.display()
+            )
+        })?;
     let kubeconfig = crate::kubeconfig::single(
         &format!("ztk-{cluster}"),
         &format!("https://{}", proxy.addr),
@@ -125,7 +146,10 @@ pub async fn run(args: Args) -> Result<i32> {
         None,
     );
     let kubeconfig_path = run_dir.path().join("kubeconfig");
-    crate::fsutil::write_private(&kubeconfig_path, serde_yaml_ng::to_string(&kubeconfig)?.as_bytes())?;
+    crate::fsutil::write_private(
+        &kubeconfig_path,
+        serde_yaml_ng::to_string(&kubeconfig)?.as_bytes(),
+    )?;
 
     let mut child = tokio::process::Command::new(&args.kubectl)
         .args(&args.args)
@@ -150,7 +174,9 @@ pub async fn run(args: Args) -> Result<i32> {
     sink.record_command(command);
     let flushed = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await?;
     if !flushed {
-        eprintln!("ztk: warning: the local audit store did not confirm the records of this command");
+        eprintln!(
+            "ztk: warning: the local audit store did not confirm the records of this command"
+        );
     }
     drop(run_dir);
 
@@ -163,7 +189,9 @@ pub async fn run(args: Args) -> Result<i32> {
 
 /// Waits for kubectl. SIGINT and SIGTERM sent to ztk are passed on to kubectl (a Ctrl-C in a
 /// terminal reaches both; a second copy is harmless) and ztk stays to record how it ended.
-async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> Result<std::process::ExitStatus> {
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+) -> Result<std::process::ExitStatus> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -53,7 +53,10 @@ pub async fn run(args: Args) -> Result<i32> {
                 .with_context(|| format!("cannot write {}", paths.ca_file().display()))?;
             Some(paths.ca_file())
         }
-        None => previous.as_ref().filter(|p| p.gateway == gateway).and_then(|p| p.ca_file.clone()),
+        None => previous
+            .as_ref()
+            .filter(|p| p.gateway == gateway)
+            .and_then(|p| p.ca_file.clone()),
     };
     let roots = match &ca_file {
         Some(path) => Roots::Pem(read_ca(path)?),
@@ -70,20 +73,28 @@ pub async fn run(args: Args) -> Result<i32> {
 
     let api = GatewayApi::new(&gateway, &roots)?;
     let session = api.login(&user, &password).await.context("login failed")?;
-    let token = session.token.clone().context("the gateway sent no session token")?;
+    let token = session
+        .token
+        .clone()
+        .context("the gateway sent no session token")?;
     let clusters: Vec<String> = session.clusters.iter().map(|c| c.name.clone()).collect();
     if let Some(name) = &args.cluster {
         if !clusters.contains(name) {
-            anyhow::bail!("the gateway offers no cluster {name:?}; it offers: {}", clusters.join(", "));
+            anyhow::bail!(
+                "the gateway offers no cluster {name:?}; it offers: {}",
+                clusters.join(", ")
+            );
         }
     }
     let mut config = ClientConfig {
         gateway: gateway.clone(),
         user: session.user.clone(),
         ca_file,
-        default_cluster: args
-            .cluster
-            .or_else(|| previous.and_then(|p| p.default_cluster).filter(|c| clusters.contains(c))),
+        default_cluster: args.cluster.or_else(|| {
+            previous
+                .and_then(|p| p.default_cluster)
+                .filter(|c| clusters.contains(c))
+        }),
         token_store: String::new(),
         expires_us: session.expires_us,
         clusters,
@@ -93,7 +104,11 @@ pub async fn run(args: Args) -> Result<i32> {
     println!(
         "Logged in to {gateway} as {}{}.",
         session.user,
-        if session.groups.is_empty() { String::new() } else { format!(" (groups: {})", session.groups.join(", ")) }
+        if session.groups.is_empty() {
+            String::new()
+        } else {
+            format!(" (groups: {})", session.groups.join(", "))
+        }
     );
     println!("Session expires at {}.", format_time_us(session.expires_us));
     println!("Clusters: {}", config.clusters.join(", "));

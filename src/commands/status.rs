@@ -33,22 +33,38 @@ pub async fn run(_args: Args) -> Result<i32> {
             if !session.groups.is_empty() {
                 println!("Groups:   {}", session.groups.join(", "));
             }
-            println!("Session:  valid until {}", format_time_us(session.expires_us));
+            println!(
+                "Session:  valid until {}",
+                format_time_us(session.expires_us)
+            );
         }
         Err(crate::client::api::ApiError::Status { code: 401, message }) => {
             println!("Session:  not valid: {message}");
             return Ok(1);
         }
         Err(err) => {
-            let state = if config.expires_us > now_us() { "valid" } else { "expired" };
-            println!("Session:  {state} until {} (gateway not reachable: {err})", format_time_us(config.expires_us));
+            let state = if config.expires_us > now_us() {
+                "valid"
+            } else {
+                "expired"
+            };
+            println!(
+                "Session:  {state} until {} (gateway not reachable: {err})",
+                format_time_us(config.expires_us)
+            );
         }
     }
     let default = config.default_cluster.clone().unwrap_or_default();
     let clusters: Vec<String> = config
         .clusters
         .iter()
-        .map(|c| if *c == default { format!("{c} (default)") } else { c.clone() })
+        .map(|c| {
+            if *c == default {
+                format!("{c} (default)")
+            } else {
+                c.clone()
+            }
+        })
         .collect();
     println!("Clusters: {}", clusters.join(", "));
     Ok(0)

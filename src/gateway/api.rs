@@ -16,9 +16,17 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
         (_, protocol::LOGIN_PATH | protocol::SESSION_PATH | protocol::COMMANDS_PATH) => {
-            body::status_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed")
+            body::status_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "method not allowed",
+            )
         }
-        _ => body::status_response(StatusCode::NOT_FOUND, "NotFound", "ztk gateway: no such API endpoint"),
+        _ => body::status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "ztk gateway: no such API endpoint",
+        ),
     }
 }
 
@@ -35,7 +43,9 @@ fn internal(err: impl std::fmt::Display) -> Response<Body> {
     )
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Body>) -> Result<T, Response<Body>> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Body>,
+) -> Result<T, Response<Body>> {
     let bytes = body::read_limited(req.into_body(), protocol::MAX_API_BODY)
         .await
         .map_err(|e| bad_request(format!("could not read the request body: {e}")))?;
@@ -116,7 +126,9 @@ fn logout(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
 async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     let session = match gateway.authenticate(req.headers()) {
         Ok(s) => s,
-        Err(message) => return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message),
+        Err(message) => {
+            return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
+        }
     };
     let batch: IngestCommands = match read_json(req).await {
         Ok(b) => b,
@@ -132,8 +144,15 @@ async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<
             ),
         );
     }
-    if let Some(bad) = batch.commands.iter().find(|c| c.id.is_nil() || c.argv.is_empty()) {
-        return bad_request(format!("command {} has no id or no argv; nothing was stored", bad.id));
+    if let Some(bad) = batch
+        .commands
+        .iter()
+        .find(|c| c.id.is_nil() || c.argv.is_empty())
+    {
+        return bad_request(format!(
+            "command {} has no id or no argv; nothing was stored",
+            bad.id
+        ));
     }
     let store = gateway.audit_store.clone();
     let n = batch.commands.len();

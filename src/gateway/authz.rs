@@ -13,7 +13,12 @@ pub enum Decision {
 }
 
 /// Decides `session`'s request `info` (with its impersonation headers) on `cluster`.
-pub fn authorize(session: &Session, cluster: &str, info: &RequestInfo, impersonates: bool) -> Decision {
+pub fn authorize(
+    session: &Session,
+    cluster: &str,
+    info: &RequestInfo,
+    impersonates: bool,
+) -> Decision {
     // Impersonation would let a user act as anyone the gateway's credential may impersonate:
     // denied until a rule grants it.
     if impersonates {

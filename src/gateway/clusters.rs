@@ -32,7 +32,9 @@ pub struct Cluster {
     pub upstream: Upstream,
 }
 
-pub async fn connect(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Cluster>>, ClusterError> {
+pub async fn connect(
+    config: &GatewayConfig,
+) -> Result<BTreeMap<String, Arc<Cluster>>, ClusterError> {
     let mut out = BTreeMap::new();
     for c in &config.clusters {
         let fail = |message: String| ClusterError::Setup {
@@ -42,8 +44,11 @@ pub async fn connect(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Clus
         };
         let cluster = match &c.kind {
             ClusterKind::Kubeconfig { path, context } => {
-                let kc = crate::kubeconfig::Kubeconfig::load(path).map_err(|e| fail(e.to_string()))?;
-                let resolved = kc.resolve(path, context.as_deref()).map_err(|e| fail(e.to_string()))?;
+                let kc =
+                    crate::kubeconfig::Kubeconfig::load(path).map_err(|e| fail(e.to_string()))?;
+                let resolved = kc
+                    .resolve(path, context.as_deref())
+                    .map_err(|e| fail(e.to_string()))?;
                 let roots = match resolved.ca_pem {
                     Some(pem) => Roots::Pem(pem),
                     None => Roots::System,
@@ -52,11 +57,13 @@ pub async fn connect(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Clus
                     .client_cert_pem
                     .as_deref()
                     .zip(resolved.client_key_pem.as_deref());
-                let tls = tls::client_config(&roots, client_cert).map_err(|e| fail(e.to_string()))?;
+                let tls =
+                    tls::client_config(&roots, client_cert).map_err(|e| fail(e.to_string()))?;
                 let auth = match resolved.bearer_token {
                     Some(token) => Some(
-                        HeaderValue::from_str(&format!("Bearer {token}"))
-                            .map_err(|_| fail("the token holds characters not allowed in a header".into()))?,
+                        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                            fail("the token holds characters not allowed in a header".into())
+                        })?,
                     ),
                     None => None,
                 };
@@ -73,7 +80,9 @@ pub async fn connect(config: &GatewayConfig) -> Result<BTreeMap<String, Arc<Clus
                     upstream,
                 }
             }
-            ClusterKind::Sandbox => start_sandbox(&c.name).await.map_err(|e| fail(e.to_string()))?,
+            ClusterKind::Sandbox => start_sandbox(&c.name)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
         };
         out.insert(c.name.clone(), Arc::new(cluster));
     }
@@ -91,10 +100,14 @@ async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
     let server_tls = tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(crate::serve::serve_tls(listener, server_tls, move |req, _peer| {
-        let sandbox = sandbox.clone();
-        async move { sandbox.handle(req.map(body::boxed)).await }
-    }));
+    tokio::spawn(crate::serve::serve_tls(
+        listener,
+        server_tls,
+        move |req, _peer| {
+            let sandbox = sandbox.clone();
+            async move { sandbox.handle(req.map(body::boxed)).await }
+        },
+    ));
     let server = format!("https://{addr}");
     let client_tls = tls::client_config(&Roots::Pem(ca.cert_pem().into_bytes()), None)?;
     let upstream = Upstream::new(

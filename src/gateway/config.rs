@@ -9,7 +9,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read gateway config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("gateway config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -68,9 +71,14 @@ pub struct GatewayConfig {
 
 #[derive(Debug, Clone)]
 pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Generate a CA and server certificate into the data dir (for these extra names).
-    Generated { hosts: Vec<String> },
+    Generated {
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +89,10 @@ pub struct ClusterConfig {
 
 #[derive(Debug, Clone)]
 pub enum ClusterKind {
-    Kubeconfig { path: PathBuf, context: Option<String> },
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
     Sandbox,
 }
 
@@ -99,19 +110,28 @@ impl GatewayConfig {
             path: path.to_path_buf(),
             message,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let base = std::path::absolute(&base).unwrap_or(base);
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
-        let listen: SocketAddr = raw
-            .listen
-            .parse()
-            .map_err(|_| invalid(format!("key `listen`: {:?} is not an address like 127.0.0.1:8443", raw.listen)))?;
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(format!(
+                "key `listen`: {:?} is not an address like 127.0.0.1:8443",
+                raw.listen
+            ))
+        })?;
         let data_dir = raw
             .data_dir
             .as_deref()
@@ -120,27 +140,48 @@ impl GatewayConfig {
         let session_ttl_us = crate::audit::filter::parse_duration_us(&raw.session_ttl)
             .ok()
             .filter(|us| *us > 0)
-            .ok_or_else(|| invalid(format!("key `session_ttl`: {:?} is not a duration like 8h or 30m", raw.session_ttl)))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "key `session_ttl`: {:?} is not a duration like 8h or 30m",
+                    raw.session_ttl
+                ))
+            })?;
         let tls = match raw.tls {
             None => TlsSource::Generated { hosts: Vec::new() },
-            Some(RawTls { cert: Some(cert), key: Some(key), .. }) => TlsSource::Files {
+            Some(RawTls {
+                cert: Some(cert),
+                key: Some(key),
+                ..
+            }) => TlsSource::Files {
                 cert: resolve(&cert),
                 key: resolve(&key),
             },
-            Some(RawTls { cert: None, key: None, hosts }) => TlsSource::Generated { hosts },
-            Some(_) => return Err(invalid("key `tls`: give both `cert` and `key`, or neither to generate them".into())),
+            Some(RawTls {
+                cert: None,
+                key: None,
+                hosts,
+            }) => TlsSource::Generated { hosts },
+            Some(_) => {
+                return Err(invalid(
+                    "key `tls`: give both `cert` and `key`, or neither to generate them".into(),
+                ))
+            }
         };
         let mut clusters: Vec<ClusterConfig> = Vec::new();
         for (i, c) in raw.clusters.into_iter().enumerate() {
             let key = format!("clusters[{i}]");
-            let name = c.name.ok_or_else(|| invalid(format!("key `{key}.name` is missing")))?;
+            let name = c
+                .name
+                .ok_or_else(|| invalid(format!("key `{key}.name` is missing")))?;
             if !valid_name(&name) {
                 return Err(invalid(format!(
                     "key `{key}.name`: {name:?} must be lowercase letters, digits and '-' (like a Kubernetes name)"
                 )));
             }
             if clusters.iter().any(|other| other.name == name) {
-                return Err(invalid(format!("key `{key}.name`: cluster {name:?} is defined twice")));
+                return Err(invalid(format!(
+                    "key `{key}.name`: cluster {name:?} is defined twice"
+                )));
             }
             let kind = match (c.kubeconfig, c.sandbox) {
                 (Some(kc), false) => ClusterKind::Kubeconfig {
@@ -149,10 +190,14 @@ impl GatewayConfig {
                 },
                 (None, true) => ClusterKind::Sandbox,
                 (Some(_), true) => {
-                    return Err(invalid(format!("key `{key}` ({name}): set either `kubeconfig` or `sandbox = true`, not both")))
+                    return Err(invalid(format!(
+                    "key `{key}` ({name}): set either `kubeconfig` or `sandbox = true`, not both"
+                )))
                 }
                 (None, false) => {
-                    return Err(invalid(format!("key `{key}` ({name}): set `kubeconfig = \"PATH\"` or `sandbox = true`")))
+                    return Err(invalid(format!(
+                        "key `{key}` ({name}): set `kubeconfig = \"PATH\"` or `sandbox = true`"
+                    )))
                 }
             };
             clusters.push(ClusterConfig { name, kind });
@@ -180,7 +225,9 @@ impl GatewayConfig {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_')
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'
+        })
         && !name.starts_with('-')
 }
 
@@ -194,7 +241,8 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = parse("data_dir = \"data\"\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n").unwrap();
+        let c = parse("data_dir = \"data\"\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n")
+            .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.data_dir, PathBuf::from("/etc/ztk/data"));
         assert_eq!(c.session_ttl_us, 8 * 3_600_000_000);

@@ -21,7 +21,9 @@ use crate::audit::model::now_us;
 use crate::audit::redact::redact_query;
 use crate::audit::{AccessMethod, ApiCall, AuditSink, AuditStore, AuditWriter};
 use crate::body::{self, Body};
-use crate::protocol::{self, COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER};
+use crate::protocol::{
+    self, COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER,
+};
 use crate::request_info::RequestInfo;
 use crate::tls;
 use authz::Decision;
@@ -77,7 +79,13 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     let clusters = clusters::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (key `listen` in {}); is another gateway running there?", config.listen, config.path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (key `listen` in {}); is another gateway running there?",
+                config.listen,
+                config.path.display()
+            )
+        })?;
     let addr = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
         users,
@@ -87,10 +95,14 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         session_ttl_us: config.session_ttl_us,
     });
     let handler_gateway = gateway.clone();
-    let server = tokio::spawn(crate::serve::serve_tls(listener, server_tls, move |req, peer| {
-        let gateway = handler_gateway.clone();
-        async move { gateway.handle(req, peer).await }
-    }));
+    let server = tokio::spawn(crate::serve::serve_tls(
+        listener,
+        server_tls,
+        move |req, peer| {
+            let gateway = handler_gateway.clone();
+            async move { gateway.handle(req, peer).await }
+        },
+    ));
     Ok(Running {
         addr,
         ca_file,
@@ -102,7 +114,9 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
 }
 
 /// Loads the configured certificate, or makes (once) a CA and a server certificate in data_dir.
-fn load_tls(config: &GatewayConfig) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<PathBuf>)> {
+fn load_tls(
+    config: &GatewayConfig,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<PathBuf>)> {
     match &config.tls {
         TlsSource::Files { cert, key } => {
             let server = tls::server_config(&tls::read_file(cert)?, &tls::read_file(key)?)?;
@@ -110,10 +124,18 @@ fn load_tls(config: &GatewayConfig) -> anyhow::Result<(Arc<rustls::ServerConfig>
         }
         TlsSource::Generated { hosts } => {
             let dir = &config.data_dir;
-            let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
+            let (ca_path, cert_path, key_path) = (
+                dir.join("ca.pem"),
+                dir.join("server.pem"),
+                dir.join("server-key.pem"),
+            );
             if !cert_path.exists() || !key_path.exists() || !ca_path.exists() {
                 let ca = tls::Ca::generate("ztk gateway CA")?;
-                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+                let mut names = vec![
+                    "localhost".to_string(),
+                    "127.0.0.1".to_string(),
+                    "::1".to_string(),
+                ];
                 let ip = config.listen.ip();
                 if !ip.is_unspecified() && !ip.is_loopback() {
                     names.push(ip.to_string());
@@ -126,10 +148,15 @@ fn load_tls(config: &GatewayConfig) -> anyhow::Result<(Arc<rustls::ServerConfig>
                 let leaf = ca.issue_server(&names)?;
                 tls::write_private(&dir.join("ca-key.pem"), ca.key_pem().as_bytes())?;
                 tls::write_private(&key_path, leaf.key_pem.as_bytes())?;
-                crate::fsutil::write_atomic(&cert_path, format!("{}{}", leaf.cert_pem, ca.cert_pem()).as_bytes(), 0o644)?;
+                crate::fsutil::write_atomic(
+                    &cert_path,
+                    format!("{}{}", leaf.cert_pem, ca.cert_pem()).as_bytes(),
+                    0o644,
+                )?;
                 crate::fsutil::write_atomic(&ca_path, ca.cert_pem().as_bytes(), 0o644)?;
             }
-            let server = tls::server_config(&tls::read_file(&cert_path)?, &tls::read_file(&key_path)?)?;
+            let server =
+                tls::server_config(&tls::read_file(&cert_path)?, &tls::read_file(&key_path)?)?;
             Ok((server, Some(ca_path)))
         }
     }
@@ -182,9 +209,15 @@ impl Gateway {
         };
         match self.users.authenticate(token) {
             Ok(Ok(session)) => Ok(session),
-            Ok(Err(TokenRejection::Unknown)) => Err("ztk: the session token is not valid; run `ztk login`".into()),
-            Ok(Err(TokenRejection::Expired)) => Err("ztk: your session has expired; run `ztk login`".into()),
-            Ok(Err(TokenRejection::Revoked)) => Err("ztk: your session was revoked; run `ztk login`".into()),
+            Ok(Err(TokenRejection::Unknown)) => {
+                Err("ztk: the session token is not valid; run `ztk login`".into())
+            }
+            Ok(Err(TokenRejection::Expired)) => {
+                Err("ztk: your session has expired; run `ztk login`".into())
+            }
+            Ok(Err(TokenRejection::Revoked)) => {
+                Err("ztk: your session was revoked; run `ztk login`".into())
+            }
             Err(err) => {
                 tracing::error!("session lookup failed: {err}");
                 Err("ztk: the gateway could not check the session; try again, or ask the administrator".into())
@@ -226,7 +259,14 @@ impl Gateway {
         let session = match self.authenticate(headers) {
             Ok(session) => session,
             Err(message) => {
-                return self.refuse(call, start, StatusCode::UNAUTHORIZED, "Unauthorized", "unauthenticated", &message);
+                return self.refuse(
+                    call,
+                    start,
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "unauthenticated",
+                    &message,
+                );
             }
         };
         call.user = session.user.clone();
@@ -234,12 +274,30 @@ impl Gateway {
             let message = format!(
                 "ztk: the gateway has no cluster {cluster_name:?}; `ztk status` lists the clusters you can use"
             );
-            return self.refuse(call, start, StatusCode::NOT_FOUND, "NotFound", "deny", &message);
+            return self.refuse(
+                call,
+                start,
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "deny",
+                &message,
+            );
         };
-        let impersonates = headers.keys().any(|k| k.as_str().starts_with("impersonate-"));
-        if let Decision::Deny(reason) = authz::authorize(&session, cluster_name, &info, impersonates) {
+        let impersonates = headers
+            .keys()
+            .any(|k| k.as_str().starts_with("impersonate-"));
+        if let Decision::Deny(reason) =
+            authz::authorize(&session, cluster_name, &info, impersonates)
+        {
             let message = format!("ztk: forbidden: {reason}");
-            return self.refuse(call, start, StatusCode::FORBIDDEN, "Forbidden", "deny", &message);
+            return self.refuse(
+                call,
+                start,
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "deny",
+                &message,
+            );
         }
 
         // The client's token and ztk's own headers stay here; the cluster gets the gateway's.
@@ -251,16 +309,22 @@ impl Gateway {
             None => path.to_string(),
         };
         let sink = self.audit.clone();
-        crate::relay::relay(&cluster.upstream, req, &path_and_query, HeaderMap::new(), move |outcome| {
-            call.status = outcome.status;
-            call.duration_us = outcome.duration.as_micros() as i64;
-            call.bytes_in = outcome.bytes_in;
-            call.bytes_out = outcome.bytes_out;
-            if let Some(error) = outcome.error {
-                call.reason = error;
-            }
-            sink.record_call(call);
-        })
+        crate::relay::relay(
+            &cluster.upstream,
+            req,
+            &path_and_query,
+            HeaderMap::new(),
+            move |outcome| {
+                call.status = outcome.status;
+                call.duration_us = outcome.duration.as_micros() as i64;
+                call.bytes_in = outcome.bytes_in;
+                call.bytes_out = outcome.bytes_out;
+                if let Some(error) = outcome.error {
+                    call.reason = error;
+                }
+                sink.record_call(call);
+            },
+        )
         .await
     }
 

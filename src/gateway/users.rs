@@ -20,7 +20,10 @@ use crate::audit::store::{migrate, open_connection};
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     #[error("gateway database {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("user {0:?} already exists; remove it first with `ztk gateway user remove {0}`")]
     Exists(String),
     #[error("no user {0:?}; `ztk gateway user list` shows the users")]
@@ -75,6 +78,10 @@ pub enum TokenRejection {
     Revoked,
 }
 
+/// A session row: id, user, expiry, revocation time, and the user's groups (None when the
+/// user was removed).
+type SessionRow = (String, String, i64, Option<i64>, Option<String>);
+
 pub struct UserStore {
     path: PathBuf,
     // One connection for the request path; SQLite reads take microseconds.
@@ -105,7 +112,10 @@ impl UserStore {
         }
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, UserError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, UserError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn).map_err(|e| self.err(e))
     }
@@ -167,7 +177,11 @@ impl UserStore {
 
     /// Checks a password. Unknown users cost the same time as known ones, so timing does not
     /// tell which names exist.
-    pub fn verify_password(&self, name: &str, password: &str) -> Result<Option<UserInfo>, UserError> {
+    pub fn verify_password(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<UserInfo>, UserError> {
         let row: Option<(String, String, i64)> = self.with_conn(|c| {
             c.query_row(
                 "SELECT password_hash, groups, created_us FROM users WHERE name = ?",
@@ -177,13 +191,17 @@ impl UserStore {
             .optional()
         })?;
         let Some((hash, groups, created_us)) = row else {
-            let _ = Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng));
+            let _ = Argon2::default()
+                .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng));
             return Ok(None);
         };
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return Ok(None);
         };
-        if Argon2::default().verify_password(password.as_bytes(), &parsed).is_err() {
+        if Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_err()
+        {
             return Ok(None);
         }
         Ok(Some(UserInfo {
@@ -197,7 +215,10 @@ impl UserStore {
     pub fn create_session(&self, user: &str, ttl_us: i64) -> Result<(String, i64), UserError> {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
-        let token = format!("ztk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+        let token = format!(
+            "ztk_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
         let now = now_us();
         let expires = now + ttl_us;
         self.with_conn(|c| {
@@ -211,7 +232,7 @@ impl UserStore {
 
     /// Looks a bearer token up. Revocations made by another process count at once.
     pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
-        let row: Option<(String, String, i64, Option<i64>, Option<String>)> = self.with_conn(|c| {
+        let row: Option<SessionRow> = self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT s.id, s.user, s.expires_us, s.revoked_us, u.groups FROM sessions s \
                  LEFT JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
@@ -270,8 +291,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = UserStore::open(&dir.path().join("g.db")).unwrap();
         store.add_user("alice", &["dev".into()], "pw").unwrap();
-        assert!(matches!(store.add_user("alice", &[], "pw"), Err(UserError::Exists(_))));
-        assert!(matches!(store.add_user("Bad Name", &[], "pw"), Err(UserError::BadName(_))));
+        assert!(matches!(
+            store.add_user("alice", &[], "pw"),
+            Err(UserError::Exists(_))
+        ));
+        assert!(matches!(
+            store.add_user("Bad Name", &[], "pw"),
+            Err(UserError::BadName(_))
+        ));
         assert!(store.verify_password("alice", "wrong").unwrap().is_none());
         assert!(store.verify_password("nobody", "pw").unwrap().is_none());
         let user = store.verify_password("alice", "pw").unwrap().unwrap();
@@ -280,17 +307,32 @@ mod tests {
         let (token, _) = store.create_session("alice", 60_000_000).unwrap();
         let session = store.authenticate(&token).unwrap().unwrap();
         assert_eq!(session.user, "alice");
-        assert_eq!(store.authenticate("ztk_nope").unwrap(), Err(TokenRejection::Unknown));
+        assert_eq!(
+            store.authenticate("ztk_nope").unwrap(),
+            Err(TokenRejection::Unknown)
+        );
 
         let (expired, _) = store.create_session("alice", -1).unwrap();
-        assert_eq!(store.authenticate(&expired).unwrap(), Err(TokenRejection::Expired));
+        assert_eq!(
+            store.authenticate(&expired).unwrap(),
+            Err(TokenRejection::Expired)
+        );
 
         assert_eq!(store.revoke_user("alice").unwrap(), 1);
-        assert_eq!(store.authenticate(&token).unwrap(), Err(TokenRejection::Revoked));
+        assert_eq!(
+            store.authenticate(&token).unwrap(),
+            Err(TokenRejection::Revoked)
+        );
 
         let (again, _) = store.create_session("alice", 60_000_000).unwrap();
         store.remove_user("alice").unwrap();
-        assert_eq!(store.authenticate(&again).unwrap(), Err(TokenRejection::Revoked));
-        assert!(matches!(store.remove_user("alice"), Err(UserError::NoSuchUser(_))));
+        assert_eq!(
+            store.authenticate(&again).unwrap(),
+            Err(TokenRejection::Revoked)
+        );
+        assert!(matches!(
+            store.remove_user("alice"),
+            Err(UserError::NoSuchUser(_))
+        ));
     }
 }

@@ -8,8 +8,15 @@ fn repo(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn checked_in_completions_are_current() {
-    for (shell, file) in [("bash", "completions/ztk.bash"), ("zsh", "completions/_ztk"), ("fish", "completions/ztk.fish")] {
-        let out = std::process::Command::new(ztk_bin()).args(["completions", shell]).output().unwrap();
+    for (shell, file) in [
+        ("bash", "completions/ztk.bash"),
+        ("zsh", "completions/_ztk"),
+        ("fish", "completions/ztk.fish"),
+    ] {
+        let out = std::process::Command::new(ztk_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let checked_in = std::fs::read(repo(file)).unwrap_or_default();
         assert!(
@@ -22,22 +29,35 @@ fn checked_in_completions_are_current() {
 #[test]
 fn checked_in_man_pages_are_current() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(ztk_bin()).args(["man", dir.path().to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(ztk_bin())
+        .args(["man", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let mut generated: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut generated: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     generated.sort();
     assert!(generated.len() > 5);
     for name in generated {
         let fresh = std::fs::read(dir.path().join(&name)).unwrap();
         let checked_in = std::fs::read(repo("man").join(&name)).unwrap_or_default();
-        assert!(fresh == checked_in, "man/{} is stale: regenerate with ./scripts/generate.sh", name.to_string_lossy());
+        assert!(
+            fresh == checked_in,
+            "man/{} is stale: regenerate with ./scripts/generate.sh",
+            name.to_string_lossy()
+        );
     }
 }
 
 #[test]
 fn bad_filters_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [["audit", "list", "--status", "9xx"], ["audit", "list", "--since", "yesterday"]] {
+    for args in [
+        ["audit", "list", "--status", "9xx"],
+        ["audit", "list", "--since", "yesterday"],
+    ] {
         let out = std::process::Command::new(ztk_bin())
             .args(args)
             .env("ZTK_DATA_DIR", dir.path())

@@ -17,7 +17,10 @@ fn manifest(image: &str) -> String {
 }
 
 fn calls_of(rows: &[CallRow], command: &str) -> Vec<CallRow> {
-    rows.iter().filter(|r| r.command_line.as_deref() == Some(command)).cloned().collect()
+    rows.iter()
+        .filter(|r| r.command_line.as_deref() == Some(command))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -26,9 +29,18 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
     env.login();
 
     let pods = env.kubectl(&["get", "po", "-A"]).success();
-    assert!(pods.contains("NAMESPACE") && pods.contains("STATUS"), "{pods}");
-    assert!(pods.contains("debug-shell") && pods.contains("Running"), "{pods}");
-    assert!(pods.contains("kube-system") && pods.contains("prod"), "{pods}");
+    assert!(
+        pods.contains("NAMESPACE") && pods.contains("STATUS"),
+        "{pods}"
+    );
+    assert!(
+        pods.contains("debug-shell") && pods.contains("Running"),
+        "{pods}"
+    );
+    assert!(
+        pods.contains("kube-system") && pods.contains("prod"),
+        "{pods}"
+    );
 
     let ns = env.kubectl(&["get", "ns"]).success();
     for name in ["default", "kube-system", "dev", "prod"] {
@@ -37,19 +49,36 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
 
     let file = env.path("hello.yaml");
     write(&file, &manifest("nginx:1.26"));
-    let created = env.kubectl(&["apply", "-f", file.to_str().unwrap()]).success();
-    assert!(created.contains("deployment.apps/hello created"), "{created}");
+    let created = env
+        .kubectl(&["apply", "-f", file.to_str().unwrap()])
+        .success();
+    assert!(
+        created.contains("deployment.apps/hello created"),
+        "{created}"
+    );
     write(&file, &manifest("nginx:1.27"));
-    let configured = env.kubectl(&["apply", "-f", file.to_str().unwrap()]).success();
-    assert!(configured.contains("deployment.apps/hello configured"), "{configured}");
+    let configured = env
+        .kubectl(&["apply", "-f", file.to_str().unwrap()])
+        .success();
+    assert!(
+        configured.contains("deployment.apps/hello configured"),
+        "{configured}"
+    );
 
-    let yaml = env.kubectl(&["get", "deploy", "hello", "-n", "dev", "-o", "yaml"]).success();
-    assert!(yaml.contains("image: nginx:1.27") && yaml.contains("containerPort: 80"), "{yaml}");
+    let yaml = env
+        .kubectl(&["get", "deploy", "hello", "-n", "dev", "-o", "yaml"])
+        .success();
+    assert!(
+        yaml.contains("image: nginx:1.27") && yaml.contains("containerPort: 80"),
+        "{yaml}"
+    );
 
     let logs = env.kubectl(&["logs", "debug-shell", "-n", "dev"]).success();
     assert!(logs.contains("debug-shell"), "{logs}");
 
-    let deleted = env.kubectl(&["delete", "deploy", "hello", "-n", "dev"]).success();
+    let deleted = env
+        .kubectl(&["delete", "deploy", "hello", "-n", "dev"])
+        .success();
     assert!(deleted.contains("deleted"), "{deleted}");
 
     // The client's own log: every call carries the command line that caused it.
@@ -67,16 +96,40 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
     assert_eq!(list.call.kubectl_command, "kubectl get");
 
     let apply = calls_of(&local, &format!("kubectl apply -f {}", file.display()));
-    assert!(apply.iter().any(|r| r.call.verb == "create" && r.call.resource == "deployments" && r.call.namespace == "dev" && r.call.status == 201), "{apply:#?}");
-    assert!(apply.iter().any(|r| r.call.verb == "patch" && r.call.name == "hello" && r.call.status == 200), "{apply:#?}");
+    assert!(
+        apply.iter().any(|r| r.call.verb == "create"
+            && r.call.resource == "deployments"
+            && r.call.namespace == "dev"
+            && r.call.status == 201),
+        "{apply:#?}"
+    );
+    assert!(
+        apply
+            .iter()
+            .any(|r| r.call.verb == "patch" && r.call.name == "hello" && r.call.status == 200),
+        "{apply:#?}"
+    );
     let delete = calls_of(&local, "kubectl delete deploy hello -n dev");
-    assert!(delete.iter().any(|r| r.call.verb == "delete" && r.call.name == "hello" && r.call.api_group == "apps"), "{delete:#?}");
+    assert!(
+        delete.iter().any(|r| r.call.verb == "delete"
+            && r.call.name == "hello"
+            && r.call.api_group == "apps"),
+        "{delete:#?}"
+    );
     let logs = calls_of(&local, "kubectl logs debug-shell -n dev");
-    assert!(logs.iter().any(|r| r.call.subresource == "log" && r.call.verb == "get"), "{logs:#?}");
+    assert!(
+        logs.iter()
+            .any(|r| r.call.subresource == "log" && r.call.verb == "get"),
+        "{logs:#?}"
+    );
 
     // The gateway's authoritative log holds the same calls, joined to the shipped commands.
     let gateway = env.gateway_calls(&Filter::default(), local.len());
-    assert_eq!(gateway.len(), local.len(), "gateway and client disagree on the number of calls");
+    assert_eq!(
+        gateway.len(),
+        local.len(),
+        "gateway and client disagree on the number of calls"
+    );
     for row in &local {
         let twin = gateway
             .iter()
@@ -87,24 +140,45 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
         assert_eq!(twin.call.namespace, row.call.namespace);
         assert_eq!(twin.call.status, row.call.status);
         assert_eq!(twin.call.command_id, row.call.command_id);
-        assert_eq!(twin.command_line, row.command_line, "command line of {:?}", row.call);
+        assert_eq!(
+            twin.command_line, row.command_line,
+            "command line of {:?}",
+            row.call
+        );
         assert_eq!(twin.call.user, "alice");
         assert_eq!(twin.call.source_ip, "127.0.0.1");
-        assert!(twin.call.duration_us <= row.call.duration_us, "the gateway hop is inside the client's");
+        assert!(
+            twin.call.duration_us <= row.call.duration_us,
+            "the gateway hop is inside the client's"
+        );
     }
 
     // The table lists the same, with the command.
     let table = env.ztk(&["audit", "list", "--verb", "delete"]).success();
-    assert!(table.contains("kubectl delete deploy hello -n dev") && table.contains("deployments/hello"), "{table}");
-    let gw_table = env.gateway_cmd(&["audit", "--resource", "pods/log"]).success();
-    assert!(gw_table.contains("kubectl logs debug-shell -n dev"), "{gw_table}");
+    assert!(
+        table.contains("kubectl delete deploy hello -n dev") && table.contains("deployments/hello"),
+        "{table}"
+    );
+    let gw_table = env
+        .gateway_cmd(&["audit", "--resource", "pods/log"])
+        .success();
+    assert!(
+        gw_table.contains("kubectl logs debug-shell -n dev"),
+        "{gw_table}"
+    );
 }
 
 #[test]
 fn watch_receives_events_and_is_recorded_when_it_ends() {
     let env = Env::start();
     env.login();
-    let mut watch = env.kubectl(&["get", "po", "-n", "dev", "-w"]).cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut watch = env
+        .kubectl(&["get", "po", "-n", "dev", "-w"])
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let stdout = watch.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -113,9 +187,12 @@ fn watch_receives_events_and_is_recorded_when_it_ends() {
         }
     });
     // The initial list arrives first.
-    let first = rx.recv_timeout(Duration::from_secs(20)).expect("no output from get -w");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no output from get -w");
     assert!(first.contains("NAME"), "{first}");
-    env.kubectl(&["run", "watched", "-n", "dev", "--image", "busybox:1.36"]).success();
+    env.kubectl(&["run", "watched", "-n", "dev", "--image", "busybox:1.36"])
+        .success();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut seen = false;
     while std::time::Instant::now() < deadline {
@@ -132,15 +209,28 @@ fn watch_receives_events_and_is_recorded_when_it_ends() {
     let status = watch.wait().unwrap();
     assert!(seen, "the watch never showed the new pod");
     // ztk passed the signal on, kubectl stopped, and ztk exited with kubectl's code.
-    assert!(!status.success(), "an interrupted watch is not a success: {status}");
-    let filter = Filter { verbs: vec!["watch".into()], ..Default::default() };
+    assert!(
+        !status.success(),
+        "an interrupted watch is not a success: {status}"
+    );
+    let filter = Filter {
+        verbs: vec!["watch".into()],
+        ..Default::default()
+    };
     let local = env.local_store().list_calls(&filter).unwrap();
-    let w = local.iter().find(|r| r.call.resource == "pods").unwrap_or_else(|| panic!("{local:#?}"));
+    let w = local
+        .iter()
+        .find(|r| r.call.resource == "pods")
+        .unwrap_or_else(|| panic!("{local:#?}"));
     assert_eq!(w.command_line.as_deref(), Some("kubectl get po -n dev -w"));
     assert_eq!(w.call.namespace, "dev");
     assert!(w.call.bytes_out > 0, "the stream's bytes are counted");
     let gw = env.gateway_calls(&filter, 1);
-    assert!(gw.iter().any(|r| r.call.resource == "pods" && r.call.namespace == "dev"), "{gw:#?}");
+    assert!(
+        gw.iter()
+            .any(|r| r.call.resource == "pods" && r.call.namespace == "dev"),
+        "{gw:#?}"
+    );
 }
 
 #[test]
@@ -148,10 +238,23 @@ fn oldest_and_newest_kubectl_work() {
     let env = Env::start();
     env.login();
     for kubectl in [KUBECTL_127, KUBECTL_133] {
-        let out = env.kubectl(&["get", "po", "-A"]).env("ZTK_KUBECTL", kubectl).success();
-        assert!(out.contains("debug-shell") && out.contains("NAMESPACE"), "{kubectl}: {out}");
+        let out = env
+            .kubectl(&["get", "po", "-A"])
+            .env("ZTK_KUBECTL", kubectl)
+            .success();
+        assert!(
+            out.contains("debug-shell") && out.contains("NAMESPACE"),
+            "{kubectl}: {out}"
+        );
     }
-    let rows = env.local_store().list_calls(&Filter { verbs: vec!["list".into()], resources: vec!["pods".into()], ..Default::default() }).unwrap();
+    let rows = env
+        .local_store()
+        .list_calls(&Filter {
+            verbs: vec!["list".into()],
+            resources: vec!["pods".into()],
+            ..Default::default()
+        })
+        .unwrap();
     let agents: Vec<&str> = rows.iter().map(|r| r.call.user_agent.as_str()).collect();
     assert!(agents.iter().any(|a| a.contains("v1.27")), "{agents:?}");
     assert!(agents.iter().any(|a| a.contains("v1.33")), "{agents:?}");
@@ -161,12 +264,38 @@ fn oldest_and_newest_kubectl_work() {
 fn secrets_in_the_command_line_are_redacted() {
     let env = Env::start();
     env.login();
-    env.kubectl(&["create", "secret", "generic", "s1", "-n", "dev", "--from-literal=password=hunter2"]).success();
-    let rows = env.local_store().list_calls(&Filter { verbs: vec!["create".into()], ..Default::default() }).unwrap();
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "dev",
+        "--from-literal=password=hunter2",
+    ])
+    .success();
+    let rows = env
+        .local_store()
+        .list_calls(&Filter {
+            verbs: vec!["create".into()],
+            ..Default::default()
+        })
+        .unwrap();
     let line = rows[0].command_line.clone().unwrap();
-    assert_eq!(line, "kubectl create secret generic s1 -n dev --from-literal=password=***");
-    for file in ["client/data/audit.db", "client/data/audit.db-wal", "gw/audit.db", "gw/audit.db-wal"] {
+    assert_eq!(
+        line,
+        "kubectl create secret generic s1 -n dev --from-literal=password=***"
+    );
+    for file in [
+        "client/data/audit.db",
+        "client/data/audit.db-wal",
+        "gw/audit.db",
+        "gw/audit.db-wal",
+    ] {
         let bytes = std::fs::read(env.path(file)).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&bytes).contains("hunter2"), "{file} holds the secret");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("hunter2"),
+            "{file} holds the secret"
+        );
     }
 }

@@ -8,7 +8,16 @@ use crate::harness::*;
 fn wrong_password_is_refused() {
     let env = Env::start();
     let (code, out) = env
-        .ztk(&["login", "--gateway", &env.url, "--ca-file", env.ca_file().to_str().unwrap(), "--user", "alice", "--password-stdin"])
+        .ztk(&[
+            "login",
+            "--gateway",
+            &env.url,
+            "--ca-file",
+            env.ca_file().to_str().unwrap(),
+            "--user",
+            "alice",
+            "--password-stdin",
+        ])
         .stdin_text("wrong\n")
         .failure();
     assert_eq!(code, 1);
@@ -26,8 +35,17 @@ fn revoked_session_shows_the_login_hint_in_kubectl_and_is_audited() {
     assert!(out.contains("revoked 1 session"), "{out}");
     let (code, out) = env.kubectl(&["get", "ns"]).failure();
     assert_eq!(code, 1, "ztk exits with kubectl's code");
-    assert!(out.contains("your session was revoked; run `ztk login`"), "{out}");
-    let denied = env.gateway_calls(&Filter { statuses: vec![ztk::audit::filter::StatusMatch::Code(401)], ..Default::default() }, 1);
+    assert!(
+        out.contains("your session was revoked; run `ztk login`"),
+        "{out}"
+    );
+    let denied = env.gateway_calls(
+        &Filter {
+            statuses: vec![ztk::audit::filter::StatusMatch::Code(401)],
+            ..Default::default()
+        },
+        1,
+    );
     assert!(!denied.is_empty());
     assert!(denied.iter().all(|r| r.call.decision == "unauthenticated"));
     // Logging in again restores access.
@@ -41,7 +59,10 @@ fn expired_session_is_refused() {
     env.login();
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let (_, out) = env.kubectl(&["get", "ns"]).failure();
-    assert!(out.contains("expired") && out.contains("ztk login"), "{out}");
+    assert!(
+        out.contains("expired") && out.contains("ztk login"),
+        "{out}"
+    );
     let (_, status) = env.ztk(&["status"]).failure();
     assert!(status.contains("expired"), "{status}");
 }
@@ -52,7 +73,10 @@ fn unreachable_gateway_and_unknown_cluster() {
     env.login();
     let (code, out) = env.kubectl(&["--cluster", "nope", "get", "po"]).failure();
     assert_eq!(code, 1);
-    assert!(out.contains("no cluster \"nope\"") && out.contains("sandbox"), "{out}");
+    assert!(
+        out.contains("no cluster \"nope\"") && out.contains("sandbox"),
+        "{out}"
+    );
 
     env.stop_gateway();
     let (_, out) = env.kubectl(&["get", "po"]).failure();
@@ -62,12 +86,32 @@ fn unreachable_gateway_and_unknown_cluster() {
     assert_eq!(local.unshipped_commands(10).unwrap().len(), 1);
 
     let (code, out) = env
-        .ztk(&["login", "--gateway", "https://127.0.0.1:1", "--user", "alice", "--password-stdin"])
+        .ztk(&[
+            "login",
+            "--gateway",
+            "https://127.0.0.1:1",
+            "--user",
+            "alice",
+            "--password-stdin",
+        ])
         .stdin_text("x\n")
         .failure();
     assert_eq!(code, 1);
-    assert!(out.contains("cannot reach the gateway at https://127.0.0.1:1"), "{out}");
-    let (code, out) = env.ztk(&["login", "--gateway", "http://127.0.0.1:1", "--user", "a", "--password-stdin"]).stdin_text("x\n").failure();
+    assert!(
+        out.contains("cannot reach the gateway at https://127.0.0.1:1"),
+        "{out}"
+    );
+    let (code, out) = env
+        .ztk(&[
+            "login",
+            "--gateway",
+            "http://127.0.0.1:1",
+            "--user",
+            "a",
+            "--password-stdin",
+        ])
+        .stdin_text("x\n")
+        .failure();
     assert_eq!(code, 1);
     assert!(out.contains("https://"), "{out}");
 }
@@ -77,8 +121,14 @@ fn malformed_gateway_configs_fail_at_start_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("listen = 5\ndata_dir = \"d\"", "listen"),
-        ("data_dir = \"d\"\n[[clusters]]\nname = \"x\"\nkubeconfig = \"missing.yaml\"", "missing.yaml"),
-        ("data_dir = \"d\"\n[[clusters]]\nname = \"x\"", "clusters[0]"),
+        (
+            "data_dir = \"d\"\n[[clusters]]\nname = \"x\"\nkubeconfig = \"missing.yaml\"",
+            "missing.yaml",
+        ),
+        (
+            "data_dir = \"d\"\n[[clusters]]\nname = \"x\"",
+            "clusters[0]",
+        ),
         ("data_dir = \"d\"\nsession_ttl = \"soon\"", "session_ttl"),
         ("data_dir = [", "gateway.toml"),
     ];
@@ -91,7 +141,10 @@ fn malformed_gateway_configs_fail_at_start_with_file_and_key() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{text}: {err}");
-        assert!(err.contains("gateway.toml") && err.contains(want), "{text}: {err}");
+        assert!(
+            err.contains("gateway.toml") && err.contains(want),
+            "{text}: {err}"
+        );
     }
 }
 
@@ -99,7 +152,9 @@ fn malformed_gateway_configs_fail_at_start_with_file_and_key() {
 fn kubectl_flags_that_bypass_ztk_are_refused() {
     let env = Env::start();
     env.login();
-    let (code, out) = env.kubectl(&["--kubeconfig", "/tmp/x", "get", "po"]).failure();
+    let (code, out) = env
+        .kubectl(&["--kubeconfig", "/tmp/x", "get", "po"])
+        .failure();
     assert_eq!(code, 2);
     assert!(out.contains("--kubeconfig"), "{out}");
 }

@@ -40,7 +40,12 @@ impl Env {
             ),
         )
         .unwrap();
-        let mut env = Env { dir, config, url: String::new(), gateway: None };
+        let mut env = Env {
+            dir,
+            config,
+            url: String::new(),
+            gateway: None,
+        };
         env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
             .stdin_text(&format!("{PASSWORD}\n"))
             .success();
@@ -50,7 +55,12 @@ impl Env {
 
     fn serve(&mut self) {
         let mut child = self
-            .ztk(&["gateway", "serve", "--config", self.config.to_str().unwrap()])
+            .ztk(&[
+                "gateway",
+                "serve",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
             .cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -59,7 +69,10 @@ impl Env {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
-            let line = lines.next().expect("gateway exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
             if let Some(url) = line.strip_prefix("ztk gateway: listening on ") {
                 break url.to_string();
             }
@@ -101,9 +114,18 @@ impl Env {
     }
 
     pub fn login(&self) {
-        self.ztk(&["login", "--gateway", &self.url, "--ca-file", self.ca_file().to_str().unwrap(), "--user", "alice", "--password-stdin"])
-            .stdin_text(&format!("{PASSWORD}\n"))
-            .success();
+        self.ztk(&[
+            "login",
+            "--gateway",
+            &self.url,
+            "--ca-file",
+            self.ca_file().to_str().unwrap(),
+            "--user",
+            "alice",
+            "--password-stdin",
+        ])
+        .stdin_text(&format!("{PASSWORD}\n"))
+        .success();
     }
 
     /// `ztk kubectl ARGS`, with the machine's kubectl.
@@ -179,7 +201,12 @@ impl Cmd {
             .spawn()
             .unwrap();
         if let Some(text) = self.stdin.take() {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         child.wait_with_output().unwrap()
     }
@@ -204,8 +231,15 @@ impl Cmd {
     pub fn failure(self) -> (i32, String) {
         let desc = format!("{:?}", self.cmd);
         let out = self.output();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{desc} unexpectedly succeeded:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "{desc} unexpectedly succeeded:\n{text}"
+        );
         (out.status.code().unwrap_or(-1), text)
     }
 }
