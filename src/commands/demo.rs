@@ -5,7 +5,7 @@
 //! Each step runs this same binary as a child process, exactly as a user would type it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -67,7 +67,7 @@ impl Demo {
 
     /// Runs one visible step, optionally feeding `input` on stdin.
     fn step(&self, args: &[&str], input: Option<&str>) -> Result<()> {
-        println!("\n\x1b[1m$ ztk {}\x1b[0m", args.join(" "));
+        println!("\n{}", bold(&format!("$ ztk {}", args.join(" "))));
         let mut cmd = self.command(args);
         if input.is_some() {
             cmd.stdin(Stdio::piped());
@@ -122,7 +122,10 @@ pub fn run(args: Args) -> Result<i32> {
         Some("demo-password\n"),
     )?;
 
-    println!("\n\x1b[1m$ ztk gateway serve --config {config_arg} &\x1b[0m");
+    println!(
+        "\n{}",
+        bold(&format!("$ ztk gateway serve --config {config_arg} &"))
+    );
     let mut gateway = GatewayProcess::start(&demo, &config_arg)?;
     let url = gateway.url.clone();
     let ca = demo.dir.join("gateway/ca.pem").display().to_string();
@@ -212,7 +215,12 @@ impl GatewayProcess {
     }
 }
 
-#[allow(dead_code)]
-fn exists(path: &Path) -> bool {
-    path.exists()
+/// Bold on a terminal, unless NO_COLOR is set.
+fn bold(text: &str) -> String {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        format!("\x1b[1m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }

@@ -260,7 +260,7 @@ mod tests {
             ("data_dir = \"d\"\n[[clusters]]\nname = \"Bad Name\"\nsandbox = true", "clusters[0].name"),
             ("data_dir = \"d\"\n[[clusters]]\nname = \"a\"\nsandbox = true\n[[clusters]]\nname = \"a\"\nsandbox = true", "defined twice"),
             ("data_dir = \"d\"\nbogus = 1", "bogus"),
-            ("[tls]\ncert = \"c\"\ndata_dir = \"d\"", "`tls`"),
+            ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),
             ("", "data_dir"),
         ];
         for (text, want) in cases {
