@@ -43,6 +43,9 @@ _ztk() {
             ztk,man)
                 cmd="ztk__subcmd__man"
                 ;;
+            ztk,sandbox)
+                cmd="ztk__subcmd__sandbox"
+                ;;
             ztk,status)
                 cmd="ztk__subcmd__status"
                 ;;
@@ -163,6 +166,9 @@ _ztk() {
             ztk__subcmd__help,man)
                 cmd="ztk__subcmd__help__subcmd__man"
                 ;;
+            ztk__subcmd__help,sandbox)
+                cmd="ztk__subcmd__help__subcmd__sandbox"
+                ;;
             ztk__subcmd__help,status)
                 cmd="ztk__subcmd__help__subcmd__status"
                 ;;
@@ -193,6 +199,21 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway__subcmd__user,remove)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user__subcmd__remove"
                 ;;
+            ztk__subcmd__help__subcmd__sandbox,serve)
+                cmd="ztk__subcmd__help__subcmd__sandbox__subcmd__serve"
+                ;;
+            ztk__subcmd__sandbox,help)
+                cmd="ztk__subcmd__sandbox__subcmd__help"
+                ;;
+            ztk__subcmd__sandbox,serve)
+                cmd="ztk__subcmd__sandbox__subcmd__serve"
+                ;;
+            ztk__subcmd__sandbox__subcmd__help,help)
+                cmd="ztk__subcmd__sandbox__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__sandbox__subcmd__help,serve)
+                cmd="ztk__subcmd__sandbox__subcmd__help__subcmd__serve"
+                ;;
             *)
                 ;;
         esac
@@ -200,7 +221,7 @@ _ztk() {
 
     case "${cmd}" in
         ztk)
-            opts="-h -V --help --version login logout status kubectl audit gateway demo completions man help"
+            opts="-h -V --help --version login logout status kubectl audit gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -870,7 +891,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help)
-            opts="login logout status kubectl audit gateway demo completions man help"
+            opts="login logout status kubectl audit gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1135,6 +1156,34 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__sandbox)
+            opts="serve"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__sandbox__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1226,6 +1275,84 @@ _ztk() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__sandbox)
+            opts="-h -V --help --version serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__sandbox__subcmd__help)
+            opts="serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__sandbox__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__sandbox__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__sandbox__subcmd__serve)
+            opts="-h -V --listen --kubeconfig --client-cert --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -93,3 +93,31 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, String> {
         Err(err) => Err(err.to_string()),
     }
 }
+
+/// A refusal made by ztk itself (not relayed from a cluster): a `Status` that also carries its
+/// message in a `Warning: 299` header. kubectl prints warnings on every response, while during
+/// discovery it replaces a 401's message with a generic one and a 403's with "unknown".
+pub fn refusal(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let mut resp = status_response(code, reason, message);
+    if let Some(value) = warning_value(message) {
+        resp.headers_mut().insert(header::WARNING, value);
+    }
+    resp
+}
+
+/// `299 - "text"` (RFC 7234 warn-code 299, the form the apiserver uses).
+fn warning_value(message: &str) -> Option<HeaderValue> {
+    let text: String = message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    HeaderValue::from_str(&format!("299 - \"{text}\"")).ok()
+}

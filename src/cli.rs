@@ -24,6 +24,7 @@ pub enum Command {
     Audit(commands::audit::Args),
     Gateway(commands::gateway::Args),
     Demo(commands::demo::Args),
+    Sandbox(commands::sandbox::Args),
     Completions(commands::completions::Args),
     #[command(hide = true)]
     Man(commands::man::Args),
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(args) => commands::audit::run(args),
         Command::Gateway(args) => commands::gateway::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Sandbox(args) => commands::sandbox::run(args),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),
     }

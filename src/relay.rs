@@ -203,7 +203,7 @@ where
         Err(_) => {
             let msg = format!("invalid request path {path_and_query:?}");
             done(outcome(400, &bytes_in, 0, start, Some(msg.clone())));
-            return body::status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg);
+            return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &msg);
         }
     };
     // The client picks HTTP/2 or HTTP/1.1 per connection; the request itself must not insist.
@@ -235,7 +235,7 @@ where
         Err(err) => {
             let msg = format!("cannot reach {label}: {err}");
             done(outcome(502, &bytes_in, 0, start, Some(msg.clone())));
-            return body::status_response(
+            return body::refusal(
                 StatusCode::BAD_GATEWAY,
                 "ServiceUnavailable",
                 &format!("ztk: {msg}"),

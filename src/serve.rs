@@ -22,11 +22,20 @@ use crate::body::Body;
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// For the audit record's source IP.
+    pub addr: SocketAddr,
+    /// Whether the client presented a certificate that the server's client verifier accepted
+    /// (only servers configured with client authentication ask for one).
+    pub verified_client_cert: bool,
+}
+
 /// Serves `handler` on every TLS connection accepted from `listener`, until the task is dropped.
-/// The handler receives the peer address (for the audit record's source IP).
 pub async fn serve_tls<F, Fut>(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: F)
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
@@ -52,8 +61,18 @@ where
                 }
                 Err(_) => return,
             };
+            let addr = peer;
+            let peer = Peer {
+                addr,
+                verified_client_cert: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty()),
+            };
             let service = service_fn(move |req| {
                 let handler = handler.clone();
+                let peer = peer.clone();
                 async move { Ok::<_, Infallible>(handler(req, peer).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -62,7 +81,7 @@ where
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!("connection from {peer} ended: {err}");
+                tracing::debug!("connection from {addr} ended: {err}");
             }
         });
     }

@@ -83,6 +83,24 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
+    /// Issues a client certificate whose common name is `user` (how Kubernetes names
+    /// certificate users).
+    pub fn issue_client(&self, user: &str) -> Result<CertKey, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let (not_before, not_after) = validity(365);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Issues a server certificate for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String]) -> Result<CertKey, TlsError> {
         let mut params = CertificateParams::new(names.to_vec())?;
@@ -171,6 +189,31 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Like `server_config`, but also asks clients for a certificate signed by `client_ca_pem`
+/// (optional: clients may authenticate otherwise, e.g. with a bearer token).
+pub fn server_config_with_client_ca(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_certs(client_ca_pem, "client CA")? {
+        roots.add(cert)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            parse_certs(cert_pem, "server certificate")?,
+            parse_key(key_pem, "server key")?,
+        )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

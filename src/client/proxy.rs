@@ -101,7 +101,7 @@ impl LocalProxy {
             server_tls,
             move |req, peer| {
                 let ctx = ctx.clone();
-                async move { handle(ctx, req, peer).await }
+                async move { handle(ctx, req, peer.addr).await }
             },
         ));
         Ok(LocalProxy {
@@ -175,7 +175,7 @@ async fn handle(
         call.reason = message.into();
         call.duration_us = start.elapsed().as_micros() as i64;
         ctx.sink.record_call(call);
-        return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+        return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     }
     ctx.calls.fetch_add(1, Ordering::Relaxed);
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);

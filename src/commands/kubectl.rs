@@ -182,7 +182,14 @@ pub async fn run(args: Args) -> Result<i32> {
 
     let api = GatewayApi::new(&config.gateway, &roots)?.with_timeout(SHIP_TIMEOUT);
     if let Err(err) = crate::client::shipper::ship_commands(&store, &api, &token).await {
-        eprintln!("ztk: warning: the command record was not sent to the gateway ({err:#}); it is kept and sent with a later command");
+        // After a 401 kubectl has already shown why (the gateway's Warning header).
+        let unauthorized = matches!(
+            err.downcast_ref::<crate::client::api::ApiError>(),
+            Some(crate::client::api::ApiError::Status { code: 401, .. })
+        );
+        if !unauthorized {
+            eprintln!("ztk: warning: the command record was not sent to the gateway ({err:#}); it is kept and sent with a later command");
+        }
     }
     Ok(exit_code)
 }

@@ -8,4 +8,5 @@ pub mod kubectl;
 pub mod login;
 pub mod logout;
 pub mod man;
+pub mod sandbox;
 pub mod status;

@@ -5,14 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use http::HeaderValue;
-use rand::RngCore;
 
 use super::config::{ClusterKind, GatewayConfig};
-use crate::body;
 use crate::relay::Upstream;
-use crate::sandbox::Sandbox;
 use crate::tls::{self, Roots};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,34 +87,17 @@ pub async fn connect(
 
 /// Starts the built-in sandbox on 127.0.0.1 with its own CA and bearer token.
 async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
-    let mut raw = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    let sandbox = Sandbox::new(token.clone());
-    let ca = tls::Ca::generate("ztk sandbox CA")?;
-    let leaf = ca.issue_server(&["127.0.0.1".into(), "localhost".into()])?;
-    let server_tls = tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(crate::serve::serve_tls(
-        listener,
-        server_tls,
-        move |req, _peer| {
-            let sandbox = sandbox.clone();
-            async move { sandbox.handle(req.map(body::boxed)).await }
-        },
-    ));
-    let server = format!("https://{addr}");
-    let client_tls = tls::client_config(&Roots::Pem(ca.cert_pem().into_bytes()), None)?;
+    let server = crate::sandbox::server::start(([127, 0, 0, 1], 0).into()).await?;
+    let client_tls = tls::client_config(&Roots::Pem(server.ca_pem.clone().into_bytes()), None)?;
     let upstream = Upstream::new(
         format!("the sandbox cluster {name}"),
-        &server,
+        &server.url(),
         client_tls,
-        Some(HeaderValue::from_str(&format!("Bearer {token}"))?),
+        Some(HeaderValue::from_str(&format!("Bearer {}", server.token))?),
     )?;
     Ok(Cluster {
         name: name.to_string(),
-        description: format!("built-in sandbox ({server})"),
+        description: format!("built-in sandbox ({})", server.url()),
         upstream,
     })
 }

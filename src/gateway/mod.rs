@@ -100,7 +100,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         server_tls,
         move |req, peer| {
             let gateway = handler_gateway.clone();
-            async move { gateway.handle(req, peer).await }
+            async move { gateway.handle(req, peer.addr).await }
         },
     ));
     Ok(Running {
@@ -338,7 +338,7 @@ impl Gateway {
         decision: &str,
         message: &str,
     ) -> Response<Body> {
-        let resp = body::status_response(status, reason, message);
+        let resp = body::refusal(status, reason, message);
         call.status = status.as_u16();
         call.decision = decision.into();
         call.reason = message.into();

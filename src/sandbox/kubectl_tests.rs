@@ -46,10 +46,14 @@ async fn start() -> Cluster {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let sandbox: Arc<Sandbox> = Sandbox::new(TOKEN.into());
-    let server = tokio::spawn(serve::serve_tls(listener, config, move |req, _peer| {
-        let sandbox = sandbox.clone();
-        async move { sandbox.handle(req.map(body::boxed)).await }
-    }));
+    let server = tokio::spawn(serve::serve_tls(
+        listener,
+        config,
+        move |req, _peer: serve::Peer| {
+            let sandbox = sandbox.clone();
+            async move { sandbox.handle(req.map(body::boxed)).await }
+        },
+    ));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");

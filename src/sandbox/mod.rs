@@ -40,6 +40,7 @@ mod patch;
 mod proto;
 mod seed;
 mod selector;
+pub mod server;
 mod store;
 mod stream;
 mod table;

@@ -299,3 +299,94 @@ fn secrets_in_the_command_line_are_redacted() {
         );
     }
 }
+
+#[test]
+fn gateway_reaches_kubeconfig_clusters_with_their_own_token_or_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_token = SandboxProcess::start(dir.path().join("token.kubeconfig"), false);
+    let with_cert = SandboxProcess::start(dir.path().join("cert.kubeconfig"), true);
+    let clusters = format!(
+        "[[clusters]]\nname = \"remote-token\"\nkubeconfig = \"{}\"\n[[clusters]]\nname = \"remote-cert\"\nkubeconfig = \"{}\"\ncontext = \"ztk-sandbox\"\n",
+        with_token.kubeconfig.display(),
+        with_cert.kubeconfig.display()
+    );
+    let env = Env::start_in(dir, "", &clusters);
+    env.login();
+    for cluster in ["remote-token", "remote-cert"] {
+        let out = env
+            .kubectl(&["--cluster", cluster, "get", "deploy", "-n", "prod"])
+            .success();
+        assert!(
+            out.contains("web") && out.contains("3/3"),
+            "{cluster}: {out}"
+        );
+    }
+    let rows = env.gateway_calls(
+        &Filter {
+            resources: vec!["deployments".into()],
+            ..Default::default()
+        },
+        2,
+    );
+    let mut clusters: Vec<&str> = rows.iter().map(|r| r.call.cluster.as_str()).collect();
+    clusters.sort();
+    assert_eq!(clusters, ["remote-cert", "remote-token"]);
+    assert!(rows.iter().all(|r| r.call.status == 200));
+    let status = env.ztk(&["status"]).success();
+    assert!(
+        status.contains("remote-cert")
+            && status.contains("remote-token")
+            && status.contains("sandbox"),
+        "{status}"
+    );
+}
+
+#[test]
+fn impersonation_is_refused_and_audited() {
+    let env = Env::start();
+    env.login();
+    let (_, out) = env
+        .kubectl(&["get", "po", "-n", "dev", "--as", "bob"])
+        .failure();
+    assert!(
+        out.contains("Warning: ztk: forbidden: user \"alice\" may not impersonate"),
+        "{out}"
+    );
+    let denied = env.gateway_calls(
+        &Filter {
+            statuses: vec![ztk::audit::filter::StatusMatch::Code(403)],
+            ..Default::default()
+        },
+        1,
+    );
+    assert!(!denied.is_empty());
+    assert!(
+        denied
+            .iter()
+            .all(|r| r.call.decision == "deny" && r.call.reason.contains("impersonate")),
+        "{denied:#?}"
+    );
+}
+
+#[test]
+fn status_and_logout() {
+    let env = Env::start();
+    env.login();
+    let status = env.ztk(&["status"]).success();
+    assert!(
+        status.contains("alice")
+            && status.contains(&env.url)
+            && status.contains("Groups:   dev")
+            && status.contains("sandbox"),
+        "{status}"
+    );
+    let out = env.ztk(&["logout"]).success();
+    assert!(out.contains("Logged out"), "{out}");
+    let (_, out) = env.kubectl(&["get", "ns"]).failure();
+    assert!(out.contains("ztk login"), "{out}");
+    let (code, status) = env.ztk(&["status"]).failure();
+    assert_eq!(code, 1);
+    assert!(status.contains("ztk login"), "{status}");
+    // The token file is gone; the session is revoked at the gateway too.
+    assert!(!env.path("client/data/session-token").exists());
+}

@@ -80,7 +80,10 @@ fn unreachable_gateway_and_unknown_cluster() {
 
     env.stop_gateway();
     let (_, out) = env.kubectl(&["get", "po"]).failure();
-    assert!(out.contains("cannot reach the gateway"), "{out}");
+    assert!(
+        out.contains("Warning: ztk: cannot reach the gateway at https://127.0.0.1:"),
+        "{out}"
+    );
     // The command is still in the local log, waiting to be shipped.
     let local = env.local_store();
     assert_eq!(local.unshipped_commands(10).unwrap().len(), 1);

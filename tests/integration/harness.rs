@@ -31,12 +31,16 @@ impl Env {
 
     /// Like `start`, with extra top-level TOML keys.
     pub fn start_with(extra: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra, "")
+    }
+
+    /// A gateway in `dir`, with extra top-level TOML keys and extra `[[clusters]]` tables.
+    pub fn start_in(dir: TempDir, extra: &str, clusters: &str) -> Env {
         let config = dir.path().join("gateway.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"gw\"\n{extra}\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n"
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"gw\"\n{extra}\n[[clusters]]\nname = \"sandbox\"\nsandbox = true\n{clusters}"
             ),
         )
         .unwrap();
@@ -171,6 +175,47 @@ impl Drop for Env {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A standalone `ztk sandbox serve` process, standing in for a real cluster.
+pub struct SandboxProcess {
+    child: Child,
+    pub kubeconfig: PathBuf,
+}
+
+impl SandboxProcess {
+    pub fn start(kubeconfig: PathBuf, client_cert: bool) -> SandboxProcess {
+        let mut cmd = Command::new(ztk_bin());
+        cmd.args([
+            "sandbox",
+            "serve",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ]);
+        if client_cert {
+            cmd.arg("--client-cert");
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("sandbox exited before listening")
+                .unwrap();
+            if line.starts_with("ztk sandbox: listening on ") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        SandboxProcess { child, kubeconfig }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
