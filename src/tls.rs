@@ -86,36 +86,33 @@ impl Ca {
     /// Issues a client certificate whose common name is `user` (how Kubernetes names
     /// certificate users).
     pub fn issue_client(&self, user: &str) -> Result<CertKey, TlsError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, user);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let (not_before, not_after) = validity(365);
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(CertKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let params = CertificateParams::new(Vec::<String>::new())?;
+        self.issue(params, user, ExtendedKeyUsagePurpose::ClientAuth, 365)
     }
 
     /// Issues a server certificate for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String]) -> Result<CertKey, TlsError> {
-        let mut params = CertificateParams::new(names.to_vec())?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().map(String::as_str).unwrap_or("ztk"),
-        );
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let params = CertificateParams::new(names.to_vec())?;
+        let cn = names.first().map(String::as_str).unwrap_or("ztk");
+        self.issue(params, cn, ExtendedKeyUsagePurpose::ServerAuth, 825)
+    }
+
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        days: i64,
+    ) -> Result<CertKey, TlsError> {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        let (not_before, not_after) = validity(825);
-        params.not_before = not_before;
-        params.not_after = not_after;
+        (params.not_before, params.not_after) = validity(days);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertKey {

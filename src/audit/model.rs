@@ -4,6 +4,13 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use crate::audit::redact::redact_query;
+use crate::protocol;
+use crate::relay::Outcome;
 use crate::request_info::RequestInfo;
 
 /// How a user reached the cluster.
@@ -95,6 +102,62 @@ pub struct ApiCall {
 }
 
 impl ApiCall {
+    /// Starts the record of a call as it arrived at this hop: who sent what, named by the
+    /// apiserver's rules. The caller fills in user and cluster, then `finish` or `refuse`.
+    pub fn begin(
+        method: &http::Method,
+        uri: &http::Uri,
+        path: &str,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> ApiCall {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let user_agent = header(http::header::USER_AGENT.as_str());
+        let mut call = ApiCall {
+            id: Uuid::now_v7(),
+            time_us: now_us(),
+            method: method.to_string(),
+            path: path.to_string(),
+            query: redact_query(uri.query().unwrap_or("")),
+            access_method: AccessMethod::from_user_agent(&user_agent),
+            user_agent,
+            source_ip: peer.to_string(),
+            kubectl_command: header(protocol::KUBECTL_COMMAND_HEADER),
+            kubectl_session: header(protocol::KUBECTL_SESSION_HEADER),
+            command_id: Uuid::parse_str(&header(protocol::COMMAND_ID_HEADER)).ok(),
+            request_id: Uuid::parse_str(&header(protocol::REQUEST_ID_HEADER)).ok(),
+            decision: "allow".into(),
+            ..Default::default()
+        };
+        call.set_request_info(&RequestInfo::parse(method.as_str(), path, uri.query()));
+        call
+    }
+
+    /// Completes the record with how the relayed exchange ended.
+    pub fn finish(&mut self, outcome: Outcome) {
+        self.status = outcome.status;
+        self.duration_us = outcome.duration.as_micros() as i64;
+        self.bytes_in = outcome.bytes_in;
+        self.bytes_out = outcome.bytes_out;
+        if let Some(error) = outcome.error {
+            self.reason = error;
+        }
+    }
+
+    /// Completes the record of a call this hop refused to relay.
+    pub fn refuse(&mut self, status: u16, decision: &str, reason: &str, took: std::time::Duration) {
+        self.status = status;
+        self.decision = decision.into();
+        self.reason = reason.into();
+        self.duration_us = took.as_micros() as i64;
+    }
+
     /// Fills the naming fields from a parsed request.
     pub fn set_request_info(&mut self, info: &RequestInfo) {
         self.verb = info.verb.clone();

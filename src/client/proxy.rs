@@ -9,19 +9,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use uuid::Uuid;
 
-use crate::audit::model::now_us;
-use crate::audit::redact::redact_query;
-use crate::audit::{AccessMethod, ApiCall, AuditSink};
+use crate::audit::{ApiCall, AuditSink};
 use crate::body::{self, Body};
-use crate::protocol::{
-    COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER,
-};
+use crate::protocol::{COMMAND_ID_HEADER, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
-use crate::request_info::RequestInfo;
 use crate::tls;
 
 /// What the proxy needs to relay and record one kubectl run's calls.
@@ -116,14 +111,6 @@ impl LocalProxy {
     }
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Compares secrets in constant time.
 fn secret_matches(given: &str, expected: &str) -> bool {
     let (a, b) = (given.as_bytes(), expected.as_bytes());
@@ -137,43 +124,20 @@ async fn handle(
 ) -> Response<Body> {
     let req = req.map(body::boxed);
     let start = std::time::Instant::now();
-    let id = Uuid::now_v7();
     let uri = req.uri().clone();
-    let path = uri.path();
+    let mut call = ApiCall::begin(req.method(), &uri, uri.path(), req.headers(), peer.ip());
+    call.user = ctx.user.clone();
+    call.cluster = ctx.cluster.clone();
+    call.command_id = ctx.command_id;
+    call.request_id = Some(call.id);
+    let id = call.id;
     let headers = req.headers();
-    let user_agent = header_str(headers, header::USER_AGENT.as_str());
-    let mut call = ApiCall {
-        id,
-        time_us: now_us(),
-        user: ctx.user.clone(),
-        cluster: ctx.cluster.clone(),
-        method: req.method().to_string(),
-        path: path.to_string(),
-        query: redact_query(uri.query().unwrap_or("")),
-        access_method: AccessMethod::from_user_agent(&user_agent),
-        user_agent,
-        source_ip: peer.ip().to_string(),
-        kubectl_command: header_str(headers, KUBECTL_COMMAND_HEADER),
-        kubectl_session: header_str(headers, KUBECTL_SESSION_HEADER),
-        command_id: ctx.command_id,
-        request_id: Some(id),
-        decision: "allow".into(),
-        ..Default::default()
-    };
-    call.set_request_info(&RequestInfo::parse(
-        req.method().as_str(),
-        path,
-        uri.query(),
-    ));
 
     let authorized =
         crate::gateway::bearer(headers).is_some_and(|t| secret_matches(t, &ctx.secret));
     if !authorized {
         let message = "ztk: this local proxy serves only the kubectl that ztk started for it";
-        call.status = 401;
-        call.decision = "unauthenticated".into();
-        call.reason = message.into();
-        call.duration_us = start.elapsed().as_micros() as i64;
+        call.refuse(401, "unauthenticated", message, start.elapsed());
         ctx.sink.record_call(call);
         return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     }
@@ -196,13 +160,7 @@ async fn handle(
         .to_string();
     let done_ctx = ctx.clone();
     crate::relay::relay(&ctx.upstream, req, &path_and_query, extra, move |outcome| {
-        call.status = outcome.status;
-        call.duration_us = outcome.duration.as_micros() as i64;
-        call.bytes_in = outcome.bytes_in;
-        call.bytes_out = outcome.bytes_out;
-        if let Some(error) = outcome.error {
-            call.reason = error;
-        }
+        call.finish(outcome);
         done_ctx.sink.record_call(call);
         done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
         done_ctx.finished.notify_waiters();

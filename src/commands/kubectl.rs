@@ -100,7 +100,7 @@ pub async fn run(args: Args) -> Result<i32> {
         cwd: std::env::current_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_default(),
-        host: hostname(),
+        host: crate::fsutil::hostname(),
     };
     // Recorded before kubectl starts, so a crash still leaves the command in the log.
     sink.record_command(command.clone());
@@ -247,11 +247,4 @@ fn exit_code(status: &std::process::ExitStatus) -> i32 {
         }
     }
     1
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }

@@ -15,15 +15,10 @@ use std::sync::Arc;
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use uuid::Uuid;
 
-use crate::audit::model::now_us;
-use crate::audit::redact::redact_query;
-use crate::audit::{AccessMethod, ApiCall, AuditSink, AuditStore, AuditWriter};
+use crate::audit::{ApiCall, AuditSink, AuditStore, AuditWriter};
 use crate::body::{self, Body};
-use crate::protocol::{
-    self, COMMAND_ID_HEADER, KUBECTL_COMMAND_HEADER, KUBECTL_SESSION_HEADER, REQUEST_ID_HEADER,
-};
+use crate::protocol::{self, COMMAND_ID_HEADER, REQUEST_ID_HEADER};
 use crate::request_info::RequestInfo;
 use crate::tls;
 use authz::Decision;
@@ -140,7 +135,8 @@ fn load_tls(
                 if !ip.is_unspecified() && !ip.is_loopback() {
                     names.push(ip.to_string());
                 }
-                if let Some(host) = hostname() {
+                let host = crate::fsutil::hostname().to_ascii_lowercase();
+                if !host.is_empty() {
                     names.push(host);
                 }
                 names.extend(hosts.iter().cloned());
@@ -162,25 +158,11 @@ fn load_tls(
     }
 }
 
-fn hostname() -> Option<String> {
-    let name = std::fs::read_to_string("/etc/hostname").ok()?;
-    let name = name.trim().to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 impl Gateway {
@@ -197,7 +179,7 @@ impl Gateway {
             body::status_response(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "ztk gateway: unknown path; kubectl reaches clusters through `ztk kubectl` or the kubeconfig from `ztk kubeconfig`",
+                "ztk gateway: unknown path; kubectl reaches clusters through `ztk kubectl`",
             )
         }
     }
@@ -235,25 +217,8 @@ impl Gateway {
         let query = uri.query();
         let headers = req.headers();
         let info = RequestInfo::parse(req.method().as_str(), path, query);
-        let user_agent = header_str(headers, header::USER_AGENT.as_str());
-        let mut call = ApiCall {
-            id: Uuid::now_v7(),
-            time_us: now_us(),
-            cluster: cluster_name.to_string(),
-            method: req.method().to_string(),
-            path: path.to_string(),
-            query: redact_query(query.unwrap_or("")),
-            access_method: AccessMethod::from_user_agent(&user_agent),
-            user_agent,
-            source_ip: peer.ip().to_string(),
-            kubectl_command: header_str(headers, KUBECTL_COMMAND_HEADER),
-            kubectl_session: header_str(headers, KUBECTL_SESSION_HEADER),
-            command_id: Uuid::parse_str(&header_str(headers, COMMAND_ID_HEADER)).ok(),
-            request_id: Uuid::parse_str(&header_str(headers, REQUEST_ID_HEADER)).ok(),
-            decision: "allow".into(),
-            ..Default::default()
-        };
-        call.set_request_info(&info);
+        let mut call = ApiCall::begin(req.method(), &uri, path, headers, peer.ip());
+        call.cluster = cluster_name.to_string();
         let start = std::time::Instant::now();
 
         let session = match self.authenticate(headers) {
@@ -315,13 +280,7 @@ impl Gateway {
             &path_and_query,
             HeaderMap::new(),
             move |outcome| {
-                call.status = outcome.status;
-                call.duration_us = outcome.duration.as_micros() as i64;
-                call.bytes_in = outcome.bytes_in;
-                call.bytes_out = outcome.bytes_out;
-                if let Some(error) = outcome.error {
-                    call.reason = error;
-                }
+                call.finish(outcome);
                 sink.record_call(call);
             },
         )
@@ -339,10 +298,7 @@ impl Gateway {
         message: &str,
     ) -> Response<Body> {
         let resp = body::refusal(status, reason, message);
-        call.status = status.as_u16();
-        call.decision = decision.into();
-        call.reason = message.into();
-        call.duration_us = start.elapsed().as_micros() as i64;
+        call.refuse(status.as_u16(), decision, message, start.elapsed());
         self.audit.record_call(call);
         resp
     }
