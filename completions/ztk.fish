@@ -30,7 +30,7 @@ complete -c ztk -n "__fish_ztk_needs_command" -f -a "login" -d 'Log in to a ztk 
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "status" -d 'Show the current login: user, gateway, session expiry and clusters'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'
-complete -c ztk -n "__fish_ztk_needs_command" -f -a "audit" -d 'Browse the audit trail: every API call with the command that caused it'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "audit" -d 'Browse the audit trail: every command, and every API call it caused'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "gateway" -d 'Run the zero-trust gateway and manage its users and sessions'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "demo" -d 'Try ztk end to end on the built-in sandbox cluster (no cluster needed)'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "sandbox" -d 'Run the built-in sandbox cluster on its own (no gateway in front)'
@@ -52,28 +52,78 @@ complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -l cluster -d 'The clus
 complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -l kubectl -d 'The kubectl binary to run' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand kubectl" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'List recorded API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l cluster -d 'Only this cluster\'s records' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s n -l namespace -d 'Only this namespace' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, deletecollection, ...)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l access-method -d 'Only this access method: cli, browser or api' -r
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l command -d 'Only calls whose command line contains this text' -r
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l min-duration -d 'Only calls that took at least this long (250ms, 2s)' -r
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l limit -d 'At most this many records' -r
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'A table for people'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l command -d 'Only commands whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l min-duration -d 'Only calls (or commands) that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l view -d 'Commands (one row per command) or calls (one row per API call)' -r -f -a "commands\t'One row per command, with its call count, statuses and duration'
+calls\t'One row per API call'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format (default: table on a terminal, ndjson otherwise)' -r -f -a "table\t'A table for people'
+wide\t'A table with every field'
 json\t'One JSON array'
-ndjson\t'One JSON object per line'"
+ndjson\t'One JSON object per line'
+csv\t'RFC 4180 CSV with a header row (cells that a spreadsheet would run as formulas are prefixed with `\'`)'
+k8s-audit\t'A Kubernetes audit.k8s.io/v1 EventList (API calls only), ztk\'s fields as annotations'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l limit -d 'At most this many rows' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l remote -d 'Query the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'List recorded API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from show" -s o -l output -d 'Output format for the calls (default: table on a terminal, ndjson otherwise)' -r -f -a "table\t'A table for people'
+wide\t'A table with every field'
+json\t'One JSON array'
+ndjson\t'One JSON object per line'
+csv\t'RFC 4180 CSV with a header row (cells that a spreadsheet would run as formulas are prefixed with `\'`)'
+k8s-audit\t'A Kubernetes audit.k8s.io/v1 EventList (API calls only), ztk\'s fields as annotations'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from show" -l remote -d 'Read the gateway\'s log (needs the full ID)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l user -d 'Only this user\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l cluster -d 'Only this cluster\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s n -l namespace -d 'Only this namespace' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, deletecollection, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l access-method -d 'Only this access method: cli, browser or api' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l command -d 'Only commands whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l min-duration -d 'Only calls (or commands) that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l format -d 'Export in another format instead of CSV' -r -f -a "table\t'A table for people'
+wide\t'A table with every field'
+json\t'One JSON array'
+ndjson\t'One JSON object per line'
+csv\t'RFC 4180 CSV with a header row (cells that a spreadsheet would run as formulas are prefixed with `\'`)'
+k8s-audit\t'A Kubernetes audit.k8s.io/v1 EventList (API calls only), ztk\'s fields as annotations'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s o -l output -d 'Write to this file (atomically: nothing partial is left on error) instead of standard output' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l view -d 'Commands or calls' -r -f -a "commands\t'One row per command, with its call count, statuses and duration'
+calls\t'One row per API call'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l limit -d 'At most this many rows (default: all)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l csv -d 'Export CSV (the default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l remote -d 'Export the gateway\'s authoritative log instead of the local one'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l count -d 'How many API-call records to add (plus one command per ten calls)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l db -d 'The store to fill (default: the local store)' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session audit help" -s V -l version -d 'Print version'
@@ -102,15 +152,21 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcomm
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l cluster -d 'Only this cluster\'s records' -r
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s n -l namespace -d 'Only this namespace' -r
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, deletecollection, ...)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l access-method -d 'Only this access method: cli, browser or api' -r
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l command -d 'Only calls whose command line contains this text' -r
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l min-duration -d 'Only calls that took at least this long (250ms, 2s)' -r
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l limit -d 'At most this many records' -r
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s o -l output -d 'Output format' -r -f -a "table\t'A table for people'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l command -d 'Only commands whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l min-duration -d 'Only calls (or commands) that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l view -d 'Commands (one row per command) or calls (one row per API call)' -r -f -a "commands\t'One row per command, with its call count, statuses and duration'
+calls\t'One row per API call'"
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s o -l output -d 'Output format (default: table on a terminal, ndjson otherwise)' -r -f -a "table\t'A table for people'
+wide\t'A table with every field'
 json\t'One JSON array'
-ndjson\t'One JSON object per line'"
+ndjson\t'One JSON object per line'
+csv\t'RFC 4180 CSV with a header row (cells that a spreadsheet would run as formulas are prefixed with `\'`)'
+k8s-audit\t'A Kubernetes audit.k8s.io/v1 EventList (API calls only), ztk\'s fields as annotations'"
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l limit -d 'At most this many rows' -r
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l remote -d 'Query the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
@@ -141,14 +197,17 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcom
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "status" -d 'Show the current login: user, gateway, session expiry and clusters'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'
-complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "audit" -d 'Browse the audit trail: every API call with the command that caused it'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "audit" -d 'Browse the audit trail: every command, and every API call it caused'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "gateway" -d 'Run the zero-trust gateway and manage its users and sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "demo" -d 'Try ztk end to end on the built-in sandbox cluster (no cluster needed)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "sandbox" -d 'Run the built-in sandbox cluster on its own (no gateway in front)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "man" -d 'Write man pages into a directory'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl audit gateway demo sandbox completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'List recorded API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "session" -d 'Manage login sessions'

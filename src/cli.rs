@@ -54,9 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Runs a future on a fresh multi-threaded runtime.
-pub fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
+pub fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     future: F,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Command;
+use crate::audit::store::ClientTiming;
+use crate::audit::{Command, Cursor, Filter};
 
 /// Sent by the client on every relayed call: the ztk command the call belongs to.
 pub const COMMAND_ID_HEADER: &str = "ztk-command-id";
@@ -18,6 +19,10 @@ pub const KUBE_PREFIX: &str = "/k8s/";
 pub const LOGIN_PATH: &str = "/ztk/v1/login";
 pub const SESSION_PATH: &str = "/ztk/v1/session";
 pub const COMMANDS_PATH: &str = "/ztk/v1/commands";
+pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
+
+/// Largest page the audit query API returns.
+pub const MAX_PAGE: usize = 5000;
 
 /// Largest JSON body the gateway API reads.
 pub const MAX_API_BODY: usize = 8 << 20;
@@ -49,6 +54,32 @@ pub struct SessionInfo {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IngestCommands {
     pub commands: Vec<Command>,
+    /// The client's measurements of the commands' calls.
+    #[serde(default)]
+    pub timings: Vec<ClientTiming>,
+}
+
+/// Which listing of the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// One row per command, with its call count, statuses and duration.
+    #[default]
+    Commands,
+    /// One row per API call.
+    Calls,
+}
+
+/// `POST /ztk/v1/audit/query`: one page of the gateway's audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub view: View,
+    pub filter: Filter,
+    /// Continue after this row (the `next` of the previous page).
+    #[serde(default)]
+    pub after: Option<Cursor>,
+    /// Rows per page (at most `MAX_PAGE`).
+    pub limit: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -74,6 +74,14 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether any filter applies to individual calls (not to whole commands).
+    fn has_call_filters(&self) -> bool {
+        !(self.namespaces.is_empty()
+            && self.resources.is_empty()
+            && self.verbs.is_empty()
+            && self.statuses.is_empty())
+    }
+
     /// The WHERE clause over `api_calls c LEFT JOIN commands cmd`, with its parameters.
     pub fn call_clause(&self) -> (String, Vec<Value>) {
         let mut sql = Vec::new();
@@ -88,42 +96,7 @@ impl Filter {
         }
         any_of(&mut sql, &mut params, "c.user = ?", &self.users);
         any_of(&mut sql, &mut params, "c.cluster = ?", &self.clusters);
-        any_of(&mut sql, &mut params, "c.namespace = ?", &self.namespaces);
-        any_of(&mut sql, &mut params, "c.verb = ?", &self.verbs);
-        if !self.resources.is_empty() {
-            let mut parts = Vec::new();
-            for r in &self.resources {
-                match r.split_once('/') {
-                    Some((res, sub)) => {
-                        parts.push("(c.resource = ? AND c.subresource = ?)");
-                        params.push(Value::Text(res.to_string()));
-                        params.push(Value::Text(sub.to_string()));
-                    }
-                    None => {
-                        parts.push("c.resource = ?");
-                        params.push(Value::Text(r.clone()));
-                    }
-                }
-            }
-            sql.push(format!("({})", parts.join(" OR ")));
-        }
-        if !self.statuses.is_empty() {
-            let mut parts = Vec::new();
-            for s in &self.statuses {
-                match *s {
-                    StatusMatch::Code(code) => {
-                        parts.push("c.status = ?");
-                        params.push(Value::Integer(code.into()));
-                    }
-                    StatusMatch::Class(class) => {
-                        parts.push("(c.status >= ? AND c.status < ?)");
-                        params.push(Value::Integer(i64::from(class) * 100));
-                        params.push(Value::Integer(i64::from(class) * 100 + 100));
-                    }
-                }
-            }
-            sql.push(format!("({})", parts.join(" OR ")));
-        }
+        self.call_level(&mut sql, &mut params, "c");
         let methods: Vec<String> = self
             .access_methods
             .iter()
@@ -144,12 +117,101 @@ impl Filter {
             sql.push("c.command_id = ?".to_string());
             params.push(Value::Text(id.to_string()));
         }
-        let clause = if sql.is_empty() {
-            "1".to_string()
-        } else {
-            sql.join(" AND ")
-        };
-        (clause, params)
+        (join(sql), params)
+    }
+
+    /// The WHERE clause over `commands cmd`: command-level filters apply to the command, and
+    /// call-level ones (namespace, resource, verb, status) select commands with a matching call.
+    pub fn command_clause(&self) -> (String, Vec<Value>) {
+        let mut sql = Vec::new();
+        let mut params = Vec::new();
+        if let Some(since) = self.since_us {
+            sql.push("cmd.started_us >= ?".to_string());
+            params.push(Value::Integer(since));
+        }
+        if let Some(until) = self.until_us {
+            sql.push("cmd.started_us < ?".to_string());
+            params.push(Value::Integer(until));
+        }
+        any_of(&mut sql, &mut params, "cmd.user = ?", &self.users);
+        any_of(&mut sql, &mut params, "cmd.cluster = ?", &self.clusters);
+        let methods: Vec<String> = self
+            .access_methods
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect();
+        any_of(&mut sql, &mut params, "cmd.access_method = ?", &methods);
+        any_of(
+            &mut sql,
+            &mut params,
+            "instr(cmd.command_line, ?) > 0",
+            &self.commands,
+        );
+        if let Some(min) = self.min_duration_us {
+            sql.push("(cmd.ended_us - cmd.started_us) >= ?".to_string());
+            params.push(Value::Integer(min));
+        }
+        if let Some(id) = self.command_id {
+            sql.push("cmd.id = ?".to_string());
+            params.push(Value::Text(id.to_string()));
+        }
+        if self.has_call_filters() {
+            let mut inner = vec!["a.command_id = cmd.id".to_string()];
+            self.call_level(&mut inner, &mut params, "a");
+            sql.push(format!(
+                "EXISTS (SELECT 1 FROM api_calls a WHERE {})",
+                inner.join(" AND ")
+            ));
+        }
+        (join(sql), params)
+    }
+
+    /// Conditions on single calls, over the api_calls alias `t`.
+    fn call_level(&self, sql: &mut Vec<String>, params: &mut Vec<Value>, t: &str) {
+        any_of(sql, params, &format!("{t}.namespace = ?"), &self.namespaces);
+        any_of(sql, params, &format!("{t}.verb = ?"), &self.verbs);
+        if !self.resources.is_empty() {
+            let mut parts = Vec::new();
+            for r in &self.resources {
+                match r.split_once('/') {
+                    Some((res, sub)) => {
+                        parts.push(format!("({t}.resource = ? AND {t}.subresource = ?)"));
+                        params.push(Value::Text(res.to_string()));
+                        params.push(Value::Text(sub.to_string()));
+                    }
+                    None => {
+                        parts.push(format!("{t}.resource = ?"));
+                        params.push(Value::Text(r.clone()));
+                    }
+                }
+            }
+            sql.push(format!("({})", parts.join(" OR ")));
+        }
+        if !self.statuses.is_empty() {
+            let mut parts = Vec::new();
+            for s in &self.statuses {
+                match *s {
+                    StatusMatch::Code(code) => {
+                        parts.push(format!("{t}.status = ?"));
+                        params.push(Value::Integer(code.into()));
+                    }
+                    StatusMatch::Class(class) => {
+                        parts.push(format!("({t}.status >= ? AND {t}.status < ?)"));
+                        params.push(Value::Integer(i64::from(class) * 100));
+                        params.push(Value::Integer(i64::from(class) * 100 + 100));
+                    }
+                }
+            }
+            sql.push(format!("({})", parts.join(" OR ")));
+        }
+    }
+}
+
+fn join(sql: Vec<String>) -> String {
+    if sql.is_empty() {
+        "1".to_string()
+    } else {
+        sql.join(" AND ")
     }
 }
 
@@ -244,7 +306,10 @@ mod tests {
             ..Default::default()
         };
         let (sql, params) = f.call_clause();
+        assert_eq!(params.len(), 6);
         assert_eq!(sql, "(c.user = ? OR c.user = ?) AND ((c.resource = ? AND c.subresource = ?)) AND ((c.status >= ? AND c.status < ?))");
+        let (sql, params) = f.command_clause();
+        assert_eq!(sql, "(cmd.user = ? OR cmd.user = ?) AND EXISTS (SELECT 1 FROM api_calls a WHERE a.command_id = cmd.id AND ((a.resource = ? AND a.subresource = ?)) AND ((a.status >= ? AND a.status < ?)))");
         assert_eq!(params.len(), 6);
         assert!(!sql.contains("alice"));
     }

@@ -1,11 +1,13 @@
 //! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
 
 pub mod filter;
+pub mod format;
 pub mod model;
 pub mod redact;
 pub mod render;
+pub mod seed;
 pub mod store;
 
 pub use filter::Filter;
-pub use model::{AccessMethod, ApiCall, CallRow, Command};
+pub use model::{AccessMethod, ApiCall, CallRow, Command, CommandRow, Cursor, Page};
 pub use store::{AuditSink, AuditStore, AuditWriter};

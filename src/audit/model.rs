@@ -204,6 +204,48 @@ pub struct CallRow {
     #[serde(flatten)]
     pub call: ApiCall,
     pub command_line: Option<String>,
+    /// The end-to-end duration measured by the client, where the client saw the call.
+    pub client_duration_us: Option<i64>,
+    /// The duration measured at the gateway, where the gateway saw the call.
+    pub gateway_duration_us: Option<i64>,
+}
+
+/// A command with a summary of its calls, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRow {
+    #[serde(flatten)]
+    pub command: Command,
+    /// API calls this store holds for the command.
+    pub calls: i64,
+    /// Calls per status class: `{"2xx": 12, "4xx": 1}` (`"err"` for calls with no answer).
+    pub statuses: std::collections::BTreeMap<String, i64>,
+    /// From start to end of the command (None while it runs).
+    pub duration_us: Option<i64>,
+}
+
+impl CommandRow {
+    /// `2xx:12 4xx:1`
+    pub fn status_summary(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|(class, n)| format!("{class}:{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A position in a newest-first listing: the last row returned. Pages continue strictly after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub time_us: i64,
+    pub id: String,
+}
+
+/// One page of a listing, and where the next one starts (None when this was the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
 }
 
 pub fn now_us() -> i64 {

@@ -16,7 +16,9 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use uuid::Uuid;
 
 use super::filter::Filter;
-use super::model::{AccessMethod, ApiCall, CallRow, Command};
+use rusqlite::types::Value;
+
+use super::model::{AccessMethod, ApiCall, CallRow, Command, CommandRow, Cursor, Page};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +33,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("{0}")]
+    Output(String),
     #[error("could not create the directory for {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -39,7 +43,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE api_calls (
     id TEXT PRIMARY KEY,
     time_us INTEGER NOT NULL,
@@ -88,7 +93,23 @@ CREATE TABLE commands (
     shipped_us INTEGER
 );
 CREATE INDEX commands_started ON commands(started_us);
-"#];
+"#,
+    r#"
+-- The client's own measurement of calls the gateway also saw, shipped with their command.
+CREATE TABLE client_timings (
+    request_id TEXT PRIMARY KEY,
+    command_id TEXT,
+    duration_us INTEGER NOT NULL,
+    status INTEGER NOT NULL
+);
+-- What administrators filter on, newest first.
+CREATE INDEX api_calls_user_time ON api_calls(user, time_us);
+CREATE INDEX api_calls_namespace_time ON api_calls(namespace, time_us);
+CREATE INDEX api_calls_resource_time ON api_calls(resource, time_us);
+CREATE INDEX api_calls_verb_time ON api_calls(verb, time_us);
+CREATE INDEX commands_user_started ON commands(user, started_us);
+"#,
+];
 
 const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
     c.api_group, c.api_version, c.verb, c.method, c.path, c.query, c.status, c.duration_us, c.bytes_in, \
@@ -185,10 +206,57 @@ impl AuditStore {
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
     /// re-sent record is stored once).
     pub fn upsert_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
+        self.ingest(commands, &[])
+    }
+
+    /// How many calls match `filter` (ignoring its limit), for progress bars.
+    pub fn count_calls(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let conn = self.connect(true)?;
+        let (clause, values) = filter.call_clause();
+        let join = if filter.commands.is_empty() {
+            ""
+        } else {
+            "LEFT JOIN commands cmd ON cmd.id = c.command_id"
+        };
+        let sql = format!("SELECT COUNT(*) FROM api_calls c {join} WHERE {clause}");
+        conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn count_commands(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let conn = self.connect(true)?;
+        let (clause, values) = filter.command_clause();
+        let sql = format!("SELECT COUNT(*) FROM commands cmd WHERE {clause}");
+        conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a client batch — commands and the client's timings of their calls — in one
+    /// transaction: all of it or nothing. Repeating a batch stores nothing twice.
+    pub fn ingest(&self, commands: &[Command], timings: &[ClientTiming]) -> Result<(), StoreError> {
         let mut conn = self.connect(false)?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         for cmd in commands {
             upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO client_timings (request_id, command_id, duration_us, status) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT(request_id) DO UPDATE SET duration_us = excluded.duration_us, status = excluded.status",
+                )
+                .map_err(|e| self.err(e))?;
+            for t in timings {
+                stmt.execute(params![
+                    t.request_id.to_string(),
+                    t.command_id.map(|c| c.to_string()),
+                    t.duration_us,
+                    t.status
+                ])
+                .map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -228,28 +296,210 @@ impl AuditStore {
             .map_err(|e| self.err(e))
     }
 
-    /// API calls matching `filter`, newest first, with the command line that caused each.
+    /// API calls matching `filter`, newest first, with the command line that caused each
+    /// (up to `filter.limit`).
     pub fn list_calls(&self, filter: &Filter) -> Result<Vec<CallRow>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each_call(filter, None, filter.limit, |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// One page of calls after `after` (keyset pagination: stable while new records arrive).
+    pub fn query_calls(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<CallRow>, StoreError> {
+        let mut items = Vec::with_capacity(limit.min(10_000));
+        self.for_each_call(filter, after, Some(limit), |row| {
+            items.push(row);
+            Ok(())
+        })?;
+        let next = (items.len() == limit)
+            .then(|| {
+                items.last().map(|r: &CallRow| Cursor {
+                    time_us: r.call.time_us,
+                    id: r.call.id.to_string(),
+                })
+            })
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    /// Streams the calls matching `filter`, newest first, to `f` without holding them all.
+    pub fn for_each_call(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        limit: Option<usize>,
+        mut f: impl FnMut(CallRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let conn = self.connect(true)?;
-        let (clause, mut values) = filter.call_clause();
-        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-        values.push(rusqlite::types::Value::Integer(limit));
+        let (mut clause, mut values) = filter.call_clause();
+        if let Some(cursor) = after {
+            clause.push_str(" AND (c.time_us < ? OR (c.time_us = ? AND c.id < ?))");
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Text(cursor.id.clone()));
+        }
+        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
+        // On the client a call's request id is its own id: its duration is the client's.
         let sql = format!(
-            "SELECT {CALL_COLUMNS}, cmd.command_line FROM api_calls c \
+            "SELECT {CALL_COLUMNS}, cmd.command_line, \
+             COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
+             CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
+             FROM api_calls c \
              LEFT JOIN commands cmd ON cmd.id = c.command_id \
+             LEFT JOIN client_timings t ON t.request_id = c.request_id \
              WHERE {clause} ORDER BY c.time_us DESC, c.id DESC LIMIT ?"
         );
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params_from_iter(values), |row| {
+        let mut rows = stmt
+            .query(params_from_iter(values))
+            .map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let parsed = (|| {
                 Ok(CallRow {
                     call: call_from_row(row)?,
-                    command_line: row.get(27)?,
+                    command_line: opt_text(row, 27)?,
+                    client_duration_us: row.get(28)?,
+                    gateway_duration_us: row.get(29)?,
+                })
+            })()
+            .map_err(|e| self.err(e))?;
+            f(parsed)?;
+        }
+        Ok(())
+    }
+
+    /// Commands matching `filter`, newest first, each with a summary of its calls.
+    pub fn list_commands(&self, filter: &Filter) -> Result<Vec<CommandRow>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each_command(filter, None, filter.limit, |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    pub fn query_commands(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<CommandRow>, StoreError> {
+        let mut items = Vec::with_capacity(limit.min(10_000));
+        self.for_each_command(filter, after, Some(limit), |row| {
+            items.push(row);
+            Ok(())
+        })?;
+        let next = (items.len() == limit)
+            .then(|| {
+                items.last().map(|r: &CommandRow| Cursor {
+                    time_us: r.command.started_us,
+                    id: r.command.id.to_string(),
+                })
+            })
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    pub fn for_each_command(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        limit: Option<usize>,
+        mut f: impl FnMut(CommandRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let conn = self.connect(true)?;
+        let (mut clause, mut values) = filter.command_clause();
+        if let Some(cursor) = after {
+            clause.push_str(" AND (cmd.started_us < ? OR (cmd.started_us = ? AND cmd.id < ?))");
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Text(cursor.id.clone()));
+        }
+        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
+        let sql = format!(
+            "SELECT {}, \
+             (SELECT group_concat(cls || '=' || n) FROM \
+                (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
+                        COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)) \
+             FROM commands cmd WHERE {clause} ORDER BY cmd.started_us DESC, cmd.id DESC LIMIT ?",
+            COMMAND_COLUMNS.split(", ").map(|c| format!("cmd.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params_from_iter(values))
+            .map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let parsed = (|| {
+                let command = command_from_row(row)?;
+                let summary = opt_text(row, 12)?;
+                let statuses: std::collections::BTreeMap<String, i64> = summary
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|part| part.split_once('='))
+                    .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                    .collect();
+                Ok(CommandRow {
+                    calls: statuses.values().sum(),
+                    duration_us: command.ended_us.map(|end| end - command.started_us),
+                    statuses,
+                    command,
+                })
+            })()
+            .map_err(|e| self.err(e))?;
+            f(parsed)?;
+        }
+        Ok(())
+    }
+
+    /// The client's timings of a command's calls, to ship with it.
+    pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
+        let conn = self.connect(true)?;
+        let mut stmt = conn
+            .prepare("SELECT id, duration_us, status FROM api_calls WHERE command_id = ?")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([command_id.to_string()], |r| {
+                Ok(ClientTiming {
+                    request_id: parse_uuid(r.get(0)?).unwrap_or_default(),
+                    command_id: Some(command_id),
+                    duration_us: r.get(1)?,
+                    status: r.get(2)?,
                 })
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+
+    /// Finds a command by its id or a unique prefix of it (as `ztk audit list` shows).
+    pub fn find_command(&self, id_or_prefix: &str) -> Result<Vec<Command>, StoreError> {
+        let conn = self.connect(true)?;
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id >= ? AND id < ? || 'g' ORDER BY id LIMIT 2"
+        );
+        let prefix = id_or_prefix.to_ascii_lowercase();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![prefix, prefix], command_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// The client's measurement of one call, sent to the gateway with the command.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientTiming {
+    pub request_id: Uuid,
+    pub command_id: Option<Uuid>,
+    pub duration_us: i64,
+    pub status: u16,
 }
 
 /// Opens a connection with the settings every ztk connection uses.
@@ -488,57 +738,77 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A TEXT column as a String, replacing invalid UTF-8 (which only a hand edit of the file can
+/// put there) instead of failing the whole listing.
+fn text(row: &Row, i: usize) -> rusqlite::Result<String> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        rusqlite::types::ValueRef::Null => String::new(),
+        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+        rusqlite::types::ValueRef::Real(f) => f.to_string(),
+    })
+}
+
+fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(text(row, i)?),
+    })
+}
+
 fn parse_uuid(s: Option<String>) -> Option<Uuid> {
     s.and_then(|s| Uuid::parse_str(&s).ok())
 }
 
 fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
     Ok(ApiCall {
-        id: parse_uuid(row.get(0)?).unwrap_or_default(),
+        id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
         time_us: row.get(1)?,
-        user: row.get(2)?,
-        cluster: row.get(3)?,
-        namespace: row.get(4)?,
-        resource: row.get(5)?,
-        subresource: row.get(6)?,
-        name: row.get(7)?,
-        api_group: row.get(8)?,
-        api_version: row.get(9)?,
-        verb: row.get(10)?,
-        method: row.get(11)?,
-        path: row.get(12)?,
-        query: row.get(13)?,
+        user: text(row, 2)?,
+        cluster: text(row, 3)?,
+        namespace: text(row, 4)?,
+        resource: text(row, 5)?,
+        subresource: text(row, 6)?,
+        name: text(row, 7)?,
+        api_group: text(row, 8)?,
+        api_version: text(row, 9)?,
+        verb: text(row, 10)?,
+        method: text(row, 11)?,
+        path: text(row, 12)?,
+        query: text(row, 13)?,
         status: row.get(14)?,
         duration_us: row.get(15)?,
         bytes_in: row.get::<_, i64>(16)? as u64,
         bytes_out: row.get::<_, i64>(17)? as u64,
-        user_agent: row.get(18)?,
-        source_ip: row.get(19)?,
-        kubectl_command: row.get(20)?,
-        kubectl_session: row.get(21)?,
-        command_id: parse_uuid(row.get(22)?),
-        request_id: parse_uuid(row.get(23)?),
-        access_method: AccessMethod::parse(&row.get::<_, String>(24)?).unwrap_or_default(),
-        decision: row.get(25)?,
-        reason: row.get(26)?,
+        user_agent: text(row, 18)?,
+        source_ip: text(row, 19)?,
+        kubectl_command: text(row, 20)?,
+        kubectl_session: text(row, 21)?,
+        command_id: parse_uuid(opt_text(row, 22)?),
+        request_id: parse_uuid(opt_text(row, 23)?),
+        access_method: AccessMethod::parse(&text(row, 24)?).unwrap_or_default(),
+        decision: text(row, 25)?,
+        reason: text(row, 26)?,
     })
 }
 
 fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
-    let argv: String = row.get(5)?;
+    let argv = text(row, 5)?;
     Ok(Command {
-        id: parse_uuid(row.get(0)?).unwrap_or_default(),
+        id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
         started_us: row.get(1)?,
         ended_us: row.get(2)?,
-        user: row.get(3)?,
-        cluster: row.get(4)?,
+        user: text(row, 3)?,
+        cluster: text(row, 4)?,
         argv: serde_json::from_str(&argv).unwrap_or_default(),
-        command_line: row.get(6)?,
+        command_line: text(row, 6)?,
         exit_code: row.get(7)?,
         api_calls: row.get(8)?,
-        access_method: AccessMethod::parse(&row.get::<_, String>(9)?).unwrap_or_default(),
-        cwd: row.get(10)?,
-        host: row.get(11)?,
+        access_method: AccessMethod::parse(&text(row, 9)?).unwrap_or_default(),
+        cwd: text(row, 10)?,
+        host: text(row, 11)?,
     })
 }
 

@@ -160,6 +160,22 @@ impl GatewayApi {
             .map(|_| ())
     }
 
+    /// One page of the gateway's audit trail.
+    pub async fn query<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        query: &protocol::AuditQuery,
+    ) -> Result<crate::audit::Page<T>, ApiError> {
+        let payload = serde_json::to_vec(query).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(
+            Method::POST,
+            protocol::AUDIT_QUERY_PATH,
+            Some(token),
+            Some(payload),
+        )
+        .await
+    }
+
     pub async fn ingest_commands(
         &self,
         token: &str,

@@ -24,8 +24,28 @@ pub async fn ship_commands(store: &AuditStore, api: &GatewayApi, token: &str) ->
         }
         let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
         let n = pending.len();
-        api.ingest_commands(token, &IngestCommands { commands: pending })
-            .await?;
+        let timings = {
+            let store = store.clone();
+            let ids = ids.clone();
+            tokio::task::spawn_blocking(
+                move || -> Result<Vec<_>, crate::audit::store::StoreError> {
+                    let mut all = Vec::new();
+                    for id in ids {
+                        all.extend(store.timings_of(id)?);
+                    }
+                    Ok(all)
+                },
+            )
+            .await??
+        };
+        api.ingest_commands(
+            token,
+            &IngestCommands {
+                commands: pending,
+                timings,
+            },
+        )
+        .await?;
         let store2 = store.clone();
         tokio::task::spawn_blocking(move || store2.mark_shipped(&ids, now_us())).await??;
         shipped += n;

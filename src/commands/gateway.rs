@@ -134,6 +134,12 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         GatewayCommand::Audit { config, list } => {
+            if list.remote {
+                return Err(crate::cli::UsageError(
+                    "`ztk gateway audit` reads the gateway's own store; drop --remote".into(),
+                )
+                .into());
+            }
             let cfg = GatewayConfig::load(&config.config)?;
             let store = crate::audit::AuditStore::open(&cfg.audit_path())?;
             super::audit::list(&store, &list)

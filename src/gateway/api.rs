@@ -15,13 +15,18 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::GET, protocol::SESSION_PATH) => session(&gateway, &req),
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
-        (_, protocol::LOGIN_PATH | protocol::SESSION_PATH | protocol::COMMANDS_PATH) => {
-            body::status_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "method not allowed",
-            )
-        }
+        (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
+        (
+            _,
+            protocol::LOGIN_PATH
+            | protocol::SESSION_PATH
+            | protocol::COMMANDS_PATH
+            | protocol::AUDIT_QUERY_PATH,
+        ) => body::status_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "method not allowed",
+        ),
         _ => body::status_response(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -154,10 +159,72 @@ async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<
             bad.id
         ));
     }
+    let known: std::collections::HashSet<_> = batch.commands.iter().map(|c| c.id).collect();
+    if let Some(stray) = batch
+        .timings
+        .iter()
+        .find(|t| !t.command_id.is_some_and(|id| known.contains(&id)))
+    {
+        return bad_request(format!(
+            "the timing of call {} belongs to no command of this batch; nothing was stored",
+            stray.request_id
+        ));
+    }
     let store = gateway.audit_store.clone();
     let n = batch.commands.len();
-    match tokio::task::spawn_blocking(move || store.upsert_commands(&batch.commands)).await {
+    match tokio::task::spawn_blocking(move || store.ingest(&batch.commands, &batch.timings)).await {
         Ok(Ok(())) => json(&IngestAck { accepted: n }),
+        Ok(Err(err)) => internal(err),
+        Err(err) => internal(err),
+    }
+}
+
+/// Pages through the gateway's audit trail. Administrators (members of an `admin_groups`
+/// group) see everything; everyone else sees their own records only.
+async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match gateway.authenticate(req.headers()) {
+        Ok(s) => s,
+        Err(message) => {
+            return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
+        }
+    };
+    let mut query: protocol::AuditQuery = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if query.limit == 0 || query.limit > protocol::MAX_PAGE {
+        return bad_request(format!(
+            "limit must be between 1 and {}",
+            protocol::MAX_PAGE
+        ));
+    }
+    let admin = session
+        .groups
+        .iter()
+        .any(|g| gateway.admin_groups.contains(g));
+    if !admin {
+        if query.filter.users.iter().any(|u| *u != session.user) {
+            return body::status_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
+            );
+        }
+        query.filter.users = vec![session.user.clone()];
+    }
+    let store = gateway.audit_store.clone();
+    let result = tokio::task::spawn_blocking(move || match query.view {
+        protocol::View::Calls => store
+            .query_calls(&query.filter, query.after.as_ref(), query.limit)
+            .map(|p| serde_json::to_value(p)),
+        protocol::View::Commands => store
+            .query_commands(&query.filter, query.after.as_ref(), query.limit)
+            .map(|p| serde_json::to_value(p)),
+    })
+    .await;
+    match result {
+        Ok(Ok(Ok(page))) => body::json_response(StatusCode::OK, &page),
+        Ok(Ok(Err(err))) => internal(err),
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
     }

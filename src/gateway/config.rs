@@ -29,6 +29,8 @@ struct RawConfig {
     session_ttl: String,
     #[serde(default)]
     clusters: Vec<RawCluster>,
+    #[serde(default = "default_admin_groups")]
+    admin_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +56,9 @@ struct RawCluster {
 fn default_listen() -> String {
     "127.0.0.1:8443".into()
 }
+fn default_admin_groups() -> Vec<String> {
+    vec!["ztk-admins".into()]
+}
 fn default_ttl() -> String {
     "8h".into()
 }
@@ -67,6 +72,8 @@ pub struct GatewayConfig {
     pub tls: TlsSource,
     pub session_ttl_us: i64,
     pub clusters: Vec<ClusterConfig>,
+    /// Members of these groups read everyone's audit records through the query API.
+    pub admin_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +216,7 @@ impl GatewayConfig {
             tls,
             session_ttl_us,
             clusters,
+            admin_groups: raw.admin_groups,
         })
     }
 

@@ -32,6 +32,8 @@ pub struct Gateway {
     pub audit: AuditSink,
     pub audit_store: AuditStore,
     pub session_ttl_us: i64,
+    /// Members of these groups may read everyone's audit records.
+    pub admin_groups: Vec<String>,
 }
 
 /// A started gateway: its address and CA, and the handles that keep it running.
@@ -88,6 +90,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         audit,
         audit_store,
         session_ttl_us: config.session_ttl_us,
+        admin_groups: config.admin_groups.clone(),
     });
     let handler_gateway = gateway.clone();
     let server = tokio::spawn(crate::serve::serve_tls(

@@ -154,7 +154,11 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
     }
 
     // The table lists the same, with the command.
-    let table = env.ztk(&["audit", "list", "--verb", "delete"]).success();
+    let table = env
+        .ztk(&[
+            "audit", "list", "--view", "calls", "-o", "table", "--verb", "delete",
+        ])
+        .success();
     assert!(
         table.contains("kubectl delete deploy hello -n dev") && table.contains("deployments/hello"),
         "{table}"
