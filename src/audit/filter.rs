@@ -159,7 +159,9 @@ impl Filter {
             let mut inner = vec!["a.command_id = cmd.id".to_string()];
             self.call_level(&mut inner, &mut params, "a");
             sql.push(format!(
-                "EXISTS (SELECT 1 FROM api_calls a WHERE {})",
+                // A command's calls are few: reach them by command id, never by scanning every
+                // call with this verb or status (SQLite would otherwise pick those indexes).
+                "EXISTS (SELECT 1 FROM api_calls a INDEXED BY api_calls_command WHERE {})",
                 inner.join(" AND ")
             ));
         }
@@ -309,7 +311,7 @@ mod tests {
         assert_eq!(params.len(), 6);
         assert_eq!(sql, "(c.user = ? OR c.user = ?) AND ((c.resource = ? AND c.subresource = ?)) AND ((c.status >= ? AND c.status < ?))");
         let (sql, params) = f.command_clause();
-        assert_eq!(sql, "(cmd.user = ? OR cmd.user = ?) AND EXISTS (SELECT 1 FROM api_calls a WHERE a.command_id = cmd.id AND ((a.resource = ? AND a.subresource = ?)) AND ((a.status >= ? AND a.status < ?)))");
+        assert_eq!(sql, "(cmd.user = ? OR cmd.user = ?) AND EXISTS (SELECT 1 FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND ((a.resource = ? AND a.subresource = ?)) AND ((a.status >= ? AND a.status < ?)))");
         assert_eq!(params.len(), 6);
         assert!(!sql.contains("alice"));
     }

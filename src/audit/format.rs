@@ -310,6 +310,12 @@ fn command_record(row: &CommandRow) -> Vec<String> {
     ]
 }
 
+/// The last 8 characters of an id: the random part of a UUIDv7 (its start is a timestamp
+/// shared by everything from the same minute).
+pub fn short_id(id: &str) -> &str {
+    &id[id.len().saturating_sub(8)..]
+}
+
 fn short_time(us: i64) -> String {
     let mut t = format_time_us(us);
     t.truncate(19);
@@ -415,7 +421,7 @@ fn command_cells(row: &CommandRow, wide: bool) -> Vec<String> {
     let c = &row.command;
     let id = c.id.to_string();
     let mut cells = vec![
-        if wide { id } else { id[..8].to_string() },
+        if wide { id } else { short_id(&id).to_string() },
         short_time(c.started_us),
         c.user.clone(),
         c.cluster.clone(),

@@ -107,6 +107,7 @@ CREATE INDEX api_calls_user_time ON api_calls(user, time_us);
 CREATE INDEX api_calls_namespace_time ON api_calls(namespace, time_us);
 CREATE INDEX api_calls_resource_time ON api_calls(resource, time_us);
 CREATE INDEX api_calls_verb_time ON api_calls(verb, time_us);
+CREATE INDEX api_calls_cluster_time ON api_calls(cluster, time_us);
 CREATE INDEX commands_user_started ON commands(user, started_us);
 "#,
 ];
@@ -478,16 +479,16 @@ impl AuditStore {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Finds a command by its id or a unique prefix of it (as `ztk audit list` shows).
-    pub fn find_command(&self, id_or_prefix: &str) -> Result<Vec<Command>, StoreError> {
+    /// Finds commands whose id contains `part` (at most two: the caller wants exactly one).
+    /// UUIDv7 ids begin with their timestamp, so listings show their random tail instead.
+    pub fn find_command(&self, part: &str) -> Result<Vec<Command>, StoreError> {
         let conn = self.connect(true)?;
         let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id >= ? AND id < ? || 'g' ORDER BY id LIMIT 2"
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE instr(id, ?) > 0 ORDER BY id LIMIT 2"
         );
-        let prefix = id_or_prefix.to_ascii_lowercase();
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![prefix, prefix], command_from_row)
+            .query_map([part.to_ascii_lowercase()], command_from_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

@@ -56,7 +56,7 @@ pub struct ListArgs {
 
 #[derive(Debug, clap::Args)]
 struct ShowArgs {
-    /// The command's ID, or a unique prefix of it (the ID column of `ztk audit list`).
+    /// The command's ID, or any unique part of it (`ztk audit list` shows the last 8 characters).
     id: String,
     /// Output format for the calls (default: table on a terminal, ndjson otherwise).
     #[arg(long, short = 'o', value_enum)]

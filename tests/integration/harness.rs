@@ -36,6 +36,13 @@ impl Env {
 
     /// A gateway in `dir`, with extra top-level TOML keys and extra `[[clusters]]` tables.
     pub fn start_in(dir: TempDir, extra: &str, clusters: &str) -> Env {
+        let mut env = Self::prepare(dir, extra, clusters);
+        env.serve();
+        env
+    }
+
+    /// Like `start_in`, but the gateway is not started yet (call `serve`).
+    pub fn prepare(dir: TempDir, extra: &str, clusters: &str) -> Env {
         let config = dir.path().join("gateway.toml");
         std::fs::write(
             &config,
@@ -44,7 +51,7 @@ impl Env {
             ),
         )
         .unwrap();
-        let mut env = Env {
+        let env = Env {
             dir,
             config,
             url: String::new(),
@@ -53,11 +60,21 @@ impl Env {
         env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
             .stdin_text(&format!("{PASSWORD}\n"))
             .success();
-        env.serve();
         env
     }
 
-    fn serve(&mut self) {
+    /// Adds a user with the common test password.
+    pub fn add_user(&self, name: &str, groups: &[&str]) {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        self.gateway_cmd(&args)
+            .stdin_text(&format!("{PASSWORD}\n"))
+            .success();
+    }
+
+    pub fn serve(&mut self) {
         let mut child = self
             .ztk(&[
                 "gateway",
@@ -118,6 +135,10 @@ impl Env {
     }
 
     pub fn login(&self) {
+        self.login_as("alice");
+    }
+
+    pub fn login_as(&self, user: &str) {
         self.ztk(&[
             "login",
             "--gateway",
@@ -125,7 +146,7 @@ impl Env {
             "--ca-file",
             self.ca_file().to_str().unwrap(),
             "--user",
-            "alice",
+            user,
             "--password-stdin",
         ])
         .stdin_text(&format!("{PASSWORD}\n"))
