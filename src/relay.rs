@@ -7,6 +7,7 @@
 //! finished, the client went away, or the upgraded stream closed), the caller's `done` callback
 //! receives the outcome — that is where audit records are made, off the request path.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -170,13 +171,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Set to `true` to close a relayed stream (response body or upgraded connection) early: the
+/// gateway does this when the session behind an open watch or exec is revoked.
+pub type Cancel = tokio::sync::watch::Receiver<bool>;
+
+/// Why a cancelled stream ended, as the audit record says.
+pub const CANCELLED: &str = "closed by the gateway: the session is no longer valid";
+
+/// Resolves when `cancel` turns true; never, if its sender goes away first.
+async fn cancelled(mut cancel: Cancel) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
-/// `extra` headers. Calls `done` exactly once, when the exchange is over.
+/// `extra` headers. Calls `done` exactly once, when the exchange is over. With `cancel`, the
+/// response stream ends when it fires.
 pub async fn relay<F>(
     upstream: &Upstream,
     mut req: Request<Body>,
     path_and_query: &str,
     extra: HeaderMap,
+    cancel: Option<Cancel>,
     done: F,
 ) -> Response<Body>
 where
@@ -250,7 +267,13 @@ where
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             tokio::spawn(async move {
-                let result = splice(client_upgrade, upstream_upgrade).await;
+                let result = match cancel {
+                    Some(cancel) => tokio::select! {
+                        r = splice(client_upgrade, upstream_upgrade) => r,
+                        _ = cancelled(cancel) => Err(CANCELLED.to_string()),
+                    },
+                    None => splice(client_upgrade, upstream_upgrade).await,
+                };
                 let prior_in = bytes_in.load(Ordering::Relaxed);
                 match result {
                     Ok((to_upstream, to_client)) => done(Outcome {
@@ -279,8 +302,15 @@ where
     let on_end: EndFn = Box::new(move |bytes_out, error| {
         done(outcome(status, &bytes_in, bytes_out, start, error));
     });
+    let mut inner = body::boxed(body);
+    if let Some(cancel) = cancel {
+        inner = BodyExt::boxed(Cancellable {
+            inner,
+            cancel: Mutex::new(Box::pin(cancelled(cancel))),
+        });
+    }
     let body = BodyExt::boxed(Counted {
-        inner: body::boxed(body),
+        inner,
         count: Arc::new(AtomicU64::new(0)),
         on_end: Some(Mutex::new(Some(on_end))),
     });
@@ -337,6 +367,40 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 type EndFn = Box<dyn FnOnce(u64, Option<String>) + Send>;
+
+/// A body that fails with `CANCELLED` when its cancel signal fires, so hyper ends the stream.
+struct Cancellable {
+    inner: Body,
+    // A Mutex only to make the body Sync; `get_mut` never locks.
+    cancel: Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl HttpBody for Cancellable {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let fired = match self.cancel.get_mut() {
+            Ok(fut) => fut.as_mut().poll(cx).is_ready(),
+            Err(_) => false,
+        };
+        if fired {
+            return Poll::Ready(Some(Err(BodyError::new(CANCELLED))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A body that counts the bytes passing through and reports once when it ends, fails, or is
 /// dropped early (a client that goes away from a watch).

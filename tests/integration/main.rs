@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod cli;
 mod end_to_end;
 mod failures;
