@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::client::api::GatewayApi;
+use crate::cli::UsageError;
+use crate::client::api::{ApiError, GatewayApi};
 use crate::client::config::{ClientConfig, Paths};
 use crate::client::token::TokenStore;
 use crate::protocol::{AccessListQuery, AccessQuery, RoleGrant};
@@ -84,6 +85,15 @@ fn query(client: &Client, request: RequestArgs, user: Option<String>) -> Result<
     })
 }
 
+/// A question the gateway could not parse (a bad resource, an unknown cluster or user) is a
+/// usage error (exit 2), so it is never mistaken for a "no" (exit 1).
+fn answer_error(err: ApiError) -> anyhow::Error {
+    match err {
+        ApiError::Status { code: 400, message } => UsageError(message).into(),
+        other => anyhow::Error::new(other).context("the gateway could not answer"),
+    }
+}
+
 fn scope(grant: &RoleGrant) -> (String, String) {
     (
         grant.cluster.clone().unwrap_or_else(|| "*".into()),
@@ -100,7 +110,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 .api
                 .can_i(&client.token, &q)
                 .await
-                .context("the gateway could not answer")?;
+                .map_err(answer_error)?;
             println!("{}", if answer.allowed { "yes" } else { "no" });
             if !answer.allowed {
                 eprintln!("{}", answer.reason);
@@ -113,7 +123,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 .api
                 .who_can(&client.token, &q)
                 .await
-                .context("the gateway could not answer")?;
+                .map_err(answer_error)?;
             println!("Request: {} on cluster {}", answer.request, q.cluster);
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING);
@@ -135,7 +145,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 .api
                 .access_list(&client.token, &AccessListQuery { user })
                 .await
-                .context("the gateway could not answer")?;
+                .map_err(answer_error)?;
             print!("User: {}", answer.user);
             if !answer.groups.is_empty() {
                 print!(" (groups: {})", answer.groups.join(", "));

@@ -352,7 +352,6 @@ impl UserStore {
             })?;
             invalid.extend(found);
         }
-        // Sessions that vanished from the table are not valid either.
         Ok(invalid)
     }
 

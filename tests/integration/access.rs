@@ -416,8 +416,11 @@ fn can_i_for_oneself_status_roles_and_access_list() {
     let (code, out) = env
         .ztk(&["access", "can-i", "get", "pods", "--cluster", "nope"])
         .failure();
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(out.contains("no cluster \"nope\""), "{out}");
+    let (code, out) = env.ztk(&["access", "can-i", "get", "a/b/c"]).failure();
+    assert_eq!(code, 2);
+    assert!(out.contains("is not a resource"), "{out}");
 }
 
 #[test]
