@@ -463,3 +463,133 @@ impl Drop for Counted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers upgrades with 101 and echoes the upgraded bytes.
+    async fn echo_upstream(ca: &crate::tls::Ca) -> std::net::SocketAddr {
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve_tls(
+            listener,
+            tls,
+            |mut req, _| async move {
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let mut io = TokioIo::new(on.await.unwrap());
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header(header::UPGRADE, "echo")
+                    .header(header::CONNECTION, "upgrade")
+                    .body(body::empty())
+                    .unwrap()
+            },
+        ));
+        addr
+    }
+
+    /// An exec-like upgraded stream is cut when its cancel switch flips, and reported so.
+    #[tokio::test]
+    async fn cancel_closes_an_upgraded_stream() {
+        crate::tls::install_crypto_provider();
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let upstream_addr = echo_upstream(&ca).await;
+        let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
+        let upstream = Arc::new(
+            Upstream::new(
+                "echo",
+                &format!("https://{upstream_addr}"),
+                crate::tls::client_config(&roots, None).unwrap(),
+                None,
+            )
+            .unwrap(),
+        );
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+
+        // The relaying hop, as the gateway runs it.
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve_tls(listener, tls, move |req, _| {
+            let (upstream, cancel, done_tx) =
+                (upstream.clone(), cancel_rx.clone(), done_tx.clone());
+            async move {
+                relay(
+                    &upstream,
+                    req.map(body::boxed),
+                    "/exec",
+                    HeaderMap::new(),
+                    Some(cancel),
+                    move |outcome| {
+                        let _ = done_tx.send(outcome);
+                    },
+                )
+                .await
+            }
+        }));
+
+        // The client: an HTTP/1.1 upgrade over TLS, then raw bytes.
+        let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
+        let mut client_tls = crate::tls::client_config(&roots, None).unwrap();
+        client_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+        let stream = connector
+            .connect("127.0.0.1".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::builder()
+            .uri("/exec")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::UPGRADE, "echo")
+            .header(header::CONNECTION, "upgrade")
+            .body(body::empty())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        io.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        cancel_tx.send(true).unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut rest = Vec::new();
+            let _ = io.read_to_end(&mut rest).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "the upgraded stream stayed open");
+        let outcome = tokio::time::timeout(Duration::from_secs(3), done_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.status, 101);
+        assert!(
+            outcome
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(CANCELLED)),
+            "{outcome:?}"
+        );
+    }
+}
