@@ -16,6 +16,9 @@ _ztk() {
             ",$1")
                 cmd="ztk"
                 ;;
+            ztk,access)
+                cmd="ztk__subcmd__access"
+                ;;
             ztk,audit)
                 cmd="ztk__subcmd__audit"
                 ;;
@@ -48,6 +51,30 @@ _ztk() {
                 ;;
             ztk,status)
                 cmd="ztk__subcmd__status"
+                ;;
+            ztk__subcmd__access,can-i)
+                cmd="ztk__subcmd__access__subcmd__can__subcmd__i"
+                ;;
+            ztk__subcmd__access,help)
+                cmd="ztk__subcmd__access__subcmd__help"
+                ;;
+            ztk__subcmd__access,list)
+                cmd="ztk__subcmd__access__subcmd__list"
+                ;;
+            ztk__subcmd__access,who-can)
+                cmd="ztk__subcmd__access__subcmd__who__subcmd__can"
+                ;;
+            ztk__subcmd__access__subcmd__help,can-i)
+                cmd="ztk__subcmd__access__subcmd__help__subcmd__can__subcmd__i"
+                ;;
+            ztk__subcmd__access__subcmd__help,help)
+                cmd="ztk__subcmd__access__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__access__subcmd__help,list)
+                cmd="ztk__subcmd__access__subcmd__help__subcmd__list"
+                ;;
+            ztk__subcmd__access__subcmd__help,who-can)
+                cmd="ztk__subcmd__access__subcmd__help__subcmd__who__subcmd__can"
                 ;;
             ztk__subcmd__audit,export)
                 cmd="ztk__subcmd__audit__subcmd__export"
@@ -85,6 +112,9 @@ _ztk() {
             ztk__subcmd__gateway,help)
                 cmd="ztk__subcmd__gateway__subcmd__help"
                 ;;
+            ztk__subcmd__gateway,role)
+                cmd="ztk__subcmd__gateway__subcmd__role"
+                ;;
             ztk__subcmd__gateway,serve)
                 cmd="ztk__subcmd__gateway__subcmd__serve"
                 ;;
@@ -100,6 +130,9 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help,help)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__help"
                 ;;
+            ztk__subcmd__gateway__subcmd__help,role)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role"
+                ;;
             ztk__subcmd__gateway__subcmd__help,serve)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__serve"
                 ;;
@@ -108,6 +141,15 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__role,list)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__role,unbind)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__unbind"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__session,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke"
@@ -120,6 +162,30 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__user,remove)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user__subcmd__remove"
+                ;;
+            ztk__subcmd__gateway__subcmd__role,bind)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__role,help)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__role,list)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__role,unbind)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__unbind"
+                ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,bind)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,list)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,unbind)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__unbind"
                 ;;
             ztk__subcmd__gateway__subcmd__session,help)
                 cmd="ztk__subcmd__gateway__subcmd__session__subcmd__help"
@@ -157,6 +223,9 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__user__subcmd__help,remove)
                 cmd="ztk__subcmd__gateway__subcmd__user__subcmd__help__subcmd__remove"
                 ;;
+            ztk__subcmd__help,access)
+                cmd="ztk__subcmd__help__subcmd__access"
+                ;;
             ztk__subcmd__help,audit)
                 cmd="ztk__subcmd__help__subcmd__audit"
                 ;;
@@ -190,6 +259,15 @@ _ztk() {
             ztk__subcmd__help,status)
                 cmd="ztk__subcmd__help__subcmd__status"
                 ;;
+            ztk__subcmd__help__subcmd__access,can-i)
+                cmd="ztk__subcmd__help__subcmd__access__subcmd__can__subcmd__i"
+                ;;
+            ztk__subcmd__help__subcmd__access,list)
+                cmd="ztk__subcmd__help__subcmd__access__subcmd__list"
+                ;;
+            ztk__subcmd__help__subcmd__access,who-can)
+                cmd="ztk__subcmd__help__subcmd__access__subcmd__who__subcmd__can"
+                ;;
             ztk__subcmd__help__subcmd__audit,export)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__export"
                 ;;
@@ -205,6 +283,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,role)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role"
+                ;;
             ztk__subcmd__help__subcmd__gateway,serve)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__serve"
                 ;;
@@ -213,6 +294,15 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__role,list)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__list"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__role,unbind)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__unbind"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__session,revoke)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke"
@@ -248,12 +338,170 @@ _ztk() {
 
     case "${cmd}" in
         ztk)
-            opts="-h -V --help --version login logout status kubectl audit gateway demo sandbox completions man help"
+            opts="-h -V --help --version login logout status kubectl audit access gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access)
+            opts="-h -V --help --version can-i who-can list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__can__subcmd__i)
+            opts="-n -h -V --namespace --cluster --as --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --as)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__help)
+            opts="can-i who-can list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__help__subcmd__can__subcmd__i)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__help__subcmd__who__subcmd__can)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__list)
+            opts="-h -V --user --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__access__subcmd__who__subcmd__can)
+            opts="-n -h -V --namespace --cluster --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -596,7 +844,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session audit help"
+            opts="-h -V --help --version serve user session role audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -696,7 +944,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session audit help"
+            opts="serve user session role audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -726,6 +974,62 @@ _ztk() {
         ztk__subcmd__gateway__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role)
+            opts="bind unbind list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__unbind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -828,6 +1132,196 @@ _ztk() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role)
+            opts="-h -V --help --version bind unbind list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__bind)
+            opts="-n -c -h -V --user --group --cluster --namespace --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help)
+            opts="bind unbind list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__unbind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__list)
+            opts="-c -h -V --rules --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__unbind)
+            opts="-n -c -h -V --user --group --cluster --namespace --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1094,8 +1588,64 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help)
-            opts="login logout status kubectl audit gateway demo sandbox completions man help"
+            opts="login logout status kubectl audit access gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__access)
+            opts="can-i who-can list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__access__subcmd__can__subcmd__i)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__access__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__access__subcmd__who__subcmd__can)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1206,7 +1756,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session audit"
+            opts="serve user session role audit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1222,6 +1772,62 @@ _ztk() {
         ztk__subcmd__help__subcmd__gateway__subcmd__audit)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role)
+            opts="bind unbind list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__unbind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -23,6 +23,9 @@ pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
 
 /// Largest page the audit query API returns.
 pub const MAX_PAGE: usize = 5000;
+pub const CAN_I_PATH: &str = "/ztk/v1/access/can-i";
+pub const WHO_CAN_PATH: &str = "/ztk/v1/access/who-can";
+pub const ACCESS_LIST_PATH: &str = "/ztk/v1/access/list";
 
 /// Largest JSON body the gateway API reads.
 pub const MAX_API_BODY: usize = 8 << 20;
@@ -49,6 +52,77 @@ pub struct SessionInfo {
     /// Present only in the login answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The user's role bindings (directly and through groups).
+    #[serde(default)]
+    pub roles: Vec<RoleGrant>,
+}
+
+/// One binding as the client shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGrant {
+    pub role: String,
+    /// `user alice` or `group dev`.
+    pub subject: String,
+    /// None: every cluster.
+    pub cluster: Option<String>,
+    /// None: every namespace.
+    pub namespace: Option<String>,
+}
+
+/// `ztk access can-i` and `who-can`: a request to decide, as `kubectl auth can-i` names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessQuery {
+    pub verb: String,
+    /// `pods`, `pods/exec`, `deployments.apps`, `deploy`, or a non-resource URL (`/version`).
+    pub resource: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub cluster: String,
+    /// Ask for another user (can-i --as); only for administrators.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanIAnswer {
+    pub allowed: bool,
+    pub user: String,
+    /// What was decided, in the gateway's naming (`list pods`).
+    pub request: String,
+    /// The granting binding, or the denial reason.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoCanAnswer {
+    pub request: String,
+    /// The bindings that grant the request.
+    pub bindings: Vec<RoleGrant>,
+    /// Known users granted it, directly or through a group.
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessListQuery {
+    /// Another user's rules; only for administrators.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessListAnswer {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub rules: Vec<EffectiveRule>,
+}
+
+/// One rule the user has, with where it comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EffectiveRule {
+    pub grant: RoleGrant,
+    pub rule: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! finished, the client went away, or the upgraded stream closed), the caller's `done` callback
 //! receives the outcome — that is where audit records are made, off the request path.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -170,13 +171,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Set to `true` to close a relayed stream (response body or upgraded connection) early: the
+/// gateway does this when the session behind an open watch or exec is revoked.
+pub type Cancel = tokio::sync::watch::Receiver<bool>;
+
+/// Why a cancelled stream ended, as the audit record says.
+pub const CANCELLED: &str = "closed by the gateway: the session is no longer valid";
+
+/// Resolves when `cancel` turns true; never, if its sender goes away first.
+async fn cancelled(mut cancel: Cancel) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
-/// `extra` headers. Calls `done` exactly once, when the exchange is over.
+/// `extra` headers. Calls `done` exactly once, when the exchange is over. With `cancel`, the
+/// response stream ends when it fires.
 pub async fn relay<F>(
     upstream: &Upstream,
     mut req: Request<Body>,
     path_and_query: &str,
     extra: HeaderMap,
+    cancel: Option<Cancel>,
     done: F,
 ) -> Response<Body>
 where
@@ -250,7 +267,13 @@ where
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             tokio::spawn(async move {
-                let result = splice(client_upgrade, upstream_upgrade).await;
+                let result = match cancel {
+                    Some(cancel) => tokio::select! {
+                        r = splice(client_upgrade, upstream_upgrade) => r,
+                        _ = cancelled(cancel) => Err(CANCELLED.to_string()),
+                    },
+                    None => splice(client_upgrade, upstream_upgrade).await,
+                };
                 let prior_in = bytes_in.load(Ordering::Relaxed);
                 match result {
                     Ok((to_upstream, to_client)) => done(Outcome {
@@ -279,8 +302,15 @@ where
     let on_end: EndFn = Box::new(move |bytes_out, error| {
         done(outcome(status, &bytes_in, bytes_out, start, error));
     });
+    let mut inner = body::boxed(body);
+    if let Some(cancel) = cancel {
+        inner = BodyExt::boxed(Cancellable {
+            inner,
+            cancel: Mutex::new(Box::pin(cancelled(cancel))),
+        });
+    }
     let body = BodyExt::boxed(Counted {
-        inner: body::boxed(body),
+        inner,
         count: Arc::new(AtomicU64::new(0)),
         on_end: Some(Mutex::new(Some(on_end))),
     });
@@ -337,6 +367,40 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 type EndFn = Box<dyn FnOnce(u64, Option<String>) + Send>;
+
+/// A body that fails with `CANCELLED` when its cancel signal fires, so hyper ends the stream.
+struct Cancellable {
+    inner: Body,
+    // A Mutex only to make the body Sync; `get_mut` never locks.
+    cancel: Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl HttpBody for Cancellable {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let fired = match self.cancel.get_mut() {
+            Ok(fut) => fut.as_mut().poll(cx).is_ready(),
+            Err(_) => false,
+        };
+        if fired {
+            return Poll::Ready(Some(Err(BodyError::new(CANCELLED))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A body that counts the bytes passing through and reports once when it ends, fails, or is
 /// dropped early (a client that goes away from a watch).
@@ -397,5 +461,135 @@ impl Drop for Counted {
             let ended = self.inner.is_end_stream();
             self.finish((!ended).then(|| "client closed the stream".to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers upgrades with 101 and echoes the upgraded bytes.
+    async fn echo_upstream(ca: &crate::tls::Ca) -> std::net::SocketAddr {
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve_tls(
+            listener,
+            tls,
+            |mut req, _| async move {
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let mut io = TokioIo::new(on.await.unwrap());
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header(header::UPGRADE, "echo")
+                    .header(header::CONNECTION, "upgrade")
+                    .body(body::empty())
+                    .unwrap()
+            },
+        ));
+        addr
+    }
+
+    /// An exec-like upgraded stream is cut when its cancel switch flips, and reported so.
+    #[tokio::test]
+    async fn cancel_closes_an_upgraded_stream() {
+        crate::tls::install_crypto_provider();
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let upstream_addr = echo_upstream(&ca).await;
+        let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
+        let upstream = Arc::new(
+            Upstream::new(
+                "echo",
+                &format!("https://{upstream_addr}"),
+                crate::tls::client_config(&roots, None).unwrap(),
+                None,
+            )
+            .unwrap(),
+        );
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+
+        // The relaying hop, as the gateway runs it.
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve_tls(listener, tls, move |req, _| {
+            let (upstream, cancel, done_tx) =
+                (upstream.clone(), cancel_rx.clone(), done_tx.clone());
+            async move {
+                relay(
+                    &upstream,
+                    req.map(body::boxed),
+                    "/exec",
+                    HeaderMap::new(),
+                    Some(cancel),
+                    move |outcome| {
+                        let _ = done_tx.send(outcome);
+                    },
+                )
+                .await
+            }
+        }));
+
+        // The client: an HTTP/1.1 upgrade over TLS, then raw bytes.
+        let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
+        let mut client_tls = crate::tls::client_config(&roots, None).unwrap();
+        client_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+        let stream = connector
+            .connect("127.0.0.1".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::builder()
+            .uri("/exec")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::UPGRADE, "echo")
+            .header(header::CONNECTION, "upgrade")
+            .body(body::empty())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        io.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        cancel_tx.send(true).unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut rest = Vec::new();
+            let _ = io.read_to_end(&mut rest).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "the upgraded stream stayed open");
+        let outcome = tokio::time::timeout(Duration::from_secs(3), done_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.status, 101);
+        assert!(
+            outcome
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(CANCELLED)),
+            "{outcome:?}"
+        );
     }
 }

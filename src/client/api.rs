@@ -190,4 +190,39 @@ impl GatewayApi {
         )
         .await
     }
+
+    async fn post<Q: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        query: &Q,
+    ) -> Result<T, ApiError> {
+        let payload = serde_json::to_vec(query).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(Method::POST, path, Some(token), Some(payload))
+            .await
+    }
+
+    pub async fn can_i(
+        &self,
+        token: &str,
+        query: &protocol::AccessQuery,
+    ) -> Result<protocol::CanIAnswer, ApiError> {
+        self.post(protocol::CAN_I_PATH, token, query).await
+    }
+
+    pub async fn who_can(
+        &self,
+        token: &str,
+        query: &protocol::AccessQuery,
+    ) -> Result<protocol::WhoCanAnswer, ApiError> {
+        self.post(protocol::WHO_CAN_PATH, token, query).await
+    }
+
+    pub async fn access_list(
+        &self,
+        token: &str,
+        query: &protocol::AccessListQuery,
+    ) -> Result<protocol::AccessListAnswer, ApiError> {
+        self.post(protocol::ACCESS_LIST_PATH, token, query).await
+    }
 }

@@ -159,11 +159,18 @@ async fn handle(
         .unwrap_or("/")
         .to_string();
     let done_ctx = ctx.clone();
-    crate::relay::relay(&ctx.upstream, req, &path_and_query, extra, move |outcome| {
-        call.finish(outcome);
-        done_ctx.sink.record_call(call);
-        done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
-        done_ctx.finished.notify_waiters();
-    })
+    crate::relay::relay(
+        &ctx.upstream,
+        req,
+        &path_and_query,
+        extra,
+        None,
+        move |outcome| {
+            call.finish(outcome);
+            done_ctx.sink.record_call(call);
+            done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+            done_ctx.finished.notify_waiters();
+        },
+    )
     .await
 }

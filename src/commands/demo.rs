@@ -121,6 +121,20 @@ pub fn run(args: Args) -> Result<i32> {
         ],
         Some("demo-password\n"),
     )?;
+    // Deny by default: a new user can do nothing until a role is bound.
+    demo.step(
+        &[
+            "gateway",
+            "role",
+            "bind",
+            "edit",
+            "--user",
+            "demo",
+            "--config",
+            &config_arg,
+        ],
+        None,
+    )?;
 
     println!(
         "\n{}",
@@ -146,6 +160,7 @@ pub fn run(args: Args) -> Result<i32> {
         )?;
         demo.step(&["status"], None)?;
         demo.step(&["kubectl", "get", "namespaces"], None)?;
+        demo.step(&["access", "can-i", "get", "secrets", "-n", "dev"], None)?;
         demo.step(&["kubectl", "get", "pods", "-A"], None)?;
         let manifest = demo.dir.join("hello.yaml").display().to_string();
         demo.step(&["kubectl", "apply", "-f", &manifest], None)?;

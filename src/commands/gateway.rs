@@ -1,4 +1,4 @@
-//! `ztk gateway`: run the gateway and manage its users and sessions.
+//! `ztk gateway`: run the gateway and manage its users, sessions, roles and bindings.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::gateway::config::GatewayConfig;
+use crate::cli::UsageError;
+use crate::gateway::config::{valid_name, GatewayConfig};
+use crate::gateway::rbac::{Binding, Policy, Subject};
 use crate::gateway::users::UserStore;
 
-/// Run the zero-trust gateway and manage its users and sessions.
+/// Run the zero-trust gateway and manage its users, sessions, roles and bindings.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -29,6 +31,9 @@ enum GatewayCommand {
     /// Manage login sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Manage roles and role bindings; changes take effect in a running gateway within a second.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Read the gateway's own audit log (run on the gateway host).
     Audit {
         #[command(flatten)]
@@ -83,6 +88,113 @@ enum SessionCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct BindingArgs {
+    /// The role: view, edit, admin, cluster-admin, or a custom role from the config.
+    role: String,
+    /// The user to bind.
+    #[arg(
+        long,
+        value_name = "USER",
+        required_unless_present = "group",
+        conflicts_with = "group"
+    )]
+    user: Option<String>,
+    /// The group to bind (every user in it).
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Only on this cluster (default: every cluster).
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Only in this namespace (default: every namespace and cluster-scoped resources).
+    #[arg(long, short = 'n', value_name = "NS")]
+    namespace: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// Give a role to a user or a group, on one cluster or all, in one namespace or all.
+    Bind(BindingArgs),
+    /// Remove a binding (the same arguments as it was bound with).
+    Unbind(BindingArgs),
+    /// List the roles (built-in and from the config) and the bindings.
+    List {
+        /// Also print every rule of every role.
+        #[arg(long)]
+        rules: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Checks a binding against the config: the role, the cluster and the names must exist or be
+/// well-formed, so a typo never lands in the store.
+fn binding_of(args: &BindingArgs, cfg: &GatewayConfig) -> Result<Binding> {
+    let policy = Policy::new(&cfg.roles, Vec::new());
+    if policy.role(&args.role).is_none() {
+        let names: Vec<&str> = policy.roles().map(|r| r.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no role {:?}; the roles are: {}",
+            args.role,
+            names.join(", ")
+        ))
+        .into());
+    }
+    let subject = match (&args.user, &args.group) {
+        (Some(user), None) => {
+            if !valid_name(user) {
+                return Err(UsageError(format!("invalid user name {user:?}")).into());
+            }
+            Subject::User(user.clone())
+        }
+        (None, Some(group)) => {
+            if group.trim().is_empty() || group.chars().any(|c| c.is_control()) {
+                return Err(UsageError(format!("invalid group name {group:?}")).into());
+            }
+            Subject::Group(group.clone())
+        }
+        _ => return Err(UsageError("give exactly one of --user or --group".into()).into()),
+    };
+    if let Some(cluster) = &args.cluster {
+        if !cfg.clusters.iter().any(|c| &c.name == cluster) {
+            let names: Vec<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+            return Err(UsageError(format!(
+                "no cluster {cluster:?} in {}; the clusters are: {}",
+                cfg.path.display(),
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
+    if let Some(ns) = &args.namespace {
+        let ok = !ns.is_empty()
+            && ns.len() <= 63
+            && ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !ok {
+            return Err(UsageError(format!(
+                "invalid namespace {ns:?}: lowercase letters, digits and '-'"
+            ))
+            .into());
+        }
+    }
+    Ok(Binding {
+        role: args.role.clone(),
+        subject,
+        cluster: args.cluster.clone(),
+        namespace: args.namespace.clone(),
+    })
+}
+
+fn describe_binding(b: &Binding) -> String {
+    format!("role {} for {} ({})", b.role, b.subject, b.scope())
+}
+
 fn open_users(config: &ConfigArg) -> Result<UserStore> {
     let cfg = GatewayConfig::load(&config.config)?;
     Ok(UserStore::open(&cfg.db_path())?)
@@ -131,6 +243,68 @@ pub fn run(args: Args) -> Result<i32> {
         GatewayCommand::Session(SessionCommand::Revoke { user, config }) => {
             let n = open_users(&config)?.revoke_user(&user)?;
             println!("revoked {n} session(s) of {user}");
+            Ok(0)
+        }
+        GatewayCommand::Role(RoleCommand::Bind(args)) => {
+            let cfg = GatewayConfig::load(&args.config.config)?;
+            let binding = binding_of(&args, &cfg)?;
+            let store = UserStore::open(&cfg.db_path())?;
+            if store.add_binding(&binding)? {
+                println!("bound {}", describe_binding(&binding));
+            } else {
+                println!("already bound: {}", describe_binding(&binding));
+            }
+            Ok(0)
+        }
+        GatewayCommand::Role(RoleCommand::Unbind(args)) => {
+            let cfg = GatewayConfig::load(&args.config.config)?;
+            let binding = binding_of(&args, &cfg)?;
+            let store = UserStore::open(&cfg.db_path())?;
+            if store.remove_binding(&binding)? {
+                println!("unbound {}", describe_binding(&binding));
+                Ok(0)
+            } else {
+                anyhow::bail!(
+                    "no such binding: {}; `ztk gateway role list` shows the bindings",
+                    describe_binding(&binding)
+                )
+            }
+        }
+        GatewayCommand::Role(RoleCommand::List { rules, config }) => {
+            let cfg = GatewayConfig::load(&config.config)?;
+            let store = UserStore::open(&cfg.db_path())?;
+            let policy = Policy::new(&cfg.roles, store.list_bindings()?);
+            println!("ROLES");
+            for role in policy.roles() {
+                let origin = if role.builtin { "built-in" } else { "config" };
+                println!("  {} ({origin}, {} rules)", role.name, role.rules.len());
+                if rules {
+                    for rule in &role.rules {
+                        println!("    {rule}");
+                    }
+                }
+            }
+            println!("\nBINDINGS");
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::NOTHING);
+            table.set_header(vec!["ROLE", "SUBJECT", "CLUSTER", "NAMESPACE"]);
+            for b in policy.bindings() {
+                let mut role = b.role.clone();
+                if policy.role(&b.role).is_none() {
+                    role.push_str(" (unknown role: grants nothing)");
+                }
+                table.add_row(vec![
+                    role,
+                    b.subject.to_string(),
+                    b.cluster.clone().unwrap_or_else(|| "*".into()),
+                    b.namespace.clone().unwrap_or_else(|| "*".into()),
+                ]);
+            }
+            if policy.bindings().is_empty() {
+                println!("  none: every request is denied (deny by default)");
+            } else {
+                println!("{table}");
+            }
             Ok(0)
         }
         GatewayCommand::Audit { config, list } => {

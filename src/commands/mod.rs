@@ -1,5 +1,6 @@
 //! One file per subcommand, each with its arguments and its `run`.
 
+pub mod access;
 pub mod audit;
 pub mod completions;
 pub mod demo;

@@ -1,4 +1,4 @@
-//! `ztk status`: who you are, where, until when, and which clusters you can use.
+//! `ztk status`: who you are, where, until when, your roles, and which clusters you can use.
 
 use anyhow::Result;
 
@@ -7,7 +7,7 @@ use crate::client::api::GatewayApi;
 use crate::client::config::{ClientConfig, Paths};
 use crate::client::token::TokenStore;
 
-/// Show the current login: user, gateway, session expiry and clusters.
+/// Show the current login: user, gateway, session expiry, your roles and clusters.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
@@ -37,6 +37,21 @@ pub async fn run(_args: Args) -> Result<i32> {
                 "Session:  valid until {}",
                 format_time_us(session.expires_us)
             );
+            if session.roles.is_empty() {
+                println!(
+                    "Roles:    none (every request is denied until an administrator binds a role)"
+                );
+            }
+            for (i, grant) in session.roles.iter().enumerate() {
+                println!(
+                    "{}{} on cluster {}, namespace {} (via {})",
+                    if i == 0 { "Roles:    " } else { "          " },
+                    grant.role,
+                    grant.cluster.as_deref().unwrap_or("*"),
+                    grant.namespace.as_deref().unwrap_or("*"),
+                    grant.subject
+                );
+            }
         }
         Err(crate::client::api::ApiError::Status { code: 401, message }) => {
             println!("Session:  not valid: {message}");

@@ -4,9 +4,15 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 
+use super::access;
+use super::rbac::Identity;
+use super::users::UserError;
 use super::Gateway;
 use crate::body::{self, Body};
-use crate::protocol::{self, IngestAck, IngestCommands, LoginRequest, SessionInfo};
+use crate::protocol::{
+    self, AccessListAnswer, AccessListQuery, AccessQuery, CanIAnswer, EffectiveRule, IngestAck,
+    IngestCommands, LoginRequest, SessionInfo, WhoCanAnswer,
+};
 
 pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -16,12 +22,18 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
+        (Method::POST, protocol::CAN_I_PATH) => can_i(gateway, req).await,
+        (Method::POST, protocol::WHO_CAN_PATH) => who_can(gateway, req).await,
+        (Method::POST, protocol::ACCESS_LIST_PATH) => access_list(gateway, req).await,
         (
             _,
             protocol::LOGIN_PATH
             | protocol::SESSION_PATH
             | protocol::COMMANDS_PATH
-            | protocol::AUDIT_QUERY_PATH,
+            | protocol::AUDIT_QUERY_PATH
+            | protocol::CAN_I_PATH
+            | protocol::WHO_CAN_PATH
+            | protocol::ACCESS_LIST_PATH,
         ) => body::status_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -75,7 +87,11 @@ async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
         let user = gw.users.verify_password(&login.user, &login.password)?;
         match user {
             Some(user) => {
-                let (token, expires_us) = gw.users.create_session(&user.name, gw.session_ttl_us)?;
+                let (token, expires_us) = gw.users.create_session(
+                    &user.name,
+                    gw.session_ttl_us,
+                    gw.max_sessions_per_user,
+                )?;
                 Ok::<_, super::users::UserError>(Some((user, token, expires_us)))
             }
             None => Ok(None),
@@ -85,13 +101,18 @@ async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     match verified {
         Ok(Ok(Some((user, token, expires_us)))) => {
             tracing::info!(user = %user.name, "login");
+            let roles = gateway.roles_of(&user.name, &user.groups);
             json(&SessionInfo {
                 user: user.name,
                 groups: user.groups,
                 expires_us,
                 clusters: gateway.cluster_infos(),
                 token: Some(token),
+                roles,
             })
+        }
+        Ok(Err(err @ UserError::TooManySessions { .. })) => {
+            body::status_response(StatusCode::FORBIDDEN, "Forbidden", &err.to_string())
         }
         Ok(Ok(None)) => body::status_response(
             StatusCode::UNAUTHORIZED,
@@ -106,6 +127,7 @@ async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
 fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
     match gateway.authenticate(req.headers()) {
         Ok(s) => json(&SessionInfo {
+            roles: gateway.roles_of(&s.user, &s.groups),
             user: s.user,
             groups: s.groups,
             expires_us: s.expires_us,
@@ -216,10 +238,10 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
     let result = tokio::task::spawn_blocking(move || match query.view {
         protocol::View::Calls => store
             .query_calls(&query.filter, query.after.as_ref(), query.limit)
-            .map(|p| serde_json::to_value(p)),
+            .map(serde_json::to_value),
         protocol::View::Commands => store
             .query_commands(&query.filter, query.after.as_ref(), query.limit)
-            .map(|p| serde_json::to_value(p)),
+            .map(serde_json::to_value),
     })
     .await;
     match result {
@@ -228,4 +250,184 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
     }
+}
+
+impl super::Gateway {
+    /// The bindings that apply to a user, for `ztk status`.
+    pub fn roles_of(&self, user: &str, groups: &[String]) -> Vec<protocol::RoleGrant> {
+        let who = Identity {
+            user: user.to_string(),
+            groups: groups.to_vec(),
+        };
+        self.policy()
+            .bindings_of(&who)
+            .map(access::grant_of)
+            .collect()
+    }
+}
+
+fn unauthorized(message: &str) -> Response<Body> {
+    body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+}
+
+fn forbidden(message: String) -> Response<Body> {
+    body::status_response(StatusCode::FORBIDDEN, "Forbidden", &message)
+}
+
+// The errors are finished HTTP answers, made at most once per request; boxing them only adds noise.
+#[allow(clippy::result_large_err)]
+/// The identity a question is about: the asker, or (for administrators) another user.
+fn subject_of(
+    gateway: &super::Gateway,
+    asker: &Identity,
+    clusters: &[&str],
+    user: Option<&str>,
+) -> Result<Identity, Response<Body>> {
+    let Some(user) = user.filter(|u| *u != asker.user) else {
+        return Ok(asker.clone());
+    };
+    let policy = gateway.policy();
+    if let Some(c) = clusters
+        .iter()
+        .find(|c| !access::may_inspect(&policy, asker, c, Some(user)))
+    {
+        return Err(forbidden(format!(
+            "{asker} may not ask about user {user:?} on cluster {c:?}: that needs the impersonate verb on users (e.g. role cluster-admin)"
+        )));
+    }
+    match gateway.users.groups_of(user) {
+        Ok(Some(groups)) => Ok(Identity {
+            user: user.to_string(),
+            groups,
+        }),
+        Ok(None) => Err(bad_request(format!(
+            "no user {user:?}; `ztk gateway user list` shows the users"
+        ))),
+        Err(err) => Err(internal(err)),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn check_cluster(gateway: &super::Gateway, cluster: &str) -> Result<(), Response<Body>> {
+    if gateway.clusters.contains_key(cluster) {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "the gateway has no cluster {cluster:?}; `ztk status` lists the clusters"
+        )))
+    }
+}
+
+async fn can_i(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match gateway.authenticate(req.headers()) {
+        Ok(s) => s,
+        Err(message) => return unauthorized(&message),
+    };
+    let q: AccessQuery = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_cluster(&gateway, &q.cluster) {
+        return resp;
+    }
+    let info = match access::request_of(&q) {
+        Ok(info) => info,
+        Err(message) => return bad_request(message),
+    };
+    let asker = Identity {
+        user: session.user,
+        groups: session.groups,
+    };
+    let who = match subject_of(&gateway, &asker, &[&q.cluster], q.user.as_deref()) {
+        Ok(who) => who,
+        Err(resp) => return resp,
+    };
+    let (allowed, reason) = access::can_i(&gateway.policy(), &who, &q.cluster, &info);
+    json(&CanIAnswer {
+        allowed,
+        user: who.user,
+        request: access::request_label(&info),
+        reason,
+    })
+}
+
+async fn who_can(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match gateway.authenticate(req.headers()) {
+        Ok(s) => s,
+        Err(message) => return unauthorized(&message),
+    };
+    let q: AccessQuery = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_cluster(&gateway, &q.cluster) {
+        return resp;
+    }
+    let info = match access::request_of(&q) {
+        Ok(info) => info,
+        Err(message) => return bad_request(message),
+    };
+    let asker = Identity {
+        user: session.user,
+        groups: session.groups,
+    };
+    let policy = gateway.policy();
+    if !access::may_inspect(&policy, &asker, &q.cluster, None) {
+        return forbidden(format!(
+            "{asker} may not ask who can do what on cluster {:?}: that needs the impersonate verb on all users (e.g. role cluster-admin)",
+            q.cluster
+        ));
+    }
+    let users = match gateway.users.list_users() {
+        Ok(users) => users,
+        Err(err) => return internal(err),
+    };
+    let users: Vec<(String, Vec<String>)> = users.into_iter().map(|u| (u.name, u.groups)).collect();
+    let (bindings, users) = access::who_can(&policy, &users, &q.cluster, &info);
+    json(&WhoCanAnswer {
+        request: access::request_label(&info),
+        bindings,
+        users,
+    })
+}
+
+async fn access_list(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match gateway.authenticate(req.headers()) {
+        Ok(s) => s,
+        Err(message) => return unauthorized(&message),
+    };
+    let q: AccessListQuery = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    let asker = Identity {
+        user: session.user,
+        groups: session.groups,
+    };
+    // Another user's rules on every cluster: the asker must be an administrator on all.
+    let clusters: Vec<&str> = gateway.clusters.keys().map(String::as_str).collect();
+    let who = match subject_of(&gateway, &asker, &clusters, q.user.as_deref()) {
+        Ok(who) => who,
+        Err(resp) => return resp,
+    };
+    let policy = gateway.policy();
+    let mut rules = Vec::new();
+    for binding in policy.bindings_of(&who) {
+        let grant = access::grant_of(binding);
+        match policy.role(&binding.role) {
+            Some(role) => rules.extend(role.rules.iter().map(|r| EffectiveRule {
+                grant: grant.clone(),
+                rule: r.to_string(),
+            })),
+            None => rules.push(EffectiveRule {
+                grant,
+                rule: "(unknown role: grants nothing)".into(),
+            }),
+        }
+    }
+    json(&AccessListAnswer {
+        user: who.user,
+        groups: who.groups,
+        rules,
+    })
 }

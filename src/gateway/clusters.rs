@@ -26,6 +26,8 @@ pub struct Cluster {
     /// Where it is, for `ztk status` and errors.
     pub description: String,
     pub upstream: Upstream,
+    /// Send `Impersonate-User`/`Impersonate-Group` for the user (config `impersonate = true`).
+    pub impersonate: bool,
 }
 
 pub async fn connect(
@@ -38,7 +40,7 @@ pub async fn connect(
             name: c.name.clone(),
             message,
         };
-        let cluster = match &c.kind {
+        let mut cluster = match &c.kind {
             ClusterKind::Kubeconfig { path, context } => {
                 let kc =
                     crate::kubeconfig::Kubeconfig::load(path).map_err(|e| fail(e.to_string()))?;
@@ -74,12 +76,14 @@ pub async fn connect(
                     name: c.name.clone(),
                     description: resolved.server.clone(),
                     upstream,
+                    impersonate: false,
                 }
             }
             ClusterKind::Sandbox => start_sandbox(&c.name)
                 .await
                 .map_err(|e| fail(e.to_string()))?,
         };
+        cluster.impersonate = c.impersonate;
         out.insert(c.name.clone(), Arc::new(cluster));
     }
     Ok(out)
@@ -99,5 +103,6 @@ async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
         name: name.to_string(),
         description: format!("built-in sandbox ({})", server.url()),
         upstream,
+        impersonate: false,
     })
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::rbac::{builtin_roles, Role, Rule};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read gateway config {path}: {source}")]
@@ -27,10 +29,24 @@ struct RawConfig {
     tls: Option<RawTls>,
     #[serde(default = "default_ttl")]
     session_ttl: String,
+    /// Open sessions a user may hold at once; 0 for no limit.
+    #[serde(default = "default_max_sessions")]
+    max_sessions_per_user: u32,
     #[serde(default)]
     clusters: Vec<RawCluster>,
     #[serde(default = "default_admin_groups")]
     admin_groups: Vec<String>,
+    /// Custom roles, beside the built-in view, edit, admin and cluster-admin.
+    #[serde(default)]
+    roles: Vec<RawRole>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    name: Option<String>,
+    #[serde(default)]
+    rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +67,10 @@ struct RawCluster {
     context: Option<String>,
     #[serde(default)]
     sandbox: bool,
+    /// Act on the cluster as the user: send `Impersonate-User`/`Impersonate-Group` so the
+    /// cluster's own RBAC applies too (the gateway's credential needs the impersonate verb).
+    #[serde(default)]
+    impersonate: bool,
 }
 
 fn default_listen() -> String {
@@ -62,6 +82,9 @@ fn default_admin_groups() -> Vec<String> {
 fn default_ttl() -> String {
     "8h".into()
 }
+fn default_max_sessions() -> u32 {
+    10
+}
 
 /// A validated gateway configuration, paths made absolute.
 #[derive(Debug, Clone)]
@@ -71,9 +94,13 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     pub tls: TlsSource,
     pub session_ttl_us: i64,
+    /// 0: no limit.
+    pub max_sessions_per_user: u32,
     pub clusters: Vec<ClusterConfig>,
     /// Members of these groups read everyone's audit records through the query API.
     pub admin_groups: Vec<String>,
+    /// Custom roles from the config (the built-in ones are not listed here).
+    pub roles: Vec<Role>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +119,7 @@ pub enum TlsSource {
 pub struct ClusterConfig {
     pub name: String,
     pub kind: ClusterKind,
+    pub impersonate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +235,48 @@ impl GatewayConfig {
                     )))
                 }
             };
-            clusters.push(ClusterConfig { name, kind });
+            clusters.push(ClusterConfig {
+                name,
+                kind,
+                impersonate: c.impersonate,
+            });
+        }
+        let builtin: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+        let mut roles: Vec<Role> = Vec::new();
+        for (i, r) in raw.roles.into_iter().enumerate() {
+            let key = format!("roles[{i}]");
+            let name = r
+                .name
+                .ok_or_else(|| invalid(format!("key `{key}.name` is missing")))?;
+            if !valid_name(&name) {
+                return Err(invalid(format!(
+                    "key `{key}.name`: {name:?} must be lowercase letters, digits, '-', '.', '_'"
+                )));
+            }
+            if builtin.contains(&name) {
+                return Err(invalid(format!(
+                    "key `{key}.name`: {name:?} is a built-in role; choose another name"
+                )));
+            }
+            if roles.iter().any(|other| other.name == name) {
+                return Err(invalid(format!(
+                    "key `{key}.name`: role {name:?} is defined twice"
+                )));
+            }
+            if r.rules.is_empty() {
+                return Err(invalid(format!(
+                    "key `{key}.rules` ({name}): a role needs at least one `[[roles.rules]]`"
+                )));
+            }
+            for (j, rule) in r.rules.iter().enumerate() {
+                rule.validate()
+                    .map_err(|m| invalid(format!("key `{key}.rules[{j}]` ({name}): {m}")))?;
+            }
+            roles.push(Role {
+                name,
+                rules: r.rules,
+                builtin: false,
+            });
         }
         Ok(GatewayConfig {
             path: path.to_path_buf(),
@@ -215,8 +284,10 @@ impl GatewayConfig {
             data_dir,
             tls,
             session_ttl_us,
+            max_sessions_per_user: raw.max_sessions_per_user,
             clusters,
             admin_groups: raw.admin_groups,
+            roles,
         })
     }
 
@@ -256,6 +327,22 @@ mod tests {
         assert_eq!(c.session_ttl_us, 8 * 3_600_000_000);
         assert!(matches!(c.tls, TlsSource::Generated { .. }));
         assert!(matches!(c.clusters[0].kind, ClusterKind::Sandbox));
+        assert!(!c.clusters[0].impersonate);
+        assert_eq!(c.max_sessions_per_user, 10);
+        assert!(c.roles.is_empty());
+    }
+
+    #[test]
+    fn custom_roles_and_impersonating_clusters() {
+        let c = parse(
+            "data_dir = \"d\"\nmax_sessions_per_user = 2\n[[clusters]]\nname = \"prod\"\nsandbox = true\nimpersonate = true\n\
+             [[roles]]\nname = \"pod-reader\"\n[[roles.rules]]\napi_groups = [\"\"]\nresources = [\"pods\", \"pods/log\"]\nverbs = [\"get\", \"list\"]\n",
+        )
+        .unwrap();
+        assert!(c.clusters[0].impersonate);
+        assert_eq!(c.max_sessions_per_user, 2);
+        assert_eq!(c.roles[0].name, "pod-reader");
+        assert_eq!(c.roles[0].rules[0].resources, vec!["pods", "pods/log"]);
     }
 
     #[test]
@@ -270,6 +357,10 @@ mod tests {
             ("data_dir = \"d\"\nbogus = 1", "bogus"),
             ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),
             ("", "data_dir"),
+            ("data_dir = \"d\"\n[[roles]]\nname = \"view\"\n[[roles.rules]]\nverbs = [\"get\"]\napi_groups = [\"\"]\nresources = [\"pods\"]", "built-in"),
+            ("data_dir = \"d\"\n[[roles]]\nname = \"r\"", "roles[0].rules"),
+            ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverbs = [\"get\"]\nresources = [\"pods\"]", "api_groups"),
+            ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverb = [\"get\"]", "verb"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

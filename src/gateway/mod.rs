@@ -2,18 +2,23 @@
 //! forwards it to the cluster with the gateway's own credential, and writes the authoritative
 //! audit record of every call, denied ones included.
 
+pub mod access;
 pub mod api;
 pub mod authz;
+pub mod bindings;
 pub mod clusters;
 pub mod config;
+pub mod rbac;
 pub mod users;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use http::{header, HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::audit::{ApiCall, AuditSink, AuditStore, AuditWriter};
@@ -21,10 +26,16 @@ use crate::body::{self, Body};
 use crate::protocol::{self, COMMAND_ID_HEADER, REQUEST_ID_HEADER};
 use crate::request_info::RequestInfo;
 use crate::tls;
-use authz::Decision;
+use authz::{Decision, Impersonation};
 use clusters::Cluster;
 use config::{GatewayConfig, TlsSource};
+use rbac::{Identity, Policy};
 use users::{Session, TokenRejection, UserStore};
+
+/// How often the gateway looks for binding changes made by other processes.
+const POLICY_POLL: Duration = Duration::from_millis(250);
+/// How often open streams are checked against revocations and expiry.
+const STREAM_CHECK: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
     pub users: UserStore,
@@ -34,6 +45,14 @@ pub struct Gateway {
     pub session_ttl_us: i64,
     /// Members of these groups may read everyone's audit records.
     pub admin_groups: Vec<String>,
+    pub max_sessions_per_user: u32,
+    /// Roles and bindings, read by every request without touching the database; replaced
+    /// whole when the bindings table changes.
+    policy: RwLock<Arc<Policy>>,
+    /// Open relayed exchanges (watches, logs, exec…), so that a revoked session's streams
+    /// can be closed: id -> (session id, cancel switch).
+    streams: Mutex<HashMap<u64, (String, tokio::sync::watch::Sender<bool>)>>,
+    next_stream: AtomicU64,
 }
 
 /// A started gateway: its address and CA, and the handles that keep it running.
@@ -44,6 +63,7 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     writer: AuditWriter,
     server: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -55,6 +75,7 @@ impl Running {
     /// Stops accepting and flushes queued audit records.
     pub fn shutdown(self) {
         self.server.abort();
+        self.watcher.abort();
         drop(self.gateway);
         let _ = tokio::task::block_in_place(|| self.writer.close());
     }
@@ -71,6 +92,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let users = UserStore::open(&config.db_path())?;
+    let policy = Policy::new(&config.roles, users.list_bindings()?);
     let audit_store = AuditStore::open(&config.audit_path())?;
     let (audit, writer) = audit_store.start_writer(8192)?;
     let clusters = clusters::connect(config).await?;
@@ -91,7 +113,12 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         audit_store,
         session_ttl_us: config.session_ttl_us,
         admin_groups: config.admin_groups.clone(),
+        max_sessions_per_user: config.max_sessions_per_user,
+        policy: RwLock::new(Arc::new(policy)),
+        streams: Mutex::new(HashMap::new()),
+        next_stream: AtomicU64::new(0),
     });
+    let watcher = tokio::spawn(gateway.clone().watch());
     let handler_gateway = gateway.clone();
     let server = tokio::spawn(crate::serve::serve_tls(
         listener,
@@ -108,6 +135,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         gateway,
         writer,
         server,
+        watcher,
     })
 }
 
@@ -161,6 +189,27 @@ fn load_tls(
     }
 }
 
+/// Replaces any `Impersonate-*` header with the acting user and all their groups.
+fn impersonation_headers(headers: &mut HeaderMap, acting: &Identity) -> Result<(), String> {
+    let client_sent: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("impersonate-"))
+        .cloned()
+        .collect();
+    for name in client_sent {
+        headers.remove(name);
+    }
+    let value = |v: &str| {
+        HeaderValue::from_str(v)
+            .map_err(|_| format!("ztk: {v:?} cannot be sent as an impersonation header"))
+    };
+    headers.insert("impersonate-user", value(&acting.user)?);
+    for group in &acting.groups {
+        headers.append("impersonate-group", value(group)?);
+    }
+    Ok(())
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -169,6 +218,113 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Gateway {
+    /// The current roles and bindings.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Background upkeep: reloads the bindings when another process changed the database
+    /// (`PRAGMA data_version`, polled every 250 ms: no query on the request path), and closes
+    /// open streams whose session was revoked or expired.
+    async fn watch(self: Arc<Self>) {
+        let mut version = self.users.data_version().ok();
+        let mut ticks = tokio::time::interval(POLICY_POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stream_check = std::time::Instant::now();
+        loop {
+            ticks.tick().await;
+            let gw = self.clone();
+            let check_streams = last_stream_check.elapsed() >= STREAM_CHECK;
+            if check_streams {
+                last_stream_check = std::time::Instant::now();
+            }
+            let seen = version;
+            let result = tokio::task::spawn_blocking(move || {
+                let now = gw.users.data_version()?;
+                if Some(now) != seen {
+                    gw.reload_policy()?;
+                }
+                if check_streams {
+                    gw.close_invalid_streams()?;
+                }
+                Ok::<_, users::UserError>(now)
+            })
+            .await;
+            match result {
+                Ok(Ok(now)) => version = Some(now),
+                Ok(Err(err)) => tracing::error!("gateway upkeep failed: {err}"),
+                Err(err) => tracing::error!("gateway upkeep panicked: {err}"),
+            }
+        }
+    }
+
+    fn reload_policy(&self) -> Result<(), users::UserError> {
+        let bindings = self.users.list_bindings()?;
+        let current = self.policy();
+        if current.bindings() != bindings.as_slice() {
+            tracing::info!(bindings = bindings.len(), "role bindings reloaded");
+            let next = Arc::new(current.with_bindings(bindings));
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = next;
+        }
+        Ok(())
+    }
+
+    fn close_invalid_streams(&self) -> Result<(), users::UserError> {
+        let mut ids: Vec<String> = {
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams
+                .values()
+                .map(|(session, _)| session.clone())
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort();
+        ids.dedup();
+        let invalid = self.users.invalid_sessions(&ids)?;
+        if invalid.is_empty() {
+            return Ok(());
+        }
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        for (session, cancel) in streams.values() {
+            if invalid.contains(session) {
+                let _ = cancel.send(true);
+            }
+        }
+        tracing::info!(
+            sessions = invalid.len(),
+            "closed streams of invalid sessions"
+        );
+        Ok(())
+    }
+
+    /// Registers an open exchange of `session`; returns its id and its cancel signal.
+    fn open_stream(&self, session: &str) -> (u64, crate::relay::Cancel) {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (session.to_string(), tx));
+        (id, rx)
+    }
+
+    fn close_stream(&self, id: u64) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// How many relayed exchanges are open (for tests and diagnostics).
+    pub fn open_streams(&self) -> usize {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let req = req.map(body::boxed);
         let path = req.uri().path();
@@ -251,38 +407,66 @@ impl Gateway {
                 &message,
             );
         };
-        let impersonates = headers
-            .keys()
-            .any(|k| k.as_str().starts_with("impersonate-"));
-        if let Decision::Deny(reason) =
-            authz::authorize(&session, cluster_name, &info, impersonates)
-        {
-            let message = format!("ztk: forbidden: {reason}");
-            return self.refuse(
-                call,
-                start,
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "deny",
-                &message,
-            );
-        }
+        let impersonation = Impersonation::from_headers(headers);
+        let who = Identity {
+            user: session.user.clone(),
+            groups: session.groups.clone(),
+        };
+        let policy = self.policy();
+        let acting =
+            match authz::authorize(&policy, &who, cluster_name, &info, impersonation.as_ref()) {
+                Decision::Allow { identity, note } => {
+                    if let Some(note) = note {
+                        call.reason = note;
+                    }
+                    identity
+                }
+                Decision::Deny(reason) => {
+                    let message = format!("ztk: forbidden: {reason}");
+                    return self.refuse(
+                        call,
+                        start,
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        "deny",
+                        &message,
+                    );
+                }
+            };
 
         // The client's token and ztk's own headers stay here; the cluster gets the gateway's.
         let headers = req.headers_mut();
         headers.remove(COMMAND_ID_HEADER);
         headers.remove(REQUEST_ID_HEADER);
+        if cluster.impersonate {
+            // The cluster sees the user (or whom they may impersonate), never the client's
+            // own headers, so its RBAC applies on top of ztk's.
+            if let Err(message) = impersonation_headers(headers, &acting) {
+                return self.refuse(
+                    call,
+                    start,
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "deny",
+                    &message,
+                );
+            }
+        }
         let path_and_query = match query {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
         let sink = self.audit.clone();
+        let (stream, cancel) = self.open_stream(&session.id);
+        let gateway = self.clone();
         crate::relay::relay(
             &cluster.upstream,
             req,
             &path_and_query,
             HeaderMap::new(),
+            Some(cancel),
             move |outcome| {
+                gateway.close_stream(stream);
                 call.finish(outcome);
                 sink.record_call(call);
             },

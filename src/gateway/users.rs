@@ -34,9 +34,12 @@ pub enum UserError {
     EmptyPassword,
     #[error("could not hash the password: {0}")]
     Hash(String),
+    #[error("user {user:?} already has {limit} open session(s), the limit (`max_sessions_per_user`); log out elsewhere with `ztk logout`, or ask an administrator to run `ztk gateway session revoke {user}`")]
+    TooManySessions { user: String, limit: u32 },
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -52,7 +55,19 @@ CREATE TABLE sessions (
     revoked_us INTEGER
 );
 CREATE INDEX sessions_user ON sessions(user);
-"#];
+"#,
+    r#"
+CREATE TABLE bindings (
+    role TEXT NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'group')),
+    subject TEXT NOT NULL,
+    cluster TEXT NOT NULL,   -- '' for every cluster
+    namespace TEXT NOT NULL, -- '' for every namespace
+    created_us INTEGER NOT NULL,
+    UNIQUE (role, subject_kind, subject, cluster, namespace)
+);
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserInfo {
@@ -112,7 +127,7 @@ impl UserStore {
         }
     }
 
-    fn with_conn<T>(
+    pub(super) fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, UserError> {
@@ -211,8 +226,15 @@ impl UserStore {
         }))
     }
 
-    /// Creates a session and returns its token (shown once) and expiry.
-    pub fn create_session(&self, user: &str, ttl_us: i64) -> Result<(String, i64), UserError> {
+    /// Creates a session and returns its token (shown once) and expiry. With `limit` > 0, refuses
+    /// when the user already has that many open sessions; count and insert are one statement,
+    /// so concurrent logins cannot both slip under the limit.
+    pub fn create_session(
+        &self,
+        user: &str,
+        ttl_us: i64,
+        limit: u32,
+    ) -> Result<(String, i64), UserError> {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         let token = format!(
@@ -221,12 +243,27 @@ impl UserStore {
         );
         let now = now_us();
         let expires = now + ttl_us;
-        self.with_conn(|c| {
+        let inserted = self.with_conn(|c| {
             c.execute(
-                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us) VALUES (?, ?, ?, ?, ?)",
-                params![uuid::Uuid::now_v7().to_string(), hash_token(&token), user, now, expires],
+                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us) \
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 OR (SELECT COUNT(*) FROM sessions \
+                 WHERE user = ?3 AND revoked_us IS NULL AND expires_us > ?4) < ?6",
+                params![
+                    uuid::Uuid::now_v7().to_string(),
+                    hash_token(&token),
+                    user,
+                    now,
+                    expires,
+                    limit
+                ],
             )
         })?;
+        if inserted == 0 {
+            return Err(UserError::TooManySessions {
+                user: user.to_string(),
+                limit,
+            });
+        }
         Ok((token, expires))
     }
 
@@ -278,6 +315,54 @@ impl UserStore {
     }
 }
 
+impl UserStore {
+    /// The groups of a user, or None when there is no such user.
+    pub fn groups_of(&self, name: &str) -> Result<Option<Vec<String>>, UserError> {
+        let groups: Option<String> = self.with_conn(|c| {
+            c.query_row("SELECT groups FROM users WHERE name = ?", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        Ok(groups.map(|g| serde_json::from_str(&g).unwrap_or_default()))
+    }
+
+    /// Of these session ids, the ones no longer valid (revoked, expired, or user removed).
+    pub fn invalid_sessions(&self, ids: &[String]) -> Result<Vec<String>, UserError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invalid = Vec::new();
+        // Bound parameters, in chunks under SQLite's variable limit.
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT s.id FROM sessions s LEFT JOIN users u ON u.name = s.user \
+                 WHERE s.id IN ({marks}) AND (s.revoked_us IS NOT NULL OR s.expires_us <= ? \
+                 OR u.name IS NULL)"
+            );
+            let now = now_us();
+            let found: Vec<String> = self.with_conn(|c| {
+                let mut stmt = c.prepare(&sql)?;
+                let mut values: Vec<&dyn rusqlite::ToSql> =
+                    chunk.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+                values.push(&now);
+                let rows = stmt.query_map(values.as_slice(), |r| r.get(0))?;
+                rows.collect()
+            })?;
+            invalid.extend(found);
+        }
+        Ok(invalid)
+    }
+
+    /// SQLite's `data_version` of this connection: it changes when another process (e.g.
+    /// `ztk gateway role bind`) commits to the database, which is how the gateway notices
+    /// binding changes without a restart.
+    pub fn data_version(&self) -> Result<i64, UserError> {
+        self.with_conn(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+}
+
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -304,7 +389,7 @@ mod tests {
         let user = store.verify_password("alice", "pw").unwrap().unwrap();
         assert_eq!(user.groups, vec!["dev".to_string()]);
 
-        let (token, _) = store.create_session("alice", 60_000_000).unwrap();
+        let (token, _) = store.create_session("alice", 60_000_000, 0).unwrap();
         let session = store.authenticate(&token).unwrap().unwrap();
         assert_eq!(session.user, "alice");
         assert_eq!(
@@ -312,7 +397,7 @@ mod tests {
             Err(TokenRejection::Unknown)
         );
 
-        let (expired, _) = store.create_session("alice", -1).unwrap();
+        let (expired, _) = store.create_session("alice", -1, 0).unwrap();
         assert_eq!(
             store.authenticate(&expired).unwrap(),
             Err(TokenRejection::Expired)
@@ -324,7 +409,7 @@ mod tests {
             Err(TokenRejection::Revoked)
         );
 
-        let (again, _) = store.create_session("alice", 60_000_000).unwrap();
+        let (again, _) = store.create_session("alice", 60_000_000, 0).unwrap();
         store.remove_user("alice").unwrap();
         assert_eq!(
             store.authenticate(&again).unwrap(),

@@ -33,6 +33,8 @@ pub struct Req<'a> {
     pub accept: &'a str,
     pub content_type: &'a str,
     pub body: Bytes,
+    /// Who the request acts as, from its `Impersonate-*` headers.
+    pub impersonated: Option<(String, Vec<String>)>,
 }
 
 impl Req<'_> {
@@ -196,7 +198,7 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
     if let Err(resp) = prepare_new(req, &mut obj) {
         return resp;
     }
-    if let Some(answer) = review(req.res, &obj) {
+    if let Some(answer) = review(req.res, &obj, req.impersonated.as_ref()) {
         return object_response(StatusCode::CREATED, req, answer);
     }
     let meta = &mut obj["metadata"];
@@ -261,7 +263,11 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
 
 /// Reviews (`kubectl auth can-i`, `kubectl auth whoami`, token reviews) are create-only
 /// questions, answered and never stored. The sandbox's one user may do everything.
-fn review(res: &ResourceInfo, obj: &Value) -> Option<Value> {
+fn review(
+    res: &ResourceInfo,
+    obj: &Value,
+    impersonated: Option<&(String, Vec<String>)>,
+) -> Option<Value> {
     let mut answer = obj.clone();
     match (res.group.as_str(), res.kind.as_str()) {
         ("authorization.k8s.io", "SelfSubjectRulesReview") => {
@@ -276,7 +282,16 @@ fn review(res: &ResourceInfo, obj: &Value) -> Option<Value> {
                 json!({"allowed": true, "reason": "the sandbox cluster allows every request"});
         }
         ("authentication.k8s.io", "SelfSubjectReview") => {
-            answer["status"] = json!({"userInfo": {"username": "sandbox-user", "groups": ["system:masters", "system:authenticated"]}});
+            answer["status"] = match impersonated {
+                Some((user, groups)) => {
+                    let mut groups = groups.clone();
+                    groups.push("system:authenticated".into());
+                    json!({"userInfo": {"username": user, "groups": groups}})
+                }
+                None => {
+                    json!({"userInfo": {"username": "sandbox-user", "groups": ["system:masters", "system:authenticated"]}})
+                }
+            };
         }
         ("authentication.k8s.io", "TokenReview") => {
             answer["status"] = json!({"authenticated": true, "user": {"username": "sandbox-user", "groups": ["system:authenticated"]}});

@@ -34,7 +34,7 @@
 
 mod api;
 mod controller;
-mod discovery;
+pub mod discovery;
 mod openapi_schema;
 mod patch;
 mod proto;
@@ -270,6 +270,7 @@ impl Sandbox {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
             body,
+            impersonated: impersonated(&parts.headers),
         };
         let watch = legacy_watch || query.get("watch").is_some_and(|w| w != "false" && w != "0");
         match (&parts.method, name, sub) {
@@ -439,6 +440,19 @@ fn store_error(err: StoreError, res: &ResourceInfo, name: &str) -> Response<Body
             name,
         ),
     }
+}
+
+/// The user and groups named by `Impersonate-User`/`Impersonate-Group`, which `kubectl auth
+/// whoami` then shows (the sandbox's one credential may impersonate anyone, like a
+/// cluster-admin). Lets tests see exactly what the gateway sent.
+fn impersonated(headers: &HeaderMap) -> Option<(String, Vec<String>)> {
+    let user = headers.get("impersonate-user")?.to_str().ok()?.to_string();
+    let groups = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    Some((user, groups))
 }
 
 #[cfg(test)]

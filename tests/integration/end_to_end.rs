@@ -353,7 +353,9 @@ fn impersonation_is_refused_and_audited() {
         .kubectl(&["get", "po", "-n", "dev", "--as", "bob"])
         .failure();
     assert!(
-        out.contains("Warning: ztk: forbidden: user \"alice\" may not impersonate"),
+        out.contains(
+            "Warning: ztk: forbidden: user \"alice\" (groups dev) may not impersonate user \"bob\""
+        ),
         "{out}"
     );
     let denied = env.gateway_calls(

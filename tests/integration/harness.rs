@@ -24,7 +24,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// A gateway serving the sandbox as cluster `sandbox`, with user `alice` (group `dev`).
+    /// A gateway serving the sandbox as cluster `sandbox`, with user `alice` (group `dev`), who
+    /// has the role `edit` everywhere (deny by default: without a binding she could do nothing).
     pub fn start() -> Env {
         Self::start_with("")
     }
@@ -60,18 +61,27 @@ impl Env {
         env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
             .stdin_text(&format!("{PASSWORD}\n"))
             .success();
+        env.gateway_cmd(&["role", "bind", "edit", "--user", "alice"])
+            .success();
         env
     }
 
-    /// Adds a user with the common test password.
+    /// Adds a user with these groups (password `PASSWORD`).
     pub fn add_user(&self, name: &str, groups: &[&str]) {
         let mut args = vec!["user", "add", name, "--password-stdin"];
         for g in groups {
-            args.extend(["--group", g]);
+            args.extend_from_slice(&["--group", g]);
         }
         self.gateway_cmd(&args)
             .stdin_text(&format!("{PASSWORD}\n"))
             .success();
+    }
+
+    /// `ztk gateway role ARGS --config ...`.
+    pub fn role(&self, args: &[&str]) -> String {
+        let mut all = vec!["role"];
+        all.extend_from_slice(args);
+        self.gateway_cmd(&all).success()
     }
 
     pub fn serve(&mut self) {
@@ -138,7 +148,12 @@ impl Env {
         self.login_as("alice");
     }
 
+    /// Logs the client in as `user` (password `PASSWORD`).
     pub fn login_as(&self, user: &str) {
+        self.login_cmd(user).success();
+    }
+
+    pub fn login_cmd(&self, user: &str) -> Cmd {
         self.ztk(&[
             "login",
             "--gateway",
@@ -150,7 +165,6 @@ impl Env {
             "--password-stdin",
         ])
         .stdin_text(&format!("{PASSWORD}\n"))
-        .success();
     }
 
     /// `ztk kubectl ARGS`, with the machine's kubectl.

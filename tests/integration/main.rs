@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod audit;
 mod cli;
 mod end_to_end;
