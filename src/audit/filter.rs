@@ -84,77 +84,29 @@ impl Filter {
 
     /// The WHERE clause over `api_calls c LEFT JOIN commands cmd`, with its parameters.
     pub fn call_clause(&self) -> (String, Vec<Value>) {
-        let mut sql = Vec::new();
-        let mut params = Vec::new();
-        if let Some(since) = self.since_us {
-            sql.push("c.time_us >= ?".to_string());
-            params.push(Value::Integer(since));
-        }
-        if let Some(until) = self.until_us {
-            sql.push("c.time_us < ?".to_string());
-            params.push(Value::Integer(until));
-        }
-        any_of(&mut sql, &mut params, "c.user = ?", &self.users);
-        any_of(&mut sql, &mut params, "c.cluster = ?", &self.clusters);
+        let (mut sql, mut params) = self.record_level(&RecordColumns {
+            time: "c.time_us",
+            user: "c.user",
+            cluster: "c.cluster",
+            access_method: "c.access_method",
+            duration: "c.duration_us",
+            command_id: "c.command_id",
+        });
         self.call_level(&mut sql, &mut params, "c");
-        let methods: Vec<String> = self
-            .access_methods
-            .iter()
-            .map(|m| m.as_str().to_string())
-            .collect();
-        any_of(&mut sql, &mut params, "c.access_method = ?", &methods);
-        any_of(
-            &mut sql,
-            &mut params,
-            "instr(cmd.command_line, ?) > 0",
-            &self.commands,
-        );
-        if let Some(min) = self.min_duration_us {
-            sql.push("c.duration_us >= ?".to_string());
-            params.push(Value::Integer(min));
-        }
-        if let Some(id) = self.command_id {
-            sql.push("c.command_id = ?".to_string());
-            params.push(Value::Text(id.to_string()));
-        }
         (join(sql), params)
     }
 
     /// The WHERE clause over `commands cmd`: command-level filters apply to the command, and
     /// call-level ones (namespace, resource, verb, status) select commands with a matching call.
     pub fn command_clause(&self) -> (String, Vec<Value>) {
-        let mut sql = Vec::new();
-        let mut params = Vec::new();
-        if let Some(since) = self.since_us {
-            sql.push("cmd.started_us >= ?".to_string());
-            params.push(Value::Integer(since));
-        }
-        if let Some(until) = self.until_us {
-            sql.push("cmd.started_us < ?".to_string());
-            params.push(Value::Integer(until));
-        }
-        any_of(&mut sql, &mut params, "cmd.user = ?", &self.users);
-        any_of(&mut sql, &mut params, "cmd.cluster = ?", &self.clusters);
-        let methods: Vec<String> = self
-            .access_methods
-            .iter()
-            .map(|m| m.as_str().to_string())
-            .collect();
-        any_of(&mut sql, &mut params, "cmd.access_method = ?", &methods);
-        any_of(
-            &mut sql,
-            &mut params,
-            "instr(cmd.command_line, ?) > 0",
-            &self.commands,
-        );
-        if let Some(min) = self.min_duration_us {
-            sql.push("(cmd.ended_us - cmd.started_us) >= ?".to_string());
-            params.push(Value::Integer(min));
-        }
-        if let Some(id) = self.command_id {
-            sql.push("cmd.id = ?".to_string());
-            params.push(Value::Text(id.to_string()));
-        }
+        let (mut sql, mut params) = self.record_level(&RecordColumns {
+            time: "cmd.started_us",
+            user: "cmd.user",
+            cluster: "cmd.cluster",
+            access_method: "cmd.access_method",
+            duration: "(cmd.ended_us - cmd.started_us)",
+            command_id: "cmd.id",
+        });
         if self.has_call_filters() {
             let mut inner = vec!["a.command_id = cmd.id".to_string()];
             self.call_level(&mut inner, &mut params, "a");
@@ -166,6 +118,58 @@ impl Filter {
             ));
         }
         (join(sql), params)
+    }
+
+    /// Conditions that apply to a whole record (call or command), over the given columns.
+    fn record_level(&self, cols: &RecordColumns) -> (Vec<String>, Vec<Value>) {
+        let mut sql = Vec::new();
+        let mut params = Vec::new();
+        if let Some(since) = self.since_us {
+            sql.push(format!("{} >= ?", cols.time));
+            params.push(Value::Integer(since));
+        }
+        if let Some(until) = self.until_us {
+            sql.push(format!("{} < ?", cols.time));
+            params.push(Value::Integer(until));
+        }
+        any_of(
+            &mut sql,
+            &mut params,
+            &format!("{} = ?", cols.user),
+            &self.users,
+        );
+        any_of(
+            &mut sql,
+            &mut params,
+            &format!("{} = ?", cols.cluster),
+            &self.clusters,
+        );
+        let methods: Vec<String> = self
+            .access_methods
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect();
+        any_of(
+            &mut sql,
+            &mut params,
+            &format!("{} = ?", cols.access_method),
+            &methods,
+        );
+        any_of(
+            &mut sql,
+            &mut params,
+            "instr(cmd.command_line, ?) > 0",
+            &self.commands,
+        );
+        if let Some(min) = self.min_duration_us {
+            sql.push(format!("{} >= ?", cols.duration));
+            params.push(Value::Integer(min));
+        }
+        if let Some(id) = self.command_id {
+            sql.push(format!("{} = ?", cols.command_id));
+            params.push(Value::Text(id.to_string()));
+        }
+        (sql, params)
     }
 
     /// Conditions on single calls, over the api_calls alias `t`.
@@ -207,6 +211,16 @@ impl Filter {
             sql.push(format!("({})", parts.join(" OR ")));
         }
     }
+}
+
+/// Where a view keeps the fields every record has.
+struct RecordColumns {
+    time: &'static str,
+    user: &'static str,
+    cluster: &'static str,
+    access_method: &'static str,
+    duration: &'static str,
+    command_id: &'static str,
 }
 
 fn join(sql: Vec<String>) -> String {

@@ -10,7 +10,6 @@ use comfy_table::{ContentArrangement, Table};
 use serde_json::json;
 
 use super::model::{format_time_us, CallRow, CommandRow};
-use super::render::format_duration_us;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -240,6 +239,17 @@ impl<W: Write> Emitter<W> {
         let mut out = self.out.take().expect("output");
         out.flush()?;
         Ok(out)
+    }
+}
+
+/// Human form of a duration in microseconds: `850µs`, `12.3ms`, `1.20s`.
+pub fn format_duration_us(us: i64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
     }
 }
 
@@ -528,6 +538,13 @@ mod tests {
             client_duration_us: Some(5),
             gateway_duration_us: None,
         }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration_us(850), "850µs");
+        assert_eq!(format_duration_us(12_345), "12.3ms");
+        assert_eq!(format_duration_us(1_204_000), "1.20s");
     }
 
     #[test]

@@ -4,7 +4,6 @@ pub mod filter;
 pub mod format;
 pub mod model;
 pub mod redact;
-pub mod render;
 pub mod seed;
 pub mod store;
 

@@ -337,42 +337,58 @@ impl AuditStore {
         filter: &Filter,
         after: Option<&Cursor>,
         limit: Option<usize>,
-        mut f: impl FnMut(CallRow) -> Result<(), StoreError>,
+        f: impl FnMut(CallRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.connect(true)?;
-        let (mut clause, mut values) = filter.call_clause();
-        if let Some(cursor) = after {
-            clause.push_str(" AND (c.time_us < ? OR (c.time_us = ? AND c.id < ?))");
-            values.push(Value::Integer(cursor.time_us));
-            values.push(Value::Integer(cursor.time_us));
-            values.push(Value::Text(cursor.id.clone()));
-        }
-        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
+        let (clause, values) = filter.call_clause();
         // On the client a call's request id is its own id: its duration is the client's.
-        let sql = format!(
+        let select = format!(
             "SELECT {CALL_COLUMNS}, cmd.command_line, \
              COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
              CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
              FROM api_calls c \
              LEFT JOIN commands cmd ON cmd.id = c.command_id \
-             LEFT JOIN client_timings t ON t.request_id = c.request_id \
-             WHERE {clause} ORDER BY c.time_us DESC, c.id DESC LIMIT ?"
+             LEFT JOIN client_timings t ON t.request_id = c.request_id"
         );
+        let keys = ("c.time_us", "c.id");
+        self.stream(&select, clause, values, keys, after, limit, f, |row| {
+            Ok(CallRow {
+                call: call_from_row(row)?,
+                command_line: opt_text(row, 27)?,
+                client_duration_us: row.get(28)?,
+                gateway_duration_us: row.get(29)?,
+            })
+        })
+    }
+
+    /// Runs `select WHERE clause` newest first by `keys` (time, id), after `after`, handing
+    /// each row, as `map` reads it, to `f`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream<T>(
+        &self,
+        select: &str,
+        mut clause: String,
+        mut values: Vec<Value>,
+        (time, id): (&str, &str),
+        after: Option<&Cursor>,
+        limit: Option<usize>,
+        mut f: impl FnMut(T) -> Result<(), StoreError>,
+        map: impl Fn(&Row) -> rusqlite::Result<T>,
+    ) -> Result<(), StoreError> {
+        let conn = self.connect(true)?;
+        if let Some(cursor) = after {
+            clause.push_str(&format!(" AND ({time} < ? OR ({time} = ? AND {id} < ?))"));
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Integer(cursor.time_us));
+            values.push(Value::Text(cursor.id.clone()));
+        }
+        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
+        let sql = format!("{select} WHERE {clause} ORDER BY {time} DESC, {id} DESC LIMIT ?");
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
             .query(params_from_iter(values))
             .map_err(|e| self.err(e))?;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            let parsed = (|| {
-                Ok(CallRow {
-                    call: call_from_row(row)?,
-                    command_line: opt_text(row, 27)?,
-                    client_duration_us: row.get(28)?,
-                    gateway_duration_us: row.get(29)?,
-                })
-            })()
-            .map_err(|e| self.err(e))?;
-            f(parsed)?;
+            f(map(row).map_err(|e| self.err(e))?)?;
         }
         Ok(())
     }
@@ -414,50 +430,37 @@ impl AuditStore {
         filter: &Filter,
         after: Option<&Cursor>,
         limit: Option<usize>,
-        mut f: impl FnMut(CommandRow) -> Result<(), StoreError>,
+        f: impl FnMut(CommandRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.connect(true)?;
-        let (mut clause, mut values) = filter.command_clause();
-        if let Some(cursor) = after {
-            clause.push_str(" AND (cmd.started_us < ? OR (cmd.started_us = ? AND cmd.id < ?))");
-            values.push(Value::Integer(cursor.time_us));
-            values.push(Value::Integer(cursor.time_us));
-            values.push(Value::Text(cursor.id.clone()));
-        }
-        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
-        let sql = format!(
+        let (clause, values) = filter.command_clause();
+        let select = format!(
             "SELECT {}, \
              (SELECT group_concat(cls || '=' || n) FROM \
                 (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
                         COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)) \
-             FROM commands cmd WHERE {clause} ORDER BY cmd.started_us DESC, cmd.id DESC LIMIT ?",
-            COMMAND_COLUMNS.split(", ").map(|c| format!("cmd.{c}")).collect::<Vec<_>>().join(", ")
+             FROM commands cmd",
+            COMMAND_COLUMNS
+                .split(", ")
+                .map(|c| format!("cmd.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params_from_iter(values))
-            .map_err(|e| self.err(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            let parsed = (|| {
-                let command = command_from_row(row)?;
-                let summary = opt_text(row, 12)?;
-                let statuses: std::collections::BTreeMap<String, i64> = summary
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|part| part.split_once('='))
-                    .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
-                    .collect();
-                Ok(CommandRow {
-                    calls: statuses.values().sum(),
-                    duration_us: command.ended_us.map(|end| end - command.started_us),
-                    statuses,
-                    command,
-                })
-            })()
-            .map_err(|e| self.err(e))?;
-            f(parsed)?;
-        }
-        Ok(())
+        let keys = ("cmd.started_us", "cmd.id");
+        self.stream(&select, clause, values, keys, after, limit, f, |row| {
+            let command = command_from_row(row)?;
+            let statuses: std::collections::BTreeMap<String, i64> = opt_text(row, 12)?
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|part| part.split_once('='))
+                .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                .collect();
+            Ok(CommandRow {
+                calls: statuses.values().sum(),
+                duration_us: command.ended_us.map(|end| end - command.started_us),
+                statuses,
+                command,
+            })
+        })
     }
 
     /// The client's timings of a command's calls, to ship with it.
