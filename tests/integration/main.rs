@@ -6,3 +6,4 @@ mod harness;
 mod cli;
 mod end_to_end;
 mod failures;
+mod plain;
