@@ -436,7 +436,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
 
 fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
+        "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
          decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -333,8 +333,14 @@ async fn handle(
         extra.insert(REQUEST_ID_HEADER, v);
     }
     let done_ctx = ctx.clone();
-    let done = move |outcome| {
+    let done = move |outcome: crate::relay::Outcome| {
+        let last = !outcome.open;
         call.finish(outcome);
+        // The record of an opening stream is replaced (same id) by its final one.
+        done_ctx.sink.record_call(call.clone());
+        if !last {
+            return;
+        }
         if let (Some(cmd), Access::Issued { .. }) = (command_id, &done_ctx.access) {
             *done_ctx
                 .activity
@@ -343,7 +349,6 @@ async fn handle(
                 .entry(cmd)
                 .or_default() += 1;
         }
-        done_ctx.sink.record_call(call);
         done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
         done_ctx.finished.notify_waiters();
     };

@@ -280,8 +280,9 @@ impl Gateway {
             &path_and_query,
             HeaderMap::new(),
             move |outcome| {
+                // The record of an opening stream is replaced (same id) by its final one.
                 call.finish(outcome);
-                sink.record_call(call);
+                sink.record_call(call.clone());
             },
         )
         .await

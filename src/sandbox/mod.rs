@@ -35,6 +35,7 @@
 mod api;
 mod controller;
 mod discovery;
+mod exec;
 mod openapi_schema;
 mod patch;
 mod proto;
@@ -70,6 +71,8 @@ pub struct Sandbox {
     token: String,
     discovery: Discovery,
     store: Store,
+    /// The pods' fake filesystems, for exec and cp.
+    files: exec::Filesystems,
 }
 
 impl Sandbox {
@@ -82,10 +85,17 @@ impl Sandbox {
             token,
             discovery: Discovery::load(),
             store,
+            files: exec::Filesystems::default(),
         })
     }
 
     pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+        if exec::is_exec(&req) {
+            if !self.authorized(req.headers()) {
+                return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
+            return exec::serve(self.clone(), req);
+        }
         let (parts, body) = req.into_parts();
         // Always drain the body, whatever the answer: an unread body (kubectl's DELETE sends
         // one) would corrupt the next request on an HTTP/1.1 connection.

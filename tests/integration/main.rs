@@ -7,3 +7,4 @@ mod cli;
 mod end_to_end;
 mod failures;
 mod plain;
+mod streams;

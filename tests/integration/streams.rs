@@ -1,0 +1,295 @@
+//! Streams and upgrades through both hops: exec and cp (WebSocket), logs -f and get -w, through
+//! `ztk kubectl` and through plain kubectl with the generated kubeconfig.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ztk::audit::Filter;
+
+use crate::harness::*;
+
+/// Both ways of running kubectl: `ztk kubectl ARGS` and plain kubectl with the kubeconfig.
+fn both(env: &Env, args: &[&str]) -> [Cmd; 2] {
+    [env.kubectl(args), env.plain("kubectl", args)]
+}
+
+#[test]
+fn exec_and_cp_work_through_both_paths_and_are_recorded_when_they_end() {
+    let env = Env::start();
+    env.setup_plain();
+    for (i, [via_ztk, plain]) in [both(
+        &env,
+        &[
+            "exec",
+            "-n",
+            "dev",
+            "debug-shell",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $HOSTNAME; echo 'two  words'",
+        ],
+    )]
+    .into_iter()
+    .enumerate()
+    {
+        for cmd in [via_ztk, plain] {
+            let out = cmd.success();
+            assert_eq!(out, "hello from $HOSTNAME\ntwo  words\n", "run {i}");
+        }
+    }
+    let (code, out) = env
+        .plain(
+            "kubectl",
+            &["exec", "-n", "dev", "debug-shell", "--", "cat", "/nope"],
+        )
+        .failure();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("No such file or directory"), "{out}");
+
+    // cp both ways: up through ztk kubectl, back down through plain kubectl, and the reverse.
+    let local = env.path("up.txt");
+    write(&local, "payload for the pod\nline two\n");
+    env.kubectl(&["cp", local.to_str().unwrap(), "dev/debug-shell:/tmp/up.txt"])
+        .success();
+    let back = env.path("back.txt");
+    env.plain(
+        "kubectl",
+        &["cp", "dev/debug-shell:/tmp/up.txt", back.to_str().unwrap()],
+    )
+    .success();
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "payload for the pod\nline two\n"
+    );
+    env.plain(
+        "kubectl",
+        &[
+            "cp",
+            local.to_str().unwrap(),
+            "dev/debug-shell:/tmp/plain.txt",
+        ],
+    )
+    .success();
+    let listing = env
+        .kubectl(&["exec", "-n", "dev", "debug-shell", "--", "ls", "/tmp"])
+        .success();
+    assert_eq!(listing, "plain.txt\nup.txt\n");
+    let back2 = env.path("back2.txt");
+    env.kubectl(&[
+        "cp",
+        "dev/debug-shell:/tmp/plain.txt",
+        back2.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(&back2).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+
+    // Each exec is one record on each side, with its bytes, written when the stream ended.
+    let execs = env.local_calls(
+        &Filter {
+            resources: vec!["pods/exec".into()],
+            ..Default::default()
+        },
+        6,
+    );
+    let cp_up = execs
+        .iter()
+        .find(|r| {
+            r.command_line
+                .as_deref()
+                .is_some_and(|c| c.starts_with("kubectl cp") && c.ends_with("/tmp/up.txt"))
+                && r.call.status == 101
+                && r.call.bytes_in > 0
+        })
+        .unwrap_or_else(|| panic!("no cp upload exec in {execs:#?}"));
+    assert!(
+        cp_up.call.bytes_in >= 1024,
+        "the tar went up: {:?}",
+        cp_up.call
+    );
+    assert_eq!(cp_up.call.reason, "");
+    let gw = env.gateway_calls(
+        &Filter {
+            resources: vec!["pods/exec".into()],
+            ..Default::default()
+        },
+        execs.len(),
+    );
+    let twin = gw
+        .iter()
+        .find(|g| g.call.request_id == Some(cp_up.call.id))
+        .expect("gateway record of the cp upload");
+    assert_eq!(twin.call.status, 101);
+    assert!(twin.call.bytes_in >= 1024);
+}
+
+#[test]
+fn logs_follow_and_watch_stream_through_the_persistent_proxy() {
+    let env = Env::start();
+    env.setup_plain();
+    let mut watch = env
+        .plain("kubectl", &["get", "po", "-n", "dev", "-w"])
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no output from get -w");
+    assert!(first.contains("NAME"), "{first}");
+    env.plain(
+        "kubectl",
+        &["run", "watched", "-n", "dev", "--image", "busybox:1.36"],
+    )
+    .success();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = false;
+    while Instant::now() < deadline && !seen {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen = line.contains("watched");
+        }
+    }
+    assert!(seen, "the watch saw the new pod");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let mut logs = env
+        .plain("kubectl", &["logs", "-f", "debug-shell", "-n", "dev"])
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a log line").unwrap();
+    assert!(line.contains("debug-shell"), "{line}");
+    let _ = logs.kill();
+    let _ = logs.wait();
+
+    // The watch was recorded when it ended, with the command that opened it.
+    let watches = env.local_calls(
+        &Filter {
+            verbs: vec!["watch".into()],
+            ..Default::default()
+        },
+        1,
+    );
+    let w = watches
+        .iter()
+        .find(|r| r.command_line.as_deref() == Some("kubectl get po -n dev -w"))
+        .unwrap_or_else(|| panic!("{watches:#?}"));
+    assert!(
+        w.call.bytes_out > 0 && w.call.duration_us > 0,
+        "{:?}",
+        w.call
+    );
+}
+
+#[test]
+fn an_open_stream_is_visible_before_it_ends() {
+    let env = Env::start();
+    env.setup_plain();
+    for via_ztk in [false, true] {
+        // Different flags per round, so that each round finds its own command's records.
+        let container = if via_ztk { "-cdebug-shell" } else { "-i" };
+        let args = [
+            "exec",
+            "-i",
+            container,
+            "-n",
+            "dev",
+            "debug-shell",
+            "--",
+            "cat",
+        ];
+        let command_line = format!("kubectl {}", args.join(" "));
+        let cmd = if via_ztk {
+            env.kubectl(&args)
+        } else {
+            env.plain("kubectl", &args)
+        };
+        let mut cmd = cmd.cmd;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let filter = Filter {
+            resources: vec!["pods/exec".into()],
+            commands: vec![command_line.clone()],
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let open = loop {
+            let rows = env.local_store().list_calls(&filter).unwrap();
+            if let Some(row) = rows.into_iter().find(|r| r.call.reason == "stream open") {
+                break row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no open-stream record while cat runs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(open.call.status, 101);
+        // The gateway may not have the command yet (a plain kubectl's goes when it is idle).
+        let gw_filter = Filter {
+            resources: vec!["pods/exec".into()],
+            ..Default::default()
+        };
+        let gw_open = env.gateway_calls(&gw_filter, 1);
+        assert!(
+            gw_open
+                .iter()
+                .any(|r| r.call.request_id == Some(open.call.id) && r.call.reason == "stream open"),
+            "{gw_open:#?}"
+        );
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"through the stream\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "through the stream\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = env.local_store().list_calls(&filter).unwrap();
+            // One row per stream: the final record replaces the open one.
+            assert_eq!(rows.iter().filter(|r| r.call.id == open.call.id).count(), 1);
+            let row = rows.iter().find(|r| r.call.id == open.call.id).unwrap();
+            if row.call.reason.is_empty() {
+                assert!(
+                    row.call.bytes_in > 19 && row.call.bytes_out > 19,
+                    "{:?}",
+                    row.call
+                );
+                assert!(row.call.duration_us >= open.call.duration_us);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stream's final record never came: {row:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
