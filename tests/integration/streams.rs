@@ -293,3 +293,58 @@ fn an_open_stream_is_visible_before_it_ends() {
         }
     }
 }
+
+/// The kubectl versions on the machine (1.27 .. 1.33).
+fn kubectl_versions() -> Vec<(u32, String)> {
+    (27..=33)
+        .map(|minor| {
+            (
+                minor,
+                format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_kubectl_version_gets_and_execs_through_both_paths() {
+    let env = Env::start();
+    env.setup_plain();
+    for (minor, kubectl) in kubectl_versions() {
+        let get = ["get", "po", "-n", "dev", "debug-shell", "-o", "name"];
+        let mut via_ztk = vec!["--kubectl", kubectl.as_str()];
+        via_ztk.extend_from_slice(&get);
+        assert_eq!(
+            env.kubectl(&via_ztk).success(),
+            "pod/debug-shell\n",
+            "1.{minor}"
+        );
+        assert_eq!(
+            env.plain(&kubectl, &get).success(),
+            "pod/debug-shell\n",
+            "1.{minor}"
+        );
+        // exec over WebSocket is kubectl's default from 1.30 on.
+        if minor >= 30 {
+            let exec = ["exec", "-n", "dev", "debug-shell", "--", "echo", "v", "ok"];
+            let mut via_ztk = vec!["--kubectl", kubectl.as_str()];
+            via_ztk.extend_from_slice(&exec);
+            assert_eq!(env.kubectl(&via_ztk).success(), "v ok\n", "1.{minor}");
+            assert_eq!(env.plain(&kubectl, &exec).success(), "v ok\n", "1.{minor}");
+        }
+    }
+    // Every version's calls carry its own command line on the plain path.
+    let rows = env.local_calls(&Filter::default(), 1);
+    for (minor, _) in kubectl_versions() {
+        let ua = format!("kubectl.1.{minor}/v1.{minor}.");
+        let found = rows.iter().any(|r| {
+            r.call.resource == "pods"
+                && r.command_line.as_deref() == Some("kubectl get po -n dev debug-shell -o name")
+                && (r.call.user_agent.starts_with(&ua)
+                    || r.call
+                        .user_agent
+                        .starts_with(&format!("kubectl/v1.{minor}.")))
+        });
+        assert!(found, "no get pods of 1.{minor}");
+    }
+}
