@@ -16,14 +16,17 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use sha2::Digest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{status, Sandbox};
+use super::{spdy, status, Sandbox};
 use crate::body::{self, Body};
 
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// kubectl 1.31+ port-forward: SPDY carried inside WebSocket binary messages.
+const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// Every pod's files, created on first use.
 #[derive(Default)]
@@ -62,7 +65,25 @@ impl Fs {
     }
 }
 
-/// Whether `req` is an exec or attach upgrade this module answers.
+/// How a stream request wants to talk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    WebSocket,
+    Spdy,
+}
+
+fn transport(req: &Request<Body>) -> Option<Transport> {
+    let upgrade = req.headers().get(header::UPGRADE)?.to_str().ok()?;
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        Some(Transport::WebSocket)
+    } else if upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+        Some(Transport::Spdy)
+    } else {
+        None
+    }
+}
+
+/// Whether `req` is an exec, attach or port-forward upgrade this module answers.
 pub fn is_exec(req: &Request<Body>) -> bool {
     let segs: Vec<&str> = req
         .uri()
@@ -72,12 +93,27 @@ pub fn is_exec(req: &Request<Body>) -> bool {
         .collect();
     matches!(
         segs.as_slice(),
-        ["api", "v1", "namespaces", _, "pods", _, "exec" | "attach"]
-    ) && req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        [
+            "api",
+            "v1",
+            "namespaces",
+            _,
+            "pods",
+            _,
+            "exec" | "attach" | "portforward"
+        ]
+    ) && transport(req).is_some()
+}
+
+/// The protocols a client offers, from repeated or comma-separated headers.
+fn offered(req: &Request<Body>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect()
 }
 
 pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
@@ -100,15 +136,17 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
             &format!("pods \"{pod}\" not found"),
         );
     }
-    let offered = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .collect::<Vec<_>>();
-    let Some(protocol) = PROTOCOLS
+    let transport = transport(&req).expect("checked by is_exec");
+    let portforward = sub == "portforward";
+    // WebSocket names its subprotocol; SPDY negotiates X-Stream-Protocol-Version.
+    let (supported, header_name): (&[&'static str], &str) = match (transport, portforward) {
+        (Transport::WebSocket, false) => (&PROTOCOLS, "sec-websocket-protocol"),
+        (Transport::WebSocket, true) => (&[PORTFORWARD_TUNNEL], "sec-websocket-protocol"),
+        (Transport::Spdy, false) => (&["v4.channel.k8s.io"], "x-stream-protocol-version"),
+        (Transport::Spdy, true) => (&["portforward.k8s.io"], "x-stream-protocol-version"),
+    };
+    let offered = offered(&req, header_name);
+    let Some(protocol) = supported
         .iter()
         .find(|p| offered.iter().any(|o| o == *p))
         .copied()
@@ -116,22 +154,31 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "no supported stream protocol offered (v5.channel.k8s.io, v4.channel.k8s.io)",
+            &format!(
+                "no supported stream protocol offered ({})",
+                supported.join(", ")
+            ),
         );
     };
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    if transport == Transport::WebSocket && key.is_none() {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "missing Sec-WebSocket-Key",
         );
-    };
+    }
     let mut command = Vec::new();
     let mut stdin = false;
+    let mut tty = false;
+    let mut stderr = false;
     for (k, v) in form_urlencoded(req.uri().query().unwrap_or("")) {
+        let on = v == "true" || v == "1";
         match k.as_str() {
             "command" => command.push(v),
-            "stdin" => stdin = v == "true" || v == "1",
+            "stdin" => stdin = on,
+            "tty" => tty = on,
+            "stderr" => stderr = on,
             _ => {}
         }
     }
@@ -145,24 +192,285 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
     }
     let upgrade = hyper::upgrade::on(&mut req);
     let v5 = protocol.starts_with("v5");
+    let exec = Exec {
+        sandbox,
+        ns,
+        pod,
+        command,
+        stdin,
+        stderr: stderr && !tty,
+        tty,
+    };
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        run_session(sandbox, ws, &ns, &pod, command, stdin, v5).await;
+        let io = TokioIo::new(upgraded);
+        match (transport, portforward) {
+            (Transport::WebSocket, false) => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                run_session(exec, ws, v5).await;
+            }
+            (Transport::WebSocket, true) => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                tunnel(ws, |inner| spdy_portforward(spdy::Conn::new(inner))).await;
+            }
+            (Transport::Spdy, false) => spdy_exec(exec, spdy::Conn::new(io)).await,
+            (Transport::Spdy, true) => spdy_portforward(spdy::Conn::new(io)).await,
+        }
     });
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol),
-    );
-    if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    match (transport, key) {
+        (Transport::WebSocket, Some(key)) => {
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(protocol),
+            );
+            if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+            }
+        }
+        _ => {
+            h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+            h.insert(
+                "x-stream-protocol-version",
+                HeaderValue::from_static(protocol),
+            );
+        }
     }
     resp
+}
+
+/// One exec or attach: where, what, and which streams the client asked for.
+struct Exec {
+    sandbox: Arc<Sandbox>,
+    ns: String,
+    pod: String,
+    command: Vec<String>,
+    stdin: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+impl Exec {
+    /// Runs the command on the pod's files: stdout, stderr, exit code.
+    fn run(&self, input: &[u8]) -> (Vec<u8>, Vec<u8>, i32) {
+        let mut all = self
+            .sandbox
+            .files
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fs = all
+            .entry(format!("{}/{}", self.ns, self.pod))
+            .or_insert_with(|| Fs::seed(&self.pod));
+        let mut shell = Shell {
+            fs,
+            pod: &self.pod,
+            ns: &self.ns,
+            stdin: input,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        let code = shell.run(&self.command);
+        let (mut stdout, stderr) = (shell.stdout, shell.stderr);
+        if self.tty {
+            // A terminal has one output stream.
+            stdout.extend_from_slice(&stderr);
+            return (stdout, Vec::new(), code);
+        }
+        (stdout, stderr, code)
+    }
+
+    /// The Status the client reads from the error stream.
+    fn status(&self, code: i32) -> serde_json::Value {
+        if code == 0 {
+            json!({"metadata": {}, "status": "Success"})
+        } else {
+            json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: error executing command {:?}, exit code {code}", self.command),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
+            })
+        }
+    }
+}
+
+/// exec over SPDY (`v4.channel.k8s.io`): one SPDY stream per channel, named by `streamtype`.
+async fn spdy_exec<S: AsyncRead + AsyncWrite + Unpin>(exec: Exec, mut conn: spdy::Conn<S>) {
+    let mut expected = vec!["error", "stdout"];
+    if exec.stdin {
+        expected.push("stdin");
+    }
+    if exec.stderr {
+        expected.push("stderr");
+    }
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut input = Vec::new();
+    let mut stdin_done = !(exec.stdin && needs_stdin(&exec.command));
+    while !(stdin_done && expected.iter().all(|t| ids.contains_key(*t))) {
+        match conn.read().await {
+            Ok(Some(spdy::Frame::SynStream { id, headers, fin })) => {
+                if conn.syn_reply(id, &[]).await.is_err() {
+                    return;
+                }
+                let kind = headers.get("streamtype").cloned().unwrap_or_default();
+                if kind == "stdin" && fin {
+                    stdin_done = true;
+                }
+                ids.insert(kind, id);
+            }
+            Ok(Some(spdy::Frame::Data { id, data, fin })) => {
+                if ids.get("stdin") == Some(&id) {
+                    input.extend_from_slice(&data);
+                    stdin_done |= fin;
+                }
+            }
+            Ok(Some(spdy::Frame::Ping(n))) => {
+                if conn.ping(n).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(spdy::Frame::Other)) => {}
+            Ok(Some(spdy::Frame::GoAway)) | Ok(None) | Err(_) => return,
+        }
+    }
+    let (stdout, stderr, code) = exec.run(&input);
+    let mut ok = conn.data(ids["stdout"], &stdout, true).await.is_ok();
+    if let Some(id) = ids.get("stderr") {
+        ok &= conn.data(*id, &stderr, true).await.is_ok();
+    }
+    // v4: an empty error stream means success; otherwise it holds the Status.
+    let status = if code == 0 {
+        Vec::new()
+    } else {
+        exec.status(code).to_string().into_bytes()
+    };
+    ok &= conn.data(ids["error"], &status, true).await.is_ok();
+    if !ok {
+        return;
+    }
+    // The client closes when it has read everything; answer its pings until then.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(frame)) = conn.read().await {
+            match frame {
+                spdy::Frame::Ping(n) => {
+                    let _ = conn.ping(n).await;
+                }
+                spdy::Frame::GoAway => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    conn.shutdown().await;
+}
+
+/// port-forward over SPDY (`portforward.k8s.io`): each forwarded connection is a pair of
+/// streams (`error`, `data`) with the same `requestid`; the pod's "server" on every port echoes
+/// what it receives.
+async fn spdy_portforward<S: AsyncRead + AsyncWrite + Unpin>(mut conn: spdy::Conn<S>) {
+    // data stream id -> error stream id (by request id)
+    let mut errors: HashMap<String, u32> = HashMap::new();
+    let mut data_streams: HashMap<u32, String> = HashMap::new();
+    loop {
+        let frame = match conn.read().await {
+            Ok(Some(frame)) => frame,
+            _ => break,
+        };
+        let ok = match frame {
+            spdy::Frame::SynStream { id, headers, .. } => {
+                let request = headers.get("requestid").cloned().unwrap_or_default();
+                match headers.get("streamtype").map(String::as_str) {
+                    Some("error") => {
+                        errors.insert(request, id);
+                    }
+                    Some("data") => {
+                        data_streams.insert(id, request);
+                    }
+                    _ => {}
+                }
+                conn.syn_reply(id, &[]).await.is_ok()
+            }
+            spdy::Frame::Data { id, data, fin } => match data_streams.get(&id).cloned() {
+                Some(request) => {
+                    let mut ok = data.is_empty() || conn.data(id, &data, false).await.is_ok();
+                    if fin {
+                        ok &= conn.data(id, &[], true).await.is_ok();
+                        if let Some(error_id) = errors.remove(&request) {
+                            ok &= conn.data(error_id, &[], true).await.is_ok();
+                        }
+                        data_streams.remove(&id);
+                    }
+                    ok
+                }
+                None => true,
+            },
+            spdy::Frame::Ping(n) => conn.ping(n).await.is_ok(),
+            spdy::Frame::GoAway => break,
+            spdy::Frame::Other => true,
+        };
+        if !ok {
+            break;
+        }
+    }
+    conn.shutdown().await;
+}
+
+/// Carries a byte protocol inside WebSocket binary messages (kubectl's port-forward tunnels
+/// SPDY this way since 1.31): `serve` gets one end of an in-memory pipe.
+async fn tunnel<S, F, Fut>(ws: WebSocketStream<S>, serve: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(tokio::io::DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (inner, outer) = tokio::io::duplex(256 * 1024);
+    let served = tokio::spawn(serve(inner));
+    let (mut to_client, mut from_client) = ws.split();
+    let (mut read, mut write) = tokio::io::split(outer);
+    let inbound = async move {
+        while let Some(Ok(msg)) = from_client.next().await {
+            let failed = match msg {
+                Message::Binary(data) => write.write_all(&data).await.is_err(),
+                Message::Close(_) => true,
+                _ => false,
+            };
+            if failed {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_client
+                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_client
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+    };
+    tokio::join!(inbound, outbound);
+    let _ = served.await;
 }
 
 /// RFC 6455 §4.2.2: base64(SHA-1(key + GUID)).
@@ -174,19 +482,12 @@ fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-async fn run_session<S>(
-    sandbox: Arc<Sandbox>,
-    mut ws: WebSocketStream<S>,
-    ns: &str,
-    pod: &str,
-    command: Vec<String>,
-    stdin: bool,
-    v5: bool,
-) where
+async fn run_session<S>(exec: Exec, mut ws: WebSocketStream<S>, v5: bool)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut input = Vec::new();
-    if stdin && needs_stdin(&command) {
+    if exec.stdin && needs_stdin(&exec.command) {
         // Read stdin to its end: v5 closes the channel; v4 can only close the connection.
         while let Some(Ok(msg)) = ws.next().await {
             match msg {
@@ -200,22 +501,7 @@ async fn run_session<S>(
             }
         }
     }
-    let key = format!("{ns}/{pod}");
-    let out = {
-        let mut all = sandbox.files.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fs = all.entry(key).or_insert_with(|| Fs::seed(pod));
-        let mut shell = Shell {
-            fs,
-            pod,
-            ns,
-            stdin: &input,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        };
-        let code = shell.run(&command);
-        (shell.stdout, shell.stderr, code)
-    };
-    let (stdout, stderr, code) = out;
+    let (stdout, stderr, code) = exec.run(&input);
     for (channel, data) in [(1u8, stdout), (2u8, stderr)] {
         for chunk in data.chunks(32 * 1024) {
             let mut msg = Vec::with_capacity(chunk.len() + 1);
@@ -226,17 +512,7 @@ async fn run_session<S>(
             }
         }
     }
-    let status = if code == 0 {
-        json!({"metadata": {}, "status": "Success"})
-    } else {
-        json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
-        })
-    };
+    let status = exec.status(code);
     let mut msg = vec![3u8];
     msg.extend_from_slice(status.to_string().as_bytes());
     let _ = ws.send(Message::Binary(Bytes::from(msg))).await;

@@ -42,6 +42,7 @@ mod proto;
 mod seed;
 mod selector;
 pub mod server;
+mod spdy;
 mod store;
 mod stream;
 mod table;
@@ -300,10 +301,15 @@ impl Sandbox {
             (&Method::PATCH, Some(_), Some("scale")) => api::update_scale(&req, true),
             (&Method::DELETE, Some(_), None) => api::delete(&req),
             (&Method::DELETE, None, None) => api::delete_collection(&req),
-            (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward" | "proxy"))) => status(
+            (_, Some(_), Some("exec" | "attach" | "portforward")) => status(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!("the sandbox cluster runs no containers: {sub} is not supported"),
+                "exec, attach and port-forward need an upgrade to WebSocket or SPDY/3.1",
+            ),
+            (_, Some(_), Some("proxy")) => status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the sandbox cluster runs no containers: proxy is not supported",
             ),
             (m, _, _) => method_not_allowed(m),
         }

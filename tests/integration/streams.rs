@@ -1,5 +1,6 @@
-//! Streams and upgrades through both hops: exec and cp (WebSocket), logs -f and get -w, through
-//! `ztk kubectl` and through plain kubectl with the generated kubeconfig.
+//! Streams and upgrades through both hops: exec, attach, cp and port-forward (WebSocket and
+//! SPDY), logs -f and get -w, through `ztk kubectl` and through plain kubectl with the generated
+//! kubeconfig, with every kubectl version on the machine.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -88,6 +89,39 @@ fn exec_and_cp_work_through_both_paths_and_are_recorded_when_they_end() {
         std::fs::read(&back2).unwrap(),
         std::fs::read(&local).unwrap()
     );
+
+    // The same over SPDY, forced as kubectl's opt-out does.
+    let spdy = env.path("spdy.txt");
+    write(&spdy, "over SPDY\n");
+    env.plain(
+        "kubectl",
+        &[
+            "cp",
+            spdy.to_str().unwrap(),
+            "dev/debug-shell:/tmp/spdy.txt",
+        ],
+    )
+    .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+    .success();
+    let spdy_back = env.path("spdy-back.txt");
+    env.kubectl(&[
+        "cp",
+        "dev/debug-shell:/tmp/spdy.txt",
+        spdy_back.to_str().unwrap(),
+    ])
+    .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+    .success();
+    assert_eq!(std::fs::read_to_string(&spdy_back).unwrap(), "over SPDY\n");
+
+    // attach: the sandbox pod's main process echoes its input.
+    for websockets in ["true", "false"] {
+        let out = env
+            .plain("kubectl", &["attach", "-i", "-n", "dev", "debug-shell"])
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .stdin_text("typed into attach\n")
+            .success();
+        assert_eq!(out, "typed into attach\n", "websockets={websockets}");
+    }
 
     // Each exec is one record on each side, with its bytes, written when the stream ended.
     let execs = env.local_calls(
@@ -306,45 +340,114 @@ fn kubectl_versions() -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Runs a `kubectl port-forward … 0:8080` command, sends a line through the forwarded port and
+/// checks that the pod's echo server sends it back; then stops kubectl.
+#[track_caller]
+fn port_forward_echoes(cmd: Cmd, what: &str) {
+    use std::io::{Read, Write};
+    let mut cmd = cmd.cmd;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = match lines.next() {
+        Some(Ok(line)) => line,
+        _ => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: no output: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let port: u16 = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: {line}"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let message = format!("hello through both hops, {what}\n");
+    conn.write_all(message.as_bytes()).unwrap();
+    let mut got = vec![0u8; message.len()];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), message, "{what}");
+    drop(conn);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let _ = child.wait();
+}
+
 #[test]
-fn every_kubectl_version_gets_and_execs_through_both_paths() {
+fn every_kubectl_version_gets_execs_and_port_forwards_through_both_paths() {
     let env = Env::start();
     env.setup_plain();
+    let spdy = [
+        ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
+        ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false"),
+    ];
     for (minor, kubectl) in kubectl_versions() {
+        let via_ztk = |args: &[&str]| {
+            let mut all = vec!["--kubectl", kubectl.as_str()];
+            all.extend_from_slice(args);
+            env.kubectl(&all)
+        };
         let get = ["get", "po", "-n", "dev", "debug-shell", "-o", "name"];
-        let mut via_ztk = vec!["--kubectl", kubectl.as_str()];
-        via_ztk.extend_from_slice(&get);
-        assert_eq!(
-            env.kubectl(&via_ztk).success(),
-            "pod/debug-shell\n",
-            "1.{minor}"
-        );
+        assert_eq!(via_ztk(&get).success(), "pod/debug-shell\n", "1.{minor}");
         assert_eq!(
             env.plain(&kubectl, &get).success(),
             "pod/debug-shell\n",
             "1.{minor}"
         );
-        // exec over WebSocket is kubectl's default from 1.30 on.
-        if minor >= 30 {
-            let exec = ["exec", "-n", "dev", "debug-shell", "--", "echo", "v", "ok"];
-            let mut via_ztk = vec!["--kubectl", kubectl.as_str()];
-            via_ztk.extend_from_slice(&exec);
-            assert_eq!(env.kubectl(&via_ztk).success(), "v ok\n", "1.{minor}");
-            assert_eq!(env.plain(&kubectl, &exec).success(), "v ok\n", "1.{minor}");
+
+        // Each version's default protocol (WebSocket from 1.30, SPDY before), then SPDY forced.
+        let exec = ["exec", "-n", "dev", "debug-shell", "--", "echo", "v", "ok"];
+        assert_eq!(via_ztk(&exec).success(), "v ok\n", "1.{minor}");
+        assert_eq!(env.plain(&kubectl, &exec).success(), "v ok\n", "1.{minor}");
+        let mut forced = env.plain(&kubectl, &exec);
+        for (k, v) in spdy {
+            forced = forced.env(k, v);
         }
+        assert_eq!(forced.success(), "v ok\n", "1.{minor} SPDY");
+
+        let pf = ["port-forward", "-n", "dev", "pod/debug-shell", "0:8080"];
+        port_forward_echoes(env.plain(&kubectl, &pf), &format!("1.{minor} plain"));
+        let mut forced = via_ztk(&pf);
+        for (k, v) in spdy {
+            forced = forced.env(k, v);
+        }
+        port_forward_echoes(forced, &format!("1.{minor} ztk kubectl SPDY"));
     }
     // Every version's calls carry its own command line on the plain path.
     let rows = env.local_calls(&Filter::default(), 1);
     for (minor, _) in kubectl_versions() {
-        let ua = format!("kubectl.1.{minor}/v1.{minor}.");
         let found = rows.iter().any(|r| {
             r.call.resource == "pods"
                 && r.command_line.as_deref() == Some("kubectl get po -n dev debug-shell -o name")
-                && (r.call.user_agent.starts_with(&ua)
-                    || r.call
-                        .user_agent
-                        .starts_with(&format!("kubectl/v1.{minor}.")))
+                && r.call.user_agent.contains(&format!("/v1.{minor}."))
         });
         assert!(found, "no get pods of 1.{minor}");
+    }
+    // Port-forwards were relayed as upgrades, WebSocket (GET) and SPDY (POST), with their bytes.
+    let forwards = env.local_calls(
+        &Filter {
+            resources: vec!["pods/portforward".into()],
+            ..Default::default()
+        },
+        14,
+    );
+    for method in ["GET", "POST"] {
+        assert!(
+            forwards.iter().any(|r| r.call.method == method
+                && r.call.status == 101
+                && r.call.bytes_in > 0
+                && r.call.bytes_out > 0),
+            "{method}: {forwards:#?}"
+        );
     }
 }
