@@ -208,6 +208,20 @@ impl ProxyFiles {
     pub fn start_background(&self, exe: &Path) -> Result<u32, DaemonError> {
         let port = self.port()?.ok_or(DaemonError::NoPort)?;
         self.create_dir()?;
+        // kubectl may run several plugins at once (parallel discovery): one starts the proxy
+        // while the others wait here, then find it running (or try again themselves if it
+        // failed), instead of racing for the proxy's lock and reporting that race as an error.
+        let start_path = self.dir.join("start.lock");
+        let start_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&start_path)
+            .map_err(io("cannot open", &start_path))?;
+        lock_blocking(&start_lock);
+        if let Some(pid) = self.running()? {
+            return Ok(pid);
+        }
         let log_path = self.log_file();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -298,6 +312,20 @@ impl ProxyFiles {
         }
         Ok(Some(pid))
     }
+}
+
+/// Takes an exclusive lock, waiting for it (released with the file).
+fn lock_blocking(file: &File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor we own.
+        unsafe {
+            libc::flock(file.as_raw_fd(), libc::LOCK_EX);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
 }
 
 /// Tries to take an exclusive lock without waiting; true when taken (released with the file).
