@@ -309,6 +309,9 @@ async fn spdy_exec<S: AsyncRead + AsyncWrite + Unpin>(exec: Exec, mut conn: spdy
     if exec.stderr {
         expected.push("stderr");
     }
+    if exec.tty {
+        expected.push("resize");
+    }
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut input = Vec::new();
     let mut stdin_done = !(exec.stdin && needs_stdin(&exec.command));
@@ -360,6 +363,10 @@ async fn spdy_exec<S: AsyncRead + AsyncWrite + Unpin>(exec: Exec, mut conn: spdy
             match frame {
                 spdy::Frame::Ping(n) => {
                     let _ = conn.ping(n).await;
+                }
+                // A stream opened late still needs its reply, or the client waits for it.
+                spdy::Frame::SynStream { id, .. } => {
+                    let _ = conn.syn_reply(id, &[]).await;
                 }
                 spdy::Frame::GoAway => break,
                 _ => {}
@@ -527,14 +534,25 @@ where
     while let Some(Ok(_)) = ws.next().await {}
 }
 
+/// Whether the command reads its standard input (so stdin must be read to its end first):
+/// `cat` without files, `tar x`, or a `sh -c` script with one of them.
 fn needs_stdin(command: &[String]) -> bool {
-    match command.first().map(String::as_str) {
-        Some("cat") => command.len() == 1,
-        Some("tar") => command.get(1).is_some_and(|f| f.contains('x')),
-        Some("sh") => command
-            .iter()
-            .any(|a| a.contains("cat") || a.contains("tar x")),
+    let reads = |words: &[&str]| match words {
+        ["cat"] => true,
+        ["tar", mode, ..] => mode.contains('x'),
         _ => false,
+    };
+    match command.first().map(String::as_str) {
+        Some("sh" | "bash") => command.get(2).is_some_and(|script| {
+            script.split([';', '&', '\n', '|']).any(|part| {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                reads(&words)
+            })
+        }),
+        _ => {
+            let words: Vec<&str> = command.iter().map(String::as_str).collect();
+            reads(&words)
+        }
     }
 }
 
@@ -895,6 +913,12 @@ mod tests {
         assert_eq!(shell_run(&mut fs, b"", &["cat", "/nope"]).2, 1);
         assert_eq!(shell_run(&mut fs, b"", &["test", "-d", "/tmp"]).2, 0);
         assert_eq!(shell_run(&mut fs, b"", &["nosuch"]).2, 127);
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(needs_stdin(&argv(&["cat"])));
+        assert!(needs_stdin(&argv(&["tar", "-xmf", "-"])));
+        assert!(needs_stdin(&argv(&["sh", "-c", "echo a; cat"])));
+        assert!(!needs_stdin(&argv(&["sh", "-c", "echo tty; cat /nope"])));
+        assert!(!needs_stdin(&argv(&["cat", "/etc/hostname"])));
         let (tar, _, code) = shell_run(&mut fs, b"", &["tar", "cf", "-", "/app/README.txt"]);
         assert_eq!(code, 0);
         assert_eq!(&tar.as_bytes()[..14], b"app/README.txt");

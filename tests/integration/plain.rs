@@ -64,6 +64,41 @@ fn plain_kubectl_is_relayed_and_recorded_with_its_command_line() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    // The session token reaches neither the kubeconfig nor kubectl's credential.
+    let token = std::fs::read_to_string(env.path("client/data/session-token")).unwrap();
+    let token = token.trim();
+    assert!(token.len() > 16 && !kubeconfig.contains(token));
+    let credential = env.ztk(&["credential", "--cluster", "sandbox"]).success();
+    let credential: serde_json::Value = serde_json::from_str(&credential).unwrap();
+    assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(credential["kind"], "ExecCredential");
+    let issued = credential["status"]["token"].as_str().unwrap();
+    assert!(issued.starts_with("ztk1_") && !issued.contains(token));
+    assert!(credential["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for secret in ["credential-key", "server-key.pem"] {
+            let path = env.path(&format!("client/data/proxy/{secret}"));
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{secret}");
+        }
+    }
+
+    // The proxy brings the command record up to date: its calls, and its last activity as end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let command = env.local_store().command(command.id).unwrap().unwrap();
+        if command.api_calls >= 3 && command.ended_us.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{command:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     let stopped = env.ztk(&["proxy", "stop"]).success();
     assert!(stopped.contains("Stopped"), "{stopped}");
     let (code, _) = env.ztk(&["proxy", "status"]).failure();

@@ -451,3 +451,36 @@ fn every_kubectl_version_gets_execs_and_port_forwards_through_both_paths() {
         );
     }
 }
+
+#[test]
+fn exec_with_a_terminal_works_through_both_paths() {
+    let env = Env::start();
+    env.setup_plain();
+    // `script` gives kubectl a pseudo-terminal, as a user's shell would.
+    let exec = "exec -it -n dev debug-shell -- sh -c 'echo tty ok; cat /nope'";
+    for (program, kubeconfig) in [
+        (format!("{} kubectl", ztk_bin()), None),
+        ("kubectl".to_string(), Some(env.plain_kubeconfig())),
+    ] {
+        for websockets in ["true", "false"] {
+            let mut cmd = env
+                .program(
+                    "script",
+                    &["-qec", &format!("{program} {exec}"), "/dev/null"],
+                )
+                .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
+            if let Some(path) = &kubeconfig {
+                cmd = cmd.env("KUBECONFIG", path);
+            }
+            let out = cmd.output();
+            let text = String::from_utf8_lossy(&out.stdout);
+            // With a terminal, stderr arrives on stdout; the exit code is the command's.
+            assert!(text.contains("tty ok"), "{program} ws={websockets}: {text}");
+            assert!(text.contains("No such file or directory"), "{text}");
+            assert!(
+                text.contains("exit code 1"),
+                "{program} ws={websockets}: {text}"
+            );
+        }
+    }
+}
