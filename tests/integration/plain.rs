@@ -303,3 +303,21 @@ fn merge_keeps_unrelated_contexts_and_makes_a_backup() {
     assert_eq!(again.matches("name: ztk-sandbox").count(), 3, "{again}");
     assert!(again.contains("other-token"));
 }
+
+#[test]
+fn the_plugin_with_an_expired_session_says_so() {
+    let env = Env::start_with("session_ttl = \"1s\"");
+    env.setup_plain();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let (code, out) = env.ztk(&["credential", "--cluster", "sandbox"]).failure();
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("expired") && out.contains("ztk login"),
+        "{out}"
+    );
+    let (_, out) = env.plain("kubectl", &["get", "ns"]).failure();
+    assert!(
+        out.contains("expired") && out.contains("ztk login"),
+        "{out}"
+    );
+}
