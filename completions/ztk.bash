@@ -25,6 +25,9 @@ _ztk() {
             ztk,completions)
                 cmd="ztk__subcmd__completions"
                 ;;
+            ztk,credential)
+                cmd="ztk__subcmd__credential"
+                ;;
             ztk,demo)
                 cmd="ztk__subcmd__demo"
                 ;;
@@ -33,6 +36,9 @@ _ztk() {
                 ;;
             ztk,help)
                 cmd="ztk__subcmd__help"
+                ;;
+            ztk,kubeconfig)
+                cmd="ztk__subcmd__kubeconfig"
                 ;;
             ztk,kubectl)
                 cmd="ztk__subcmd__kubectl"
@@ -45,6 +51,9 @@ _ztk() {
                 ;;
             ztk,man)
                 cmd="ztk__subcmd__man"
+                ;;
+            ztk,proxy)
+                cmd="ztk__subcmd__proxy"
                 ;;
             ztk,sandbox)
                 cmd="ztk__subcmd__sandbox"
@@ -232,6 +241,9 @@ _ztk() {
             ztk__subcmd__help,completions)
                 cmd="ztk__subcmd__help__subcmd__completions"
                 ;;
+            ztk__subcmd__help,credential)
+                cmd="ztk__subcmd__help__subcmd__credential"
+                ;;
             ztk__subcmd__help,demo)
                 cmd="ztk__subcmd__help__subcmd__demo"
                 ;;
@@ -240,6 +252,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help,help)
                 cmd="ztk__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__help,kubeconfig)
+                cmd="ztk__subcmd__help__subcmd__kubeconfig"
                 ;;
             ztk__subcmd__help,kubectl)
                 cmd="ztk__subcmd__help__subcmd__kubectl"
@@ -252,6 +267,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help,man)
                 cmd="ztk__subcmd__help__subcmd__man"
+                ;;
+            ztk__subcmd__help,proxy)
+                cmd="ztk__subcmd__help__subcmd__proxy"
                 ;;
             ztk__subcmd__help,sandbox)
                 cmd="ztk__subcmd__help__subcmd__sandbox"
@@ -316,8 +334,32 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway__subcmd__user,remove)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user__subcmd__remove"
                 ;;
+            ztk__subcmd__help__subcmd__proxy,status)
+                cmd="ztk__subcmd__help__subcmd__proxy__subcmd__status"
+                ;;
+            ztk__subcmd__help__subcmd__proxy,stop)
+                cmd="ztk__subcmd__help__subcmd__proxy__subcmd__stop"
+                ;;
             ztk__subcmd__help__subcmd__sandbox,serve)
                 cmd="ztk__subcmd__help__subcmd__sandbox__subcmd__serve"
+                ;;
+            ztk__subcmd__proxy,help)
+                cmd="ztk__subcmd__proxy__subcmd__help"
+                ;;
+            ztk__subcmd__proxy,status)
+                cmd="ztk__subcmd__proxy__subcmd__status"
+                ;;
+            ztk__subcmd__proxy,stop)
+                cmd="ztk__subcmd__proxy__subcmd__stop"
+                ;;
+            ztk__subcmd__proxy__subcmd__help,help)
+                cmd="ztk__subcmd__proxy__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__proxy__subcmd__help,status)
+                cmd="ztk__subcmd__proxy__subcmd__help__subcmd__status"
+                ;;
+            ztk__subcmd__proxy__subcmd__help,stop)
+                cmd="ztk__subcmd__proxy__subcmd__help__subcmd__stop"
                 ;;
             ztk__subcmd__sandbox,help)
                 cmd="ztk__subcmd__sandbox__subcmd__help"
@@ -338,7 +380,7 @@ _ztk() {
 
     case "${cmd}" in
         ztk)
-            opts="-h -V --help --version login logout status kubectl audit access gateway demo sandbox completions man help"
+            opts="-h -V --help --version login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -818,6 +860,24 @@ _ztk() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__credential)
+            opts="-h -V --cluster --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1588,7 +1648,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help)
-            opts="login logout status kubectl audit access gateway demo sandbox completions man help"
+            opts="login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1728,6 +1788,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__credential)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1951,6 +2025,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__kubeconfig)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__kubectl)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2007,6 +2095,48 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__proxy)
+            opts="stop status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__proxy__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__proxy__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__sandbox)
             opts="serve"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2042,6 +2172,32 @@ _ztk() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__kubeconfig)
+            opts="-o -h -V --output --merge --port --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2122,6 +2278,104 @@ _ztk() {
         ztk__subcmd__man)
             opts="-h -V --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy)
+            opts="-h -V --help --version stop status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__help)
+            opts="stop status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__status)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__proxy__subcmd__stop)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

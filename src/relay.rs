@@ -119,6 +119,9 @@ pub struct Outcome {
     pub duration: Duration,
     /// Why the exchange failed or ended early.
     pub error: Option<String>,
+    /// True for the report made when an upgraded stream opens (status 101, bytes and time so
+    /// far): a stream may stay open for hours, and its record must be visible meanwhile.
+    pub open: bool,
 }
 
 /// Headers that belong to one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -186,8 +189,9 @@ async fn cancelled(mut cancel: Cancel) {
 }
 
 /// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
-/// `extra` headers. Calls `done` exactly once, when the exchange is over. With `cancel`, the
-/// response stream ends when it fires.
+/// `extra` headers. Calls `done` exactly once with the final outcome, when the exchange is over;
+/// for an upgraded stream (exec, attach, port-forward) it is called once before that, with
+/// `open: true`, when the stream starts. With `cancel`, the stream ends when it fires.
 pub async fn relay<F>(
     upstream: &Upstream,
     mut req: Request<Body>,
@@ -197,8 +201,9 @@ pub async fn relay<F>(
     done: F,
 ) -> Response<Body>
 where
-    F: FnOnce(Outcome) + Send + Sync + 'static,
+    F: FnMut(Outcome) + Send + Sync + 'static,
 {
+    let mut done = done;
     let start = Instant::now();
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -266,31 +271,34 @@ where
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
+            let mut opened = outcome(101, &bytes_in, 0, start, None);
+            opened.open = true;
+            done(opened);
             tokio::spawn(async move {
+                let to_upstream = Arc::new(AtomicU64::new(0));
+                let to_client = Arc::new(AtomicU64::new(0));
+                let spliced = splice(
+                    client_upgrade,
+                    upstream_upgrade,
+                    to_upstream.clone(),
+                    to_client.clone(),
+                );
                 let result = match cancel {
                     Some(cancel) => tokio::select! {
-                        r = splice(client_upgrade, upstream_upgrade) => r,
+                        r = spliced => r,
                         _ = cancelled(cancel) => Err(CANCELLED.to_string()),
                     },
-                    None => splice(client_upgrade, upstream_upgrade).await,
+                    None => spliced.await,
                 };
-                let prior_in = bytes_in.load(Ordering::Relaxed);
-                match result {
-                    Ok((to_upstream, to_client)) => done(Outcome {
-                        status: 101,
-                        bytes_in: prior_in + to_upstream,
-                        bytes_out: to_client,
-                        duration: start.elapsed(),
-                        error: None,
-                    }),
-                    Err(err) => done(outcome(
-                        101,
-                        &bytes_in,
-                        0,
-                        start,
-                        Some(format!("upgraded stream failed: {err}")),
-                    )),
-                }
+                done(Outcome {
+                    status: 101,
+                    bytes_in: bytes_in.load(Ordering::Relaxed)
+                        + to_upstream.load(Ordering::Relaxed),
+                    bytes_out: to_client.load(Ordering::Relaxed),
+                    duration: start.elapsed(),
+                    error: result.err().map(|e| format!("upgraded stream failed: {e}")),
+                    open: false,
+                });
             });
             return Response::from_parts(parts, body::empty());
         }
@@ -317,22 +325,73 @@ where
     Response::from_parts(parts, body)
 }
 
-/// Copies bytes both ways between the two upgraded connections until both sides close.
+/// Copies bytes both ways between the two upgraded connections until both sides close,
+/// counting them as they pass (so that a stream that ends badly still reports its bytes).
 async fn splice(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-) -> Result<(u64, u64), String> {
+    to_upstream: Arc<AtomicU64>,
+    to_client: Arc<AtomicU64>,
+) -> Result<(), String> {
     let client = client
         .await
         .map_err(|e| format!("client upgrade failed: {e}"))?;
     let upstream = upstream
         .await
         .map_err(|e| format!("upstream upgrade failed: {e}"))?;
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map_err(|e| e.to_string())
+    let mut client = CountingIo {
+        inner: TokioIo::new(client),
+        read: to_upstream,
+    };
+    let mut upstream = CountingIo {
+        inner: TokioIo::new(upstream),
+        read: to_client,
+    };
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok(_) => Ok(()),
+        // Clients (kubectl among them) often drop the TCP connection without TLS close_notify
+        // once they have their answer: that is how such streams end, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An upgraded connection that counts the bytes read from it.
+struct CountingIo<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn outcome(
@@ -348,6 +407,7 @@ fn outcome(
         bytes_out,
         duration: start.elapsed(),
         error,
+        open: false,
     }
 }
 
@@ -579,10 +639,17 @@ mod tests {
         })
         .await;
         assert!(closed.is_ok(), "the upgraded stream stayed open");
-        let outcome = tokio::time::timeout(Duration::from_secs(3), done_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        // The stream reports its opening first; the final outcome follows.
+        let outcome = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let outcome = done_rx.recv().await.unwrap();
+                if !outcome.open {
+                    return outcome;
+                }
+            }
+        })
+        .await
+        .unwrap();
         assert_eq!(outcome.status, 101);
         assert!(
             outcome

@@ -55,6 +55,10 @@ impl AccessMethod {
     }
 }
 
+/// The reason of the record written when an upgraded stream opens; the final record (same id)
+/// replaces it when the stream ends.
+pub const STREAM_OPEN: &str = "stream open";
+
 /// One Kubernetes API call, as seen by the side that recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ApiCall {
@@ -145,8 +149,12 @@ impl ApiCall {
         self.duration_us = outcome.duration.as_micros() as i64;
         self.bytes_in = outcome.bytes_in;
         self.bytes_out = outcome.bytes_out;
-        if let Some(error) = outcome.error {
+        if outcome.open {
+            self.reason = STREAM_OPEN.into();
+        } else if let Some(error) = outcome.error {
             self.reason = error;
+        } else if self.reason == STREAM_OPEN {
+            self.reason.clear();
         }
     }
 

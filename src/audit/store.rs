@@ -529,11 +529,20 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
     Ok(conn)
 }
 
-/// Applies the migrations not yet applied, each in its own transaction.
+/// Applies the migrations not yet applied, each in its own transaction. Several processes may
+/// open a new store at once (the exec plugin and the proxy it starts): each step takes the write
+/// lock first and re-reads the version, so a step is applied exactly once.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in migrations.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.transaction()?;
+    if version >= migrations.len() as i64 {
+        return Ok(());
+    }
+    for (i, sql) in migrations.iter().enumerate() {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > i as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -681,7 +690,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
 
 fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
+        "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
          decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -1,32 +1,57 @@
-//! The loopback HTTPS proxy between kubectl and the gateway.
+//! The loopback HTTPS proxy between kubectl (or any Kubernetes client) and the gateway.
 //!
-//! kubectl talks to 127.0.0.1 over TLS (it sends credentials only over HTTPS) with a per-run
-//! secret; the proxy checks it, tags each call with the command id and a request id, relays it
-//! to the gateway with the user's session token, and records it in the local audit store.
+//! One engine serves both ways of using ztk:
+//! - `ztk kubectl` starts one for a single kubectl run ([`Access::Run`]): kubectl presents a
+//!   per-run secret and every call belongs to that run's command.
+//! - `ztk proxy` is the persistent one behind the generated kubeconfig ([`Access::Issued`]):
+//!   clients present credentials issued by `ztk credential`, which name the command the plugin
+//!   recorded, and the cluster comes from the path (`/k8s/NAME/...`, the kubeconfig's server).
+//!
+//! Either way the proxy checks the credential, tags each call with its command id and a request
+//! id, relays it to the gateway with the user's session token (which no client ever sees), and
+//! records it in the local audit store when it ends.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::net::TcpListener;
 use uuid::Uuid;
 
+use crate::audit::model::now_us;
 use crate::audit::{ApiCall, AuditSink};
 use crate::body::{self, Body};
-use crate::protocol::{COMMAND_ID_HEADER, REQUEST_ID_HEADER};
+use crate::client::config::{ClientConfig, Paths};
+use crate::client::credential::{constant_time_eq, CredentialKey};
+use crate::protocol::{COMMAND_ID_HEADER, KUBE_PREFIX, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
 use crate::tls;
 
-/// What the proxy needs to relay and record one kubectl run's calls.
+/// Who may use the proxy, and where their calls go.
+pub enum Access {
+    /// One `ztk kubectl` run: its per-run secret, command, cluster and upstream.
+    Run {
+        secret: String,
+        command_id: Uuid,
+        user: String,
+        cluster: String,
+        upstream: Box<Upstream>,
+    },
+    /// The persistent proxy: credentials from `ztk credential`, the session from the saved login.
+    Issued {
+        key: CredentialKey,
+        session: Box<SessionSource>,
+    },
+}
+
+/// What the proxy needs to relay and record calls.
 pub struct ProxyContext {
-    pub upstream: Upstream,
-    /// The credential kubectl must present (never the session token).
-    pub secret: String,
-    pub user: String,
-    pub cluster: String,
-    pub command_id: Option<Uuid>,
+    pub access: Access,
     pub sink: AuditSink,
     /// Calls relayed so far.
     pub calls: AtomicI64,
@@ -34,27 +59,19 @@ pub struct ProxyContext {
     pub in_flight: AtomicI64,
     /// Signalled whenever a call finishes.
     pub finished: tokio::sync::Notify,
+    /// Per command: calls finished since the command record was last updated (persistent proxy).
+    pub activity: Mutex<HashMap<Uuid, i64>>,
 }
 
 impl ProxyContext {
-    pub fn new(
-        upstream: Upstream,
-        secret: String,
-        user: String,
-        cluster: String,
-        command_id: Option<Uuid>,
-        sink: AuditSink,
-    ) -> ProxyContext {
+    pub fn new(access: Access, sink: AuditSink) -> ProxyContext {
         ProxyContext {
-            upstream,
-            secret,
-            user,
-            cluster,
-            command_id,
+            access,
             sink,
             calls: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
             finished: tokio::sync::Notify::new(),
+            activity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -72,25 +89,126 @@ impl ProxyContext {
             }
         }
     }
+
+    /// Takes the per-command call counts gathered since the last call.
+    pub fn take_activity(&self) -> HashMap<Uuid, i64> {
+        std::mem::take(&mut *self.activity.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The saved login, reloaded when `ztk login` rewrites it, with one upstream per cluster.
+pub struct SessionSource {
+    paths: Paths,
+    state: Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    stamp: Option<SystemTime>,
+    config: ClientConfig,
+    token: String,
+    upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl SessionSource {
+    pub fn new(paths: Paths) -> SessionSource {
+        SessionSource {
+            paths,
+            state: Mutex::new(None),
+        }
+    }
+
+    fn stamp(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.paths.config_file())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// The user and the upstream for `cluster`, from the current login.
+    fn upstream(&self, cluster: &str) -> Result<(String, Arc<Upstream>), String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = self.stamp();
+        if state.as_ref().is_none_or(|s| s.stamp != stamp) {
+            let (config, token) =
+                crate::client::token::require_session(&self.paths).map_err(|e| format!("{e:#}"))?;
+            *state = Some(Loaded {
+                stamp,
+                config,
+                token,
+                upstreams: HashMap::new(),
+            });
+        }
+        let loaded = state.as_mut().expect("loaded above");
+        let user = loaded.config.user.clone();
+        if let Some(upstream) = loaded.upstreams.get(cluster) {
+            return Ok((user, upstream.clone()));
+        }
+        let upstream = gateway_upstream(&loaded.config, &loaded.token, cluster)
+            .map_err(|e| format!("{e:#}"))?;
+        let upstream = Arc::new(upstream);
+        loaded
+            .upstreams
+            .insert(cluster.to_string(), upstream.clone());
+        Ok((user, upstream))
+    }
+
+    /// The logged-in user, for records of refused calls.
+    fn user(&self) -> String {
+        crate::client::config::ClientConfig::load(&self.paths)
+            .ok()
+            .flatten()
+            .map(|c| c.user)
+            .unwrap_or_default()
+    }
+
+    /// The current login and token (for shipping command records).
+    pub fn session(&self) -> Option<(ClientConfig, String)> {
+        crate::client::token::require_session(&self.paths).ok()
+    }
+}
+
+/// The gateway as an upstream for `cluster`, authenticated with the session token.
+pub fn gateway_upstream(config: &ClientConfig, token: &str, cluster: &str) -> Result<Upstream> {
+    let roots = config.roots()?;
+    Ok(Upstream::new(
+        format!("the gateway at {}", config.gateway),
+        &format!("{}/k8s/{}", config.gateway, cluster),
+        crate::tls::client_config(&roots, None)?,
+        Some(
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the stored session token is malformed; run `ztk login`")?,
+        ),
+    )?)
 }
 
 pub struct LocalProxy {
     pub addr: SocketAddr,
-    /// The proxy's own CA, for kubectl's `certificate-authority-data`.
+    /// The proxy's CA, for the kubeconfig's `certificate-authority-data`.
     pub ca_pem: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LocalProxy {
-    /// Starts serving on an ephemeral loopback port.
+    /// Starts serving on an ephemeral loopback port with a fresh CA (one `ztk kubectl` run).
     pub async fn start(ctx: Arc<ProxyContext>) -> Result<LocalProxy> {
         let ca = tls::Ca::generate("ztk local proxy CA")?;
         let leaf = ca.issue_server(&["127.0.0.1".into(), "localhost".into()])?;
         let server_tls = tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot open a loopback port for the local proxy")?;
-        let addr = listener.local_addr()?;
+        Ok(Self::serve(ctx, listener, server_tls, ca.cert_pem()))
+    }
+
+    /// Serves on `listener` with a given TLS identity (the persistent proxy's, kept on disk).
+    pub fn serve(
+        ctx: Arc<ProxyContext>,
+        listener: TcpListener,
+        server_tls: Arc<rustls::ServerConfig>,
+        ca_pem: String,
+    ) -> LocalProxy {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let task = tokio::spawn(crate::serve::serve_tls(
             listener,
             server_tls,
@@ -99,11 +217,7 @@ impl LocalProxy {
                 async move { handle(ctx, req, peer.addr).await }
             },
         ));
-        Ok(LocalProxy {
-            addr,
-            ca_pem: ca.cert_pem(),
-            task,
-        })
+        LocalProxy { addr, ca_pem, task }
     }
 
     pub fn stop(self) {
@@ -111,10 +225,20 @@ impl LocalProxy {
     }
 }
 
-/// Compares secrets in constant time.
-fn secret_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Splits `/k8s/NAME/rest?query` into the cluster and `/rest?query`.
+fn split_cluster(path_and_query: &str) -> Option<(&str, String)> {
+    let rest = path_and_query.strip_prefix(KUBE_PREFIX)?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (cluster, tail) = rest.split_at(end);
+    if cluster.is_empty() {
+        return None;
+    }
+    let tail = if tail.starts_with('/') {
+        tail.to_string()
+    } else {
+        format!("/{tail}")
+    };
+    Some((cluster, tail))
 }
 
 async fn handle(
@@ -122,30 +246,85 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let req = req.map(body::boxed);
+    let mut req = req.map(body::boxed);
+    // ztk's own headers are set by the proxy alone: a client must not claim another command.
+    req.headers_mut().remove(COMMAND_ID_HEADER);
+    req.headers_mut().remove(REQUEST_ID_HEADER);
     let start = std::time::Instant::now();
     let uri = req.uri().clone();
-    let mut call = ApiCall::begin(req.method(), &uri, uri.path(), req.headers(), peer.ip());
-    call.user = ctx.user.clone();
-    call.cluster = ctx.cluster.clone();
-    call.command_id = ctx.command_id;
+    let full = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let (cluster, path_and_query) = match &ctx.access {
+        Access::Run { cluster, .. } => (cluster.clone(), full),
+        Access::Issued { .. } => match split_cluster(&full) {
+            Some((cluster, rest)) => (cluster.to_string(), rest),
+            None => {
+                let message = "ztk: the proxy serves /k8s/CLUSTER/...; regenerate the kubeconfig with `ztk kubeconfig`";
+                return body::refusal(StatusCode::NOT_FOUND, "NotFound", message);
+            }
+        },
+    };
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query.as_str(), |(p, _)| p)
+        .to_string();
+    let mut call = ApiCall::begin(req.method(), &uri, &path, req.headers(), peer.ip());
+    call.cluster = cluster.clone();
     call.request_id = Some(call.id);
+    call.command_id = None;
     let id = call.id;
-    let headers = req.headers();
+    let presented = crate::gateway::bearer(req.headers()).map(str::to_string);
 
-    let authorized =
-        crate::gateway::bearer(headers).is_some_and(|t| secret_matches(t, &ctx.secret));
-    if !authorized {
-        let message = "ztk: this local proxy serves only the kubectl that ztk started for it";
-        call.refuse(401, "unauthenticated", message, start.elapsed());
-        ctx.sink.record_call(call);
-        return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
-    }
+    let (user, upstream, command_id) = match &ctx.access {
+        Access::Run {
+            secret,
+            command_id,
+            user,
+            ..
+        } => {
+            call.user = user.clone();
+            if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), secret.as_bytes())) {
+                let message =
+                    "ztk: this local proxy serves only the kubectl that ztk started for it";
+                call.refuse(401, "unauthenticated", message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+            }
+            (user.clone(), None, Some(*command_id))
+        }
+        Access::Issued { key, session } => {
+            let verified = presented
+                .as_deref()
+                .and_then(|t| key.verify(t, &cluster, now_us()));
+            let Some(verified) = verified else {
+                call.user = session.user();
+                let message = "ztk: no valid ztk credential; use a kubeconfig from `ztk kubeconfig` (its exec plugin `ztk credential` supplies one)";
+                call.refuse(401, "unauthenticated", message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+            };
+            match session.upstream(&cluster) {
+                Ok((user, upstream)) => (user, Some(upstream), verified.command_id),
+                Err(err) => {
+                    call.user = session.user();
+                    let message = format!("ztk: {err}");
+                    call.refuse(401, "unauthenticated", &message, start.elapsed());
+                    ctx.sink.record_call(call);
+                    return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", &message);
+                }
+            }
+        }
+    };
+    call.user = user;
+    call.command_id = command_id;
     ctx.calls.fetch_add(1, Ordering::Relaxed);
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
 
     let mut extra = HeaderMap::new();
-    if let Some(cmd) = ctx.command_id {
+    if let Some(cmd) = command_id {
         if let Ok(v) = HeaderValue::from_str(&cmd.to_string()) {
             extra.insert(COMMAND_ID_HEADER, v);
         }
@@ -153,24 +332,53 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         extra.insert(REQUEST_ID_HEADER, v);
     }
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .to_string();
     let done_ctx = ctx.clone();
-    crate::relay::relay(
-        &ctx.upstream,
-        req,
-        &path_and_query,
-        extra,
-        None,
-        move |outcome| {
-            call.finish(outcome);
-            done_ctx.sink.record_call(call);
-            done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
-            done_ctx.finished.notify_waiters();
-        },
-    )
-    .await
+    let done = move |outcome: crate::relay::Outcome| {
+        let last = !outcome.open;
+        call.finish(outcome);
+        // The record of an opening stream is replaced (same id) by its final one.
+        done_ctx.sink.record_call(call.clone());
+        if !last {
+            return;
+        }
+        if let (Some(cmd), Access::Issued { .. }) = (command_id, &done_ctx.access) {
+            *done_ctx
+                .activity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(cmd)
+                .or_default() += 1;
+        }
+        done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+        done_ctx.finished.notify_waiters();
+    };
+    match (&ctx.access, upstream) {
+        (_, Some(upstream)) => {
+            crate::relay::relay(&upstream, req, &path_and_query, extra, None, done).await
+        }
+        (Access::Run { upstream, .. }, None) => {
+            crate::relay::relay(upstream, req, &path_and_query, extra, None, done).await
+        }
+        (Access::Issued { .. }, None) => unreachable!("issued access always resolves an upstream"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_cluster;
+
+    #[test]
+    fn splits_the_cluster_from_the_path() {
+        assert_eq!(
+            split_cluster("/k8s/dev/api/v1/pods?watch=1"),
+            Some(("dev", "/api/v1/pods?watch=1".to_string()))
+        );
+        assert_eq!(split_cluster("/k8s/dev"), Some(("dev", "/".to_string())));
+        assert_eq!(
+            split_cluster("/k8s/dev?timeout=5s"),
+            Some(("dev", "/?timeout=5s".to_string()))
+        );
+        assert_eq!(split_cluster("/api/v1/pods"), None);
+        assert_eq!(split_cluster("/k8s//api"), None);
+    }
 }

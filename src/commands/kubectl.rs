@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use http::HeaderValue;
 use rand::RngCore;
 use uuid::Uuid;
 
@@ -18,9 +17,8 @@ use crate::audit::{AccessMethod, AuditStore, Command};
 use crate::cli::UsageError;
 use crate::client::api::GatewayApi;
 use crate::client::config::Paths;
-use crate::client::proxy::{LocalProxy, ProxyContext};
+use crate::client::proxy::{gateway_upstream, Access, LocalProxy, ProxyContext};
 use crate::client::token::require_session;
-use crate::relay::Upstream;
 
 /// Run kubectl through the gateway; every API call is audited with this command line.
 #[derive(Debug, clap::Args)]
@@ -105,21 +103,15 @@ pub async fn run(args: Args) -> Result<i32> {
     // Recorded before kubectl starts, so a crash still leaves the command in the log.
     sink.record_command(command.clone());
 
-    let upstream = Upstream::new(
-        format!("the gateway at {}", config.gateway),
-        &format!("{}/k8s/{}", config.gateway, cluster),
-        crate::tls::client_config(&roots, None)?,
-        Some(
-            HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("the stored session token is malformed; run `ztk login`")?,
-        ),
-    )?;
+    let secret = random_secret();
     let ctx = Arc::new(ProxyContext::new(
-        upstream,
-        random_secret(),
-        config.user.clone(),
-        cluster.clone(),
-        Some(command.id),
+        Access::Run {
+            secret: secret.clone(),
+            command_id: command.id,
+            user: config.user.clone(),
+            cluster: cluster.clone(),
+            upstream: Box::new(gateway_upstream(&config, &token, &cluster)?),
+        },
         sink.clone(),
     ));
     let proxy = LocalProxy::start(ctx.clone()).await?;
@@ -140,7 +132,7 @@ pub async fn run(args: Args) -> Result<i32> {
         &format!("https://{}", proxy.addr),
         &proxy.ca_pem,
         crate::kubeconfig::User {
-            token: Some(ctx.secret.clone()),
+            token: Some(secret),
             ..Default::default()
         },
         None,

@@ -466,9 +466,13 @@ impl Gateway {
             HeaderMap::new(),
             Some(cancel),
             move |outcome| {
-                gateway.close_stream(stream);
+                // A stream is tracked (for revocation) until its final outcome; the record of
+                // an opening stream is replaced (same id) by the final one.
+                if !outcome.open {
+                    gateway.close_stream(stream);
+                }
                 call.finish(outcome);
-                sink.record_call(call);
+                sink.record_call(call.clone());
             },
         )
         .await

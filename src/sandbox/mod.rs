@@ -35,12 +35,14 @@
 mod api;
 mod controller;
 pub mod discovery;
+mod exec;
 mod openapi_schema;
 mod patch;
 mod proto;
 mod seed;
 mod selector;
 pub mod server;
+mod spdy;
 mod store;
 mod stream;
 mod table;
@@ -70,6 +72,8 @@ pub struct Sandbox {
     token: String,
     discovery: Discovery,
     store: Store,
+    /// The pods' fake filesystems, for exec and cp.
+    files: exec::Filesystems,
 }
 
 impl Sandbox {
@@ -82,10 +86,17 @@ impl Sandbox {
             token,
             discovery: Discovery::load(),
             store,
+            files: exec::Filesystems::default(),
         })
     }
 
     pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+        if exec::is_exec(&req) {
+            if !self.authorized(req.headers()) {
+                return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
+            return exec::serve(self.clone(), req);
+        }
         let (parts, body) = req.into_parts();
         // Always drain the body, whatever the answer: an unread body (kubectl's DELETE sends
         // one) would corrupt the next request on an HTTP/1.1 connection.
@@ -291,10 +302,15 @@ impl Sandbox {
             (&Method::PATCH, Some(_), Some("scale")) => api::update_scale(&req, true),
             (&Method::DELETE, Some(_), None) => api::delete(&req),
             (&Method::DELETE, None, None) => api::delete_collection(&req),
-            (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward" | "proxy"))) => status(
+            (_, Some(_), Some("exec" | "attach" | "portforward")) => status(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!("the sandbox cluster runs no containers: {sub} is not supported"),
+                "exec, attach and port-forward need an upgrade to WebSocket or SPDY/3.1",
+            ),
+            (_, Some(_), Some("proxy")) => status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the sandbox cluster runs no containers: proxy is not supported",
             ),
             (m, _, _) => method_not_allowed(m),
         }

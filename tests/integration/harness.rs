@@ -167,6 +167,60 @@ impl Env {
         .stdin_text(&format!("{PASSWORD}\n"))
     }
 
+    /// Any program with the client's environment (dirs, HOME, KUBECONFIG unset).
+    pub fn program(&self, program: &str, args: &[&str]) -> Cmd {
+        let mut cmd = self.ztk(args);
+        let mut plain = Command::new(program);
+        plain.args(args);
+        for (key, value) in cmd.cmd.get_envs() {
+            match value {
+                Some(v) => plain.env(key, v),
+                None => plain.env_remove(key),
+            };
+        }
+        plain.stdin(Stdio::null());
+        cmd.cmd = plain;
+        cmd
+    }
+
+    /// The kubeconfig written by `ztk kubeconfig` (default place).
+    pub fn plain_kubeconfig(&self) -> PathBuf {
+        self.path("home/.kube/ztk.yaml")
+    }
+
+    /// Plain `kubectl ARGS` (the machine's, or `ZTK_TEST_KUBECTL`-free explicit path) with the
+    /// generated kubeconfig: the exec plugin and the persistent proxy do the rest.
+    pub fn plain(&self, kubectl: &str, args: &[&str]) -> Cmd {
+        self.program(kubectl, args)
+            .env("KUBECONFIG", self.plain_kubeconfig())
+    }
+
+    /// Logs in and writes the kubeconfig for plain kubectl.
+    pub fn setup_plain(&self) {
+        self.login();
+        let out = self.ztk(&["kubeconfig"]).success();
+        assert!(out.contains("export KUBECONFIG="), "{out}");
+    }
+
+    /// The persistent proxy's pid, if one runs for this test.
+    pub fn proxy_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path("client/data/proxy/proxy.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Local records appear after the proxy's writer commits them: poll briefly.
+    pub fn local_calls(&self, filter: &Filter, at_least: usize) -> Vec<CallRow> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rows = self.local_store().list_calls(filter).unwrap();
+            if rows.len() >= at_least || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `ztk kubectl ARGS`, with the machine's kubectl.
     pub fn kubectl(&self, args: &[&str]) -> Cmd {
         let mut all = vec!["kubectl"];
@@ -206,6 +260,12 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // The persistent proxy that this test's plugin started, by the pid it wrote.
+        if let Some(pid) = self.proxy_pid() {
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
         if let Some(mut child) = self.gateway.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -8,3 +8,5 @@ mod audit;
 mod cli;
 mod end_to_end;
 mod failures;
+mod plain;
+mod streams;
