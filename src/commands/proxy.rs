@@ -62,13 +62,12 @@ pub fn run(args: Args) -> Result<i32> {
 }
 
 async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
-    let running = files.acquire()?;
+    if let Some(pid) = files.running()? {
+        return Err(DaemonError::AlreadyRunning { pid }.into());
+    }
     let port = files.ensure_port(None)?;
-    files.ensure_tls()?;
-    let server_tls = crate::tls::server_config(
-        &crate::tls::read_file(&files.cert_file())?,
-        &crate::tls::read_file(&files.key_file())?,
-    )?;
+    // Bind before taking the lock: a plugin treats "lock held and the port answers" as ready,
+    // so the lock must never be held while someone else's program owns the port.
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -76,6 +75,12 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on 127.0.0.1:{port}")),
     };
+    let running = files.acquire()?;
+    files.ensure_tls()?;
+    let server_tls = crate::tls::server_config(
+        &crate::tls::read_file(&files.cert_file())?,
+        &crate::tls::read_file(&files.key_file())?,
+    )?;
     let key = CredentialKey::load_or_create(&files.credential_key_file())?;
     let store = AuditStore::open(&paths.audit_db())?;
     let (sink, writer) = store.start_writer(4096)?;
