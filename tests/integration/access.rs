@@ -652,3 +652,101 @@ fn sessions_per_user_are_limited() {
     env.ztk(&["logout"]).success();
     env.login();
 }
+
+#[test]
+fn revoked_session_loses_its_open_exec_stream_within_seconds() {
+    let env = Env::start();
+    env.login();
+    // `cat` with stdin held open keeps the exec stream open until someone closes it.
+    let mut child = env
+        .kubectl(&["exec", "-i", "debug-shell", "-n", "dev", "--", "cat"])
+        .cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    use std::io::Write as _;
+    writeln!(stdin, "still here").unwrap();
+    stdin.flush().unwrap();
+    // The sandbox's `cat` answers at the end of its input: until then the stream stays open.
+    // Wait until the gateway has the stream's opening record, then check kubectl still runs.
+    let opened = Instant::now();
+    while !env
+        .gateway_store()
+        .list_calls(&Filter {
+            resources: vec!["pods/exec".into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .any(|r| r.call.reason == "stream open")
+    {
+        assert!(
+            opened.elapsed() < Duration::from_secs(20),
+            "the exec stream never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the exec ended on its own"
+    );
+    drop(rx);
+
+    env.gateway_cmd(&["session", "revoke", "alice"]).success();
+    let revoked = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if revoked.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the exec stream of a revoked session stayed open");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = revoked.elapsed();
+    eprintln!("revoked exec closed after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(stdin);
+    let rows = env.gateway_calls(
+        &Filter {
+            resources: vec!["pods/exec".into()],
+            ..Default::default()
+        },
+        1,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rows = rows;
+    while !rows
+        .iter()
+        .any(|r| r.call.reason.contains("closed by the gateway"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        rows = env.gateway_calls(
+            &Filter {
+                resources: vec!["pods/exec".into()],
+                ..Default::default()
+            },
+            1,
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.call.status == 101 && r.call.reason.contains("closed by the gateway")),
+        "{rows:#?}"
+    );
+}
