@@ -6,7 +6,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::access;
 use super::rbac::Identity;
-use super::users::UserError;
+use super::users::{Session, UserError};
 use super::Gateway;
 use crate::body::{self, Body};
 use crate::protocol::{
@@ -125,7 +125,7 @@ async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
 }
 
 fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
-    match gateway.authenticate(req.headers()) {
+    match session_of(gateway, req) {
         Ok(s) => json(&SessionInfo {
             roles: gateway.roles_of(&s.user, &s.groups),
             user: s.user,
@@ -134,28 +134,26 @@ fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
             clusters: gateway.cluster_infos(),
             token: None,
         }),
-        Err(message) => body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message),
+        Err(resp) => resp,
     }
 }
 
 fn logout(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
-    match gateway.authenticate(req.headers()) {
+    match session_of(gateway, req) {
         Ok(s) => match gateway.users.revoke_session(&s.id) {
             Ok(()) => json(&serde_json::json!({"revoked": true})),
             Err(err) => internal(err),
         },
-        Err(message) => body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message),
+        Err(resp) => resp,
     }
 }
 
 /// Stores the client's command records. Each must belong to the authenticated user; a batch
 /// with any foreign or malformed record stores nothing.
 async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match gateway.authenticate(req.headers()) {
+    let session = match session_of(&gateway, &req) {
         Ok(s) => s,
-        Err(message) => {
-            return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
-        }
+        Err(resp) => return resp,
     };
     let batch: IngestCommands = match read_json(req).await {
         Ok(b) => b,
@@ -204,11 +202,9 @@ async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<
 /// Pages through the gateway's audit trail. Administrators (members of an `admin_groups`
 /// group) see everything; everyone else sees their own records only.
 async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match gateway.authenticate(req.headers()) {
+    let session = match session_of(&gateway, &req) {
         Ok(s) => s,
-        Err(message) => {
-            return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
-        }
+        Err(resp) => return resp,
     };
     let mut query: protocol::AuditQuery = match read_json(req).await {
         Ok(q) => q,
@@ -266,8 +262,12 @@ impl super::Gateway {
     }
 }
 
-fn unauthorized(message: &str) -> Response<Body> {
-    body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+/// The caller's session, or the 401 to answer (its message says to run `ztk login`).
+#[allow(clippy::result_large_err)]
+fn session_of(gateway: &Gateway, req: &Request<Body>) -> Result<Session, Response<Body>> {
+    gateway.authenticate(req.headers()).map_err(|message| {
+        body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
+    })
 }
 
 fn forbidden(message: String) -> Response<Body> {
@@ -318,25 +318,27 @@ fn check_cluster(gateway: &super::Gateway, cluster: &str) -> Result<(), Response
     }
 }
 
-async fn can_i(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match gateway.authenticate(req.headers()) {
-        Ok(s) => s,
-        Err(message) => return unauthorized(&message),
-    };
-    let q: AccessQuery = match read_json(req).await {
-        Ok(q) => q,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_cluster(&gateway, &q.cluster) {
-        return resp;
-    }
-    let info = match access::request_of(&q) {
-        Ok(info) => info,
-        Err(message) => return bad_request(message),
-    };
+/// The start of every access question: who asks, what about, on which (known) cluster.
+#[allow(clippy::result_large_err)]
+async fn access_question(
+    gateway: &Gateway,
+    req: Request<Body>,
+) -> Result<(Identity, AccessQuery, crate::request_info::RequestInfo), Response<Body>> {
+    let session = session_of(gateway, &req)?;
+    let q: AccessQuery = read_json(req).await?;
+    check_cluster(gateway, &q.cluster)?;
+    let info = access::request_of(&q).map_err(bad_request)?;
     let asker = Identity {
         user: session.user,
         groups: session.groups,
+    };
+    Ok((asker, q, info))
+}
+
+async fn can_i(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
+    let (asker, q, info) = match access_question(&gateway, req).await {
+        Ok(question) => question,
+        Err(resp) => return resp,
     };
     let who = match subject_of(&gateway, &asker, &[&q.cluster], q.user.as_deref()) {
         Ok(who) => who,
@@ -352,24 +354,9 @@ async fn can_i(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Bod
 }
 
 async fn who_can(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match gateway.authenticate(req.headers()) {
-        Ok(s) => s,
-        Err(message) => return unauthorized(&message),
-    };
-    let q: AccessQuery = match read_json(req).await {
-        Ok(q) => q,
+    let (asker, q, info) = match access_question(&gateway, req).await {
+        Ok(question) => question,
         Err(resp) => return resp,
-    };
-    if let Err(resp) = check_cluster(&gateway, &q.cluster) {
-        return resp;
-    }
-    let info = match access::request_of(&q) {
-        Ok(info) => info,
-        Err(message) => return bad_request(message),
-    };
-    let asker = Identity {
-        user: session.user,
-        groups: session.groups,
     };
     let policy = gateway.policy();
     if !access::may_inspect(&policy, &asker, &q.cluster, None) {
@@ -392,9 +379,9 @@ async fn who_can(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<B
 }
 
 async fn access_list(gateway: Arc<super::Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match gateway.authenticate(req.headers()) {
+    let session = match session_of(&gateway, &req) {
         Ok(s) => s,
-        Err(message) => return unauthorized(&message),
+        Err(resp) => return resp,
     };
     let q: AccessListQuery = match read_json(req).await {
         Ok(q) => q,
