@@ -112,6 +112,7 @@ impl ApiCall {
         method: &http::Method,
         uri: &http::Uri,
         path: &str,
+        info: &RequestInfo,
         headers: &HeaderMap,
         peer: IpAddr,
     ) -> ApiCall {
@@ -139,7 +140,7 @@ impl ApiCall {
             decision: "allow".into(),
             ..Default::default()
         };
-        call.set_request_info(&RequestInfo::parse(method.as_str(), path, uri.query()));
+        call.set_request_info(info);
         call
     }
 

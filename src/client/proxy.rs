@@ -30,6 +30,7 @@ use crate::client::config::{ClientConfig, Paths};
 use crate::client::credential::{constant_time_eq, CredentialKey};
 use crate::protocol::{COMMAND_ID_HEADER, KUBE_PREFIX, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
+use crate::request_info::RequestInfo;
 use crate::tls;
 
 /// Who may use the proxy, and where their calls go.
@@ -271,7 +272,8 @@ async fn handle(
         .split_once('?')
         .map_or(path_and_query.as_str(), |(p, _)| p)
         .to_string();
-    let mut call = ApiCall::begin(req.method(), &uri, &path, req.headers(), peer.ip());
+    let info = RequestInfo::parse(req.method().as_str(), &path, uri.query());
+    let mut call = ApiCall::begin(req.method(), &uri, &path, &info, req.headers(), peer.ip());
     call.cluster = cluster.clone();
     call.request_id = Some(call.id);
     call.command_id = None;

@@ -376,7 +376,7 @@ impl Gateway {
         let query = uri.query();
         let headers = req.headers();
         let info = RequestInfo::parse(req.method().as_str(), path, query);
-        let mut call = ApiCall::begin(req.method(), &uri, path, headers, peer.ip());
+        let mut call = ApiCall::begin(req.method(), &uri, path, &info, headers, peer.ip());
         call.cluster = cluster_name.to_string();
         let start = std::time::Instant::now();
 
