@@ -164,7 +164,7 @@ impl ProxyFiles {
             return Ok(None);
         }
         let lock = self.open_lock()?;
-        if try_lock(&lock) {
+        if !held_by_proxy(&lock) {
             return Ok(None);
         }
         Ok(Some(self.read_pid().unwrap_or(0)))
@@ -182,7 +182,7 @@ impl ProxyFiles {
     /// Takes the lock and writes the pid file, for the proxy process itself.
     pub fn acquire(&self) -> Result<Running, DaemonError> {
         let lock = self.open_lock()?;
-        // `running()` takes the lock for an instant to probe it: retry briefly so a probe
+        // `running()` takes a shared lock for an instant to probe: retry briefly so a probe
         // (a plugin waiting for us to start) is not mistaken for a running proxy.
         let deadline = Instant::now() + Duration::from_millis(300);
         while !try_lock(&lock) {
@@ -329,16 +329,33 @@ fn lock_blocking(file: &File) {
 }
 
 /// Tries to take an exclusive lock without waiting; true when taken (released with the file).
+/// Only a proxy holds it.
 fn try_lock(file: &File) -> bool {
+    try_flock(file, true)
+}
+
+/// Whether a proxy holds the lock: a shared lock can be had unless someone holds it
+/// exclusively. Probes never take it exclusively, so two plugins probing at the same moment
+/// cannot mistake each other for a running proxy.
+fn held_by_proxy(file: &File) -> bool {
+    !try_flock(file, false)
+}
+
+fn try_flock(file: &File, exclusive: bool) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
+        let kind = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         // SAFETY: flock on a file descriptor we own.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) == 0 }
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = (file, exclusive);
         true
     }
 }
