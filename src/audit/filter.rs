@@ -21,7 +21,19 @@ pub enum FilterError {
     Status(String),
     #[error("invalid access method {0:?}: use cli, browser or api")]
     AccessMethod(String),
+    #[error("unknown filter {0:?}: use {KEYS} (or quote text that holds a colon)")]
+    UnknownKey(String),
+    #[error("{0:?} has no value: write it as {0}VALUE, several values separated by commas")]
+    EmptyValue(String),
+    #[error("unbalanced quote in the filter: close it with another \"")]
+    Quote,
+    #[error("invalid command id {0:?}: use the full UUID (`ztk audit show` accepts parts)")]
+    CommandId(String),
 }
+
+/// The keys of the compact filter language, for messages and help.
+pub const KEYS: &str =
+    "user: cluster: ns: resource: verb: status: method: cmd: since: until: min: id:";
 
 /// A status code or a class of codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +86,121 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Parses the compact filter language shared by the TUI's filter bar and the gateway's sink
+    /// configuration: `user:alice ns:prod verb:delete,patch status:4xx since:1h some text`.
+    ///
+    /// `key:value` pairs, commas for several values of one key; bare words (or a quoted phrase)
+    /// match the command line. Values of one key OR together, different keys AND, exactly as
+    /// the flags of `ztk audit list`.
+    pub fn parse_query(query: &str) -> Result<Filter, FilterError> {
+        let mut f = Filter::default();
+        let mut text: Vec<String> = Vec::new();
+        for Token {
+            text: token,
+            quoted_key,
+        } in tokenize(query)?
+        {
+            let pair = match token.split_once(':') {
+                Some((k, v)) if !quoted_key => Some((k.to_ascii_lowercase(), v.to_string())),
+                _ => None,
+            };
+            let Some((key, value)) = pair else {
+                text.push(token);
+                continue;
+            };
+            let value = value.as_str();
+            if value.is_empty() {
+                return Err(FilterError::EmptyValue(format!("{key}:")));
+            }
+            let values = || {
+                value
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            match key.as_str() {
+                "user" | "u" => f.users.extend(values()),
+                "cluster" | "c" => f.clusters.extend(values()),
+                "ns" | "namespace" | "n" => f.namespaces.extend(values()),
+                "resource" | "res" | "r" => f.resources.extend(values()),
+                "verb" | "v" => f.verbs.extend(values().map(|v| v.to_ascii_lowercase())),
+                "status" | "s" => {
+                    for v in values() {
+                        f.statuses.push(StatusMatch::parse(&v)?);
+                    }
+                }
+                "method" | "access" | "via" => {
+                    for v in values() {
+                        f.access_methods
+                            .push(parse_access_method(&v.to_ascii_lowercase())?);
+                    }
+                }
+                "cmd" | "command" => f.commands.push(value.to_string()),
+                "since" => f.since_us = Some(parse_time_us(value)?),
+                "until" => f.until_us = Some(parse_time_us(value)?),
+                "min" | "took" => f.min_duration_us = Some(parse_duration_us(value)?),
+                "id" => {
+                    f.command_id = Some(
+                        Uuid::parse_str(value)
+                            .map_err(|_| FilterError::CommandId(value.to_string()))?,
+                    )
+                }
+                _ => return Err(FilterError::UnknownKey(format!("{key}:"))),
+            }
+        }
+        if !text.is_empty() {
+            f.commands.push(text.join(" "));
+        }
+        Ok(f)
+    }
+
+    /// The filter in the compact language; `parse_query` reads it back to the same filter
+    /// (times become absolute).
+    pub fn to_query(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut list = |key: &str, values: &[String]| {
+            if !values.is_empty() {
+                parts.push(format!("{key}:{}", quote(&values.join(","))));
+            }
+        };
+        list("user", &self.users);
+        list("cluster", &self.clusters);
+        list("ns", &self.namespaces);
+        list("resource", &self.resources);
+        list("verb", &self.verbs);
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|s| match s {
+                StatusMatch::Code(c) => c.to_string(),
+                StatusMatch::Class(c) => format!("{c}xx"),
+            })
+            .collect();
+        list("status", &statuses);
+        let methods: Vec<String> = self
+            .access_methods
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect();
+        list("method", &methods);
+        for c in &self.commands {
+            parts.push(format!("cmd:{}", quote(c)));
+        }
+        if let Some(t) = self.since_us {
+            parts.push(format!("since:{}", super::model::format_time_us(t)));
+        }
+        if let Some(t) = self.until_us {
+            parts.push(format!("until:{}", super::model::format_time_us(t)));
+        }
+        if let Some(d) = self.min_duration_us {
+            parts.push(format!("min:{d}us"));
+        }
+        if let Some(id) = self.command_id {
+            parts.push(format!("id:{id}"));
+        }
+        parts.join(" ")
+    }
+
     /// Whether any filter applies to individual calls (not to whole commands).
     fn has_call_filters(&self) -> bool {
         !(self.namespaces.is_empty()
@@ -240,6 +367,55 @@ fn any_of(sql: &mut Vec<String>, params: &mut Vec<Value>, expr: &str, values: &[
     params.extend(values.iter().map(|v| Value::Text(v.clone())));
 }
 
+struct Token {
+    text: String,
+    /// The colon (if any) came from inside quotes, so the token is text, not `key:value`.
+    quoted_key: bool,
+}
+
+/// Splits on whitespace; double quotes group words (`cmd:"get pods"`, `"a:b"`), `\"` is a quote.
+fn tokenize(query: &str) -> Result<Vec<Token>, FilterError> {
+    let mut tokens = Vec::new();
+    let mut chars = query.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(tokens);
+        }
+        let mut text = String::new();
+        let mut in_quotes = false;
+        let mut quoted_key = false;
+        let mut seen_colon = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if in_quotes && chars.peek() == Some(&'"') => {
+                    text.push(chars.next().unwrap_or('"'))
+                }
+                '"' => in_quotes = !in_quotes,
+                c if c.is_whitespace() && !in_quotes => break,
+                ':' if !seen_colon => {
+                    seen_colon = true;
+                    quoted_key = in_quotes;
+                    text.push(':');
+                }
+                c => text.push(c),
+            }
+        }
+        if in_quotes {
+            return Err(FilterError::Quote);
+        }
+        tokens.push(Token { text, quoted_key });
+    }
+}
+
+fn quote(value: &str) -> String {
+    if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '"' || c == ':') {
+        format!("\"{}\"", value.replace('"', "\\\""))
+    } else {
+        value.to_string()
+    }
+}
+
 /// Parses `15m`, `250ms`, `2s`, `24h`, `7d` into microseconds.
 pub fn parse_duration_us(s: &str) -> Result<i64, FilterError> {
     let err = || FilterError::Duration(s.to_string());
@@ -311,6 +487,70 @@ mod tests {
             parse_time_us("yesterday"),
             Err(FilterError::Time(_))
         ));
+    }
+
+    #[test]
+    fn compact_queries_parse() {
+        let f = Filter::parse_query(
+            "user:alice ns:prod verb:delete,Patch status:4xx since:1h some text",
+        )
+        .unwrap();
+        assert_eq!(f.users, ["alice"]);
+        assert_eq!(f.namespaces, ["prod"]);
+        assert_eq!(f.verbs, ["delete", "patch"]);
+        assert_eq!(f.statuses, [StatusMatch::Class(4)]);
+        assert!(f.since_us.is_some());
+        assert_eq!(f.commands, ["some text"]);
+        let f = Filter::parse_query(r#"cmd:"get pods -A" "a:b" method:cli min:2s"#).unwrap();
+        assert_eq!(f.commands, ["get pods -A", "a:b"]);
+        assert_eq!(f.access_methods, [AccessMethod::Cli]);
+        assert_eq!(f.min_duration_us, Some(2_000_000));
+        assert_eq!(Filter::parse_query("  ").unwrap(), Filter::default());
+    }
+
+    #[test]
+    fn compact_query_errors_name_the_problem() {
+        assert_eq!(
+            Filter::parse_query("colour:red"),
+            Err(FilterError::UnknownKey("colour:".into()))
+        );
+        assert_eq!(
+            Filter::parse_query("user:"),
+            Err(FilterError::EmptyValue("user:".into()))
+        );
+        assert_eq!(Filter::parse_query("cmd:\"get"), Err(FilterError::Quote));
+        assert!(matches!(
+            Filter::parse_query("status:7xx"),
+            Err(FilterError::Status(_))
+        ));
+        assert!(matches!(
+            Filter::parse_query("since:soon"),
+            Err(FilterError::Time(_))
+        ));
+        assert!(matches!(
+            Filter::parse_query("id:abc"),
+            Err(FilterError::CommandId(_))
+        ));
+    }
+
+    #[test]
+    fn compact_queries_round_trip() {
+        let f = Filter {
+            users: vec!["alice".into(), "bob".into()],
+            clusters: vec!["dev".into()],
+            namespaces: vec!["kube-system".into()],
+            resources: vec!["pods/log".into()],
+            verbs: vec!["delete".into()],
+            statuses: vec![StatusMatch::Code(404), StatusMatch::Class(5)],
+            access_methods: vec![AccessMethod::Browser],
+            commands: vec!["say \"hi\": now".into()],
+            since_us: Some(1_700_000_000_000_000),
+            until_us: Some(1_800_000_000_000_000),
+            min_duration_us: Some(250_000),
+            command_id: Some(Uuid::now_v7()),
+            limit: None,
+        };
+        assert_eq!(Filter::parse_query(&f.to_query()).unwrap(), f);
     }
 
     #[test]

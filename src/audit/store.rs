@@ -114,6 +114,24 @@ CREATE INDEX commands_user_started ON commands(user, started_us);
 DROP INDEX api_calls_command;
 CREATE INDEX api_calls_command ON api_calls(command_id, verb, status, namespace, resource, subresource);
 "#,
+    r#"
+-- Write order: every insert or update of a record takes the next number of one store-wide
+-- sequence, in the transaction that writes it. "Everything written after N" is then one index
+-- range: what SIEM sinks, `audit tail` and the TUI's live refresh follow.
+CREATE TABLE sequence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+ALTER TABLE api_calls ADD COLUMN seq INTEGER;
+ALTER TABLE commands ADD COLUMN seq INTEGER;
+CREATE TEMP TABLE numbered AS
+    SELECT kind, id, ROW_NUMBER() OVER (ORDER BY t, id) AS n FROM (
+        SELECT 'call' AS kind, id, time_us AS t FROM api_calls
+        UNION ALL SELECT 'command', id, started_us FROM commands);
+UPDATE api_calls SET seq = (SELECT n FROM temp.numbered WHERE kind = 'call' AND numbered.id = api_calls.id);
+UPDATE commands SET seq = (SELECT n FROM temp.numbered WHERE kind = 'command' AND numbered.id = commands.id);
+INSERT INTO sequence (id, last) SELECT 1, COUNT(*) FROM temp.numbered;
+DROP TABLE temp.numbered;
+CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
+CREATE UNIQUE INDEX commands_seq ON commands(seq);
+"#,
 ];
 
 const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -242,7 +260,9 @@ impl AuditStore {
     /// transaction: all of it or nothing. Repeating a batch stores nothing twice.
     pub fn ingest(&self, commands: &[Command], timings: &[ClientTiming]) -> Result<(), StoreError> {
         let mut conn = self.connect(false)?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         for cmd in commands {
             upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
         }
@@ -467,6 +487,13 @@ impl AuditStore {
         })
     }
 
+    /// The last number of the write sequence: every record written later has a greater `seq`.
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        let conn = self.connect(true)?;
+        conn.query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// The client's timings of a command's calls, to ship with it.
     pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
         let conn = self.connect(true)?;
@@ -681,7 +708,7 @@ fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, 
 }
 
 fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for op in batch {
         match op {
             WriteOp::Call(call) => insert_call(&tx, call)?,
@@ -692,12 +719,20 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// Takes the next number of the store's write sequence. Call inside the writing transaction:
+/// the number is then both unique and in commit order.
+fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("UPDATE sequence SET last = last + 1 WHERE id = 1 RETURNING last")?
+        .query_row([], |r| r.get(0))
+}
+
 fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-         decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     )?;
     stmt.execute(params![
         c.id.to_string(),
@@ -727,16 +762,18 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
         c.access_method.as_str(),
         c.decision,
         c.reason,
+        seq,
     ])?;
     Ok(())
 }
 
 fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
-         api_calls, access_method, cwd, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) \
+         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls",
+         api_calls = excluded.api_calls, seq = excluded.seq",
     )?;
     stmt.execute(params![
         c.id.to_string(),
@@ -751,6 +788,7 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
         c.access_method.as_str(),
         c.cwd,
         c.host,
+        seq,
     ])?;
     Ok(())
 }
@@ -847,6 +885,72 @@ mod tests {
             decision: "allow".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn every_write_takes_the_next_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 0);
+        let (sink, writer) = store.start_writer(4).unwrap();
+        let mut open = call("alice", 101, None);
+        sink.record_call(open.clone());
+        sink.record_call(call("bob", 200, None));
+        assert!(sink.flush(Duration::from_secs(5)));
+        // The final record of a stream replaces its open record: it is a new write.
+        open.status = 200;
+        sink.record_call(open.clone());
+        drop(sink);
+        writer.close();
+        assert_eq!(store.last_seq().unwrap(), 3);
+        let conn = open_connection(&path, true).unwrap();
+        let seqs: Vec<(String, i64)> = conn
+            .prepare("SELECT user, seq FROM api_calls ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(seqs, [("bob".to_string(), 2), ("alice".to_string(), 3)]);
+    }
+
+    #[test]
+    fn migration_numbers_existing_records_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = open_connection(&path, false).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..2]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO commands (id, started_us, user, cluster, argv, command_line, api_calls, access_method, cwd, host) \
+             VALUES ('m1', 20, 'a', 'c', '[]', 'kubectl get po', 1, 'cli', '/', 'h');",
+        )
+        .unwrap();
+        for (id, t) in [("c2", 30), ("c1", 10)] {
+            let mut c = call("a", 200, None);
+            c.time_us = t;
+            insert_call_v2(&conn, id, &c);
+        }
+        drop(conn);
+        let store = AuditStore::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 3);
+        let conn = open_connection(&path, true).unwrap();
+        let seq = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(seq("SELECT seq FROM api_calls WHERE id = 'c1'"), 1);
+        assert_eq!(seq("SELECT seq FROM commands WHERE id = 'm1'"), 2);
+        assert_eq!(seq("SELECT seq FROM api_calls WHERE id = 'c2'"), 3);
+    }
+
+    /// An insert as a store at schema 2 (before the sequence) wrote it.
+    fn insert_call_v2(conn: &Connection, id: &str, c: &ApiCall) {
+        conn.execute(
+            "INSERT INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
+             api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
+             user_agent, source_ip, kubectl_command, kubectl_session, access_method, decision, reason) \
+             VALUES (?, ?, ?, ?, '', 'pods', '', '', '', 'v1', 'list', 'GET', '/', '', 200, 1, 0, 0, '', '', '', '', 'cli', 'allow', '')",
+            params![id, c.time_us, c.user, c.cluster],
+        )
+        .unwrap();
     }
 
     #[test]

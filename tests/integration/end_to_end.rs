@@ -147,9 +147,13 @@ fn kubectl_through_ztk_is_audited_on_both_sides() {
         );
         assert_eq!(twin.call.user, "alice");
         assert_eq!(twin.call.source_ip, "127.0.0.1");
+        // The gateway hop is inside the client's. Each side stops its clock when its body stream
+        // reports the end, which on a loaded machine can be polled a scheduler tick late.
         assert!(
-            twin.call.duration_us <= row.call.duration_us,
-            "the gateway hop is inside the client's"
+            twin.call.duration_us <= row.call.duration_us + 5_000,
+            "the gateway hop ({} µs) is inside the client's ({} µs)",
+            twin.call.duration_us,
+            row.call.duration_us
         );
     }
 
