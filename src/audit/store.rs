@@ -132,14 +132,70 @@ DROP TABLE temp.numbered;
 CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
 CREATE UNIQUE INDEX commands_seq ON commands(seq);
 "#,
+    r#"
+-- The client's outbox, per user: every record of USER written after shipped_seq (the write
+-- sequence) is still to be shipped; the gateway's acknowledgement of a batch moves it forward.
+-- A re-written record (a command's end, a stream's final record) takes a new seq, so it ships
+-- again as an update. The shipping outcomes are kept for `ztk audit status`.
+CREATE TABLE outbox (
+    user TEXT PRIMARY KEY,
+    shipped_seq INTEGER NOT NULL DEFAULT 0,
+    last_attempt_us INTEGER,
+    last_success_us INTEGER,
+    last_error TEXT,
+    last_error_us INTEGER
+);
+-- The gateway's copy of the clients' own records of their calls (client_timings held only
+-- their durations): joined to the gateway's record by its request id.
+CREATE TABLE client_calls (
+    id TEXT PRIMARY KEY,
+    time_us INTEGER NOT NULL DEFAULT 0,
+    user TEXT NOT NULL DEFAULT '',
+    cluster TEXT NOT NULL DEFAULT '',
+    namespace TEXT NOT NULL DEFAULT '',
+    resource TEXT NOT NULL DEFAULT '',
+    subresource TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    api_group TEXT NOT NULL DEFAULT '',
+    api_version TEXT NOT NULL DEFAULT '',
+    verb TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL DEFAULT 0,
+    duration_us INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    user_agent TEXT NOT NULL DEFAULT '',
+    source_ip TEXT NOT NULL DEFAULT '',
+    kubectl_command TEXT NOT NULL DEFAULT '',
+    kubectl_session TEXT NOT NULL DEFAULT '',
+    command_id TEXT,
+    request_id TEXT,
+    access_method TEXT NOT NULL DEFAULT 'cli',
+    decision TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    seq INTEGER
+) WITHOUT ROWID;
+CREATE TEMP TABLE numbered AS
+    SELECT request_id AS id, ROW_NUMBER() OVER (ORDER BY request_id) AS n FROM client_timings;
+INSERT INTO client_calls (id, command_id, request_id, duration_us, status, seq)
+    SELECT t.request_id, t.command_id, t.request_id, t.duration_us, t.status,
+           (SELECT last FROM sequence) + (SELECT n FROM temp.numbered WHERE numbered.id = t.request_id)
+    FROM client_timings t;
+UPDATE sequence SET last = last + (SELECT COUNT(*) FROM temp.numbered);
+DROP TABLE temp.numbered;
+DROP TABLE client_timings;
+CREATE UNIQUE INDEX client_calls_seq ON client_calls(seq);
+"#,
 ];
 
-const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
+pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
     c.api_group, c.api_version, c.verb, c.method, c.path, c.query, c.status, c.duration_us, c.bytes_in, \
     c.bytes_out, c.user_agent, c.source_ip, c.kubectl_command, c.kubectl_session, c.command_id, \
     c.request_id, c.access_method, c.decision, c.reason";
 
-const COMMAND_COLUMNS: &str =
+pub(super) const COMMAND_COLUMNS: &str =
     "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
     api_calls, access_method, cwd, host";
 
@@ -188,14 +244,14 @@ impl AuditStore {
         &self.path
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(super) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+    pub(super) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
         open_connection(&self.path, read_only).map_err(|e| self.err(e))
     }
 
@@ -229,7 +285,14 @@ impl AuditStore {
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
     /// re-sent record is stored once).
     pub fn upsert_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
-        self.ingest(commands, &[])
+        let mut conn = self.connect(false)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        for cmd in commands {
+            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// How many calls match `filter` (ignoring its limit), for progress bars.
@@ -254,63 +317,6 @@ impl AuditStore {
         conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
-    }
-
-    /// Stores a client batch — commands and the client's timings of their calls — in one
-    /// transaction: all of it or nothing. Repeating a batch stores nothing twice.
-    pub fn ingest(&self, commands: &[Command], timings: &[ClientTiming]) -> Result<(), StoreError> {
-        let mut conn = self.connect(false)?;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        for cmd in commands {
-            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
-        }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO client_timings (request_id, command_id, duration_us, status) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT(request_id) DO UPDATE SET duration_us = excluded.duration_us, status = excluded.status",
-                )
-                .map_err(|e| self.err(e))?;
-            for t in timings {
-                stmt.execute(params![
-                    t.request_id.to_string(),
-                    t.command_id.map(|c| c.to_string()),
-                    t.duration_us,
-                    t.status
-                ])
-                .map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    /// Commands not yet acknowledged by the gateway, oldest first.
-    pub fn unshipped_commands(&self, limit: usize) -> Result<Vec<Command>, StoreError> {
-        let conn = self.connect(true)?;
-        let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE shipped_us IS NULL AND ended_us IS NOT NULL \
-             ORDER BY started_us LIMIT ?"
-        );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], command_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    pub fn mark_shipped(&self, ids: &[Uuid], at_us: i64) -> Result<(), StoreError> {
-        let mut conn = self.connect(false)?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        for id in ids {
-            tx.execute(
-                "UPDATE commands SET shipped_us = ? WHERE id = ?",
-                params![at_us, id.to_string()],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn command(&self, id: Uuid) -> Result<Option<Command>, StoreError> {
@@ -371,7 +377,7 @@ impl AuditStore {
              CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
              FROM api_calls c \
              LEFT JOIN commands cmd ON cmd.id = c.command_id \
-             LEFT JOIN client_timings t ON t.request_id = c.request_id"
+             LEFT JOIN client_calls t ON t.id = c.request_id"
         );
         let keys = ("c.time_us", "c.id");
         self.stream(&select, clause, values, keys, after, limit, f, |row| {
@@ -494,25 +500,6 @@ impl AuditStore {
             .map_err(|e| self.err(e))
     }
 
-    /// The client's timings of a command's calls, to ship with it.
-    pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
-        let conn = self.connect(true)?;
-        let mut stmt = conn
-            .prepare("SELECT id, duration_us, status FROM api_calls WHERE command_id = ?")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([command_id.to_string()], |r| {
-                Ok(ClientTiming {
-                    request_id: parse_uuid(r.get(0)?).unwrap_or_default(),
-                    command_id: Some(command_id),
-                    duration_us: r.get(1)?,
-                    status: r.get(2)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
     /// Finds commands whose id contains `part` (at most two: the caller wants exactly one).
     /// UUIDv7 ids begin with their timestamp, so listings show their random tail instead.
     pub fn find_command(&self, part: &str) -> Result<Vec<Command>, StoreError> {
@@ -526,15 +513,6 @@ impl AuditStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
-}
-
-/// The client's measurement of one call, sent to the gateway with the command.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClientTiming {
-    pub request_id: Uuid,
-    pub command_id: Option<Uuid>,
-    pub duration_us: i64,
-    pub status: u16,
 }
 
 /// Opens a connection with the settings every ztk connection uses.
@@ -586,6 +564,40 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<(
 pub struct WriterStats {
     pub written: AtomicU64,
     pub failed: AtomicU64,
+    /// Whether the last batch failed (a full disk, a read-only file): fail-closed callers
+    /// refuse new work while it is set.
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+/// A sink for when the store cannot even be opened (best-effort mode): every record counts
+/// as failed, flushes are answered at once.
+pub fn failing_sink() -> (AuditSink, AuditWriter) {
+    let (tx, rx) = sync_channel::<WriteOp>(64);
+    let stats = Arc::new(WriterStats::default());
+    stats.failing.store(true, Ordering::Relaxed);
+    let thread_stats = stats.clone();
+    let thread = std::thread::spawn(move || {
+        while let Ok(op) = rx.recv() {
+            match op {
+                WriteOp::Flush(done) => {
+                    let _ = done.send(());
+                }
+                _ => {
+                    thread_stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    (
+        AuditSink {
+            tx,
+            stats: stats.clone(),
+        },
+        AuditWriter {
+            thread: Some(thread),
+            stats,
+        },
+    )
 }
 
 /// Where relays hand their records. Cheap to clone; never blocks the caller.
@@ -687,9 +699,13 @@ fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, 
         match result {
             Ok(()) => {
                 stats.written.fetch_add(n, Ordering::Relaxed);
+                if n > 0 {
+                    stats.failing.store(false, Ordering::Relaxed);
+                }
             }
             Err(err) => {
                 stats.failed.fetch_add(n, Ordering::Relaxed);
+                stats.failing.store(true, Ordering::Relaxed);
                 tracing::error!(
                     "could not write {n} audit records to {}: {err}",
                     path.display()
@@ -712,7 +728,9 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
     for op in batch {
         match op {
             WriteOp::Call(call) => insert_call(&tx, call)?,
-            WriteOp::Command(cmd) => upsert_command(&tx, cmd)?,
+            WriteOp::Command(cmd) => {
+                upsert_command(&tx, cmd)?;
+            }
             WriteOp::Flush(_) => {}
         }
     }
@@ -721,7 +739,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
 
 /// Takes the next number of the store's write sequence. Call inside the writing transaction:
 /// the number is then both unique and in commit order.
-fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("UPDATE sequence SET last = last + 1 WHERE id = 1 RETURNING last")?
         .query_row([], |r| r.get(0))
 }
@@ -767,13 +785,17 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
+/// Inserts a command or brings its end up to date; returns 0 when nothing changed (the same
+/// record again, or an id that belongs to another user's command, which is never touched).
+pub(super) fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<usize> {
     let seq = next_seq(conn)?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq",
+         api_calls = excluded.api_calls, seq = excluded.seq \
+         WHERE commands.user = excluded.user AND (commands.ended_us IS NOT excluded.ended_us \
+         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls)",
     )?;
     stmt.execute(params![
         c.id.to_string(),
@@ -789,8 +811,7 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
         c.cwd,
         c.host,
         seq,
-    ])?;
-    Ok(())
+    ])
 }
 
 /// A TEXT column as a String, replacing invalid UTF-8 (which only a hand edit of the file can
@@ -806,18 +827,18 @@ fn text(row: &Row, i: usize) -> rusqlite::Result<String> {
     })
 }
 
-fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
+pub(super) fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
     Ok(match row.get_ref(i)? {
         rusqlite::types::ValueRef::Null => None,
         _ => Some(text(row, i)?),
     })
 }
 
-fn parse_uuid(s: Option<String>) -> Option<Uuid> {
+pub(super) fn parse_uuid(s: Option<String>) -> Option<Uuid> {
     s.and_then(|s| Uuid::parse_str(&s).ok())
 }
 
-fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
+pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
     Ok(ApiCall {
         id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
         time_us: row.get(1)?,
@@ -849,7 +870,7 @@ fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
     })
 }
 
-fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
+pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
     let argv = text(row, 5)?;
     Ok(Command {
         id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
@@ -941,6 +962,30 @@ mod tests {
         assert_eq!(seq("SELECT seq FROM api_calls WHERE id = 'c2'"), 3);
     }
 
+    #[test]
+    fn migration_moves_client_timings_into_client_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.db");
+        let mut conn = open_connection(&path, false).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..3]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO client_timings VALUES ('r1', 'm1', 1234, 200), ('r2', NULL, 5, 404);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = AuditStore::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 2);
+        let conn = open_connection(&path, true).unwrap();
+        let (d, seq): (i64, i64) = conn
+            .query_row(
+                "SELECT duration_us, seq FROM client_calls WHERE id = 'r1' AND request_id = 'r1' AND command_id = 'm1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((d, seq), (1234, 1));
+    }
+
     /// An insert as a store at schema 2 (before the sequence) wrote it.
     fn insert_call_v2(conn: &Connection, id: &str, c: &ApiCall) {
         conn.execute(
@@ -1000,23 +1045,32 @@ mod tests {
     }
 
     #[test]
-    fn repeated_commands_are_stored_once_and_shipping_is_tracked() {
+    fn repeated_commands_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
         let mut cmd = Command {
             id: Uuid::now_v7(),
             started_us: 1,
             ended_us: Some(2),
+            user: "alice".into(),
             ..Default::default()
         };
         store.upsert_commands(&[cmd.clone()]).unwrap();
+        let seq = store.last_seq().unwrap();
+        // The same record again changes nothing.
+        store.upsert_commands(&[cmd.clone()]).unwrap();
+        let conn = open_connection(store.path(), true).unwrap();
+        let row_seq = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT seq FROM commands", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(row_seq(&conn), seq);
         cmd.exit_code = Some(3);
         store.upsert_commands(&[cmd.clone(), cmd.clone()]).unwrap();
-        let pending = store.unshipped_commands(10).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].exit_code, Some(3));
-        store.mark_shipped(&[cmd.id], 5).unwrap();
-        assert!(store.unshipped_commands(10).unwrap().is_empty());
+        assert!(row_seq(&conn) > seq);
+        let batch = store.outbox_batch("alice", 10).unwrap();
+        assert_eq!(batch.commands.len(), 1);
+        assert_eq!(batch.commands[0].exit_code, Some(3));
     }
 
     #[test]
@@ -1028,10 +1082,11 @@ mod tests {
             .upsert_commands(&[Command {
                 id: Uuid::now_v7(),
                 ended_us: Some(1),
+                user: "alice".into(),
                 ..Default::default()
             }])
             .unwrap();
         let again = AuditStore::open(&path).unwrap();
-        assert_eq!(again.unshipped_commands(10).unwrap().len(), 1);
+        assert_eq!(again.pending_count("alice").unwrap(), 1);
     }
 }

@@ -1,56 +1,203 @@
-//! Sends the client's command records to the gateway, which joins them with its own
-//! API-call records by command id. A record is marked shipped only once the gateway
-//! acknowledged it, so a failed attempt is simply retried by the next run.
+//! Ships the client's audit records — commands and API calls — from the local store's outbox
+//! (`audit::outbox`) to the gateway, in batches, in the compact encoding.
+//!
+//! A batch is marked shipped only when the gateway acknowledged it; any failure leaves the mark
+//! where it was, so the same records go again (the gateway stores them once). Shipping runs on
+//! its own tasks and reads the store on its own connections: it never delays a relayed call.
 
-use anyhow::Result;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use uuid::Uuid;
 
 use super::api::GatewayApi;
+use super::config::ClientConfig;
 use crate::audit::model::now_us;
+use crate::audit::outbox::OutboxBatch;
 use crate::audit::AuditStore;
-use crate::protocol::IngestCommands;
+use crate::protocol::{IngestBatch, INGEST_VERSION};
 
-const BATCH: usize = 500;
+/// Records per batch: large enough to amortise a round trip and a transaction, small enough
+/// (about 0.5 MB compact) to be quick to re-send after a failure.
+pub const BATCH: usize = 2000;
 
-/// Ships every unshipped, finished command; returns how many were acknowledged.
-pub async fn ship_commands(store: &AuditStore, api: &GatewayApi, token: &str) -> Result<usize> {
-    let mut shipped = 0;
+/// Ships one user's outbox with one login.
+pub struct Shipper {
+    pub store: AuditStore,
+    pub api: GatewayApi,
+    pub token: String,
+    pub user: String,
+    /// Send JSON instead of the compact encoding.
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shipped {
+    pub records: u64,
+    pub batches: u64,
+}
+
+impl Shipper {
+    pub fn new(store: AuditStore, config: &ClientConfig, token: &str) -> Result<Shipper> {
+        Ok(Shipper {
+            store,
+            api: GatewayApi::new(&config.gateway, &config.roots()?)?,
+            token: token.to_string(),
+            user: config.user.clone(),
+            json: false,
+        })
+    }
+
+    /// Ships everything pending, batch by batch, calling `progress` with the running total
+    /// after each acknowledged batch. A failure is remembered for `ztk audit status`.
+    pub async fn ship_all(&self, mut progress: impl FnMut(u64)) -> Result<Shipped> {
+        let result = self.ship_inner(&mut progress).await;
+        if let Err(err) = &result {
+            let store = self.store.clone();
+            let (user, message) = (self.user.clone(), format!("{err:#}"));
+            let _ = tokio::task::spawn_blocking(move || {
+                store.note_ship_error(&user, &message, now_us())
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn ship_inner(&self, progress: &mut impl FnMut(u64)) -> Result<Shipped> {
+        let mut done = Shipped::default();
+        let mut next = self.read(None);
+        loop {
+            let batch = next.await.context("the outbox reader stopped")??;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            // Read the next batch while this one travels.
+            next = self.read(Some(batch.through_seq));
+            let n = batch.len() as u64;
+            let through = batch.through_seq;
+            let request = IngestBatch {
+                version: INGEST_VERSION,
+                batch_id: Uuid::now_v7(),
+                commands: batch.commands,
+                calls: batch.calls,
+            };
+            let ack = self
+                .api
+                .ingest(&self.token, &request, self.json)
+                .await
+                .context("the gateway did not take the audit records")?;
+            if ack.accepted != request.records() {
+                anyhow::bail!(
+                    "the gateway acknowledged {} of {} records",
+                    ack.accepted,
+                    request.records()
+                );
+            }
+            let (store, user) = (self.store.clone(), self.user.clone());
+            tokio::task::spawn_blocking(move || store.ack_shipped(&user, through, now_us()))
+                .await??;
+            done.records += n;
+            done.batches += 1;
+            progress(done.records);
+        }
+    }
+
+    fn read(
+        &self,
+        after: Option<i64>,
+    ) -> tokio::task::JoinHandle<Result<OutboxBatch, crate::audit::store::StoreError>> {
+        let (store, user) = (self.store.clone(), self.user.clone());
+        tokio::task::spawn_blocking(move || store.outbox_batch_after(&user, after, BATCH))
+    }
+}
+
+/// Exponential backoff with jitter: 0.5 s doubling to 60 s, each wait a random 50–100 % of
+/// its step, so clients that failed together do not retry together.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(60);
+
+    pub fn next_delay(&mut self) -> Duration {
+        let step = Self::BASE
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Where a long-running shipper gets its login each round (the persistent proxy follows
+/// `ztk login`; a `ztk kubectl` run keeps its own).
+pub type LoginSource = Arc<dyn Fn() -> Option<(ClientConfig, String)> + Send + Sync>;
+
+/// Ships until `stop` turns true: after each `wake` (or every `interval`), everything pending;
+/// after a failure, waits by `Backoff` first.
+pub async fn ship_continuously(
+    store: AuditStore,
+    login: LoginSource,
+    interval: Duration,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    let mut delay = Duration::ZERO;
     loop {
-        let pending = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.unshipped_commands(BATCH)).await??
-        };
-        if pending.is_empty() {
-            return Ok(shipped);
+        let wait = if delay.is_zero() { interval } else { delay };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified(), if delay.is_zero() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
-        let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
-        let n = pending.len();
-        let timings = {
-            let store = store.clone();
-            let ids = ids.clone();
-            tokio::task::spawn_blocking(
-                move || -> Result<Vec<_>, crate::audit::store::StoreError> {
-                    let mut all = Vec::new();
-                    for id in ids {
-                        all.extend(store.timings_of(id)?);
-                    }
-                    Ok(all)
-                },
-            )
-            .await??
-        };
-        api.ingest_commands(
-            token,
-            &IngestCommands {
-                commands: pending,
-                timings,
-            },
-        )
-        .await?;
-        let store2 = store.clone();
-        tokio::task::spawn_blocking(move || store2.mark_shipped(&ids, now_us())).await??;
-        shipped += n;
-        if n < BATCH {
-            return Ok(shipped);
+        if *stop.borrow() {
+            return;
         }
+        let Some((config, token)) = login() else {
+            continue;
+        };
+        let shipped = match Shipper::new(store.clone(), &config, &token) {
+            Ok(shipper) => shipper.ship_all(|_| {}).await,
+            Err(err) => Err(err),
+        };
+        match shipped {
+            Ok(_) => {
+                backoff.reset();
+                delay = Duration::ZERO;
+            }
+            Err(err) => {
+                delay = backoff.next_delay();
+                tracing::warn!("audit records not shipped yet (retry in {delay:?}): {err:#}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_a_minute() {
+        let mut b = Backoff::default();
+        let d: Vec<_> = (0..12).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(250) && d[0] <= Duration::from_millis(500));
+        assert!(d[3] >= Duration::from_secs(2) && d[3] <= Duration::from_secs(4));
+        assert!(d[11] >= Duration::from_secs(30) && d[11] <= Duration::from_secs(60));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(500));
     }
 }

@@ -5,8 +5,10 @@
 
 mod export;
 mod list;
+mod push;
 mod seed;
 mod show;
+mod status;
 
 pub use list::{list, ListArgs};
 
@@ -39,6 +41,10 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Ship the local records the gateway has not acknowledged yet, now.
+    Push(push::PushArgs),
+    /// Show the local outbox: pending records, the oldest, the last success and the last error.
+    Status(status::StatusArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -127,6 +133,8 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Push(args) => push::run(args),
+        AuditCommand::Status(args) => status::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }

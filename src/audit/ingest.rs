@@ -1,0 +1,294 @@
+//! The gateway's side of shipping: storing a client's batch of records in one transaction.
+//!
+//! Records are keyed by their client-made UUIDv7 ids, so a batch sent again stores nothing
+//! twice: an existing call is left alone unless the stored one is a stream's open record and the
+//! new one its final record; an existing command is updated only when its end changed. A record
+//! whose id already belongs to another user's record refuses the whole batch.
+
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::model::{ApiCall, Command, STREAM_OPEN};
+use super::store::{upsert_command, AuditStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{kind} {id} is already stored for user {owner:?}, not for {user:?}")]
+    Foreign {
+        kind: &'static str,
+        id: Uuid,
+        owner: String,
+        user: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many rows a batch wrote (new records, or records brought up to date).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub calls: usize,
+    pub commands: usize,
+}
+
+/// Stores client batches through one long-lived connection (opening one per batch would cost
+/// more than a small batch's inserts).
+pub struct Ingestor {
+    store: AuditStore,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Ingestor {
+    pub fn new(store: AuditStore) -> Ingestor {
+        Ingestor {
+            store,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Stores one batch of `user`'s records: all of it, or (on any error) nothing.
+    pub fn ingest(
+        &self,
+        user: &str,
+        commands: &[Command],
+        calls: &[ApiCall],
+    ) -> Result<Ingested, IngestError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.store.connect(false)?);
+        }
+        let conn = guard.as_mut().expect("opened above");
+        let result = write(conn, self.store.path(), user, commands, calls);
+        if let Err(IngestError::Store(_)) = &result {
+            // A connection that failed (disk full, file replaced) is not trusted again.
+            *guard = None;
+        }
+        result
+    }
+}
+
+fn write(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    user: &str,
+    commands: &[Command],
+    calls: &[ApiCall],
+) -> Result<Ingested, IngestError> {
+    let sql_err = |source: rusqlite::Error| {
+        IngestError::Store(StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    let mut done = Ingested::default();
+    for cmd in commands {
+        if upsert_command(&tx, cmd).map_err(sql_err)? == 0 {
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT user FROM commands WHERE id = ?",
+                    [cmd.id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            if let Some(owner) = owner.filter(|o| o != user) {
+                return Err(IngestError::Foreign {
+                    kind: "command",
+                    id: cmd.id,
+                    owner,
+                    user: user.to_string(),
+                });
+            }
+        } else {
+            done.commands += 1;
+        }
+    }
+    if !calls.is_empty() {
+        // One range of the write sequence for the whole batch instead of a round trip per row.
+        let last: i64 = tx
+            .prepare_cached("UPDATE sequence SET last = last + ? WHERE id = 1 RETURNING last")
+            .and_then(|mut s| s.query_row([calls.len() as i64], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let first = last - calls.len() as i64 + 1;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO client_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
+                 api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
+                 user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
+                 decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
+                 bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
+                 reason = excluded.reason, seq = excluded.seq \
+                 WHERE client_calls.user = excluded.user AND client_calls.reason = ?29 AND excluded.reason != ?29",
+            )
+            .map_err(sql_err)?;
+        let mut id_buf = Uuid::encode_buffer();
+        let mut cmd_buf = Uuid::encode_buffer();
+        let mut req_buf = Uuid::encode_buffer();
+        for (i, c) in calls.iter().enumerate() {
+            let id = c.id.hyphenated().encode_lower(&mut id_buf);
+            let command_id = c
+                .command_id
+                .map(|u| &*u.hyphenated().encode_lower(&mut cmd_buf));
+            let request_id = c
+                .request_id
+                .map(|u| &*u.hyphenated().encode_lower(&mut req_buf));
+            let changed = insert
+                .execute(params![
+                    &*id,
+                    c.time_us,
+                    c.user,
+                    c.cluster,
+                    c.namespace,
+                    c.resource,
+                    c.subresource,
+                    c.name,
+                    c.api_group,
+                    c.api_version,
+                    c.verb,
+                    c.method,
+                    c.path,
+                    c.query,
+                    c.status,
+                    c.duration_us,
+                    c.bytes_in as i64,
+                    c.bytes_out as i64,
+                    c.user_agent,
+                    c.source_ip,
+                    c.kubectl_command,
+                    c.kubectl_session,
+                    command_id,
+                    request_id,
+                    c.access_method.as_str(),
+                    c.decision,
+                    c.reason,
+                    first + i as i64,
+                    STREAM_OPEN,
+                ])
+                .map_err(sql_err)?;
+            if changed > 0 {
+                done.calls += 1;
+                continue;
+            }
+            let owner: Option<String> = tx
+                .prepare_cached("SELECT user FROM client_calls WHERE id = ?")
+                .and_then(|mut s| s.query_row([c.id.to_string()], |r| r.get(0)).optional())
+                .map_err(sql_err)?;
+            if let Some(owner) = owner.filter(|o| o != user) {
+                return Err(IngestError::Foreign {
+                    kind: "call",
+                    id: c.id,
+                    owner,
+                    user: user.to_string(),
+                });
+            }
+        }
+    }
+    tx.commit().map_err(sql_err)?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::model::now_us;
+
+    fn call(user: &str) -> ApiCall {
+        ApiCall {
+            id: Uuid::now_v7(),
+            time_us: now_us(),
+            user: user.into(),
+            cluster: "dev".into(),
+            method: "GET".into(),
+            verb: "list".into(),
+            status: 200,
+            decision: "allow".into(),
+            ..Default::default()
+        }
+    }
+
+    fn count(store: &AuditStore, table: &str) -> i64 {
+        let conn = store.connect(true).unwrap();
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_repeated_batch_stores_nothing_twice_and_a_foreign_id_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("gw.db")).unwrap();
+        let ingestor = Ingestor::new(store.clone());
+        let cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            argv: vec!["kubectl".into()],
+            ..Default::default()
+        };
+        let mut open = call("alice");
+        open.status = 101;
+        open.reason = STREAM_OPEN.into();
+        let calls = vec![call("alice"), open.clone()];
+        let first = ingestor.ingest("alice", &[cmd.clone()], &calls).unwrap();
+        assert_eq!(
+            first,
+            Ingested {
+                calls: 2,
+                commands: 1
+            }
+        );
+        let seq = store.last_seq().unwrap();
+        let again = ingestor.ingest("alice", &[cmd.clone()], &calls).unwrap();
+        assert_eq!(again, Ingested::default());
+        assert_eq!(count(&store, "client_calls"), 2);
+        assert_eq!(count(&store, "commands"), 1);
+
+        // The final record of the stream replaces its open record; the command's end updates it.
+        let mut closed = open.clone();
+        closed.reason.clear();
+        closed.bytes_out = 10;
+        let mut ended = cmd.clone();
+        ended.ended_us = Some(now_us());
+        let update = ingestor.ingest("alice", &[ended], &[closed]).unwrap();
+        assert_eq!(
+            update,
+            Ingested {
+                calls: 1,
+                commands: 1
+            }
+        );
+        assert!(store.last_seq().unwrap() > seq);
+        assert_eq!(count(&store, "client_calls"), 2);
+
+        // Bob re-using Alice's ids: refused, and his new record in the same batch is not kept.
+        let bobs = call("bob");
+        let mut stolen = calls[0].clone();
+        stolen.user = "bob".into();
+        let err = ingestor.ingest("bob", &[], &[bobs, stolen]).unwrap_err();
+        assert!(
+            matches!(err, IngestError::Foreign { kind: "call", .. }),
+            "{err}"
+        );
+        let mut cmd_stolen = cmd.clone();
+        cmd_stolen.user = "bob".into();
+        cmd_stolen.exit_code = Some(9);
+        let err = ingestor.ingest("bob", &[cmd_stolen], &[]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IngestError::Foreign {
+                    kind: "command",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(count(&store, "client_calls"), 2);
+        assert_eq!(store.command(cmd.id).unwrap().unwrap().exit_code, None);
+    }
+}
