@@ -146,16 +146,6 @@ pub async fn run(args: Args) -> Result<i32> {
     let proxy = LocalProxy::start(ctx.clone()).await?;
 
     // The run's kubeconfig holds only the per-run secret, in a 0700 dir removed at exit.
-    crate::fsutil::create_private_dir(&paths.data_dir)?;
-    let run_dir = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(&paths.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot create a run directory in {}",
-                paths.data_dir.display()
-            )
-        })?;
     let kubeconfig = crate::kubeconfig::single(
         &format!("ztk-{cluster}"),
         &format!("https://{}", proxy.addr),
@@ -166,11 +156,8 @@ pub async fn run(args: Args) -> Result<i32> {
         },
         None,
     );
-    let kubeconfig_path = run_dir.path().join("kubeconfig");
-    crate::fsutil::write_private(
-        &kubeconfig_path,
-        serde_yaml_ng::to_string(&kubeconfig)?.as_bytes(),
-    )?;
+    let (run_dir, kubeconfig_path) =
+        write_run_dir(&paths, serde_yaml_ng::to_string(&kubeconfig)?.as_bytes())?;
 
     let mut child = tokio::process::Command::new(&args.kubectl)
         .args(&args.args)
@@ -290,6 +277,26 @@ async fn wait_forwarding_signals(
             _ = tokio::signal::ctrl_c() => {}
         }
     }
+}
+
+/// A private run directory with the kubeconfig in it: in the data dir, or (when that cannot be
+/// written: a full disk, a read-only home) in the system's temporary directory.
+fn write_run_dir(paths: &Paths, kubeconfig: &[u8]) -> Result<(tempfile::TempDir, PathBuf)> {
+    let attempt = |parent: &std::path::Path| -> Result<(tempfile::TempDir, PathBuf)> {
+        crate::fsutil::create_private_dir(parent)?;
+        let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
+        let path = dir.path().join("kubeconfig");
+        crate::fsutil::write_private(&path, kubeconfig)?;
+        Ok((dir, path))
+    };
+    attempt(&paths.data_dir).or_else(|first| {
+        attempt(&std::env::temp_dir()).with_context(|| {
+            format!(
+                "cannot create a run directory in {} ({first:#}) nor in the temporary directory",
+                paths.data_dir.display()
+            )
+        })
+    })
 }
 
 fn random_secret() -> String {

@@ -8,5 +8,6 @@ mod audit;
 mod cli;
 mod end_to_end;
 mod failures;
+mod outbox;
 mod plain;
 mod streams;
