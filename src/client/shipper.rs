@@ -29,6 +29,8 @@ pub struct Shipper {
     pub api: GatewayApi,
     pub token: String,
     pub user: String,
+    /// The gateway URL `api` talks to.
+    pub gateway: String,
     /// Send JSON instead of the compact encoding.
     pub json: bool,
 }
@@ -46,6 +48,7 @@ impl Shipper {
             api: GatewayApi::new(&config.gateway, &config.roots()?)?,
             token: token.to_string(),
             user: config.user.clone(),
+            gateway: config.gateway.clone(),
             json: false,
         })
     }
@@ -73,9 +76,13 @@ impl Shipper {
             if batch.is_empty() {
                 return Ok(done);
             }
-            // Read the next batch while this one travels.
-            next = self.read(Some(batch.through_seq));
             let n = batch.len() as u64;
+            // Read the next batch while this one travels (a short batch was the last).
+            next = if batch.len() < BATCH {
+                tokio::task::spawn_blocking(|| Ok(OutboxBatch::default()))
+            } else {
+                self.read(Some(batch.through_seq))
+            };
             let through = batch.through_seq;
             let request = IngestBatch {
                 version: INGEST_VERSION,
@@ -141,8 +148,8 @@ impl Backoff {
 /// `ztk login`; a `ztk kubectl` run keeps its own).
 pub type LoginSource = Arc<dyn Fn() -> Option<(ClientConfig, String)> + Send + Sync>;
 
-/// Ships until `stop` turns true: after each `wake` (or every `interval`), everything pending;
-/// after a failure, waits by `Backoff` first.
+/// Ships until `stop` turns true: after each `wake` (new records), and every `interval` (for
+/// records other processes wrote), everything pending; after a failure, waits by `Backoff` first.
 pub async fn ship_continuously(
     store: AuditStore,
     login: LoginSource,
@@ -152,6 +159,7 @@ pub async fn ship_continuously(
 ) {
     let mut backoff = Backoff::default();
     let mut delay = Duration::ZERO;
+    let mut shipper: Option<Shipper> = None;
     loop {
         let wait = if delay.is_zero() { interval } else { delay };
         tokio::select! {
@@ -169,10 +177,20 @@ pub async fn ship_continuously(
         let Some((config, token)) = login() else {
             continue;
         };
-        let shipped = match Shipper::new(store.clone(), &config, &token) {
-            Ok(shipper) => shipper.ship_all(|_| {}).await,
-            Err(err) => Err(err),
-        };
+        // One client (and its open connection to the gateway) for as long as the login holds.
+        let same =
+            |s: &Shipper| s.token == token && s.user == config.user && s.gateway == config.gateway;
+        if !shipper.as_ref().is_some_and(same) {
+            shipper = match Shipper::new(store.clone(), &config, &token) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    delay = backoff.next_delay();
+                    tracing::warn!("cannot ship audit records (retry in {delay:?}): {err:#}");
+                    continue;
+                }
+            };
+        }
+        let shipped = shipper.as_ref().expect("set above").ship_all(|_| {}).await;
         match shipped {
             Ok(_) => {
                 backoff.reset();

@@ -31,8 +31,10 @@ pub enum Action {
     Status,
 }
 
-/// How often command records are brought up to date and shipped to the gateway.
+/// How often command records are brought up to date (and shipping woken when calls were made).
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the outbox is checked without activity (records other processes wrote).
+const SHIP_INTERVAL: Duration = Duration::from_secs(10);
 
 pub fn run(args: Args) -> Result<i32> {
     let paths = Paths::from_env()?;
@@ -119,9 +121,15 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         let (ctx, store, sink, wake) = (ctx.clone(), store.clone(), sink.clone(), wake.clone());
         tokio::spawn(async move {
             let mut last_retention = None;
+            let mut calls_seen = 0;
             loop {
                 tokio::time::sleep(UPDATE_INTERVAL).await;
-                if update_commands(&ctx, &store, &sink).await {
+                let updated = update_commands(&ctx, &store, &sink).await;
+                let calls = ctx.calls.load(std::sync::atomic::Ordering::Relaxed);
+                if updated || calls != calls_seen {
+                    // Calls without a command (other clients) count too; their records are
+                    // committed by now or with the next round.
+                    calls_seen = calls;
                     wake.notify_one();
                 }
                 apply_retention(&ctx, &store, &mut last_retention).await;
@@ -139,7 +147,7 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         tokio::spawn(crate::client::shipper::ship_continuously(
             store.clone(),
             login,
-            UPDATE_INTERVAL,
+            SHIP_INTERVAL,
             wake.clone(),
             stop_rx,
         ))

@@ -9,5 +9,6 @@ mod cli;
 mod end_to_end;
 mod failures;
 mod outbox;
+mod outbox_load;
 mod plain;
 mod streams;

@@ -406,3 +406,121 @@ async fn raw_post(env: &Env, token: &str, body: Vec<u8>, content_type: &str) -> 
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (code, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None when this machine does not let the test mount (not root).
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn set_mode(env: &Env, mode: &str) {
+    let path = env.path("client/config/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = match text.find("[audit]") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    write(&path, &format!("{text}\n[audit]\nmode = \"{mode}\"\n"));
+}
+
+/// The store's own check, and the calls it holds.
+fn intact_calls(env: &Env) -> usize {
+    let conn = rusqlite::Connection::open(client_db(env)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    ids(&client_db(env), "api_calls").len()
+}
+
+#[test]
+fn a_full_or_read_only_store_fails_closed_or_warns_and_keeps_what_it_had() {
+    let env = Env::start();
+    let Some(fs) = Tmpfs::mount(&env.path("client/data"), "4m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    env.login();
+    env.kubectl(&["get", "ns"]).success();
+    let stored = intact_calls(&env);
+    assert!(stored > 0);
+
+    // Full: fill the filesystem to the last byte.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(env.path("client/data/filler")).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while filler.write_all(&chunk).is_ok() {}
+        while filler.write_all(&[0]).is_ok() {}
+    }
+    for round in ["full", "read-only"] {
+        set_mode(&env, "best-effort");
+        let out = env.kubectl(&["get", "ns"]).output();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{round}, best-effort: {stderr}");
+        assert!(
+            stderr.contains("ztk: warning:") && stderr.contains("running kubectl anyway"),
+            "{round}: {stderr}"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("default"));
+
+        set_mode(&env, "fail-closed");
+        let (code, text) = env.kubectl(&["get", "ns"]).failure();
+        assert_eq!(code, 1);
+        assert!(
+            text.contains("fail-closed") && text.contains("audit store"),
+            "{round}: {text}"
+        );
+        assert!(!text.contains("default"), "kubectl did not run: {text}");
+        if round == "full" {
+            fs.remount("ro");
+            std::fs::remove_file(env.path("client/data/filler")).unwrap_err();
+        }
+    }
+    fs.remount("rw");
+    std::fs::remove_file(env.path("client/data/filler")).unwrap();
+    assert_eq!(
+        intact_calls(&env),
+        stored,
+        "nothing stored before was damaged"
+    );
+    // And it works again.
+    env.kubectl(&["get", "ns"]).success();
+    assert!(intact_calls(&env) > stored);
+}
