@@ -94,11 +94,17 @@ _ztk() {
             ztk__subcmd__audit,list)
                 cmd="ztk__subcmd__audit__subcmd__list"
                 ;;
+            ztk__subcmd__audit,push)
+                cmd="ztk__subcmd__audit__subcmd__push"
+                ;;
             ztk__subcmd__audit,seed)
                 cmd="ztk__subcmd__audit__subcmd__seed"
                 ;;
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__audit,status)
+                cmd="ztk__subcmd__audit__subcmd__status"
                 ;;
             ztk__subcmd__audit__subcmd__help,export)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__export"
@@ -109,11 +115,17 @@ _ztk() {
             ztk__subcmd__audit__subcmd__help,list)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__list"
                 ;;
+            ztk__subcmd__audit__subcmd__help,push)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__push"
+                ;;
             ztk__subcmd__audit__subcmd__help,seed)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__seed"
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,status)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__status"
                 ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
@@ -292,11 +304,17 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,list)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__list"
                 ;;
+            ztk__subcmd__help__subcmd__audit,push)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__push"
+                ;;
             ztk__subcmd__help__subcmd__audit,seed)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__seed"
                 ;;
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__help__subcmd__audit,status)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
@@ -552,7 +570,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export seed help"
+            opts="-h -V --help --version list show export push status seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -648,7 +666,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export seed help"
+            opts="list show export push status seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -703,6 +721,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__help__subcmd__seed)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -718,6 +750,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -809,8 +855,22 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__push)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__seed)
-            opts="-h -V --count --db --help --version"
+            opts="-h -V --count --db --user --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -821,6 +881,10 @@ _ztk() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -846,6 +910,20 @@ _ztk() {
                     COMPREPLY=($(compgen -W "table wide json ndjson csv k8s-audit" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__status)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -1718,7 +1796,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export seed"
+            opts="list show export push status seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1759,6 +1837,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__audit__subcmd__seed)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1774,6 +1866,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

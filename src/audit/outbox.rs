@@ -89,6 +89,8 @@ impl AuditStore {
         max: usize,
     ) -> Result<OutboxBatch, StoreError> {
         let conn = self.connect(true)?;
+        // `+user`: walk the seq index above the mark (the pending records) rather than every
+        // record of the user through the user index and a sort.
         let mark = match after {
             Some(seq) => seq,
             None => shipped_seq(&conn, user).map_err(|e| self.err(e))?,
@@ -96,7 +98,7 @@ impl AuditStore {
         let mut calls: Vec<(i64, ApiCall)> = Vec::new();
         {
             let sql = format!(
-                "SELECT {CALL_COLUMNS}, c.seq FROM api_calls c WHERE c.seq > ? AND c.user = ? \
+                "SELECT {CALL_COLUMNS}, c.seq FROM api_calls c WHERE c.seq > ? AND +c.user = ? \
                  ORDER BY c.seq LIMIT ?"
             );
             let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -112,7 +114,7 @@ impl AuditStore {
         let mut commands: Vec<(i64, Command)> = Vec::new();
         {
             let sql = format!(
-                "SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE seq > ? AND user = ? \
+                "SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE seq > ? AND +user = ? \
                  ORDER BY seq LIMIT ?"
             );
             let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -185,7 +187,7 @@ impl AuditStore {
         let mark = shipped_seq(&conn, user).map_err(|e| self.err(e))?;
         let count = |table: &str| -> Result<u64, StoreError> {
             conn.query_row(
-                &format!("SELECT COUNT(*) FROM {table} WHERE seq > ? AND user = ?"),
+                &format!("SELECT COUNT(*) FROM {table} WHERE seq > ? AND +user = ?"),
                 params![mark, user],
                 |r| r.get::<_, i64>(0),
             )

@@ -186,7 +186,6 @@ INSERT INTO client_calls (id, command_id, request_id, duration_us, status, seq)
 UPDATE sequence SET last = last + (SELECT COUNT(*) FROM temp.numbered);
 DROP TABLE temp.numbered;
 DROP TABLE client_timings;
-CREATE UNIQUE INDEX client_calls_seq ON client_calls(seq);
 "#,
 ];
 
@@ -205,6 +204,8 @@ enum WriteOp {
     Command(Box<Command>),
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
+    /// Answered (true: committed) once everything queued before it is written, for async callers.
+    Commit(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// A handle on an audit database file.
@@ -582,6 +583,9 @@ pub fn failing_sink() -> (AuditSink, AuditWriter) {
                 WriteOp::Flush(done) => {
                     let _ = done.send(());
                 }
+                WriteOp::Commit(done) => {
+                    let _ = done.send(false);
+                }
                 _ => {
                     thread_stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -655,6 +659,16 @@ impl AuditSink {
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
+
+    /// Records `call` and waits (without blocking a thread) until the writer has committed it:
+    /// false when it could not be written. For fail-closed callers that must not answer a
+    /// request before its record is on disk.
+    pub async fn record_call_committed(&self, call: ApiCall) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::Call(Box::new(call)));
+        self.send(WriteOp::Commit(tx));
+        rx.await.unwrap_or(false)
+    }
 }
 
 /// Owns the writer thread.
@@ -679,11 +693,13 @@ const BATCH_MAX: usize = 2048;
 fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, path: &Path) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut flushes = Vec::new();
+    let mut commits = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
                 WriteOp::Flush(done) => flushes.push(done),
+                WriteOp::Commit(done) => commits.push(done),
                 op => batch.push(op),
             }
             if batch.len() < BATCH_MAX {
@@ -691,7 +707,7 @@ fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, 
             }
         }
         let n = batch.len() as u64;
-        let result = if batch.is_empty() {
+        let result: rusqlite::Result<()> = if batch.is_empty() {
             Ok(())
         } else {
             write_batch(&mut conn, &batch)
@@ -720,6 +736,10 @@ fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, 
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+        let committed = !stats.failing.load(Ordering::Relaxed);
+        for done in commits.drain(..) {
+            let _ = done.send(committed);
+        }
     }
 }
 
@@ -731,7 +751,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
             WriteOp::Command(cmd) => {
                 upsert_command(&tx, cmd)?;
             }
-            WriteOp::Flush(_) => {}
+            WriteOp::Flush(_) | WriteOp::Commit(_) => {}
         }
     }
     tx.commit()
@@ -789,6 +809,15 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
 /// record again, or an id that belongs to another user's command, which is never touched).
 pub(super) fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<usize> {
     let seq = next_seq(conn)?;
+    upsert_command_seq(conn, c, seq)
+}
+
+/// `upsert_command` with a sequence number the caller took (a batch takes a range at once).
+pub(super) fn upsert_command_seq(
+    conn: &Connection,
+    c: &Command,
+    seq: i64,
+) -> rusqlite::Result<usize> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \

@@ -338,6 +338,20 @@ async fn handle(
     };
     call.user = user;
     call.command_id = command_id;
+    if ctx.fail_closed {
+        // Fail-closed: the call's record is on disk before the call goes anywhere (the final
+        // record replaces it); a store that cannot take it refuses the call.
+        let mut pending = call.clone();
+        pending.reason = crate::audit::model::IN_PROGRESS.into();
+        if !ctx.sink.record_call_committed(pending).await {
+            let message = "ztk: the local audit store cannot be written (see `ztk audit status`); in fail-closed mode ([audit] mode in config.toml) calls are refused until it can";
+            return body::refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                message,
+            );
+        }
+    }
     ctx.calls.fetch_add(1, Ordering::Relaxed);
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
 

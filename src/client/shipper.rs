@@ -12,21 +12,28 @@ use anyhow::{Context, Result};
 use rand::Rng;
 use uuid::Uuid;
 
-use super::api::GatewayApi;
+use std::collections::VecDeque;
+
+use tokio::task::JoinHandle;
+
+use super::api::{ApiError, GatewayApi};
 use super::config::ClientConfig;
 use crate::audit::model::now_us;
 use crate::audit::outbox::OutboxBatch;
 use crate::audit::AuditStore;
+use crate::protocol::IngestAck;
 use crate::protocol::{IngestBatch, INGEST_VERSION};
 
 /// Records per batch: large enough to amortise a round trip and a transaction, small enough
 /// (about 0.5 MB compact) to be quick to re-send after a failure.
 pub const BATCH: usize = 2000;
+/// Batches sent before the first is acknowledged.
+const IN_FLIGHT: usize = 2;
 
 /// Ships one user's outbox with one login.
 pub struct Shipper {
     pub store: AuditStore,
-    pub api: GatewayApi,
+    pub api: Arc<GatewayApi>,
     pub token: String,
     pub user: String,
     /// The gateway URL `api` talks to.
@@ -45,7 +52,7 @@ impl Shipper {
     pub fn new(store: AuditStore, config: &ClientConfig, token: &str) -> Result<Shipper> {
         Ok(Shipper {
             store,
-            api: GatewayApi::new(&config.gateway, &config.roots()?)?,
+            api: Arc::new(GatewayApi::new(&config.gateway, &config.roots()?)?),
             token: token.to_string(),
             user: config.user.clone(),
             gateway: config.gateway.clone(),
@@ -70,38 +77,50 @@ impl Shipper {
 
     async fn ship_inner(&self, progress: &mut impl FnMut(u64)) -> Result<Shipped> {
         let mut done = Shipped::default();
-        let mut next = self.read(None);
+        let mut next = Some(self.read(None));
+        // Batches in flight, oldest first: the gateway stores one while the next travels. The
+        // mark still moves in order, each batch's after the ones before it.
+        let mut in_flight: VecDeque<(i64, u64, JoinHandle<Result<IngestAck, ApiError>>)> =
+            VecDeque::new();
         loop {
-            let batch = next.await.context("the outbox reader stopped")??;
-            if batch.is_empty() {
+            while in_flight.len() < IN_FLIGHT {
+                let Some(reading) = next.take() else { break };
+                let batch = reading.await.context("the outbox reader stopped")??;
+                if batch.is_empty() {
+                    break;
+                }
+                let (n, through) = (batch.len() as u64, batch.through_seq);
+                // Read the next batch while this one travels (a short batch was the last).
+                if batch.len() == BATCH {
+                    next = Some(self.read(Some(through)));
+                }
+                let request = IngestBatch {
+                    version: INGEST_VERSION,
+                    batch_id: Uuid::now_v7(),
+                    commands: batch.commands,
+                    calls: batch.calls,
+                };
+                let (api, token, json) = (self.api.clone(), self.token.clone(), self.json);
+                let sending = tokio::spawn(async move {
+                    let ack = api.ingest(&token, &request, json).await?;
+                    if ack.accepted != request.records() {
+                        return Err(ApiError::Invalid(format!(
+                            "the gateway acknowledged {} of {} records",
+                            ack.accepted,
+                            request.records()
+                        )));
+                    }
+                    Ok(ack)
+                });
+                in_flight.push_back((through, n, sending));
+            }
+            let Some((through, n, sending)) = in_flight.pop_front() else {
                 return Ok(done);
-            }
-            let n = batch.len() as u64;
-            // Read the next batch while this one travels (a short batch was the last).
-            next = if batch.len() < BATCH {
-                tokio::task::spawn_blocking(|| Ok(OutboxBatch::default()))
-            } else {
-                self.read(Some(batch.through_seq))
             };
-            let through = batch.through_seq;
-            let request = IngestBatch {
-                version: INGEST_VERSION,
-                batch_id: Uuid::now_v7(),
-                commands: batch.commands,
-                calls: batch.calls,
-            };
-            let ack = self
-                .api
-                .ingest(&self.token, &request, self.json)
+            sending
                 .await
+                .context("the sender stopped")?
                 .context("the gateway did not take the audit records")?;
-            if ack.accepted != request.records() {
-                anyhow::bail!(
-                    "the gateway acknowledged {} of {} records",
-                    ack.accepted,
-                    request.records()
-                );
-            }
             let (store, user) = (self.store.clone(), self.user.clone());
             tokio::task::spawn_blocking(move || store.ack_shipped(&user, through, now_us()))
                 .await??;

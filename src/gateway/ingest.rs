@@ -49,6 +49,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             )
         }
     };
+    let started = std::time::Instant::now();
     let bytes = match body::read_limited(req.into_body(), protocol::MAX_INGEST_BODY).await {
         Ok(b) => b,
         Err(e) => {
@@ -81,16 +82,18 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
     if let Err(resp) = check(&batch, &session.user, now_us()) {
         return resp;
     }
+    let checked = started.elapsed();
     let ingestor = gateway.ingestor.clone();
     let user = session.user.clone();
     let stored = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
         let result = ingestor.ingest(&user, &batch.commands, &batch.calls);
-        (batch.batch_id, batch.records(), result)
+        (batch.batch_id, batch.records(), result, t.elapsed())
     })
     .await;
     match stored {
-        Ok((batch_id, accepted, Ok(written))) => {
-            tracing::debug!(user = %session.user, %batch_id, accepted, "audit batch stored");
+        Ok((batch_id, accepted, Ok(written), took)) => {
+            tracing::debug!(user = %session.user, %batch_id, accepted, ?checked, ?took, "audit batch stored");
             let ack = IngestAck {
                 batch_id,
                 accepted,
@@ -101,10 +104,10 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
                 Err(e) => internal(e),
             }
         }
-        Ok((_, _, Err(err @ IngestError::Foreign { .. }))) => forbidden(format!(
+        Ok((_, _, Err(err @ IngestError::Foreign { .. }), _)) => forbidden(format!(
             "{err}; a record may only be sent by its own user; nothing was stored"
         )),
-        Ok((_, _, Err(IngestError::Store(err)))) => {
+        Ok((_, _, Err(IngestError::Store(err)), _)) => {
             tracing::error!("could not store an audit batch: {err}");
             body::status_response(
                 StatusCode::SERVICE_UNAVAILABLE,
