@@ -245,7 +245,9 @@ mod tests {
         open.status = 101;
         open.reason = STREAM_OPEN.into();
         let calls = vec![call("alice"), open.clone()];
-        let first = ingestor.ingest("alice", &[cmd.clone()], &calls).unwrap();
+        let first = ingestor
+            .ingest("alice", std::slice::from_ref(&cmd), &calls)
+            .unwrap();
         assert_eq!(
             first,
             Ingested {
@@ -254,7 +256,9 @@ mod tests {
             }
         );
         let seq = store.last_seq().unwrap();
-        let again = ingestor.ingest("alice", &[cmd.clone()], &calls).unwrap();
+        let again = ingestor
+            .ingest("alice", std::slice::from_ref(&cmd), &calls)
+            .unwrap();
         assert_eq!(again, Ingested::default());
         assert_eq!(count(&store, "client_calls"), 2);
         assert_eq!(count(&store, "commands"), 1);

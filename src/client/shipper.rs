@@ -30,6 +30,9 @@ pub const BATCH: usize = 2000;
 /// Batches sent before the first is acknowledged.
 const IN_FLIGHT: usize = 2;
 
+/// A batch on its way: its last seq, its size, and the sending task.
+type InFlight = (i64, u64, JoinHandle<Result<IngestAck, ApiError>>);
+
 /// Ships one user's outbox with one login.
 pub struct Shipper {
     pub store: AuditStore,
@@ -80,8 +83,7 @@ impl Shipper {
         let mut next = Some(self.read(None));
         // Batches in flight, oldest first: the gateway stores one while the next travels. The
         // mark still moves in order, each batch's after the ones before it.
-        let mut in_flight: VecDeque<(i64, u64, JoinHandle<Result<IngestAck, ApiError>>)> =
-            VecDeque::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             while in_flight.len() < IN_FLIGHT {
                 let Some(reading) = next.take() else { break };

@@ -187,7 +187,7 @@ fn a_gateway_killed_during_ingest_shows_no_half_batch_and_gets_everything_once()
     let mut env = Env::start();
     env.login();
     seed(&env, 20_000);
-    let mut child = env
+    let child = env
         .ztk(&["audit", "push"])
         .cmd
         .stdout(Stdio::null())
