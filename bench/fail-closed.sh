@@ -39,6 +39,7 @@ done
 [ -n "$url" ] || { echo "the gateway did not start:"; cat "$dir/gateway.err"; exit 1; }
 export ZTK_CONFIG_DIR="$dir/client" ZTK_DATA_DIR="$dir/client" ZTK_TOKEN_STORE=file
 echo "$PASSWORD" | "$BIN" login --gateway "$url" --ca-file "$dir/gw/ca.pem" --user alice --password-stdin >/dev/null
+"$BIN" kubeconfig -o "$dir/kubeconfig" >/dev/null   # chooses the proxy's port
 
 for mode in best-effort fail-closed; do
     sed -i '/^\[audit\]/,$d' "$dir/client/config.toml"
