@@ -36,11 +36,12 @@ impl FileSink {
 
     /// Appends the batch and syncs it to disk: the acknowledgement is `fdatasync` returning.
     pub async fn deliver(&mut self, records: &[Sequenced]) -> Result<(), SinkError> {
-        let mut buf = Vec::with_capacity(records.len() * 768);
+        let mut lines = Vec::with_capacity(records.len());
         for r in records {
-            serde_json::to_writer(&mut buf, &record_json(r))
+            let mut line = serde_json::to_vec(&record_json(r))
                 .map_err(|e| SinkError(format!("could not encode a record: {e}")))?;
-            buf.push(b'\n');
+            line.push(b'\n');
+            lines.push(line);
         }
         let mut state = self
             .state
@@ -48,7 +49,7 @@ impl FileSink {
             .ok_or_else(|| SinkError("the file sink was lost in an earlier failure".into()))?;
         // File writes and fsync block: keep them off the async workers.
         let (state, result) = tokio::task::spawn_blocking(move || {
-            let result = state.append(&buf);
+            let result = state.append(&lines);
             (state, result)
         })
         .await
@@ -59,7 +60,9 @@ impl FileSink {
 }
 
 impl FileState {
-    fn append(&mut self, buf: &[u8]) -> Result<(), SinkError> {
+    /// Writes whole lines, rotating before a line would take the file past `max_size` (a
+    /// single line larger than that gets a file of its own).
+    fn append(&mut self, lines: &[Vec<u8>]) -> Result<(), SinkError> {
         let path = self.path.clone();
         let io =
             |what: &str, e: std::io::Error| SinkError(format!("{what} {}: {e}", path.display()));
@@ -72,19 +75,37 @@ impl FileState {
             self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(file);
         }
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_size {
-            self.rotate().map_err(|e| io("cannot rotate", e))?;
+        // Where the synced part of the live file ends: a failure cuts back to it.
+        let mut synced = self.size;
+        for line in lines {
+            if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+                let file = self.file.as_mut().expect("opened above");
+                if let Err(e) = file.sync_data() {
+                    return Err(self.cut(synced, io("cannot write", e)));
+                }
+                self.rotate().map_err(|e| io("cannot rotate", e))?;
+                synced = 0;
+            }
+            let file = self.file.as_mut().expect("opened above");
+            if let Err(e) = file.write_all(line) {
+                return Err(self.cut(synced, io("cannot write", e)));
+            }
+            self.size += line.len() as u64;
         }
         let file = self.file.as_mut().expect("opened above");
-        let written = file.write_all(buf).and_then(|()| file.sync_data());
-        if let Err(e) = written {
-            // Cut a partial batch off, so the file stays whole lines; the batch is retried.
-            let _ = file.set_len(self.size);
-            self.file = None;
-            return Err(io("cannot write", e));
+        if let Err(e) = file.sync_data() {
+            return Err(self.cut(synced, io("cannot write", e)));
         }
-        self.size += buf.len() as u64;
         Ok(())
+    }
+
+    /// Cuts a partial batch off the live file so it stays whole lines; the batch is retried
+    /// (records already in rotated files then appear twice: at least once).
+    fn cut(&mut self, synced: u64, err: SinkError) -> SinkError {
+        if let Some(file) = self.file.take() {
+            let _ = file.set_len(synced);
+        }
+        err
     }
 
     /// `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, …; the oldest beyond `max_files` goes.
@@ -150,8 +171,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/audit.jsonl");
         let mut sink = FileSink::new(&path, 2048, 2);
-        for seq in 1..=20 {
-            sink.deliver(&[record(seq)]).await.unwrap();
+        // Batches of 4 (about 1.4 KiB): rotation happens inside a batch, between records.
+        for first in (1..=20).step_by(4) {
+            let batch: Vec<_> = (first..first + 4).map(record).collect();
+            sink.deliver(&batch).await.unwrap();
         }
         let read = |p: &Path| -> Vec<i64> {
             std::fs::read_to_string(p)
@@ -168,7 +191,9 @@ mod tests {
         let one = read(&dir.path().join("out/audit.jsonl.1"));
         let two = read(&dir.path().join("out/audit.jsonl.2"));
         assert!(!dir.path().join("out/audit.jsonl.3").exists());
-        assert!(std::fs::metadata(&path).unwrap().len() <= 2048);
+        for p in [&path, &dir.path().join("out/audit.jsonl.1")] {
+            assert!(std::fs::metadata(p).unwrap().len() <= 2048);
+        }
         // The newest records, in order, across the kept files.
         let mut all = two.clone();
         all.extend(&one);

@@ -48,8 +48,11 @@ struct SinkStatus {
     lag_age_s: Option<f64>,
     delivered: i64,
     last_success: Option<String>,
+    /// The last error, even if a success followed (`failing` says whether it still applies).
     last_error: Option<String>,
     last_error_at: Option<String>,
+    /// The last attempt failed: no success since the last error.
+    failing: bool,
 }
 
 pub fn run(command: SinksCommand) -> Result<i32> {
@@ -83,10 +86,10 @@ pub fn run(command: SinksCommand) -> Result<i32> {
             .min()
             .map(|t| ((now_us() - t).max(0) as f64) / 1e6);
         // An error older than the last success has been overcome.
-        let current_error = match (row.last_error_us, row.last_success_us) {
-            (Some(e), Some(s)) if s > e => None,
-            (Some(_), _) => row.last_error.clone(),
-            _ => None,
+        let failing = match (row.last_error_us, row.last_success_us) {
+            (Some(e), Some(s)) => e >= s,
+            (Some(_), None) => true,
+            _ => false,
         };
         statuses.push(SinkStatus {
             name: sink.name.clone(),
@@ -99,8 +102,9 @@ pub fn run(command: SinksCommand) -> Result<i32> {
             lag_age_s,
             delivered: row.delivered,
             last_success: row.last_success_us.map(format_time_us),
-            last_error: current_error,
+            last_error: row.last_error.clone(),
             last_error_at: row.last_error_us.map(format_time_us),
+            failing,
         });
     }
     match output {
@@ -139,7 +143,8 @@ pub fn run(command: SinksCommand) -> Result<i32> {
                     s.delivered.to_string(),
                     s.last_success.clone().unwrap_or_else(|| "never".into()),
                     match (&s.last_error, &s.last_error_at) {
-                        (Some(e), Some(at)) => format!("{at} {e}"),
+                        (Some(e), Some(at)) if s.failing => format!("{at} {e}"),
+                        (Some(_), Some(at)) => format!("{at} (recovered)"),
                         _ => "-".into(),
                     },
                 ]);
