@@ -646,6 +646,8 @@ impl AuditStore {
 /// One record of either kind, as `records_after` reads it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+// Most records are calls: boxing them would add an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Call(CallRow),
     Command(CommandRow),

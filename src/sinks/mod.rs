@@ -42,7 +42,8 @@ const POLL: Duration = Duration::from_millis(200);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// One sink's way to a receiver.
+/// One sink's way to a receiver (one value per sink, made once).
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     File(file::FileSink),
     Syslog(syslog::SyslogSink),

@@ -1015,7 +1015,7 @@ filter = "user:alice"
             })
             .collect();
         // Oldest first: the highest number, down to the live file.
-        files.sort_by(|a, b| b.0.cmp(&a.0));
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
         files
             .iter()
             .flat_map(|(_, p)| {
