@@ -294,3 +294,23 @@ async fn run(
         tracing::debug!(sink = %name, delivered = n, cursor, "batch delivered");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_a_ceiling_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next();
+        assert!(first >= BACKOFF_START / 2 && first <= BACKOFF_START);
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next();
+            assert!(last <= BACKOFF_MAX);
+        }
+        assert!(last >= BACKOFF_MAX / 2);
+        b.reset();
+        assert!(b.next() <= BACKOFF_START);
+    }
+}

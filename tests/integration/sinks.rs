@@ -795,7 +795,14 @@ ca_file = "{ca}"
 host = "gw-test"
 index = "main"
 batch_size = 500
+
+# A receiver that is down for the whole test: it must not slow kubectl or the other sinks.
+[[sinks]]
+name = "down"
+type = "syslog"
+address = "127.0.0.1:{dead}"
 "#,
+        dead = free_port(),
         ca = ca.display(),
         client_cert = client_cert.display(),
         client_key = client_key.display(),
@@ -952,7 +959,17 @@ batch_size = 500
         assert!(!text.contains("s3cret"), "a token leaked: {text}");
     }
     let status: Vec<Value> = serde_json::from_str(&status).unwrap();
-    assert_eq!(status.len(), 3);
+    assert_eq!(status.len(), 4);
+    let (down, status): (Vec<Value>, Vec<Value>) =
+        status.into_iter().partition(|s| s["name"] == "down");
+    assert_eq!(down[0]["failing"], true, "{down:?}");
+    assert!(down[0]["lag_records"].as_u64().unwrap() >= all.len() as u64 - 1);
+    assert!(down[0]["lag_age_s"].as_f64().unwrap() > 0.0);
+    assert!(down[0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot connect"));
+    assert!(table.contains("down") && table.contains("never"), "{table}");
     let errors: Vec<&str> = status
         .iter()
         .filter_map(|s| s["last_error"].as_str())
