@@ -9,4 +9,5 @@ mod cli;
 mod end_to_end;
 mod failures;
 mod plain;
+mod sinks;
 mod streams;

@@ -7,6 +7,7 @@ mod export;
 mod list;
 mod seed;
 mod show;
+mod tail;
 
 pub use list::{list, ListArgs};
 
@@ -39,6 +40,8 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Follow new records as they are written, one line each (for log shippers).
+    Tail(tail::TailArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -127,6 +130,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }
