@@ -14,6 +14,7 @@ pids=()
 bench_cleanup() {
   # The persistent proxy runs detached (started by `ztk credential`): stop it by its pid file.
   "$BIN" proxy stop >/dev/null 2>&1 || true
+  if [ -n "${PROXY_PID:-}" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$dir"

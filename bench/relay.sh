@@ -62,7 +62,7 @@ start_proxy
 targets+=("ztk-proxy+gateway|$PROXY_URL$PATH_Q|Bearer $CRED|$PROXY_PID")
 
 for t in "${targets[@]}"; do
-  IFS='|' read -r name url auth <<< "$t"
+  IFS="|" read -r name url auth _ <<< "$t"
   code=$(curl -s -o /dev/null -w '%{http_code}' -k ${auth:+-H "Authorization: $auth"} "$url")
   [ "$code" = 200 ] || { echo "$name answers $code at $url" >&2; exit 1; }
 done
