@@ -76,8 +76,28 @@ impl Running {
     pub fn shutdown(self) {
         self.server.abort();
         self.watcher.abort();
+        // Connections still open (a watch, a kept-alive client) hold audit sinks, so the writer
+        // cannot see its channel close: flush what is queued, then wait for the close only a
+        // little, rather than forever.
+        let flush = self.gateway.audit.clone();
         drop(self.gateway);
-        let _ = tokio::task::block_in_place(|| self.writer.close());
+        let writer = self.writer;
+        tokio::task::block_in_place(move || {
+            if !flush.flush(Duration::from_secs(10)) {
+                eprintln!("ztk gateway: the audit writer did not confirm its last records");
+            }
+            drop(flush);
+            let (done, closed) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                writer.close();
+                let _ = done.send(());
+            });
+            if closed.recv_timeout(Duration::from_secs(3)).is_err() {
+                tracing::info!(
+                    "connections still open at shutdown; their queued records are flushed"
+                );
+            }
+        });
     }
 }
 
