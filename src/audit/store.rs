@@ -8,13 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::chain::{self, Kind};
 use super::filter::Filter;
 use rusqlite::types::Value;
 
@@ -43,7 +44,7 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE api_calls (
     id TEXT PRIMARY KEY,
@@ -132,6 +133,7 @@ DROP TABLE temp.numbered;
 CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
 CREATE UNIQUE INDEX commands_seq ON commands(seq);
 "#,
+    super::chain::MIGRATION,
 ];
 
 const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -181,6 +183,7 @@ impl AuditStore {
                 known: MIGRATIONS.len() as i64,
             });
         }
+        chain::adopt_existing(&mut conn).map_err(|e| store.err(e))?;
         Ok(store)
     }
 
@@ -494,6 +497,42 @@ impl AuditStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Walks the store's chain (see `audit::chain`): every record that was changed, inserted or
+    /// deleted outside ztk, and the signed checkpoints (against `pinned`, when given).
+    pub fn verify(&self, pinned: Option<&[u8]>) -> Result<chain::Report, StoreError> {
+        let mut conn = self.connect(true)?;
+        chain::verify(&mut conn, pinned).map_err(|e| self.err(e))
+    }
+
+    /// Signs the chain's head with `key` if it moved since the last checkpoint.
+    pub fn checkpoint(
+        &self,
+        key: &chain::SigningKey,
+    ) -> Result<Option<chain::Checkpoint>, StoreError> {
+        let mut conn = self.connect(false)?;
+        chain::checkpoint(&mut conn, key, super::model::now_us()).map_err(|e| self.err(e))
+    }
+
+    /// Deletes records written before `upto` (a `seq`) the way retention must: `delete` runs the
+    /// DELETE statements (only rows with `seq < upto`; which ones is the caller's policy, e.g.
+    /// shipped and old), and in the same transaction the chain records the prune, so `verify`
+    /// accepts the shorter store. Returns what `delete` returned and the prune.
+    pub fn prune_before<T>(
+        &self,
+        upto: i64,
+        delete: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<(T, chain::Prune), StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let result = delete(&tx).map_err(|e| self.err(e))?;
+        let seq = next_seq(&tx).map_err(|e| self.err(e))?;
+        let prune = chain::record_prune(&tx, seq, upto.min(seq)).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((result, prune))
+    }
+
     /// The client's timings of a command's calls, to ship with it.
     pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
         let conn = self.connect(true)?;
@@ -726,16 +765,36 @@ fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
-    let seq = next_seq(conn)?;
-    let mut stmt = conn.prepare_cached(
+/// Writes a call and returns its content as stored, for the chain.
+static INSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    )?;
-    stmt.execute(params![
-        c.id.to_string(),
+         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         RETURNING {}",
+        chain::CALL_FIELDS
+    )
+});
+
+/// Inserts a command or, for a known id, records its end; returns the row as it now is.
+static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
+         api_calls = excluded.api_calls, seq = excluded.seq RETURNING {}",
+        chain::COMMAND_FIELDS
+    )
+});
+
+fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
+    let mut stmt = conn.prepare_cached(&INSERT_CALL)?;
+    // The hash is taken over the row as stored (RETURNING), exactly what `verify` reads back.
+    let id = c.id.to_string();
+    let content = stmt.query_row(params![
+        id,
         c.time_us,
         c.user,
         c.cluster,
@@ -763,20 +822,18 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
         c.decision,
         c.reason,
         seq,
-    ])?;
+    ], |row| chain::content_hash(Kind::Call, row, 0))?;
+    chain::append(conn, seq, Kind::Call, &id, &content)?;
     Ok(())
 }
 
 fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
     let seq = next_seq(conn)?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
-         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq",
-    )?;
-    stmt.execute(params![
-        c.id.to_string(),
+    let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
+    // An update keeps the first write's other columns: hash the row as it now is.
+    let id = c.id.to_string();
+    let content = stmt.query_row(params![
+        id,
         c.started_us,
         c.ended_us,
         c.user,
@@ -789,7 +846,8 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
         c.cwd,
         c.host,
         seq,
-    ])?;
+    ], |row| chain::content_hash(Kind::Command, row, 0))?;
+    chain::append(conn, seq, Kind::Command, &id, &content)?;
     Ok(())
 }
 
