@@ -20,6 +20,10 @@ pub const LOGIN_PATH: &str = "/ztk/v1/login";
 pub const SESSION_PATH: &str = "/ztk/v1/session";
 pub const COMMANDS_PATH: &str = "/ztk/v1/commands";
 pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
+/// The gateway verifies its audit chain (administrators only).
+pub const AUDIT_VERIFY_PATH: &str = "/ztk/v1/audit/verify";
+/// The gateway's audit writer: mode, health and counts (administrators only).
+pub const AUDIT_HEALTH_PATH: &str = "/ztk/v1/audit/health";
 
 /// Largest page the audit query API returns.
 pub const MAX_PAGE: usize = 5000;
@@ -159,4 +163,21 @@ pub struct AuditQuery {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IngestAck {
     pub accepted: usize,
+}
+
+/// The gateway's audit writer, for `ztk audit verify --remote` and monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditHealth {
+    /// `best-effort` or `fail-closed`.
+    pub audit_mode: String,
+    pub writer: crate::audit::store::WriterStatus,
+    /// Hex of the Ed25519 key that signs the chain's checkpoints: pin it.
+    pub public_key: String,
+}
+
+/// The gateway's verification of its own store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyAnswer {
+    pub report: crate::audit::chain::Report,
+    pub health: AuditHealth,
 }

@@ -39,7 +39,8 @@ pub const GENESIS: Hash = [0; 32];
 
 /// The hashed content of an API call, in this order. Never `*`: columns added later for
 /// bookkeeping must not change the hash of records already written.
-pub const CALL_FIELDS: &str = "id, time_us, user, cluster, namespace, resource, subresource, name, \
+pub const CALL_FIELDS: &str =
+    "id, time_us, user, cluster, namespace, resource, subresource, name, \
     api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
     user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, \
     access_method, decision, reason";
@@ -344,9 +345,10 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.seq {
-            Some(seq) => write!(f, "{} {} (seq {seq}): {}", self.kind, self.id, self.message),
-            None => write!(f, "{} {}: {}", self.kind, self.id, self.message),
+        match (self.kind.as_str(), self.seq) {
+            ("chain", Some(seq)) => write!(f, "seq {seq}: {}", self.message),
+            (kind, Some(seq)) => write!(f, "{kind} {} (seq {seq}) {}", self.id, self.message),
+            (kind, None) => write!(f, "{kind} {} {}", self.id, self.message),
         }
     }
 }
@@ -495,7 +497,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                         Some(seq),
                         "prune",
                         &id,
-                        "the record of this prune is missing".into(),
+                        "has lost its record (chain_prunes)".into(),
                     ),
                     Some(upto) => {
                         let p = Prune {
@@ -511,7 +513,8 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                                 Some(seq),
                                 "prune",
                                 &id,
-                                "the record of this prune was altered".into(),
+                                "was altered (its record no longer matches its journal entry)"
+                                    .into(),
                             );
                         }
                     }
@@ -519,9 +522,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
             }
         }
         if let Some(p) = &prune {
-            if survivor_count != p.survivors
-                || <[u8; 32]>::from(survivors.finalize()) != p.digest
-            {
+            if survivor_count != p.survivors || <[u8; 32]>::from(survivors.finalize()) != p.digest {
                 report.problem(
                     Some(p.upto - 1),
                     "chain",
@@ -539,7 +540,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     Some(p.seq),
                     "prune",
                     &p.upto.to_string(),
-                    "this prune has no journal entry: it was inserted outside ztk".into(),
+                    "has no journal entry: it was inserted outside ztk".into(),
                 );
             }
         }
@@ -586,12 +587,19 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
             let entry_id: Option<String> = row.get(2)?;
             let latest: Option<i64> = row.get(4)?;
             let Some(seq) = seq else {
-                report.problem(None, name, &id, "has no sequence number: it was inserted outside ztk".into());
+                report.problem(
+                    None,
+                    name,
+                    &id,
+                    "has no sequence number: it was inserted outside ztk".into(),
+                );
                 continue;
             };
             if entry_kind.as_deref() != Some(name) || entry_id.as_deref() != Some(id.as_str()) {
                 let message = match latest {
-                    Some(latest) => format!("was renumbered outside ztk (its last write was seq {latest})"),
+                    Some(latest) => {
+                        format!("was renumbered outside ztk (its last write was seq {latest})")
+                    }
                     None => "has no journal entry: it was inserted outside ztk".into(),
                 };
                 report.problem(Some(seq), name, &id, message);
@@ -655,7 +663,10 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     Some(seq),
                     "checkpoint",
                     &id,
-                    format!("is signed by key {}, not by the pinned key", hex::encode(&key)),
+                    format!(
+                        "is signed by key {}, not by the pinned key",
+                        hex::encode(&key)
+                    ),
                 );
                 continue;
             }
@@ -680,9 +691,9 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                 None if seq < start => None, // pruned by retention
                 None => {
                     let what = if report.head_seq.is_none_or(|h| seq > h) {
-                        "the chain was cut short after it: entries up to this signed head were deleted"
+                        "shows the chain was cut short: entries up to this signed head were deleted"
                     } else {
-                        "its head entry was deleted"
+                        "signed an entry that was deleted"
                     };
                     report.problem(Some(seq), "checkpoint", &id, what.into());
                     continue;
@@ -693,8 +704,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     Some(seq),
                     "checkpoint",
                     &id,
-                    "signed a head the chain no longer has: entries up to it were rewritten"
-                        .into(),
+                    "signed a head the chain no longer has: entries up to it were rewritten".into(),
                 );
                 continue;
             }
@@ -775,9 +785,8 @@ pub fn checkpoint(
     let Some((seq, head)) = head(&tx)? else {
         return Ok(None);
     };
-    let last: Option<i64> = tx.query_row("SELECT MAX(seq) FROM chain_checkpoints", [], |r| {
-        r.get(0)
-    })?;
+    let last: Option<i64> =
+        tx.query_row("SELECT MAX(seq) FROM chain_checkpoints", [], |r| r.get(0))?;
     if last.is_some_and(|l| l >= seq) {
         return Ok(None);
     }
@@ -832,7 +841,9 @@ mod tests {
             ..Default::default()
         };
         sink.record_command(cmd.clone());
-        let mut calls: Vec<ApiCall> = (0..10).map(|i| call(if i % 2 == 0 { "alice" } else { "bob" })).collect();
+        let mut calls: Vec<ApiCall> = (0..10)
+            .map(|i| call(if i % 2 == 0 { "alice" } else { "bob" }))
+            .collect();
         for c in &calls {
             sink.record_call(c.clone());
         }
@@ -872,12 +883,18 @@ mod tests {
     fn an_edited_row_is_reported() {
         let (_dir, store, calls, _) = populated();
         raw(&store)
-            .execute("UPDATE api_calls SET verb = 'get' WHERE id = ?", [calls[5].id.to_string()])
+            .execute(
+                "UPDATE api_calls SET verb = 'get' WHERE id = ?",
+                [calls[5].id.to_string()],
+            )
             .unwrap();
         let report = store.verify(None).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         let p = &report.problems[0];
-        assert_eq!((p.kind.as_str(), p.id.clone()), ("call", calls[5].id.to_string()));
+        assert_eq!(
+            (p.kind.as_str(), p.id.clone()),
+            ("call", calls[5].id.to_string())
+        );
         assert!(p.message.contains("was changed"), "{p}");
     }
 
@@ -885,7 +902,8 @@ mod tests {
     fn a_shipping_mark_is_not_an_edit_but_a_command_edit_is() {
         let (_dir, store, _, cmd) = populated();
         let conn = raw(&store);
-        conn.execute("UPDATE commands SET shipped_us = NULL", []).unwrap();
+        conn.execute("UPDATE commands SET shipped_us = NULL", [])
+            .unwrap();
         assert!(store.verify(None).unwrap().ok());
         conn.execute("UPDATE commands SET command_line = 'kubectl version'", [])
             .unwrap();
@@ -898,7 +916,10 @@ mod tests {
     fn a_deleted_row_is_reported() {
         let (_dir, store, calls, _) = populated();
         raw(&store)
-            .execute("DELETE FROM api_calls WHERE id = ?", [calls[7].id.to_string()])
+            .execute(
+                "DELETE FROM api_calls WHERE id = ?",
+                [calls[7].id.to_string()],
+            )
             .unwrap();
         let report = store.verify(None).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
@@ -938,7 +959,11 @@ mod tests {
         )
         .unwrap();
         let report = store.verify(None).unwrap();
-        assert!(report.problems[0].message.contains("older version"), "{:?}", report.problems);
+        assert!(
+            report.problems[0].message.contains("older version"),
+            "{:?}",
+            report.problems
+        );
         let (_dir, store, _, _) = populated();
         let conn = raw(&store);
         // Remove the last write altogether: row and journal entry.
@@ -946,17 +971,26 @@ mod tests {
             .unwrap();
         let report = store.verify(None).unwrap();
         assert!(!report.ok());
-        assert!(report.problems.iter().any(|p| p.message.contains("last entries were deleted")));
+        assert!(report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("last entries were deleted")));
     }
 
     #[test]
     fn a_rebuilt_journal_entry_breaks_the_links() {
         let (_dir, store, calls, _) = populated();
         let conn = raw(&store);
-        conn.execute("DELETE FROM api_calls WHERE id = ?", [calls[1].id.to_string()])
-            .unwrap();
-        conn.execute("DELETE FROM chain WHERE record_id = ?", [calls[1].id.to_string()])
-            .unwrap();
+        conn.execute(
+            "DELETE FROM api_calls WHERE id = ?",
+            [calls[1].id.to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "DELETE FROM chain WHERE record_id = ?",
+            [calls[1].id.to_string()],
+        )
+        .unwrap();
         let report = store.verify(None).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         assert!(report.problems[0].message.contains("chain is broken"));
@@ -978,16 +1012,25 @@ mod tests {
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!(report.pruned_before, Some(9));
         // Writes after a prune extend the chain; a second prune cuts further.
-        store.upsert_commands(&[Command { id: Uuid::now_v7(), ..cmd.clone() }]).unwrap();
         store
-            .prune_before(13, |tx| tx.execute("DELETE FROM api_calls WHERE seq < 13", []))
+            .upsert_commands(&[Command {
+                id: Uuid::now_v7(),
+                ..cmd.clone()
+            }])
+            .unwrap();
+        store
+            .prune_before(13, |tx| {
+                tx.execute("DELETE FROM api_calls WHERE seq < 13", [])
+            })
             .unwrap();
         let report = store.verify(None).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         // The kept row is gone now (the caller deleted it), so its entry went with the prune.
         // A survivor deleted without a prune is reported.
         let conn = raw(&store);
-        let n = conn.execute("DELETE FROM commands WHERE id = ?", [cmd.id.to_string()]).unwrap();
+        let n = conn
+            .execute("DELETE FROM commands WHERE id = ?", [cmd.id.to_string()])
+            .unwrap();
         assert_eq!(n, 1);
         let report = store.verify(None).unwrap();
         assert_eq!(report.problems[0].id, cmd.id.to_string());
@@ -1002,7 +1045,11 @@ mod tests {
             .unwrap();
         let report = store.verify(None).unwrap();
         assert!(!report.ok());
-        assert!(report.problems[0].message.contains("chain is broken"), "{:?}", report.problems);
+        assert!(
+            report.problems[0].message.contains("chain is broken"),
+            "{:?}",
+            report.problems
+        );
         let _ = calls;
     }
 
@@ -1014,15 +1061,21 @@ mod tests {
         assert_eq!(key.public_key(), again.public_key());
         let cp = store.checkpoint(&key).unwrap().unwrap();
         assert_eq!(cp.seq, 14);
-        assert!(store.checkpoint(&key).unwrap().is_none(), "head did not move");
+        assert!(
+            store.checkpoint(&key).unwrap().is_none(),
+            "head did not move"
+        );
         let report = store.verify(Some(key.public_key())).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!(report.last_valid_checkpoint.unwrap().seq, 14);
         // Someone rewrites a record and rebuilds the whole journal after it: the links hold,
         // the signed head does not.
         let conn = raw(&store);
-        conn.execute("UPDATE api_calls SET verb = 'delete' WHERE id = ?", [calls[9].id.to_string()])
-            .unwrap();
+        conn.execute(
+            "UPDATE api_calls SET verb = 'delete' WHERE id = ?",
+            [calls[9].id.to_string()],
+        )
+        .unwrap();
         rebuild_journal(&store);
         let report = store.verify(Some(key.public_key())).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
@@ -1030,14 +1083,18 @@ mod tests {
         // A checkpoint signed by another key is not accepted under the pinned one.
         let other = SigningKey::load_or_create(&dir.path().join("other")).unwrap();
         let report = store.verify(Some(other.public_key())).unwrap();
-        assert!(report.problems.iter().any(|p| p.message.contains("not by the pinned key")));
+        assert!(report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("not by the pinned key")));
     }
 
     /// What an attacker with the file can do: recompute every entry from the rows.
     fn rebuild_journal(store: &AuditStore) {
         let mut conn = raw(store);
         conn.execute("DELETE FROM chain", []).unwrap();
-        conn.execute("INSERT INTO chain_adopt (id) VALUES (1)", []).unwrap();
+        conn.execute("INSERT INTO chain_adopt (id) VALUES (1)", [])
+            .unwrap();
         adopt_existing(&mut conn).unwrap();
     }
 
@@ -1055,7 +1112,12 @@ mod tests {
         .unwrap();
         drop(conn);
         let store = AuditStore::open(&path).unwrap();
-        store.upsert_commands(&[Command { id: Uuid::now_v7(), ..Default::default() }]).unwrap();
+        store
+            .upsert_commands(&[Command {
+                id: Uuid::now_v7(),
+                ..Default::default()
+            }])
+            .unwrap();
         let report = store.verify(None).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!((report.entries, report.commands), (2, 2));

@@ -1,7 +1,7 @@
 //! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
 
-pub mod filter;
 pub mod chain;
+pub mod filter;
 pub mod format;
 pub mod model;
 pub mod redact;

@@ -899,8 +899,14 @@ fn write_loop(
             Ok(()) => {
                 stats.written.fetch_add(n as u64, Ordering::Relaxed);
                 if held > 0 {
-                    tracing::warn!("audit store {} takes writes again: wrote {n} held records", path.display());
-                    eprintln!("ztk: audit store {} takes writes again: wrote {n} held records", path.display());
+                    tracing::warn!(
+                        "audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
+                    eprintln!(
+                        "ztk: audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
                 }
                 stats.pending.store(0, Ordering::Relaxed);
                 stats.set_error(None);
@@ -911,10 +917,15 @@ fn write_loop(
             }
             Err(err) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                stats.delayed.fetch_add((n - held) as u64, Ordering::Relaxed);
+                stats
+                    .delayed
+                    .fetch_add((n - held) as u64, Ordering::Relaxed);
                 stats.pending.store(n as u64, Ordering::Relaxed);
                 if held == 0 {
-                    tracing::error!("could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
+                    tracing::error!(
+                        "could not write {n} audit records to {}: {err}; holding them and retrying",
+                        path.display()
+                    );
                     eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
                 }
                 stats.set_error(Some(err.to_string()));
@@ -956,13 +967,29 @@ fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
     match crate::fsutil::write_private(&file, text.as_bytes()) {
         Ok(()) => {
             stats.spilled.fetch_add(n, Ordering::Relaxed);
-            tracing::error!("audit store {} still fails; {n} records written to {} instead", path.display(), file.display());
-            eprintln!("ztk: audit store {} still fails; {n} records written to {} instead", path.display(), file.display());
+            tracing::error!(
+                "audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
         }
         Err(err) => {
             stats.failed.fetch_add(n, Ordering::Relaxed);
-            tracing::error!("{n} audit records lost: the store {} fails and {} cannot be written: {err}", path.display(), file.display());
-            eprintln!("ztk: {n} audit records lost: the store {} fails and {} cannot be written: {err}", path.display(), file.display());
+            tracing::error!(
+                "{n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: {n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
         }
     }
 }
@@ -1014,36 +1041,39 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&INSERT_CALL)?;
     // The hash is taken over the row as stored (RETURNING), exactly what `verify` reads back.
     let id = c.id.to_string();
-    let content = stmt.query_row(params![
-        id,
-        c.time_us,
-        c.user,
-        c.cluster,
-        c.namespace,
-        c.resource,
-        c.subresource,
-        c.name,
-        c.api_group,
-        c.api_version,
-        c.verb,
-        c.method,
-        c.path,
-        c.query,
-        c.status,
-        c.duration_us,
-        c.bytes_in as i64,
-        c.bytes_out as i64,
-        c.user_agent,
-        c.source_ip,
-        c.kubectl_command,
-        c.kubectl_session,
-        c.command_id.map(|id| id.to_string()),
-        c.request_id.map(|id| id.to_string()),
-        c.access_method.as_str(),
-        c.decision,
-        c.reason,
-        seq,
-    ], |row| chain::content_hash(Kind::Call, row, 0))?;
+    let content = stmt.query_row(
+        params![
+            id,
+            c.time_us,
+            c.user,
+            c.cluster,
+            c.namespace,
+            c.resource,
+            c.subresource,
+            c.name,
+            c.api_group,
+            c.api_version,
+            c.verb,
+            c.method,
+            c.path,
+            c.query,
+            c.status,
+            c.duration_us,
+            c.bytes_in as i64,
+            c.bytes_out as i64,
+            c.user_agent,
+            c.source_ip,
+            c.kubectl_command,
+            c.kubectl_session,
+            c.command_id.map(|id| id.to_string()),
+            c.request_id.map(|id| id.to_string()),
+            c.access_method.as_str(),
+            c.decision,
+            c.reason,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Call, row, 0),
+    )?;
     chain::append(conn, seq, Kind::Call, &id, &content)?;
     Ok(())
 }
@@ -1053,21 +1083,24 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
     // An update keeps the first write's other columns: hash the row as it now is.
     let id = c.id.to_string();
-    let content = stmt.query_row(params![
-        id,
-        c.started_us,
-        c.ended_us,
-        c.user,
-        c.cluster,
-        serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
-        c.command_line,
-        c.exit_code,
-        c.api_calls,
-        c.access_method.as_str(),
-        c.cwd,
-        c.host,
-        seq,
-    ], |row| chain::content_hash(Kind::Command, row, 0))?;
+    let content = stmt.query_row(
+        params![
+            id,
+            c.started_us,
+            c.ended_us,
+            c.user,
+            c.cluster,
+            serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+            c.command_line,
+            c.exit_code,
+            c.api_calls,
+            c.access_method.as_str(),
+            c.cwd,
+            c.host,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Command, row, 0),
+    )?;
     chain::append(conn, seq, Kind::Command, &id, &content)?;
     Ok(())
 }
@@ -1235,7 +1268,10 @@ mod tests {
     fn wait_until(what: &str, f: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !f() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -1251,16 +1287,27 @@ mod tests {
         assert!(sink.healthy());
         // Break the store under the writer (another connection renames a table it writes).
         let other = open_connection(&path, false).unwrap();
-        other.execute_batch("ALTER TABLE sequence RENAME TO sequence_away").unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
         for _ in 0..5 {
             sink.record_call(call("bob", 200, None));
         }
         wait_until("the writer reports the failure", || !sink.healthy());
         let status = sink.stats().status();
         assert!(status.pending >= 1 && status.delayed >= 1, "{status:?}");
-        assert!(status.last_error.as_deref().unwrap_or("").contains("sequence"), "{status:?}");
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("sequence"),
+            "{status:?}"
+        );
         sink.record_call(call("carol", 200, None));
-        other.execute_batch("ALTER TABLE sequence_away RENAME TO sequence").unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
         assert!(sink.flush(Duration::from_secs(10)));
         let status = sink.stats().status();
         assert!(status.healthy, "{status:?}");
@@ -1283,19 +1330,31 @@ mod tests {
         };
         let (sink, writer) = store.start_writer_with(16, config).unwrap();
         let other = open_connection(&path, false).unwrap();
-        other.execute_batch("ALTER TABLE sequence RENAME TO sequence_away").unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
         sink.record_call(call("alice", 200, None));
         sink.record_call(call("alice", 200, None));
-        wait_until("the writer holds two records", || sink.stats().status().pending == 2);
+        wait_until("the writer holds two records", || {
+            sink.stats().status().pending == 2
+        });
         for _ in 0..3 {
             sink.record_call(call("bob", 200, None));
         }
-        wait_until("the overflow is counted", || sink.stats().status().failed == 3);
-        other.execute_batch("ALTER TABLE sequence_away RENAME TO sequence").unwrap();
+        wait_until("the overflow is counted", || {
+            sink.stats().status().failed == 3
+        });
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
         assert!(sink.flush(Duration::from_secs(10)));
         drop(sink);
         let status = writer.close().status();
-        assert_eq!((status.written, status.failed, status.pending), (2, 3, 0), "{status:?}");
+        assert_eq!(
+            (status.written, status.failed, status.pending),
+            (2, 3, 0),
+            "{status:?}"
+        );
     }
 
     #[test]
@@ -1309,14 +1368,20 @@ mod tests {
         };
         let (sink, writer) = store.start_writer_with(16, config).unwrap();
         let other = open_connection(&path, false).unwrap();
-        other.execute_batch("ALTER TABLE sequence RENAME TO sequence_away").unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
         let calls: Vec<ApiCall> = (0..3).map(|_| call("alice", 200, None)).collect();
         for c in &calls {
             sink.record_call(c.clone());
         }
         drop(sink);
         let stats = writer.close().status();
-        assert_eq!((stats.spilled, stats.failed, stats.written), (3, 0, 0), "{stats:?}");
+        assert_eq!(
+            (stats.spilled, stats.failed, stats.written),
+            (3, 0, 0),
+            "{stats:?}"
+        );
         let spilled: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -1326,9 +1391,17 @@ mod tests {
         let text = std::fs::read_to_string(spilled[0].path()).unwrap();
         let ids: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["call"]["id"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["call"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
-        assert_eq!(ids, calls.iter().map(|c| c.id.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            ids,
+            calls.iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

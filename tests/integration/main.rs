@@ -8,5 +8,6 @@ mod audit;
 mod cli;
 mod end_to_end;
 mod failures;
+mod integrity;
 mod plain;
 mod streams;

@@ -7,8 +7,10 @@ mod export;
 mod list;
 mod seed;
 mod show;
+mod verify;
 
 pub use list::{list, ListArgs};
+pub use verify::{pinned_key, verify_store};
 
 use std::io::{IsTerminal, Write};
 
@@ -39,6 +41,8 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
+    Verify(verify::VerifyArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -127,6 +131,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }
