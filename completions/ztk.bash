@@ -100,6 +100,9 @@ _ztk() {
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__audit,verify)
+                cmd="ztk__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__audit__subcmd__help,export)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__export"
                 ;;
@@ -114,6 +117,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
@@ -133,6 +139,18 @@ _ztk() {
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
                 ;;
+            ztk__subcmd__gateway__subcmd__audit,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__verify"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
             ztk__subcmd__gateway__subcmd__help,audit)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit"
                 ;;
@@ -150,6 +168,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
@@ -298,6 +319,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
@@ -312,6 +336,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
@@ -552,7 +579,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export seed help"
+            opts="-h -V --help --version list show export verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -648,7 +675,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export seed help"
+            opts="list show export verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -718,6 +745,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -853,6 +894,28 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__verify)
+            opts="-h -V --remote --db --public-key --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --public-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__completions)
             opts="-h -V --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -918,7 +981,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__audit)
-            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version"
+            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1003,6 +1066,70 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help)
+            opts="verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts="-c -h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__help)
             opts="serve user session role audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1018,8 +1145,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1718,7 +1859,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export seed"
+            opts="list show export verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1774,6 +1915,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1844,8 +1999,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -76,13 +76,14 @@ complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the running proxy'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether the proxy runs, its pid and port (exit code 3 when it does not run)'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "show" -d 'Show one command with all its API calls'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export verify seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
@@ -140,6 +141,12 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l remote -d 'Export the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l db -d 'Verify this store file instead of the local one (a copy of a gateway\'s audit.db, say)' -r -F
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l public-key -d 'Accept only checkpoints signed by this Ed25519 public key (hex, as the gateway prints it)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l remote -d 'Have the gateway verify its authoritative store (administrators only)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l json -d 'Print the report as JSON'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l count -d 'How many API-call records to add (plus one command per ten calls)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l db -d 'The store to fill (default: the local store)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -s h -l help -d 'Print help'
@@ -147,6 +154,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'List commands (default) or API calls, newest first'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand access; and not __fish_seen_subcommand_from can-i who-can list help" -s h -l help -d 'Print help'
@@ -177,7 +185,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_sub
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "session" -d 'Manage login sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host); `verify` checks its chain'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s c -l config -d 'The gateway\'s TOML config file' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
@@ -222,11 +230,13 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcomm
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l remote -d 'Query the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check the gateway\'s audit chain and signed checkpoints (exit code 1 if a record was changed, inserted or deleted outside ztk); prints the checkpoint public key to pin'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "session" -d 'Manage login sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host); `verify` checks its chain'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -l kubectl -d 'The kubectl binary to run' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -l keep -d 'Keep the temporary directory (gateway data, audit databases) and print where it is'
@@ -267,6 +277,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'List commands (default) or API calls, newest first'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "can-i" -d 'Check whether a request is allowed; prints yes or no and exits 0 or 1'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "who-can" -d 'List the role bindings and the users that allow a request (administrators)'
@@ -275,5 +286,5 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "session" -d 'Manage login sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
-complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host); `verify` checks its chain'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from sandbox" -f -a "serve" -d 'Serve the sandbox until interrupted, and write a kubeconfig that reaches it'
