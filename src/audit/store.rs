@@ -172,7 +172,14 @@ impl AuditStore {
             path: path.to_path_buf(),
         };
         let mut conn = store.connect(false)?;
-        migrate(&mut conn, MIGRATIONS).map_err(|e| store.err(e))?;
+        // The chain's migration journals the records already there, in its own transaction.
+        migrate_then(&mut conn, MIGRATIONS, |tx, step| {
+            if MIGRATIONS[step] == chain::MIGRATION {
+                chain::adopt_existing(tx)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| store.err(e))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| store.err(e))?;
@@ -183,7 +190,6 @@ impl AuditStore {
                 known: MIGRATIONS.len() as i64,
             });
         }
-        chain::adopt_existing(&mut conn).map_err(|e| store.err(e))?;
         Ok(store)
     }
 
@@ -612,6 +618,15 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
 /// open a new store at once (the exec plugin and the proxy it starts): each step takes the write
 /// lock first and re-reads the version, so a step is applied exactly once.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    migrate_then(conn, migrations, |_, _| Ok(()))
+}
+
+/// `migrate`, running `after(tx, i)` in the transaction of step `i`, after its SQL.
+pub fn migrate_then(
+    conn: &mut Connection,
+    migrations: &[&str],
+    after: impl Fn(&Connection, usize) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= migrations.len() as i64 {
         return Ok(());
@@ -623,6 +638,7 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<(
             continue;
         }
         tx.execute_batch(sql)?;
+        after(&tx, i)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
