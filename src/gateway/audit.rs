@@ -63,7 +63,7 @@ fn admin(gateway: &Gateway, req: &Request<Body>) -> Result<(), Response<Body>> {
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!(
-                "{} may not read the gateway's audit health; administrators are in the groups {:?}",
+                "{} may not verify the gateway's audit log or read its health; administrators are in the groups {:?}",
                 session.user, gateway.admin_groups
             ),
         ))

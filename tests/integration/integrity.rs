@@ -161,7 +161,7 @@ fn verify_catches_rows_edited_deleted_and_inserted_with_the_sqlite3_cli() {
     let (code, out) = env.ztk(&["audit", "verify", "--remote"]).failure();
     assert_eq!(code, 1);
     assert!(
-        out.contains("may not read the gateway's audit health"),
+        out.contains("may not verify the gateway's audit log"),
         "{out}"
     );
     env.login_as("root");
