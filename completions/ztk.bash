@@ -100,6 +100,9 @@ _ztk() {
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__audit,tail)
+                cmd="ztk__subcmd__audit__subcmd__tail"
+                ;;
             ztk__subcmd__audit,verify)
                 cmd="ztk__subcmd__audit__subcmd__verify"
                 ;;
@@ -118,6 +121,9 @@ _ztk() {
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
                 ;;
+            ztk__subcmd__audit__subcmd__help,tail)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__tail"
+                ;;
             ztk__subcmd__audit__subcmd__help,verify)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
@@ -135,6 +141,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway,session)
                 cmd="ztk__subcmd__gateway__subcmd__session"
+                ;;
+            ztk__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__sinks"
                 ;;
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
@@ -166,6 +175,9 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help,session)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session"
                 ;;
+            ztk__subcmd__gateway__subcmd__help,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks"
+                ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
                 ;;
@@ -183,6 +195,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__session,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user__subcmd__add"
@@ -228,6 +243,18 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__session__subcmd__help,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__session__subcmd__help__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__status"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__user__subcmd__add"
@@ -319,6 +346,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__help__subcmd__audit,tail)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__tail"
+                ;;
             ztk__subcmd__help__subcmd__audit,verify)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
@@ -333,6 +363,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway,session)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session"
+                ;;
+            ztk__subcmd__help__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks"
                 ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
@@ -351,6 +384,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__session,revoke)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user__subcmd__add"
@@ -579,7 +615,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export verify seed help"
+            opts="-h -V --help --version list show export tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -675,7 +711,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export verify seed help"
+            opts="list show export tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -745,6 +781,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__tail)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -894,6 +944,76 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__tail)
+            opts="-n -o -h -V --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --output --remote --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resource)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__verify)
             opts="-h -V --remote --db --public-key --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -967,7 +1087,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role audit help"
+            opts="-h -V --help --version serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1131,7 +1251,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role audit help"
+            opts="serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1271,6 +1391,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1630,6 +1778,92 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__sinks)
+            opts="-h -V --help --version status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__status)
+            opts="-c -o -h -V --config --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__user)
             opts="-h -V --help --version add list remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1859,7 +2093,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export verify seed"
+            opts="list show export tail verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1915,6 +2149,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__tail)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1985,7 +2233,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role audit"
+            opts="serve user session role sinks audit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2111,6 +2359,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

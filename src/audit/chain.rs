@@ -1113,6 +1113,11 @@ mod tests {
         raw(&store).execute("DELETE FROM chain", []).unwrap();
         AuditStore::open(&path).unwrap();
         let report = store.verify(None).unwrap();
-        assert_eq!((report.entries, report.problem_count), (0, 3), "{:?}", report.problems);
+        assert_eq!(
+            (report.entries, report.problem_count),
+            (0, 3),
+            "{:?}",
+            report.problems
+        );
     }
 }

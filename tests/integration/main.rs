@@ -10,4 +10,5 @@ mod end_to_end;
 mod failures;
 mod integrity;
 mod plain;
+mod sinks;
 mod streams;

@@ -7,6 +7,7 @@ mod export;
 mod list;
 mod seed;
 mod show;
+mod tail;
 mod verify;
 
 pub use list::{list, ListArgs};
@@ -41,6 +42,8 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Follow new records as they are written, one line each (for log shippers).
+    Tail(tail::TailArgs),
     /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
     Verify(verify::VerifyArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
@@ -131,6 +134,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
