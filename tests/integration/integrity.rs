@@ -399,9 +399,9 @@ fn fail_closed_gateway_refuses_while_its_store_is_locked_and_writes_everything_a
 fn best_effort_gateway_serves_while_its_store_is_locked_and_reports_the_failures() {
     let mut env = Env::prepare(tempfile::tempdir().unwrap(), "", "");
     env.add_user("root", &["ztk-admins"]);
+    env.role(&["bind", "edit", "--user", "root"]);
     let mut gw = Gateway::start(&mut env);
     env.login_as("root");
-    env.role(&["bind", "edit", "--user", "root"]);
     env.kubectl(&["get", "pods"]).success();
 
     let lock = WriteLock::take(&env.path("gw/audit.db"));
