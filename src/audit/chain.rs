@@ -189,20 +189,44 @@ pub fn append(
     record_id: &str,
     content: &Hash,
 ) -> rusqlite::Result<Hash> {
-    let prev = head(conn)?.map(|(_, h)| h).unwrap_or(GENESIS);
-    let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
-    conn.prepare_cached(
-        "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        seq,
-        kind.as_str(),
-        record_id,
-        &content[..],
-        &prev[..],
-        &hash[..]
-    ])?;
-    Ok(hash)
+    Appender::default().append(conn, seq, kind, record_id, content)
+}
+
+/// Appends the entries of one write transaction, reading the head once: the transaction holds
+/// the write lock, so no other writer moves it meanwhile. Use one per transaction.
+#[derive(Default)]
+pub struct Appender {
+    prev: Option<Hash>,
+}
+
+impl Appender {
+    pub fn append(
+        &mut self,
+        conn: &Connection,
+        seq: i64,
+        kind: Kind,
+        record_id: &str,
+        content: &Hash,
+    ) -> rusqlite::Result<Hash> {
+        let prev = match self.prev {
+            Some(prev) => prev,
+            None => head(conn)?.map(|(_, h)| h).unwrap_or(GENESIS),
+        };
+        let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
+        conn.prepare_cached(
+            "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            seq,
+            kind.as_str(),
+            record_id,
+            &content[..],
+            &prev[..],
+            &hash[..]
+        ])?;
+        self.prev = Some(hash);
+        Ok(hash)
+    }
 }
 
 /// Journals the records of a store that predates the chain, in `seq` order. Runs once, inside
@@ -227,8 +251,9 @@ pub fn adopt_existing(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     rows.sort_by_key(|r| r.0);
+    let mut journal = Appender::default();
     for (seq, kind, id, content) in rows {
-        append(conn, seq, kind, &id, &content)?;
+        journal.append(conn, seq, kind, &id, &content)?;
     }
     Ok(())
 }

@@ -294,8 +294,9 @@ impl AuditStore {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        let mut journal = chain::Appender::default();
         for cmd in commands {
-            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+            upsert_command(&tx, &mut journal, cmd).map_err(|e| self.err(e))?;
         }
         {
             let mut stmt = tx
@@ -1152,10 +1153,11 @@ fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
 
 fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut journal = chain::Appender::default();
     for op in batch {
         match op {
-            WriteOp::Call(call) => insert_call(&tx, call)?,
-            WriteOp::Command(cmd) => upsert_command(&tx, cmd)?,
+            WriteOp::Call(call) => insert_call(&tx, &mut journal, call)?,
+            WriteOp::Command(cmd) => upsert_command(&tx, &mut journal, cmd)?,
             WriteOp::Flush(_) => {}
         }
     }
@@ -1192,7 +1194,11 @@ static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
+fn insert_call(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &ApiCall,
+) -> rusqlite::Result<()> {
     let seq = next_seq(conn)?;
     let mut stmt = conn.prepare_cached(&INSERT_CALL)?;
     // The hash is taken over the row as stored (RETURNING), exactly what `verify` reads back.
@@ -1230,11 +1236,15 @@ fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
         ],
         |row| chain::content_hash(Kind::Call, row, 0),
     )?;
-    chain::append(conn, seq, Kind::Call, &id, &content)?;
+    journal.append(conn, seq, Kind::Call, &id, &content)?;
     Ok(())
 }
 
-fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
+fn upsert_command(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &Command,
+) -> rusqlite::Result<()> {
     let seq = next_seq(conn)?;
     let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
     // An update keeps the first write's other columns: hash the row as it now is.
@@ -1257,7 +1267,7 @@ fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
         ],
         |row| chain::content_hash(Kind::Command, row, 0),
     )?;
-    chain::append(conn, seq, Kind::Command, &id, &content)?;
+    journal.append(conn, seq, Kind::Command, &id, &content)?;
     Ok(())
 }
 
