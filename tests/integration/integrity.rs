@@ -158,6 +158,12 @@ fn verify_catches_rows_edited_deleted_and_inserted_with_the_sqlite3_cli() {
         .unwrap()
         .to_string();
     assert_eq!(key.len(), 64, "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.path("gw/audit-signing-key.p8"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let (code, out) = env.ztk(&["audit", "verify", "--remote"]).failure();
     assert_eq!(code, 1);
     assert!(
