@@ -181,7 +181,7 @@ fn logs_follow_and_watch_stream_through_the_persistent_proxy() {
         }
     });
     let first = rx
-        .recv_timeout(Duration::from_secs(20))
+        .recv_timeout(Duration::from_secs(60))
         .expect("no output from get -w");
     assert!(first.contains("NAME"), "{first}");
     env.plain(
