@@ -8,8 +8,11 @@ set -euo pipefail
 SECS="${1:-5}"
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
-cargo build --release --quiet
-BIN="$PWD/target/release/ztk"
+if [ -z "${ZTK_BENCH_BIN:-}" ]; then
+    cargo build --release --quiet
+    ZTK_BENCH_BIN="$PWD/target/release/ztk"
+fi
+BIN="$ZTK_BENCH_BIN"
 dir="$(mktemp -d)"
 gw_pid=""
 cleanup() {

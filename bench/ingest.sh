@@ -8,8 +8,11 @@
 set -euo pipefail
 N="${1:-500000}"
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN="$PWD/target/release/ztk"
+if [ -z "${ZTK_BENCH_BIN:-}" ]; then
+    cargo build --release --quiet
+    ZTK_BENCH_BIN="$PWD/target/release/ztk"
+fi
+BIN="$ZTK_BENCH_BIN"
 dir="$(mktemp -d)"
 gw_pid=""
 cleanup() {

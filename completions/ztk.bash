@@ -106,6 +106,12 @@ _ztk() {
             ztk__subcmd__audit,status)
                 cmd="ztk__subcmd__audit__subcmd__status"
                 ;;
+            ztk__subcmd__audit,tail)
+                cmd="ztk__subcmd__audit__subcmd__tail"
+                ;;
+            ztk__subcmd__audit,verify)
+                cmd="ztk__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__audit__subcmd__help,export)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__export"
                 ;;
@@ -127,6 +133,12 @@ _ztk() {
             ztk__subcmd__audit__subcmd__help,status)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__status"
                 ;;
+            ztk__subcmd__audit__subcmd__help,tail)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__tail"
+                ;;
+            ztk__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
                 ;;
@@ -142,8 +154,23 @@ _ztk() {
             ztk__subcmd__gateway,session)
                 cmd="ztk__subcmd__gateway__subcmd__session"
                 ;;
+            ztk__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__sinks"
+                ;;
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__verify"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
             ztk__subcmd__gateway__subcmd__help,audit)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit"
@@ -160,8 +187,14 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help,session)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session"
                 ;;
+            ztk__subcmd__gateway__subcmd__help,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks"
+                ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
@@ -174,6 +207,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__session,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user__subcmd__add"
@@ -219,6 +255,18 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__session__subcmd__help,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__session__subcmd__help__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__status"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__user__subcmd__add"
@@ -316,6 +364,12 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,status)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__status"
                 ;;
+            ztk__subcmd__help__subcmd__audit,tail)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__tail"
+                ;;
+            ztk__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
@@ -328,8 +382,14 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway,session)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks"
+                ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
@@ -342,6 +402,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__session,revoke)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user__subcmd__add"
@@ -570,7 +633,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export push status seed help"
+            opts="-h -V --help --version list show export push status tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,7 +729,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export push status seed help"
+            opts="list show export push status tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +827,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -931,6 +1022,98 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__tail)
+            opts="-n -o -h -V --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --output --remote --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resource)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__verify)
+            opts="-h -V --remote --db --public-key --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --public-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__completions)
             opts="-h -V --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -982,7 +1165,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role audit help"
+            opts="-h -V --help --version serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -996,7 +1179,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__audit)
-            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version"
+            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1081,8 +1264,72 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help)
+            opts="verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts="-c -h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role audit help"
+            opts="serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1096,8 +1343,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1208,6 +1469,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1567,6 +1856,92 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__sinks)
+            opts="-h -V --help --version status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__status)
+            opts="-c -o -h -V --config --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__user)
             opts="-h -V --help --version add list remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1796,7 +2171,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export push status seed"
+            opts="list show export push status tail verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1893,6 +2268,34 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1936,7 +2339,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role audit"
+            opts="serve user session role sinks audit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1950,8 +2353,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2048,6 +2465,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -15,4 +15,5 @@ pub mod relay;
 pub mod request_info;
 pub mod sandbox;
 pub mod serve;
+pub mod sinks;
 pub mod tls;

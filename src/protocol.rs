@@ -20,6 +20,14 @@ pub const SESSION_PATH: &str = "/ztk/v1/session";
 /// `POST`: a batch of the client's audit records (see `IngestBatch`).
 pub const INGEST_PATH: &str = "/ztk/v1/audit/ingest";
 pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
+/// Long-poll for records written after a sequence number (`ztk audit tail --remote`).
+pub const AUDIT_TAIL_PATH: &str = "/ztk/v1/audit/tail";
+/// Longest a tail request waits for new records before answering with none.
+pub const MAX_TAIL_WAIT_MS: u64 = 30_000;
+/// The gateway verifies its audit chain (administrators only).
+pub const AUDIT_VERIFY_PATH: &str = "/ztk/v1/audit/verify";
+/// The gateway's audit writer: mode, health and counts (administrators only).
+pub const AUDIT_HEALTH_PATH: &str = "/ztk/v1/audit/health";
 
 /// Largest page the audit query API returns.
 pub const MAX_PAGE: usize = 5000;
@@ -202,4 +210,36 @@ pub struct AuditQuery {
     pub after: Option<Cursor>,
     /// Rows per page (at most `MAX_PAGE`).
     pub limit: usize,
+}
+
+/// `POST /ztk/v1/audit/tail`: the records matching `filter` written after `after_seq`, in
+/// write order. The gateway answers as soon as there are some, or after `wait_ms` with none.
+/// Without `after_seq` it answers at once with no records and the current end (`through`),
+/// where a follower starts. The answer is an `audit::SeqBatch`; continue from its `through`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditTail {
+    pub filter: Filter,
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Most records per answer (at most `MAX_PAGE`).
+    pub limit: usize,
+}
+
+/// The gateway's audit writer, for `ztk audit verify --remote` and monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditHealth {
+    /// `best-effort` or `fail-closed`.
+    pub audit_mode: String,
+    pub writer: crate::audit::store::WriterStatus,
+    /// Hex of the Ed25519 key that signs the chain's checkpoints: pin it.
+    pub public_key: String,
+}
+
+/// The gateway's verification of its own store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyAnswer {
+    pub report: crate::audit::chain::Report,
+    pub health: AuditHealth,
 }

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use super::chain::{self, Kind};
 use super::model::{ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
-use super::store::{upsert_command_seq, AuditStore, StoreError};
+use super::store::{AuditStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -74,6 +75,21 @@ impl Ingestor {
     }
 }
 
+/// A command from a client: inserted, or its end brought up to date — only by its own user, and
+/// only when something changed (RETURNING then gives no row).
+static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
+         api_calls = excluded.api_calls, seq = excluded.seq \
+         WHERE commands.user = excluded.user AND (commands.ended_us IS NOT excluded.ended_us \
+         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls) \
+         RETURNING {}",
+        chain::COMMAND_FIELDS
+    )
+});
+
 fn write(
     conn: &mut Connection,
     path: &std::path::Path,
@@ -91,56 +107,88 @@ fn write(
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql_err)?;
     let mut done = Ingested::default();
-    // One range of the write sequence for the whole batch instead of a round trip per row.
-    let records = (commands.len() + calls.len()) as i64;
-    let last: i64 = tx
-        .prepare_cached("UPDATE sequence SET last = last + ? WHERE id = 1 RETURNING last")
-        .and_then(|mut s| s.query_row([records], |r| r.get(0)))
+    // Commands are the store's own chained records: each one written takes the next number of
+    // the write sequence and a journal entry; one left unchanged takes neither (the chain's
+    // verify counts on every number taken being journaled).
+    let mut seq: i64 = tx
+        .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
         .map_err(sql_err)?;
-    let mut seq = last - records;
+    let mut journal = chain::Appender::default();
     for cmd in commands {
-        seq += 1;
-        if upsert_command_seq(&tx, cmd, seq).map_err(sql_err)? == 0 {
-            let owner: Option<String> = tx
-                .query_row(
-                    "SELECT user FROM commands WHERE id = ?",
-                    [cmd.id.to_string()],
-                    |r| r.get(0),
+        let id = cmd.id.to_string();
+        let written = tx
+            .prepare_cached(&UPSERT_COMMAND)
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        id,
+                        cmd.started_us,
+                        cmd.ended_us,
+                        cmd.user,
+                        cmd.cluster,
+                        serde_json::to_string(&cmd.argv).unwrap_or_else(|_| "[]".into()),
+                        cmd.command_line,
+                        cmd.exit_code,
+                        cmd.api_calls,
+                        cmd.access_method.as_str(),
+                        cmd.cwd,
+                        cmd.host,
+                        seq + 1,
+                    ],
+                    |row| chain::content_hash(Kind::Command, row, 0),
                 )
                 .optional()
-                .map_err(sql_err)?;
-            if let Some(owner) = owner.filter(|o| o != user) {
-                return Err(IngestError::Foreign {
-                    kind: "command",
-                    id: cmd.id,
-                    owner,
-                    user: user.to_string(),
-                });
+            })
+            .map_err(sql_err)?;
+        match written {
+            Some(content) => {
+                seq += 1;
+                journal
+                    .append(&tx, seq, Kind::Command, &id, &content)
+                    .map_err(sql_err)?;
+                done.commands += 1;
             }
-        } else {
-            done.commands += 1;
+            None => {
+                let owner: Option<String> = tx
+                    .query_row("SELECT user FROM commands WHERE id = ?", [&id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(sql_err)?;
+                if let Some(owner) = owner.filter(|o| o != user) {
+                    return Err(IngestError::Foreign {
+                        kind: "command",
+                        id: cmd.id,
+                        owner,
+                        user: user.to_string(),
+                    });
+                }
+            }
         }
     }
+    if done.commands > 0 {
+        tx.execute("UPDATE sequence SET last = ? WHERE id = 1", [seq])
+            .map_err(sql_err)?;
+    }
     if !calls.is_empty() {
-        let first = seq + 1;
         let mut insert = tx
             .prepare_cached(
                 "INSERT INTO client_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
                  api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
                  user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-                 decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                 decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
                  ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
                  bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
-                 reason = excluded.reason, seq = excluded.seq \
+                 reason = excluded.reason \
                  WHERE client_calls.user = excluded.user AND ( \
-                 (client_calls.reason = ?30 AND excluded.reason != ?30) OR \
-                 (client_calls.reason = ?29 AND excluded.reason NOT IN (?29, ?30)))",
+                 (client_calls.reason = ?29 AND excluded.reason != ?29) OR \
+                 (client_calls.reason = ?28 AND excluded.reason NOT IN (?28, ?29)))",
             )
             .map_err(sql_err)?;
         let mut id_buf = Uuid::encode_buffer();
         let mut cmd_buf = Uuid::encode_buffer();
         let mut req_buf = Uuid::encode_buffer();
-        for (i, c) in calls.iter().enumerate() {
+        for c in calls {
             let id = c.id.hyphenated().encode_lower(&mut id_buf);
             let command_id = c
                 .command_id
@@ -177,7 +225,6 @@ fn write(
                     c.access_method.as_str(),
                     c.decision,
                     c.reason,
-                    first + i as i64,
                     STREAM_OPEN,
                     IN_PROGRESS,
                 ])
@@ -299,7 +346,7 @@ mod tests {
         assert_eq!(ingestor.ingest("alice", &[], &[done]).unwrap().calls, 1);
         assert_eq!(
             ingestor
-                .ingest("alice", &[], &[opened, pending])
+                .ingest("alice", &[], &[opened, pending.clone()])
                 .unwrap()
                 .calls,
             0
@@ -307,8 +354,8 @@ mod tests {
         let conn = store.connect(true).unwrap();
         let reason: String = conn
             .query_row(
-                "SELECT reason FROM client_calls ORDER BY seq DESC LIMIT 1",
-                [],
+                "SELECT reason FROM client_calls WHERE id = ?",
+                [pending.id.to_string()],
                 |r| r.get(0),
             )
             .unwrap();
@@ -340,5 +387,7 @@ mod tests {
         );
         assert_eq!(count(&store, "client_calls"), 3);
         assert_eq!(store.command(cmd.id).unwrap().unwrap().exit_code, None);
+        // Every command written was journaled: the gateway's chain still verifies.
+        assert!(store.verify(None).unwrap().ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
 
+pub mod chain;
 pub mod filter;
 pub mod format;
 pub mod ingest;
@@ -11,4 +12,4 @@ pub mod store;
 
 pub use filter::Filter;
 pub use model::{AccessMethod, ApiCall, CallRow, Command, CommandRow, Cursor, Page};
-pub use store::{AuditSink, AuditStore, AuditWriter};
+pub use store::{AuditSink, AuditStore, AuditWriter, Record, SeqBatch, Sequenced};

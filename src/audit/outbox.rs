@@ -70,9 +70,9 @@ pub struct Pruned {
     pub commands: u64,
 }
 
-/// Rows deleted per statement when trimming to size: small steps, so the store is measured
-/// again before more is dropped than needed.
-const SIZE_STEP: i64 = 2000;
+/// Rows deleted per step when trimming to size: the store is measured again before more is
+/// dropped than needed (each step is one transaction and one prune of the chain).
+const SIZE_STEP: i64 = 20_000;
 
 impl AuditStore {
     /// The next (at most `max`) records of `user` not yet acknowledged by the gateway.
@@ -269,23 +269,20 @@ impl AuditStore {
     }
 
     /// Applies the retention policy; returns what was dropped. Only records whose user's
-    /// outbox mark has passed them (acknowledged by the gateway) are candidates.
+    /// outbox mark has passed them (acknowledged by the gateway) are candidates; each deletion
+    /// is recorded by the hash chain (`prune_before`) in its transaction.
     pub fn apply_retention(&self, policy: &Retention, now_us: i64) -> Result<Pruned, StoreError> {
         let mut pruned = Pruned::default();
         if policy.max_age_us.is_none() && policy.max_bytes.is_none() {
             return Ok(pruned);
         }
-        let mut conn = self.connect(false)?;
         if let Some(age) = policy.max_age_us {
-            let cutoff = now_us - age;
-            let tx = conn.transaction().map_err(|e| self.err(e))?;
-            let (calls, commands) =
-                delete_shipped(&tx, cutoff, i64::MAX).map_err(|e| self.err(e))?;
-            tx.commit().map_err(|e| self.err(e))?;
+            let (calls, commands) = self.delete_shipped_before(now_us - age, i64::MAX)?;
             pruned.calls += calls;
             pruned.commands += commands;
         }
         if let Some(max_bytes) = policy.max_bytes {
+            let conn = self.connect(true)?;
             while used_bytes(&conn).map_err(|e| self.err(e))? > max_bytes {
                 // The time of the SIZE_STEP-th oldest shipped call: drop everything shipped before it.
                 let cutoff: Option<i64> = conn
@@ -298,10 +295,7 @@ impl AuditStore {
                     .optional()
                     .map_err(|e| self.err(e))?;
                 let cutoff = cutoff.map_or(i64::MAX, |t| t + 1);
-                let tx = conn.transaction().map_err(|e| self.err(e))?;
-                let (calls, commands) =
-                    delete_shipped(&tx, cutoff, SIZE_STEP).map_err(|e| self.err(e))?;
-                tx.commit().map_err(|e| self.err(e))?;
+                let (calls, commands) = self.delete_shipped_before(cutoff, SIZE_STEP)?;
                 pruned.calls += calls;
                 pruned.commands += commands;
                 if calls + commands == 0 {
@@ -310,6 +304,37 @@ impl AuditStore {
             }
         }
         Ok(pruned)
+    }
+
+    /// THE one way records leave a store: shipped calls and commands that started before
+    /// `cutoff_us` (at most `limit` of each), deleted in one transaction with the chain's record
+    /// of the prune, so `ztk audit verify` tells this apart from tampering.
+    fn delete_shipped_before(&self, cutoff_us: i64, limit: i64) -> Result<(u64, u64), StoreError> {
+        let conn = self.connect(true)?;
+        let any: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM api_calls c JOIN outbox o ON o.user = c.user \
+                 WHERE c.time_us < ?1 AND c.seq <= o.shipped_seq) \
+                 OR EXISTS (SELECT 1 FROM commands m JOIN outbox o ON o.user = m.user \
+                 WHERE m.started_us < ?1 AND m.seq <= o.shipped_seq)",
+                [cutoff_us],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !any {
+            return Ok((0, 0));
+        }
+        // Everything deleted is at or below some user's mark, so below the highest mark + 1.
+        let upto: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(shipped_seq), 0) + 1 FROM outbox",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        drop(conn);
+        let (deleted, _) = self.prune_before(upto, |tx| delete_shipped(tx, cutoff_us, limit))?;
+        Ok(deleted)
     }
 }
 
@@ -332,10 +357,9 @@ fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// THE one place records are deleted from a store (retention): shipped calls and commands
-/// that started before `cutoff_us`, at most `limit` of each. A deleted record leaves the hash
-/// chain, so the chain's record of a deletion belongs here, in this transaction.
-pub(super) fn delete_shipped(
+/// The DELETE statements of retention (run inside `prune_before`): shipped calls and commands
+/// that started before `cutoff_us`, at most `limit` of each.
+fn delete_shipped(
     tx: &rusqlite::Transaction,
     cutoff_us: i64,
     limit: i64,

@@ -6,15 +6,16 @@
 //! connections (WAL lets them run beside the writer).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::chain::{self, Kind};
 use super::filter::Filter;
 use rusqlite::types::Value;
 
@@ -43,7 +44,7 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE api_calls (
     id TEXT PRIMARY KEY,
@@ -133,6 +134,20 @@ CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
 CREATE UNIQUE INDEX commands_seq ON commands(seq);
 "#,
     r#"
+-- SIEM sinks (src/sinks): how far each configured sink has delivered (the last write sequence
+-- number the receiver acknowledged) and how its last attempts went, for `ztk gateway sinks status`.
+CREATE TABLE sink_cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    last_success_us INTEGER,
+    last_error TEXT,
+    last_error_us INTEGER,
+    updated_us INTEGER NOT NULL
+);
+"#,
+    super::chain::MIGRATION,
+    r#"
 -- The client's outbox, per user: every record of USER written after shipped_seq (the write
 -- sequence) is still to be shipped; the gateway's acknowledgement of a batch moves it forward.
 -- A re-written record (a command's end, a stream's final record) takes a new seq, so it ships
@@ -146,7 +161,8 @@ CREATE TABLE outbox (
     last_error_us INTEGER
 );
 -- The gateway's copy of the clients' own records of their calls (client_timings held only
--- their durations): joined to the gateway's record by its request id.
+-- their durations): joined to the gateway's record by its request id. Not part of the write
+-- sequence or the chain: the gateway's own records are the authoritative, chained ones.
 CREATE TABLE client_calls (
     id TEXT PRIMARY KEY,
     time_us INTEGER NOT NULL DEFAULT 0,
@@ -174,17 +190,10 @@ CREATE TABLE client_calls (
     request_id TEXT,
     access_method TEXT NOT NULL DEFAULT 'cli',
     decision TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    seq INTEGER
+    reason TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
-CREATE TEMP TABLE numbered AS
-    SELECT request_id AS id, ROW_NUMBER() OVER (ORDER BY request_id) AS n FROM client_timings;
-INSERT INTO client_calls (id, command_id, request_id, duration_us, status, seq)
-    SELECT t.request_id, t.command_id, t.request_id, t.duration_us, t.status,
-           (SELECT last FROM sequence) + (SELECT n FROM temp.numbered WHERE numbered.id = t.request_id)
-    FROM client_timings t;
-UPDATE sequence SET last = last + (SELECT COUNT(*) FROM temp.numbered);
-DROP TABLE temp.numbered;
+INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
+    SELECT request_id, command_id, request_id, duration_us, status FROM client_timings;
 DROP TABLE client_timings;
 "#,
 ];
@@ -204,7 +213,8 @@ enum WriteOp {
     Command(Box<Command>),
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
-    /// Answered (true: committed) once everything queued before it is written, for async callers.
+    /// Answered once the records queued before it are committed (true) or could not be (false,
+    /// they are held and retried), for async callers that must wait for the disk.
     Commit(tokio::sync::oneshot::Sender<bool>),
 }
 
@@ -227,7 +237,14 @@ impl AuditStore {
             path: path.to_path_buf(),
         };
         let mut conn = store.connect(false)?;
-        migrate(&mut conn, MIGRATIONS).map_err(|e| store.err(e))?;
+        // The chain's migration journals the records already there, in its own transaction.
+        migrate_then(&mut conn, MIGRATIONS, |tx, step| {
+            if MIGRATIONS[step] == chain::MIGRATION {
+                chain::adopt_existing(tx)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| store.err(e))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| store.err(e))?;
@@ -259,6 +276,15 @@ impl AuditStore {
     /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
     /// `AuditWriter::close` flushes everything still queued.
     pub fn start_writer(&self, capacity: usize) -> Result<(AuditSink, AuditWriter), StoreError> {
+        self.start_writer_with(capacity, WriterConfig::default())
+    }
+
+    /// `start_writer` with a choice of what happens to records while the store fails.
+    pub fn start_writer_with(
+        &self,
+        capacity: usize,
+        config: WriterConfig,
+    ) -> Result<(AuditSink, AuditWriter), StoreError> {
         let conn = self.connect(false)?;
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
@@ -266,7 +292,7 @@ impl AuditStore {
         let path = self.path.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(conn, rx, &thread_stats, &path))
+            .spawn(move || write_loop(conn, rx, &thread_stats, &path, config))
             .map_err(|e| StoreError::Dir {
                 path: self.path.clone(),
                 source: e,
@@ -290,8 +316,9 @@ impl AuditStore {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        let mut journal = chain::Appender::default();
         for cmd in commands {
-            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+            upsert_command(&tx, &mut journal, cmd).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -501,6 +528,144 @@ impl AuditStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Records (calls and commands) written after sequence number `after` that match `filter`,
+    /// in write order, at most `limit`, read from one snapshot. `through` says how far the
+    /// scan is complete: every matching record up to it is in `records`, so a follower may
+    /// continue from `through` even when the filter matched nothing.
+    pub fn records_after(
+        &self,
+        after: i64,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<SeqBatch, StoreError> {
+        let mut conn = self.connect(true)?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let last: i64 = tx
+            .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let mut records = Vec::new();
+        let limit_value = Value::Integer(limit as i64);
+        {
+            let (clause, mut values) = filter.call_clause();
+            values.insert(0, Value::Integer(after));
+            values.push(limit_value.clone());
+            let sql = format!(
+                "SELECT {CALL_COLUMNS}, cmd.command_line, \
+                 COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
+                 CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END, c.seq \
+                 FROM api_calls c INDEXED BY api_calls_seq \
+                 LEFT JOIN commands cmd ON cmd.id = c.command_id \
+                 LEFT JOIN client_calls t ON t.id = c.request_id \
+                 WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?"
+            );
+            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params_from_iter(values), |row| {
+                    Ok(Sequenced {
+                        seq: row.get(30)?,
+                        record: Record::Call(CallRow {
+                            call: call_from_row(row)?,
+                            command_line: opt_text(row, 27)?,
+                            client_duration_us: row.get(28)?,
+                            gateway_duration_us: row.get(29)?,
+                        }),
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                records.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        {
+            let (clause, mut values) = filter.command_clause();
+            values.insert(0, Value::Integer(after));
+            values.push(limit_value);
+            let columns = COMMAND_COLUMNS
+                .split(", ")
+                .map(|c| format!("cmd.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {columns}, \
+                 (SELECT group_concat(cls || '=' || n) FROM \
+                    (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
+                            COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)), cmd.seq \
+                 FROM commands cmd INDEXED BY commands_seq \
+                 WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?"
+            );
+            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params_from_iter(values), |row| {
+                    let command = command_from_row(row)?;
+                    let statuses: std::collections::BTreeMap<String, i64> = opt_text(row, 12)?
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|part| part.split_once('='))
+                        .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                        .collect();
+                    Ok(Sequenced {
+                        seq: row.get(13)?,
+                        record: Record::Command(CommandRow {
+                            calls: statuses.values().sum(),
+                            duration_us: command.ended_us.map(|end| end - command.started_us),
+                            statuses,
+                            command,
+                        }),
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                records.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        records.sort_by_key(|r| r.seq);
+        // Each kind was cut at `limit`: past the limit-th record of the merge, one kind may
+        // be missing rows, so the scan is complete only up to there.
+        let through = if records.len() >= limit {
+            records.truncate(limit);
+            records.last().map_or(after, |r| r.seq)
+        } else {
+            last.max(after)
+        };
+        Ok(SeqBatch { records, through })
+    }
+
+    /// Walks the store's chain (see `audit::chain`): every record that was changed, inserted or
+    /// deleted outside ztk, and the signed checkpoints (against `pinned`, when given).
+    pub fn verify(&self, pinned: Option<&[u8]>) -> Result<chain::Report, StoreError> {
+        let mut conn = self.connect(true)?;
+        chain::verify(&mut conn, pinned).map_err(|e| self.err(e))
+    }
+
+    /// Signs the chain's head with `key` if it moved since the last checkpoint.
+    pub fn checkpoint(
+        &self,
+        key: &chain::SigningKey,
+    ) -> Result<Option<chain::Checkpoint>, StoreError> {
+        let mut conn = self.connect(false)?;
+        chain::checkpoint(&mut conn, key, super::model::now_us()).map_err(|e| self.err(e))
+    }
+
+    /// Deletes records written before `upto` (a `seq`) the way retention must: `delete` runs the
+    /// DELETE statements (only rows with `seq < upto`; which ones is the caller's policy, e.g.
+    /// shipped and old), and in the same transaction the chain records the prune, so `verify`
+    /// accepts the shorter store. Returns what `delete` returned and the prune.
+    pub fn prune_before<T>(
+        &self,
+        upto: i64,
+        delete: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<(T, chain::Prune), StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let result = delete(&tx).map_err(|e| self.err(e))?;
+        let seq = next_seq(&tx).map_err(|e| self.err(e))?;
+        let prune = chain::record_prune(&tx, seq, upto.min(seq)).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((result, prune))
+    }
+
     /// Finds commands whose id contains `part` (at most two: the caller wants exactly one).
     /// UUIDv7 ids begin with their timestamp, so listings show their random tail instead.
     pub fn find_command(&self, part: &str) -> Result<Vec<Command>, StoreError> {
@@ -514,6 +679,31 @@ impl AuditStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// One record of either kind, as `records_after` reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+// Most records are calls: boxing them would add an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Call(CallRow),
+    Command(CommandRow),
+}
+
+/// A record with the write sequence number of its latest write.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sequenced {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// What `records_after` found, and how far the scan is complete.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeqBatch {
+    pub records: Vec<Sequenced>,
+    pub through: i64,
 }
 
 /// Opens a connection with the settings every ztk connection uses.
@@ -543,6 +733,15 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
 /// open a new store at once (the exec plugin and the proxy it starts): each step takes the write
 /// lock first and re-reads the version, so a step is applied exactly once.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    migrate_then(conn, migrations, |_, _| Ok(()))
+}
+
+/// `migrate`, running `after(tx, i)` in the transaction of step `i`, after its SQL.
+pub fn migrate_then(
+    conn: &mut Connection,
+    migrations: &[&str],
+    after: impl Fn(&Connection, usize) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= migrations.len() as i64 {
         return Ok(());
@@ -554,28 +753,77 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<(
             continue;
         }
         tx.execute_batch(sql)?;
+        after(&tx, i)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
 }
 
-/// Counters of the writer: how many records were committed, and how many could not be.
+/// Counters of the writer, readable at any time (atomics: the gateway reads `healthy` on every
+/// request). A record is either written, held for a retry (`pending`), spilled to a file when
+/// the writer had to stop with the store still failing, or counted in `failed` — never dropped
+/// without being counted.
 #[derive(Default, Debug)]
 pub struct WriterStats {
     pub written: AtomicU64,
+    /// Records lost: not written, not held, not spilled (the writer had stopped, or a
+    /// best-effort writer's retry buffer was full).
     pub failed: AtomicU64,
-    /// Whether the last batch failed (a full disk, a read-only file): fail-closed callers
-    /// refuse new work while it is set.
-    pub failing: std::sync::atomic::AtomicBool,
+    /// Records held in memory after a failed write, retried until the store takes them.
+    pub pending: AtomicU64,
+    /// Records whose first write failed (whether or not a retry wrote them later).
+    pub delayed: AtomicU64,
+    /// Write transactions that failed.
+    pub write_errors: AtomicU64,
+    /// Records written to a spill file because the store still failed when the writer closed.
+    pub spilled: AtomicU64,
+    /// Set while the last write failed; cleared by the next successful one.
+    unhealthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
 }
 
-/// A sink for when the store cannot even be opened (best-effort mode): every record counts
-/// as failed, flushes are answered at once.
-pub fn failing_sink() -> (AuditSink, AuditWriter) {
+impl WriterStats {
+    /// False while the store is not taking writes (the last attempt failed).
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A copy of the counters, for status answers and summaries.
+    pub fn status(&self) -> WriterStatus {
+        WriterStatus {
+            healthy: self.healthy(),
+            written: self.written.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            delayed: self.delayed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            spilled: self.spilled.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            last_error: self.last_error(),
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        self.unhealthy.store(error.is_some(), Ordering::Relaxed);
+        if let Some(e) = error {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+    }
+}
+
+/// A sink for when the store cannot even be opened (a best-effort client runs on): every record
+/// counts as failed, the sink reports itself unhealthy, flushes are answered at once.
+pub fn failing_sink(reason: &str) -> (AuditSink, AuditWriter) {
     let (tx, rx) = sync_channel::<WriteOp>(64);
     let stats = Arc::new(WriterStats::default());
-    stats.failing.store(true, Ordering::Relaxed);
+    stats.set_error(Some(reason.to_string()));
     let thread_stats = stats.clone();
     let thread = std::thread::spawn(move || {
         while let Ok(op) = rx.recv() {
@@ -586,7 +834,7 @@ pub fn failing_sink() -> (AuditSink, AuditWriter) {
                 WriteOp::Commit(done) => {
                     let _ = done.send(false);
                 }
-                _ => {
+                WriteOp::Call(_) | WriteOp::Command(_) => {
                     thread_stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -602,6 +850,61 @@ pub fn failing_sink() -> (AuditSink, AuditWriter) {
             stats,
         },
     )
+}
+
+/// A snapshot of [`WriterStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterStatus {
+    pub healthy: bool,
+    pub written: u64,
+    pub pending: u64,
+    pub delayed: u64,
+    pub failed: u64,
+    pub spilled: u64,
+    pub write_errors: u64,
+    /// The last write error (kept after recovery, for the report).
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Display for WriterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; {} records written, {} held for retry, {} delayed by write failures, {} spilled to a file, {} lost",
+            if self.healthy { "writing" } else { "NOT WRITING" },
+            self.written,
+            self.pending,
+            self.delayed,
+            self.spilled,
+            self.failed
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, " (last error: {e})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the writer does with records while the store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Records held in memory for a retry, at most.
+    pub hold_max: usize,
+    /// With the hold full: true stops taking records (senders wait: nothing is lost, for
+    /// fail-closed), false takes them and counts them as lost (best-effort).
+    pub wait_when_full: bool,
+    /// After the last sink is gone, how long to keep retrying before spilling to a file.
+    pub close_grace: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            hold_max: 100_000,
+            wait_when_full: false,
+            close_grace: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Where relays hand their records. Cheap to clone; never blocks the caller.
@@ -660,9 +963,14 @@ impl AuditSink {
         &self.stats
     }
 
+    /// Whether the store is taking writes (one atomic load: cheap enough for every request).
+    pub fn healthy(&self) -> bool {
+        self.stats.healthy()
+    }
+
     /// Records `call` and waits (without blocking a thread) until the writer has committed it:
-    /// false when it could not be written. For fail-closed callers that must not answer a
-    /// request before its record is on disk.
+    /// false when it could not be written (yet). For fail-closed callers that must not forward
+    /// a request before its record is on disk.
     pub async fn record_call_committed(&self, call: ApiCall) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(WriteOp::Call(Box::new(call)));
@@ -678,7 +986,8 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Waits until every record queued before all sinks were dropped is committed.
+    /// Waits until every record queued before all sinks were dropped is committed (or, with the
+    /// store still failing after the close grace, spilled to a file).
     /// Call after dropping every `AuditSink` (the thread ends when the channel closes).
     pub fn close(mut self) -> Arc<WriterStats> {
         if let Some(thread) = self.thread.take() {
@@ -686,71 +995,220 @@ impl AuditWriter {
         }
         self.stats.clone()
     }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
 }
 
 const BATCH_MAX: usize = 2048;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
-fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, path: &Path) {
-    let mut batch = Vec::with_capacity(BATCH_MAX);
-    let mut flushes = Vec::new();
-    let mut commits = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            match op {
-                WriteOp::Flush(done) => flushes.push(done),
-                WriteOp::Commit(done) => commits.push(done),
-                op => batch.push(op),
+/// The writer thread: commits what is queued in batches. A failed batch is kept (up to
+/// `hold_max` records, growing with what arrives meanwhile) and retried with backoff until the
+/// store takes it; `stats` says all the while that the store is failing.
+fn write_loop(
+    mut conn: Connection,
+    rx: Receiver<WriteOp>,
+    stats: &WriterStats,
+    path: &Path,
+    config: WriterConfig,
+) {
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_MAX);
+    let mut flushes: Vec<Waiter> = Vec::new();
+    // Records at the front of `batch` that already failed once (counted in `delayed`).
+    let mut held = 0usize;
+    let mut backoff = RETRY_MIN;
+    let mut closed_at: Option<std::time::Instant> = None;
+    let take = |op: WriteOp, batch: &mut Vec<WriteOp>, flushes: &mut Vec<Waiter>| match op {
+        WriteOp::Flush(done) => flushes.push(Waiter::Flush(done)),
+        WriteOp::Commit(done) => flushes.push(Waiter::Commit(done)),
+        op => batch.push(op),
+    };
+    loop {
+        if held == 0 {
+            // Healthy: wait for work, then take what is queued (up to a batch).
+            match rx.recv() {
+                Ok(op) => take(op, &mut batch, &mut flushes),
+                Err(_) => break,
             }
-            if batch.len() < BATCH_MAX {
-                next = rx.try_recv().ok();
-            }
-        }
-        let n = batch.len() as u64;
-        let result: rusqlite::Result<()> = if batch.is_empty() {
-            Ok(())
-        } else {
-            write_batch(&mut conn, &batch)
-        };
-        match result {
-            Ok(()) => {
-                stats.written.fetch_add(n, Ordering::Relaxed);
-                if n > 0 {
-                    stats.failing.store(false, Ordering::Relaxed);
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(op) => take(op, &mut batch, &mut flushes),
+                    Err(_) => break,
                 }
             }
-            Err(err) => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
-                stats.failing.store(true, Ordering::Relaxed);
-                tracing::error!(
-                    "could not write {n} audit records to {}: {err}",
-                    path.display()
-                );
-                eprintln!(
-                    "ztk: could not write {n} audit records to {}: {err}",
-                    path.display()
-                );
+        } else {
+            // Failing: wait out the backoff, holding what arrives meanwhile.
+            let until = std::time::Instant::now() + backoff;
+            while closed_at.is_none() {
+                let full = batch.len() >= config.hold_max;
+                if full && config.wait_when_full {
+                    std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+                    break;
+                }
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(WriteOp::Flush(done)) => flushes.push(Waiter::Flush(done)),
+                    Ok(WriteOp::Commit(done)) => flushes.push(Waiter::Commit(done)),
+                    Ok(_) if full => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("audit record lost: the store is failing and {} records are already held", batch.len());
+                    }
+                    Ok(op) => batch.push(op),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        closed_at = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            if closed_at.is_some() {
+                std::thread::sleep(backoff);
             }
         }
-        batch.clear();
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+        let n = batch.len();
+        if n == 0 {
+            answer(&mut flushes);
+            continue;
         }
-        let committed = !stats.failing.load(Ordering::Relaxed);
-        for done in commits.drain(..) {
-            let _ = done.send(committed);
+        match write_batch(&mut conn, &batch) {
+            Ok(()) => {
+                stats.written.fetch_add(n as u64, Ordering::Relaxed);
+                if held > 0 {
+                    tracing::warn!(
+                        "audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
+                    eprintln!(
+                        "ztk: audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
+                }
+                stats.pending.store(0, Ordering::Relaxed);
+                stats.set_error(None);
+                batch.clear();
+                held = 0;
+                backoff = RETRY_MIN;
+                answer(&mut flushes);
+            }
+            Err(err) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .delayed
+                    .fetch_add((n - held) as u64, Ordering::Relaxed);
+                stats.pending.store(n as u64, Ordering::Relaxed);
+                if held == 0 {
+                    tracing::error!(
+                        "could not write {n} audit records to {}: {err}; holding them and retrying",
+                        path.display()
+                    );
+                    eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
+                }
+                stats.set_error(Some(err.to_string()));
+                // Whoever waits for a commit hears now that it did not happen.
+                flushes.retain_mut(|w| match w {
+                    Waiter::Commit(_) => {
+                        if let Waiter::Commit(done) = std::mem::replace(w, Waiter::Gone) {
+                            let _ = done.send(false);
+                        }
+                        false
+                    }
+                    Waiter::Flush(_) => true,
+                    Waiter::Gone => false,
+                });
+                held = n;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                if closed_at.is_some_and(|t| t.elapsed() >= config.close_grace) {
+                    spill(&batch, stats, path);
+                    batch.clear();
+                    answer_with(&mut flushes, false);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Who waits on the writer: a flush (answered when the writer is done with what came before),
+/// or a commit (answered whether what came before is on disk).
+enum Waiter {
+    Flush(SyncSender<()>),
+    Commit(tokio::sync::oneshot::Sender<bool>),
+    Gone,
+}
+
+fn answer(flushes: &mut Vec<Waiter>) {
+    answer_with(flushes, true)
+}
+
+fn answer_with(flushes: &mut Vec<Waiter>, committed: bool) {
+    for waiter in flushes.drain(..) {
+        match waiter {
+            Waiter::Flush(done) => {
+                let _ = done.send(());
+            }
+            Waiter::Commit(done) => {
+                let _ = done.send(committed);
+            }
+            Waiter::Gone => {}
+        }
+    }
+}
+
+/// The writer must stop while the store still fails: the held records go to a 0600 NDJSON file
+/// beside the store (`{"call": …}` / `{"command": …}` per line) instead of vanishing.
+fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
+    let file = path.with_extension(format!("unwritten-{}.ndjson", super::model::now_us()));
+    let mut text = String::new();
+    for op in batch {
+        let line = match op {
+            WriteOp::Call(c) => serde_json::json!({ "call": c }),
+            WriteOp::Command(c) => serde_json::json!({ "command": c }),
+            WriteOp::Flush(_) | WriteOp::Commit(_) => continue,
+        };
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let n = batch.len() as u64;
+    stats.pending.store(0, Ordering::Relaxed);
+    match crate::fsutil::write_private(&file, text.as_bytes()) {
+        Ok(()) => {
+            stats.spilled.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(
+                "audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
+        }
+        Err(err) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(
+                "{n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: {n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
         }
     }
 }
 
 fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut journal = chain::Appender::default();
     for op in batch {
         match op {
-            WriteOp::Call(call) => insert_call(&tx, call)?,
-            WriteOp::Command(cmd) => {
-                upsert_command(&tx, cmd)?;
-            }
+            WriteOp::Call(call) => insert_call(&tx, &mut journal, call)?,
+            WriteOp::Command(cmd) => upsert_command(&tx, &mut journal, cmd)?,
             WriteOp::Flush(_) | WriteOp::Commit(_) => {}
         }
     }
@@ -764,83 +1222,104 @@ pub(super) fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
-    let seq = next_seq(conn)?;
-    let mut stmt = conn.prepare_cached(
+/// Writes a call and returns its content as stored, for the chain.
+static INSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    )?;
-    stmt.execute(params![
-        c.id.to_string(),
-        c.time_us,
-        c.user,
-        c.cluster,
-        c.namespace,
-        c.resource,
-        c.subresource,
-        c.name,
-        c.api_group,
-        c.api_version,
-        c.verb,
-        c.method,
-        c.path,
-        c.query,
-        c.status,
-        c.duration_us,
-        c.bytes_in as i64,
-        c.bytes_out as i64,
-        c.user_agent,
-        c.source_ip,
-        c.kubectl_command,
-        c.kubectl_session,
-        c.command_id.map(|id| id.to_string()),
-        c.request_id.map(|id| id.to_string()),
-        c.access_method.as_str(),
-        c.decision,
-        c.reason,
-        seq,
-    ])?;
-    Ok(())
-}
+         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         RETURNING {}",
+        chain::CALL_FIELDS
+    )
+});
 
-/// Inserts a command or brings its end up to date; returns 0 when nothing changed (the same
-/// record again, or an id that belongs to another user's command, which is never touched).
-pub(super) fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<usize> {
-    let seq = next_seq(conn)?;
-    upsert_command_seq(conn, c, seq)
-}
-
-/// `upsert_command` with a sequence number the caller took (a batch takes a range at once).
-pub(super) fn upsert_command_seq(
-    conn: &Connection,
-    c: &Command,
-    seq: i64,
-) -> rusqlite::Result<usize> {
-    let mut stmt = conn.prepare_cached(
+/// Inserts a command or, for a known id, records its end; returns the row as it now is.
+static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq \
-         WHERE commands.user = excluded.user AND (commands.ended_us IS NOT excluded.ended_us \
-         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls)",
+         api_calls = excluded.api_calls, seq = excluded.seq RETURNING {}",
+        chain::COMMAND_FIELDS
+    )
+});
+
+fn insert_call(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &ApiCall,
+) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
+    let mut stmt = conn.prepare_cached(&INSERT_CALL)?;
+    // The hash is taken over the row as stored (RETURNING), exactly what `verify` reads back.
+    let id = c.id.to_string();
+    let content = stmt.query_row(
+        params![
+            id,
+            c.time_us,
+            c.user,
+            c.cluster,
+            c.namespace,
+            c.resource,
+            c.subresource,
+            c.name,
+            c.api_group,
+            c.api_version,
+            c.verb,
+            c.method,
+            c.path,
+            c.query,
+            c.status,
+            c.duration_us,
+            c.bytes_in as i64,
+            c.bytes_out as i64,
+            c.user_agent,
+            c.source_ip,
+            c.kubectl_command,
+            c.kubectl_session,
+            c.command_id.map(|id| id.to_string()),
+            c.request_id.map(|id| id.to_string()),
+            c.access_method.as_str(),
+            c.decision,
+            c.reason,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Call, row, 0),
     )?;
-    stmt.execute(params![
-        c.id.to_string(),
-        c.started_us,
-        c.ended_us,
-        c.user,
-        c.cluster,
-        serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
-        c.command_line,
-        c.exit_code,
-        c.api_calls,
-        c.access_method.as_str(),
-        c.cwd,
-        c.host,
-        seq,
-    ])
+    journal.append(conn, seq, Kind::Call, &id, &content)?;
+    Ok(())
+}
+
+fn upsert_command(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &Command,
+) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
+    let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
+    // An update keeps the first write's other columns: hash the row as it now is.
+    let id = c.id.to_string();
+    let content = stmt.query_row(
+        params![
+            id,
+            c.started_us,
+            c.ended_us,
+            c.user,
+            c.cluster,
+            serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+            c.command_line,
+            c.exit_code,
+            c.api_calls,
+            c.access_method.as_str(),
+            c.cwd,
+            c.host,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Command, row, 0),
+    )?;
+    journal.append(conn, seq, Kind::Command, &id, &content)?;
+    Ok(())
 }
 
 /// A TEXT column as a String, replacing invalid UTF-8 (which only a hand edit of the file can
@@ -966,6 +1445,54 @@ mod tests {
     }
 
     #[test]
+    fn records_after_follows_write_order_across_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let (sink, writer) = store.start_writer(16).unwrap();
+        let mut cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            cluster: "dev".into(),
+            argv: vec!["kubectl".into()],
+            command_line: "kubectl get po".into(),
+            ..Default::default()
+        };
+        sink.record_command(cmd.clone()); // 1
+        sink.record_call(call("alice", 200, Some(cmd.id))); // 2
+        sink.record_call(call("bob", 404, None)); // 3
+        cmd.ended_us = Some(now_us());
+        cmd.exit_code = Some(0);
+        sink.record_command(cmd.clone()); // 4: the same command again, updated
+        drop(sink);
+        writer.close();
+        let all = store.records_after(0, &Filter::default(), 100).unwrap();
+        let seqs: Vec<i64> = all.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4], "the command's first write was replaced");
+        assert_eq!(all.through, 4);
+        assert!(
+            matches!(&all.records[2].record, Record::Command(c) if c.command.exit_code == Some(0) && c.calls == 1)
+        );
+        let bob = store
+            .records_after(0, &Filter::parse_query("user:bob").unwrap(), 100)
+            .unwrap();
+        assert_eq!(bob.records.len(), 1);
+        assert_eq!(bob.through, 4, "the scan covered everything");
+        let first = store.records_after(0, &Filter::default(), 2).unwrap();
+        assert_eq!(first.records.len(), 2);
+        assert_eq!(first.through, 3);
+        let rest = store
+            .records_after(first.through, &Filter::default(), 2)
+            .unwrap();
+        assert_eq!(rest.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
+        assert!(store
+            .records_after(4, &Filter::default(), 10)
+            .unwrap()
+            .records
+            .is_empty());
+    }
+
+    #[test]
     fn migration_numbers_existing_records_in_time_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -996,23 +1523,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gw.db");
         let mut conn = open_connection(&path, false).unwrap();
-        migrate(&mut conn, &MIGRATIONS[..3]).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
         conn.execute_batch(
             "INSERT INTO client_timings VALUES ('r1', 'm1', 1234, 200), ('r2', NULL, 5, 404);",
         )
         .unwrap();
         drop(conn);
         let store = AuditStore::open(&path).unwrap();
-        assert_eq!(store.last_seq().unwrap(), 2);
         let conn = open_connection(&path, true).unwrap();
-        let (d, seq): (i64, i64) = conn
+        let d: i64 = conn
             .query_row(
-                "SELECT duration_us, seq FROM client_calls WHERE id = 'r1' AND request_id = 'r1' AND command_id = 'm1'",
+                "SELECT duration_us FROM client_calls WHERE id = 'r1' AND request_id = 'r1' AND command_id = 'm1'",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .unwrap();
-        assert_eq!((d, seq), (1234, 1));
+        assert_eq!(d, 1234);
+        // Not a write of the chained tables: the sequence and the chain are untouched.
+        assert_eq!(store.last_seq().unwrap(), 0);
+        assert!(store.verify(None).unwrap().ok());
     }
 
     /// An insert as a store at schema 2 (before the sequence) wrote it.
@@ -1025,6 +1554,145 @@ mod tests {
             params![id, c.time_us, c.user, c.cluster],
         )
         .unwrap();
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_failing_store_holds_records_and_writes_them_when_it_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let (sink, writer) = store.start_writer(16).unwrap();
+        sink.record_call(call("alice", 200, None));
+        assert!(sink.flush(Duration::from_secs(5)));
+        assert!(sink.healthy());
+        // Break the store under the writer (another connection renames a table it writes).
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        for _ in 0..5 {
+            sink.record_call(call("bob", 200, None));
+        }
+        wait_until("the writer reports the failure", || !sink.healthy());
+        let status = sink.stats().status();
+        assert!(status.pending >= 1 && status.delayed >= 1, "{status:?}");
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("sequence"),
+            "{status:?}"
+        );
+        sink.record_call(call("carol", 200, None));
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
+        assert!(sink.flush(Duration::from_secs(10)));
+        let status = sink.stats().status();
+        assert!(status.healthy, "{status:?}");
+        assert_eq!((status.written, status.pending, status.failed), (7, 0, 0));
+        assert!(status.delayed <= 6, "{status:?}");
+        drop(sink);
+        writer.close();
+        assert_eq!(store.list_calls(&Filter::default()).unwrap().len(), 7);
+        assert!(store.verify(None).unwrap().ok());
+    }
+
+    #[test]
+    fn a_best_effort_writer_counts_what_its_full_hold_cannot_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let config = WriterConfig {
+            hold_max: 2,
+            ..Default::default()
+        };
+        let (sink, writer) = store.start_writer_with(16, config).unwrap();
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        sink.record_call(call("alice", 200, None));
+        sink.record_call(call("alice", 200, None));
+        wait_until("the writer holds two records", || {
+            sink.stats().status().pending == 2
+        });
+        for _ in 0..3 {
+            sink.record_call(call("bob", 200, None));
+        }
+        wait_until("the overflow is counted", || {
+            sink.stats().status().failed == 3
+        });
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
+        assert!(sink.flush(Duration::from_secs(10)));
+        drop(sink);
+        let status = writer.close().status();
+        assert_eq!(
+            (status.written, status.failed, status.pending),
+            (2, 3, 0),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn a_store_still_failing_at_close_spills_held_records_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let config = WriterConfig {
+            close_grace: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (sink, writer) = store.start_writer_with(16, config).unwrap();
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        let calls: Vec<ApiCall> = (0..3).map(|_| call("alice", 200, None)).collect();
+        for c in &calls {
+            sink.record_call(c.clone());
+        }
+        drop(sink);
+        let stats = writer.close().status();
+        assert_eq!(
+            (stats.spilled, stats.failed, stats.written),
+            (3, 0, 0),
+            "{stats:?}"
+        );
+        let spilled: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("unwritten"))
+            .collect();
+        assert_eq!(spilled.len(), 1);
+        let text = std::fs::read_to_string(spilled[0].path()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["call"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            calls.iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -1085,18 +1753,8 @@ mod tests {
             ..Default::default()
         };
         store.upsert_commands(&[cmd.clone()]).unwrap();
-        let seq = store.last_seq().unwrap();
-        // The same record again changes nothing.
-        store.upsert_commands(&[cmd.clone()]).unwrap();
-        let conn = open_connection(store.path(), true).unwrap();
-        let row_seq = |conn: &Connection| -> i64 {
-            conn.query_row("SELECT seq FROM commands", [], |r| r.get(0))
-                .unwrap()
-        };
-        assert_eq!(row_seq(&conn), seq);
         cmd.exit_code = Some(3);
         store.upsert_commands(&[cmd.clone(), cmd.clone()]).unwrap();
-        assert!(row_seq(&conn) > seq);
         let batch = store.outbox_batch("alice", 10).unwrap();
         assert_eq!(batch.commands.len(), 1);
         assert_eq!(batch.commands[0].exit_code, Some(3));

@@ -172,6 +172,18 @@ impl GatewayApi {
             .map(|_| ())
     }
 
+    /// The gateway verifies its audit chain (administrators only).
+    pub async fn audit_verify(&self, token: &str) -> Result<protocol::AuditVerifyAnswer, ApiError> {
+        self.call(Method::POST, protocol::AUDIT_VERIFY_PATH, Some(token), None)
+            .await
+    }
+
+    /// The gateway's audit writer status (administrators only).
+    pub async fn audit_health(&self, token: &str) -> Result<protocol::AuditHealth, ApiError> {
+        self.call(Method::GET, protocol::AUDIT_HEALTH_PATH, Some(token), None)
+            .await
+    }
+
     /// One page of the gateway's audit trail.
     pub async fn query<T: serde::de::DeserializeOwned>(
         &self,
@@ -182,6 +194,22 @@ impl GatewayApi {
         self.call(
             Method::POST,
             protocol::AUDIT_QUERY_PATH,
+            Some(token),
+            Some(payload),
+        )
+        .await
+    }
+
+    /// Records written after a sequence number (a long poll; see `protocol::AuditTail`).
+    pub async fn tail(
+        &self,
+        token: &str,
+        query: &protocol::AuditTail,
+    ) -> Result<crate::audit::SeqBatch, ApiError> {
+        let payload = serde_json::to_vec(query).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(
+            Method::POST,
+            protocol::AUDIT_TAIL_PATH,
             Some(token),
             Some(payload),
         )

@@ -255,7 +255,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if ctx.fail_closed && ctx.sink.stats().failing.load(Ordering::Relaxed) {
+    if ctx.fail_closed && !ctx.sink.healthy() {
         let message = "ztk: the local audit store cannot be written (see `ztk audit status`); in fail-closed mode ([audit] mode in config.toml) calls are refused until it can";
         return body::refusal(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -242,7 +242,8 @@ async fn serve_unrecorded(
     server_tls: Arc<rustls::ServerConfig>,
     running: impl Sized,
 ) -> Result<i32> {
-    let (sink, writer) = crate::audit::store::failing_sink();
+    let (sink, writer) =
+        crate::audit::store::failing_sink("the local audit store cannot be opened");
     let ctx = Arc::new(ProxyContext::new(
         Access::Issued {
             key,

@@ -22,6 +22,9 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::INGEST_PATH) => super::ingest::handle(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
+        (Method::POST, protocol::AUDIT_TAIL_PATH) => audit_tail(gateway, req).await,
+        (Method::POST, protocol::AUDIT_VERIFY_PATH) => super::audit::verify(gateway, req).await,
+        (Method::GET, protocol::AUDIT_HEALTH_PATH) => super::audit::health(&gateway, &req),
         (Method::POST, protocol::CAN_I_PATH) => can_i(gateway, req).await,
         (Method::POST, protocol::WHO_CAN_PATH) => who_can(gateway, req).await,
         (Method::POST, protocol::ACCESS_LIST_PATH) => access_list(gateway, req).await,
@@ -31,6 +34,9 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             | protocol::SESSION_PATH
             | protocol::INGEST_PATH
             | protocol::AUDIT_QUERY_PATH
+            | protocol::AUDIT_TAIL_PATH
+            | protocol::AUDIT_VERIFY_PATH
+            | protocol::AUDIT_HEALTH_PATH
             | protocol::CAN_I_PATH
             | protocol::WHO_CAN_PATH
             | protocol::ACCESS_LIST_PATH,
@@ -51,7 +57,7 @@ fn bad_request(message: String) -> Response<Body> {
     body::status_response(StatusCode::BAD_REQUEST, "BadRequest", &message)
 }
 
-fn internal(err: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn internal(err: impl std::fmt::Display) -> Response<Body> {
     tracing::error!("gateway API failed: {err}");
     body::status_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,19 +171,8 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
             protocol::MAX_PAGE
         ));
     }
-    let admin = session
-        .groups
-        .iter()
-        .any(|g| gateway.admin_groups.contains(g));
-    if !admin {
-        if query.filter.users.iter().any(|u| *u != session.user) {
-            return body::status_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
-            );
-        }
-        query.filter.users = vec![session.user.clone()];
+    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
+        return resp;
     }
     let store = gateway.audit_store.clone();
     let result = tokio::task::spawn_blocking(move || match query.view {
@@ -197,6 +192,88 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
     }
 }
 
+/// Administrators (members of an `admin_groups` group) read everything; everyone else only
+/// their own records: the filter is narrowed to them, and asking for others is refused.
+#[allow(clippy::result_large_err)]
+fn restrict_to_own(
+    gateway: &Gateway,
+    session: &Session,
+    filter: &mut crate::audit::Filter,
+) -> Result<(), Response<Body>> {
+    let admin = session
+        .groups
+        .iter()
+        .any(|g| gateway.admin_groups.contains(g));
+    if !admin {
+        if filter.users.iter().any(|u| *u != session.user) {
+            return Err(body::status_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
+            ));
+        }
+        filter.users = vec![session.user.clone()];
+    }
+    Ok(())
+}
+
+/// How often a waiting tail request looks for new records.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Follows the audit trail by write sequence (long poll), with the query API's access rule.
+/// Open-stream records are left out: their final records follow with new sequence numbers.
+async fn audit_tail(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match session_of(&gateway, &req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let mut query: protocol::AuditTail = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if query.limit == 0 || query.limit > protocol::MAX_PAGE {
+        return bad_request(format!(
+            "limit must be between 1 and {}",
+            protocol::MAX_PAGE
+        ));
+    }
+    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
+        return resp;
+    }
+    let store = gateway.audit_store.clone();
+    let Some(mut after) = query.after_seq else {
+        return match tokio::task::spawn_blocking(move || store.last_seq()).await {
+            Ok(Ok(last)) => json(&crate::audit::SeqBatch {
+                records: Vec::new(),
+                through: last,
+            }),
+            Ok(Err(err)) => internal(err),
+            Err(err) => internal(err),
+        };
+    };
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(query.wait_ms.min(protocol::MAX_TAIL_WAIT_MS));
+    let filter = Arc::new(query.filter);
+    loop {
+        let (s, f, limit) = (store.clone(), filter.clone(), query.limit);
+        let batch =
+            match tokio::task::spawn_blocking(move || s.records_after(after, &f, limit)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(err)) => return internal(err),
+                Err(err) => return internal(err),
+            };
+        let mut batch = batch;
+        batch
+            .records
+            .retain(|r| !crate::sinks::format::is_open_stream(r));
+        if !batch.records.is_empty() || tokio::time::Instant::now() >= deadline {
+            return json(&batch);
+        }
+        after = batch.through;
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + TAIL_POLL)).await;
+    }
+}
+
 impl super::Gateway {
     /// The bindings that apply to a user, for `ztk status`.
     pub fn roles_of(&self, user: &str, groups: &[String]) -> Vec<protocol::RoleGrant> {
@@ -213,7 +290,10 @@ impl super::Gateway {
 
 /// The caller's session, or the 401 to answer (its message says to run `ztk login`).
 #[allow(clippy::result_large_err)]
-fn session_of(gateway: &Gateway, req: &Request<Body>) -> Result<Session, Response<Body>> {
+pub(super) fn session_of(
+    gateway: &Gateway,
+    req: &Request<Body>,
+) -> Result<Session, Response<Body>> {
     gateway.authenticate(req.headers()).map_err(|message| {
         body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
     })

@@ -39,6 +39,15 @@ struct RawConfig {
     /// Custom roles, beside the built-in view, edit, admin and cluster-admin.
     #[serde(default)]
     roles: Vec<RawRole>,
+    /// Where the audit trail is streamed (SIEMs, files).
+    #[serde(default)]
+    sinks: Vec<crate::sinks::config::RawSink>,
+    /// "best-effort" (default) or "fail-closed".
+    #[serde(default)]
+    audit_mode: Option<String>,
+    /// How often the gateway signs the audit chain's head.
+    #[serde(default = "default_checkpoint_interval")]
+    audit_checkpoint_interval: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +91,9 @@ fn default_admin_groups() -> Vec<String> {
 fn default_ttl() -> String {
     "8h".into()
 }
+fn default_checkpoint_interval() -> String {
+    "1m".into()
+}
 fn default_max_sessions() -> u32 {
     10
 }
@@ -101,6 +113,32 @@ pub struct GatewayConfig {
     pub admin_groups: Vec<String>,
     /// Custom roles from the config (the built-in ones are not listed here).
     pub roles: Vec<Role>,
+    /// `[[sinks]]`: where the audit trail is streamed.
+    pub sinks: Vec<crate::sinks::config::SinkConfig>,
+    /// What the gateway does when it cannot write its audit records.
+    pub audit_mode: AuditMode,
+    /// How often the audit chain's head is signed.
+    pub audit_checkpoint_interval: std::time::Duration,
+}
+
+/// `audit_mode`: what the gateway does while it cannot persist audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// Keep serving; hold the records and retry, and count and report any that are lost.
+    #[default]
+    BestEffort,
+    /// Refuse requests (503) until the store takes writes again; nothing is dropped.
+    FailClosed,
+}
+
+impl AuditMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::BestEffort => "best-effort",
+            AuditMode::FailClosed => "fail-closed",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +316,27 @@ impl GatewayConfig {
                 builtin: false,
             });
         }
+        let sinks = crate::sinks::config::validate(raw.sinks, &resolve).map_err(invalid)?;
+        let audit_mode = match raw.audit_mode.as_deref() {
+            None | Some("best-effort") => AuditMode::BestEffort,
+            Some("fail-closed") => AuditMode::FailClosed,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "key `audit_mode`: {other:?} is not \"best-effort\" or \"fail-closed\""
+                )))
+            }
+        };
+        let audit_checkpoint_interval =
+            crate::audit::filter::parse_duration_us(&raw.audit_checkpoint_interval)
+                .ok()
+                .filter(|us| *us >= 1_000)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "key `audit_checkpoint_interval`: {:?} is not a duration like 1m or 10s",
+                        raw.audit_checkpoint_interval
+                    ))
+                })?;
         Ok(GatewayConfig {
             path: path.to_path_buf(),
             listen,
@@ -288,6 +347,9 @@ impl GatewayConfig {
             clusters,
             admin_groups: raw.admin_groups,
             roles,
+            sinks,
+            audit_mode,
+            audit_checkpoint_interval,
         })
     }
 
@@ -297,6 +359,11 @@ impl GatewayConfig {
 
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit.db")
+    }
+
+    /// The Ed25519 key (PKCS#8, 0600) that signs the audit chain's checkpoints.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.data_dir.join("audit-signing-key.p8")
     }
 }
 
@@ -330,6 +397,20 @@ mod tests {
         assert!(!c.clusters[0].impersonate);
         assert_eq!(c.max_sessions_per_user, 10);
         assert!(c.roles.is_empty());
+        assert_eq!(c.audit_mode, AuditMode::BestEffort);
+        assert_eq!(
+            c.audit_checkpoint_interval,
+            std::time::Duration::from_secs(60)
+        );
+        let c = parse(
+            "data_dir = \"d\"\naudit_mode = \"fail-closed\"\naudit_checkpoint_interval = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(c.audit_mode, AuditMode::FailClosed);
+        assert_eq!(
+            c.audit_checkpoint_interval,
+            std::time::Duration::from_secs(5)
+        );
     }
 
     #[test]
@@ -346,6 +427,81 @@ mod tests {
     }
 
     #[test]
+    fn sinks_of_every_type() {
+        let c = parse(
+            r#"data_dir = "d"
+[[sinks]]
+name = "archive"
+type = "file"
+path = "audit/ztk.jsonl"
+max_size = "10MiB"
+max_files = 3
+[[sinks]]
+name = "rsyslog"
+type = "syslog"
+address = "logs.example.com:6514"
+tls = { ca_file = "ca.pem" }
+filter = "verb:create,update,patch,delete"
+[[sinks]]
+name = "falco"
+type = "webhook"
+url = "https://falco:9765/k8s-audit"
+token = "s3cret-bearer"
+batch_size = 50
+max_wait = "250ms"
+[[sinks]]
+name = "splunk"
+type = "splunk_hec"
+url = "https://splunk:8088/services/collector/event"
+token = "hec-s3cret"
+filter = "cluster:prod"
+"#,
+        )
+        .unwrap();
+        use crate::sinks::config::{SinkKind, WebhookFormat};
+        assert_eq!(c.sinks.len(), 4);
+        match &c.sinks[0].kind {
+            SinkKind::File {
+                path,
+                max_size,
+                max_files,
+            } => {
+                assert_eq!(path, Path::new("/etc/ztk/audit/ztk.jsonl"));
+                assert_eq!(*max_size, 10 << 20);
+                assert_eq!(*max_files, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.sinks[1].kind {
+            SinkKind::Syslog {
+                tls: Some(tls),
+                enterprise_number,
+                ..
+            } => {
+                assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/ztk/ca.pem")));
+                assert_eq!(*enterprise_number, 32473);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.sinks[1].filter.verbs,
+            ["create", "update", "patch", "delete"]
+        );
+        assert!(matches!(
+            c.sinks[2].kind,
+            SinkKind::Webhook {
+                format: WebhookFormat::K8sAudit,
+                ..
+            }
+        ));
+        assert_eq!(c.sinks[2].batch_size, 50);
+        assert_eq!(c.sinks[2].max_wait, std::time::Duration::from_millis(250));
+        assert_eq!(c.sinks[3].filter.clusters, ["prod"]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
             ("data_dir = 1", "data_dir"),
@@ -355,12 +511,27 @@ mod tests {
             ("data_dir = \"d\"\n[[clusters]]\nname = \"Bad Name\"\nsandbox = true", "clusters[0].name"),
             ("data_dir = \"d\"\n[[clusters]]\nname = \"a\"\nsandbox = true\n[[clusters]]\nname = \"a\"\nsandbox = true", "defined twice"),
             ("data_dir = \"d\"\nbogus = 1", "bogus"),
+            ("data_dir = \"d\"\naudit_mode = \"fail-open\"", "`audit_mode`"),
+            ("data_dir = \"d\"\naudit_checkpoint_interval = \"often\"", "`audit_checkpoint_interval`"),
             ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),
             ("", "data_dir"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"view\"\n[[roles.rules]]\nverbs = [\"get\"]\napi_groups = [\"\"]\nresources = [\"pods\"]", "built-in"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"", "roles[0].rules"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverbs = [\"get\"]\nresources = [\"pods\"]", "api_groups"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverb = [\"get\"]", "verb"),
+            ("data_dir = \"d\"\n[[sinks]]\ntype = \"file\"\npath = \"a\"", "sinks[0].name"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"kafka\"", "`sinks[0].type` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"", "`sinks[0].path` (s) is missing"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nurl = \"https://x\"", "`sinks[0].url` (s): a file sink has no such key"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nfilter = \"colour:red\"", "`sinks[0].filter` (s): unknown filter"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nmax_size = \"huge\"", "`sinks[0].max_size` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"nohost\"", "`sinks[0].address` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"http://x/\"", "must be an https:// URL"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"https://x/\"\nformat = \"xml\"", "`sinks[0].format` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"https://x/\"\nclient_cert = \"c\"", "client_key"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"splunk_hec\"\nurl = \"https://x/\"", "`sinks[0].token` (s) is missing"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nbatch_size = 0", "`sinks[0].batch_size` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"b\"", "sink \"s\" is defined twice"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

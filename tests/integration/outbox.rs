@@ -19,7 +19,10 @@ fn ids(db: &Path, table: &str) -> Vec<String> {
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
     let mut stmt = conn
-        .prepare(&format!("SELECT id FROM {table} ORDER BY seq"))
+        .prepare(&format!(
+            "SELECT id FROM {table} ORDER BY {}",
+            if table == "client_calls" { "id" } else { "seq" }
+        ))
         .unwrap();
     let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
     rows.collect::<Result<_, _>>().unwrap()
@@ -527,4 +530,49 @@ fn a_full_or_read_only_store_fails_closed_or_warns_and_keeps_what_it_had() {
         "{rows:?}"
     );
     assert_eq!(pending(&env), 0, "and shipped");
+}
+
+#[test]
+fn retention_drops_only_shipped_records_and_the_chain_still_verifies() {
+    let mut env = Env::start();
+    env.login();
+    let path = env.path("client/config/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    write(
+        &path,
+        &format!("{text}\n[audit]\nretention_max_age = \"1s\"\n"),
+    );
+    env.kubectl(&["get", "ns"]).success();
+    let first = ids(&client_db(&env), "api_calls");
+    assert!(!first.is_empty());
+    std::thread::sleep(Duration::from_millis(1200));
+    // The gateway is down for this run: its records stay local, whatever their age.
+    env.stop_gateway();
+    env.kubectl(&["get", "ns"]).failure();
+    let kept = ids(&client_db(&env), "api_calls");
+    let unshipped: BTreeSet<_> = kept
+        .iter()
+        .filter(|id| !first.contains(id))
+        .cloned()
+        .collect();
+    assert!(!unshipped.is_empty());
+    assert!(
+        first.iter().all(|id| !kept.contains(id)),
+        "shipped and old: dropped"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    env.restart_gateway();
+    env.kubectl(&["get", "ns"]).success();
+    let now = ids(&client_db(&env), "api_calls");
+    assert!(
+        unshipped.iter().all(|id| !now.contains(id)),
+        "shipped by this run, then old enough to go"
+    );
+    let at_gateway: BTreeSet<_> = ids(&gateway_db(&env), "client_calls").into_iter().collect();
+    assert!(first
+        .iter()
+        .chain(&unshipped)
+        .all(|id| at_gateway.contains(id)));
+    let report = env.local_store().verify(None).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 }

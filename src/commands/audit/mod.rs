@@ -9,8 +9,11 @@ mod push;
 mod seed;
 mod show;
 mod status;
+mod tail;
+mod verify;
 
 pub use list::{list, ListArgs};
+pub use verify::{pinned_key, verify_store};
 
 use std::io::{IsTerminal, Write};
 
@@ -45,6 +48,10 @@ enum AuditCommand {
     Push(push::PushArgs),
     /// Show the local outbox: pending records, the oldest, the last success and the last error.
     Status(status::StatusArgs),
+    /// Follow new records as they are written, one line each (for log shippers).
+    Tail(tail::TailArgs),
+    /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
+    Verify(verify::VerifyArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -135,6 +142,8 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::Export(args) => export::run(args),
         AuditCommand::Push(args) => push::run(args),
         AuditCommand::Status(args) => status::run(args),
+        AuditCommand::Tail(args) => tail::run(args),
+        AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }
