@@ -16,3 +16,4 @@ pub mod request_info;
 pub mod sandbox;
 pub mod serve;
 pub mod tls;
+pub mod tui;

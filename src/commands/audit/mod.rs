@@ -3,10 +3,11 @@
 //! One file per subcommand; this one holds what they share: the filter flags, the store, the
 //! output format defaults and paging through the gateway's log.
 
-mod export;
+pub(crate) mod export;
 mod list;
 mod seed;
 mod show;
+mod tui;
 
 pub use list::{list, ListArgs};
 
@@ -39,6 +40,8 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Browse the audit trail interactively: a live, filterable, full-screen view.
+    Tui(tui::TuiArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -127,6 +130,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }
