@@ -100,6 +100,9 @@ _ztk() {
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__audit,tui)
+                cmd="ztk__subcmd__audit__subcmd__tui"
+                ;;
             ztk__subcmd__audit__subcmd__help,export)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__export"
                 ;;
@@ -114,6 +117,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,tui)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__tui"
                 ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
@@ -297,6 +303,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__help__subcmd__audit,tui)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__tui"
                 ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
@@ -552,7 +561,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export seed help"
+            opts="-h -V --help --version list show export tui seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -648,7 +657,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export seed help"
+            opts="list show export tui seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -718,6 +727,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__tui)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -844,6 +867,32 @@ _ztk() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "table wide json ndjson csv k8s-audit" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__tui)
+            opts="-f -h -V --filter --view --remote --bench --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --view)
+                    COMPREPLY=($(compgen -W "commands calls" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1718,7 +1767,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export seed"
+            opts="list show export tui seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1774,6 +1823,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__tui)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

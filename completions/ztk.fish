@@ -76,13 +76,14 @@ complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the running proxy'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether the proxy runs, its pid and port (exit code 3 when it does not run)'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "show" -d 'Show one command with all its API calls'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
@@ -140,6 +141,13 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -l remote -d 'Export the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s f -l filter -d 'The filter to start with, in the filter bar\'s language: `user:alice ns:prod verb:delete status:4xx since:1h some text`' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l view -d 'Start with commands (one row per command) or API calls' -r -f -a "commands\t'One row per command, with its call count, statuses and duration'
+calls\t'One row per API call'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l remote -d 'Browse the gateway\'s authoritative log instead of the local one (the `r` key switches)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l bench -d 'Measure first-screen and key-press times on the local store, without a terminal, and print them'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l count -d 'How many API-call records to add (plus one command per ten calls)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l db -d 'The store to fill (default: the local store)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -s h -l help -d 'Print help'
@@ -147,6 +155,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'List commands (default) or API calls, newest first'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand access; and not __fish_seen_subcommand_from can-i who-can list help" -s h -l help -d 'Print help'
@@ -267,6 +276,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'List commands (default) or API calls, newest first'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "can-i" -d 'Check whether a request is allowed; prints yes or no and exits 0 or 1'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "who-can" -d 'List the role bindings and the users that allow a request (administrators)'

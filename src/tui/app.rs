@@ -289,7 +289,7 @@ impl ListScreen {
 
 #[derive(Debug, Clone)]
 pub enum Screen {
-    List(ListScreen),
+    List(Box<ListScreen>),
     /// Every field of one record.
     Detail {
         record: Record,
@@ -340,7 +340,7 @@ impl App {
             now_us: crate::audit::model::now_us,
         };
         let screen = app.new_list(view, query.trim().to_string(), filter);
-        app.stack.push(Screen::List(screen));
+        app.stack.push(Screen::List(Box::new(screen)));
         app.reset_current();
         Ok(app)
     }
@@ -578,7 +578,7 @@ impl App {
 
     fn find_list(&mut self, gen: u64) -> Option<&mut ListScreen> {
         self.stack.iter_mut().find_map(|s| match s {
-            Screen::List(l) if l.gen == gen => Some(l),
+            Screen::List(l) if l.gen == gen => Some(l.as_mut()),
             _ => None,
         })
     }
@@ -663,18 +663,14 @@ impl App {
                     self.mode = Mode::Filter { input, error: None };
                 }
             }
-            KeyCode::Char('c') => {
-                if self.list().is_some_and(|l| !l.query.is_empty()) {
-                    self.apply_filter("");
-                }
+            KeyCode::Char('c') if self.list().is_some_and(|l| !l.query.is_empty()) => {
+                self.apply_filter("");
             }
-            KeyCode::Char('t') => {
-                if self.list().is_some() {
-                    self.mode = Mode::Jump {
-                        input: Input::default(),
-                        error: None,
-                    };
-                }
+            KeyCode::Char('t') if self.list().is_some() => {
+                self.mode = Mode::Jump {
+                    input: Input::default(),
+                    error: None,
+                };
             }
             KeyCode::Char('e') => {
                 if let Some(list) = self.list() {
@@ -736,7 +732,7 @@ impl App {
                 };
                 let mut screen = self.new_list(View::Calls, String::new(), filter);
                 screen.within = Some((row.command.id, row.command.command_line.clone()));
-                self.stack.push(Screen::List(screen));
+                self.stack.push(Screen::List(Box::new(screen)));
                 self.reset_current();
             }
             Record::Call(_) => self.stack.push(Screen::Detail { record, scroll: 0 }),
@@ -753,7 +749,7 @@ impl App {
         let (query, filter, anchor) = (root.query.clone(), root.filter.clone(), root.anchor);
         let mut screen = self.new_list(view, query, filter);
         screen.anchor = anchor;
-        self.stack[0] = Screen::List(screen);
+        self.stack[0] = Screen::List(Box::new(screen));
         self.reset_current();
     }
 
@@ -767,7 +763,7 @@ impl App {
         let Some(root) = self.list() else { return };
         let (view, query, filter) = (root.view, root.query.clone(), root.filter.clone());
         let screen = self.new_list(view, query, filter);
-        self.stack[0] = Screen::List(screen);
+        self.stack[0] = Screen::List(Box::new(screen));
         self.info(format!("source: {}", self.source.name()));
         self.reset_current();
     }
@@ -1552,5 +1548,19 @@ pub(crate) mod tests {
         input.edit(&ctrl('u'));
         assert_eq!((input.text.as_str(), input.cursor), ("", 0));
         assert!(!input.edit(&key(KeyCode::Enter)));
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    #[test]
+    fn the_readme_lists_every_key_binding() {
+        let readme = include_str!("../../README.md");
+        for (key, _) in super::KEYS.iter().filter(|(k, _)| !k.is_empty()) {
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "README.md's TUI key table lacks {key}"
+            );
+        }
     }
 }

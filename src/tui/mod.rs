@@ -86,7 +86,7 @@ impl Effects {
         for effect in app.take_effects() {
             match effect {
                 Effect::Fetch(fetch) => {
-                    let _ = self.jobs.send(Job::Fetch(fetch));
+                    let _ = self.jobs.send(Job::Fetch(Box::new(fetch)));
                 }
                 Effect::Export(request) => {
                     let opener = match request.source {

@@ -422,7 +422,7 @@ impl Sources {
 
 /// Work for the query thread.
 pub enum Job {
-    Fetch(Fetch),
+    Fetch(Box<Fetch>),
     Stop,
 }
 
@@ -438,7 +438,7 @@ pub fn spawn_worker(
         .spawn(move || {
             while let Ok(job) = jobs.recv() {
                 let fetch = match job {
-                    Job::Fetch(f) => f,
+                    Job::Fetch(f) => *f,
                     Job::Stop => break,
                 };
                 let answer = match sources.get(fetch.source) {
@@ -631,11 +631,11 @@ mod tests {
         let (jobs, job_rx) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = spawn_worker(sources, job_rx, tx);
-        jobs.send(Job::Fetch(fetch(FetchKind::Reset, View::Calls)))
+        jobs.send(Job::Fetch(Box::new(fetch(FetchKind::Reset, View::Calls))))
             .unwrap();
         let mut remote = fetch(FetchKind::Reset, View::Calls);
         remote.source = SourceKind::Remote;
-        jobs.send(Job::Fetch(remote)).unwrap();
+        jobs.send(Job::Fetch(Box::new(remote))).unwrap();
         let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(matches!(
             first,

@@ -485,12 +485,6 @@ mod tests {
         (lines, buffer)
     }
 
-    fn print(lines: &[String]) {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-
     fn assert_screen(lines: &[String], want: &str) {
         let want: Vec<&str> = want.lines().map(|l| l.trim_end()).collect();
         let got: Vec<&str> = lines.iter().map(String::as_str).collect();

@@ -10,3 +10,4 @@ mod end_to_end;
 mod failures;
 mod plain;
 mod streams;
+mod tui;
