@@ -634,7 +634,7 @@ impl App {
         }
     }
 
-    fn quit(&mut self) {
+    pub fn quit(&mut self) {
         self.quit = true;
         self.effects.push(Effect::Quit);
     }

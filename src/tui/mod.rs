@@ -30,6 +30,8 @@ pub enum Event {
     Resize(u16, u16),
     Data(Response),
     Tick,
+    /// SIGTERM or SIGHUP: quit like `q`, restoring the terminal.
+    Signal,
 }
 
 /// How often the app ticks (and so how often it may poll for new rows).
@@ -42,6 +44,7 @@ pub fn apply(app: &mut App, event: Event) {
         Event::Resize(w, h) => app.resize(w, h),
         Event::Data(response) => app.data(response),
         Event::Tick => app.tick(),
+        Event::Signal => app.quit(),
     }
 }
 
@@ -131,6 +134,35 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Turns SIGTERM and SIGHUP (a closed terminal window) into `Event::Signal`, so the app quits
+/// through its normal path and the terminal is restored.
+fn watch_signals(events: Sender<Event>) {
+    let _ = std::thread::Builder::new()
+        .name("tui-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+                let _ = events.send(Event::Signal);
+            });
+        });
+}
+
 /// Runs the app full-screen until it quits.
 pub fn run(mut app: App, sources: Sources) -> anyhow::Result<()> {
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -164,6 +196,8 @@ pub fn run(mut app: App, sources: Sources) -> anyhow::Result<()> {
                 break;
             }
         })?;
+
+    watch_signals(effects.sender());
 
     let mut running = effects.run(&mut app);
     let mut next_tick = Instant::now() + TICK;

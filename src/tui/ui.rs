@@ -646,6 +646,24 @@ sorted by TIME (UTC) (the 30 loaded rows)",
     }
 
     #[test]
+    fn tiny_terminals_never_panic() {
+        for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 8)] {
+            let mut app = loaded(View::Commands, 30, false);
+            render(&mut app, w, h);
+            app.key(key(KeyCode::Enter));
+            render(&mut app, w, h);
+            app.key(key(KeyCode::Char('/')));
+            render(&mut app, w, h);
+            app.key(key(KeyCode::Esc));
+            app.key(key(KeyCode::Char('?')));
+            render(&mut app, w, h);
+            let mut app = loaded(View::Calls, 3, false);
+            app.key(key(KeyCode::Enter));
+            render(&mut app, w, h);
+        }
+    }
+
+    #[test]
     fn the_kubectl_verb_of_a_command_line() {
         let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
         assert_eq!(

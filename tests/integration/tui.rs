@@ -208,6 +208,22 @@ fn tui_opens_filters_drills_down_refreshes_exports_and_quits() {
         "{screen}"
     );
 
+    // Copy the new row as JSON: OSC 52 reaches tmux's paste buffer (with set-clipboard on).
+    let status = tmux
+        .cmd()
+        .args(["set-option", "-g", "set-clipboard", "on"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tmux.keys(&["g"]);
+    tmux.keys(&["y"]);
+    tmux.wait_for("copied the row as JSON (OSC 52 to the terminal");
+    let buffer = tmux.cmd().arg("show-buffer").output().unwrap();
+    let copied: serde_json::Value = serde_json::from_slice(&buffer.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buffer.stdout)));
+    assert_eq!(copied["name"], "live-one");
+    assert_eq!(copied["verb"], "delete");
+
     // Export the filtered view: the same file `ztk audit export` writes.
     tmux.keys(&["e"]);
     tmux.wait_for("export CSV to> ztk-audit-calls-");
@@ -258,6 +274,32 @@ fn tui_ctrl_c_restores_the_terminal() {
     tmux.keys(&["Enter"]);
     // (sleep is reading the pane; the echo proves the tty echoes input again.)
     tmux.wait_for("echo cooked");
+}
+
+#[test]
+fn tui_sigterm_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = client_env(dir.path());
+    let tmux = Tmux::start(dir.path(), &env, &["audit", "tui"]);
+    tmux.wait_for("no records match the filter");
+    let pane = tmux
+        .cmd()
+        .args(["list-panes", "-F", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8(pane.stdout).unwrap().trim().to_string();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("ztk runs under the pane's shell")
+        .parse()
+        .unwrap();
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let screen = tmux.wait_for("ztk exited with 0");
+    assert!(!screen.contains("no records match"), "{screen}");
 }
 
 #[test]
