@@ -356,3 +356,22 @@ fn tui_remote_shows_the_gateway_log_of_the_user() {
     tmux.keys(&["q"]);
     tmux.wait_for("ztk exited with 0");
 }
+
+#[test]
+fn tui_refuses_a_bad_filter_and_a_missing_terminal_with_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = client_env(dir.path());
+    let run = |args: &[&str]| {
+        Command::new(ztk_bin())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["audit", "tui", "--filter", "status:9xx"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid status \"9xx\""));
+    let out = run(&["audit", "tui"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
+}
