@@ -100,6 +100,9 @@ _ztk() {
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__audit,tail)
+                cmd="ztk__subcmd__audit__subcmd__tail"
+                ;;
             ztk__subcmd__audit,tui)
                 cmd="ztk__subcmd__audit__subcmd__tui"
                 ;;
@@ -117,6 +120,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,tail)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__tail"
                 ;;
             ztk__subcmd__audit__subcmd__help,tui)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__tui"
@@ -136,6 +142,9 @@ _ztk() {
             ztk__subcmd__gateway,session)
                 cmd="ztk__subcmd__gateway__subcmd__session"
                 ;;
+            ztk__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__sinks"
+                ;;
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
                 ;;
@@ -154,6 +163,9 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help,session)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session"
                 ;;
+            ztk__subcmd__gateway__subcmd__help,sinks)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks"
+                ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
                 ;;
@@ -168,6 +180,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__session,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user__subcmd__add"
@@ -213,6 +228,18 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__session__subcmd__help,revoke)
                 cmd="ztk__subcmd__gateway__subcmd__session__subcmd__help__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__status"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__sinks__subcmd__help,status)
+                cmd="ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__gateway__subcmd__user__subcmd__add"
@@ -304,6 +331,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__help__subcmd__audit,tail)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__tail"
+                ;;
             ztk__subcmd__help__subcmd__audit,tui)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__tui"
                 ;;
@@ -319,6 +349,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway,session)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,sinks)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks"
+                ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
                 ;;
@@ -333,6 +366,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__session,revoke)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__sinks,status)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__user,add)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user__subcmd__add"
@@ -561,7 +597,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export tui seed help"
+            opts="-h -V --help --version list show export tui tail seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -657,7 +693,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export tui seed help"
+            opts="list show export tui tail seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -727,6 +763,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__tail)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -876,6 +926,76 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__tail)
+            opts="-n -o -h -V --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --output --remote --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resource)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__tui)
             opts="-f -h -V --filter --view --remote --bench --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -953,7 +1073,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role audit help"
+            opts="-h -V --help --version serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1053,7 +1173,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role audit help"
+            opts="serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1179,6 +1299,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1538,6 +1686,92 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__sinks)
+            opts="-h -V --help --version status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__sinks__subcmd__status)
+            opts="-c -o -h -V --config --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__user)
             opts="-h -V --help --version add list remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1767,7 +2001,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export tui seed"
+            opts="list show export tui tail seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1823,6 +2057,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__tail)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1893,7 +2141,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role audit"
+            opts="serve user session role sinks audit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2005,6 +2253,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__session__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__sinks__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

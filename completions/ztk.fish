@@ -76,14 +76,15 @@ complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the running proxy'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether the proxy runs, its pid and port (exit code 3 when it does not run)'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "show" -d 'Show one command with all its API calls'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export tui tail seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
@@ -148,6 +149,23 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l bench -d 'Measure first-screen and key-press times on the local store, without a terminal, and print them'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l user -d 'Only this user\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l cluster -d 'Only this cluster\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s n -l namespace -d 'Only this namespace' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, deletecollection, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l access-method -d 'Only this access method: cli, browser or api' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l command -d 'Only commands whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l min-duration -d 'Only calls (or commands) that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s o -l output -d 'Output format (default: table on a terminal, ndjson otherwise). `k8s-audit` writes one audit.k8s.io/v1 Event per line, as the Kubernetes log backend does (API calls only)' -r -f -a "ndjson\t'One JSON object per record, with `kind` (call or command) and `seq`'
+k8s-audit\t'One audit.k8s.io/v1 Event per line (API calls only)'
+table\t'One readable line per record'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l remote -d 'Follow the gateway\'s authoritative log instead of the local one'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l count -d 'How many API-call records to add (plus one command per ten calls)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -l db -d 'The store to fill (default: the local store)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from seed" -s h -l help -d 'Print help'
@@ -156,6 +174,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand access; and not __fish_seen_subcommand_from can-i who-can list help" -s h -l help -d 'Print help'
@@ -180,14 +199,15 @@ complete -c ztk -n "__fish_ztk_using_subcommand access; and __fish_seen_subcomma
 complete -c ztk -n "__fish_ztk_using_subcommand access; and __fish_seen_subcommand_from help" -f -a "who-can" -d 'List the role bindings and the users that allow a request (administrators)'
 complete -c ztk -n "__fish_ztk_using_subcommand access; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print the effective rules of a user: every rule of every role bound to them'
 complete -c ztk -n "__fish_ztk_using_subcommand access; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "user" -d 'Manage the users who may log in'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "session" -d 'Manage login sessions'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
-complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "serve" -d 'Serve the gateway: authenticate, authorize, relay and audit every Kubernetes request'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "user" -d 'Manage the users who may log in'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "session" -d 'Manage login sessions'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "sinks" -d 'Inspect the SIEM sinks that stream the audit trail (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and not __fish_seen_subcommand_from serve user session role sinks audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s c -l config -d 'The gateway\'s TOML config file' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
@@ -207,6 +227,10 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcomm
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from role" -f -a "unbind" -d 'Remove a binding (the same arguments as it was bound with)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from role" -f -a "list" -d 'List the roles (built-in and from the config) and the bindings'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from role" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from sinks" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from sinks" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from sinks" -f -a "status" -d 'Show each sink\'s lag (records and age), last success and last error'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from sinks" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -s c -l config -d 'The gateway\'s TOML config file' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from audit" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
@@ -235,6 +259,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcomm
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "session" -d 'Manage login sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
+complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "sinks" -d 'Inspect the SIEM sinks that stream the audit trail (run on the gateway host)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -l kubectl -d 'The kubectl binary to run' -r -F
@@ -277,6 +302,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "show" -d 'Show one command with all its API calls'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "can-i" -d 'Check whether a request is allowed; prints yes or no and exits 0 or 1'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "who-can" -d 'List the role bindings and the users that allow a request (administrators)'
@@ -285,5 +311,6 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "user" -d 'Manage the users who may log in'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "session" -d 'Manage login sessions'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "role" -d 'Manage roles and role bindings; changes take effect in a running gateway within a second'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "sinks" -d 'Inspect the SIEM sinks that stream the audit trail (run on the gateway host)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from sandbox" -f -a "serve" -d 'Serve the sandbox until interrupted, and write a kubeconfig that reaches it'

@@ -15,5 +15,6 @@ pub mod relay;
 pub mod request_info;
 pub mod sandbox;
 pub mod serve;
+pub mod sinks;
 pub mod tls;
 pub mod tui;

@@ -20,6 +20,10 @@ pub const LOGIN_PATH: &str = "/ztk/v1/login";
 pub const SESSION_PATH: &str = "/ztk/v1/session";
 pub const COMMANDS_PATH: &str = "/ztk/v1/commands";
 pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
+/// Long-poll for records written after a sequence number (`ztk audit tail --remote`).
+pub const AUDIT_TAIL_PATH: &str = "/ztk/v1/audit/tail";
+/// Longest a tail request waits for new records before answering with none.
+pub const MAX_TAIL_WAIT_MS: u64 = 30_000;
 
 /// Largest page the audit query API returns.
 pub const MAX_PAGE: usize = 5000;
@@ -153,6 +157,21 @@ pub struct AuditQuery {
     #[serde(default)]
     pub after: Option<Cursor>,
     /// Rows per page (at most `MAX_PAGE`).
+    pub limit: usize,
+}
+
+/// `POST /ztk/v1/audit/tail`: the records matching `filter` written after `after_seq`, in
+/// write order. The gateway answers as soon as there are some, or after `wait_ms` with none.
+/// Without `after_seq` it answers at once with no records and the current end (`through`),
+/// where a follower starts. The answer is an `audit::SeqBatch`; continue from its `through`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditTail {
+    pub filter: Filter,
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Most records per answer (at most `MAX_PAGE`).
     pub limit: usize,
 }
 

@@ -9,4 +9,4 @@ pub mod store;
 
 pub use filter::Filter;
 pub use model::{AccessMethod, ApiCall, CallRow, Command, CommandRow, Cursor, Page};
-pub use store::{AuditSink, AuditStore, AuditWriter};
+pub use store::{AuditSink, AuditStore, AuditWriter, Record, SeqBatch, Sequenced};

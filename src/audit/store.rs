@@ -132,6 +132,19 @@ DROP TABLE temp.numbered;
 CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
 CREATE UNIQUE INDEX commands_seq ON commands(seq);
 "#,
+    r#"
+-- SIEM sinks (src/sinks): how far each configured sink has delivered (the last write sequence
+-- number the receiver acknowledged) and how its last attempts went, for `ztk gateway sinks status`.
+CREATE TABLE sink_cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    last_success_us INTEGER,
+    last_error TEXT,
+    last_error_us INTEGER,
+    updated_us INTEGER NOT NULL
+);
+"#,
 ];
 
 const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -497,6 +510,108 @@ impl AuditStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Records (calls and commands) written after sequence number `after` that match `filter`,
+    /// in write order, at most `limit`, read from one snapshot. `through` says how far the
+    /// scan is complete: every matching record up to it is in `records`, so a follower may
+    /// continue from `through` even when the filter matched nothing.
+    pub fn records_after(
+        &self,
+        after: i64,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<SeqBatch, StoreError> {
+        let mut conn = self.connect(true)?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let last: i64 = tx
+            .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let mut records = Vec::new();
+        let limit_value = Value::Integer(limit as i64);
+        {
+            let (clause, mut values) = filter.call_clause();
+            values.insert(0, Value::Integer(after));
+            values.push(limit_value.clone());
+            let sql = format!(
+                "SELECT {CALL_COLUMNS}, cmd.command_line, \
+                 COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
+                 CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END, c.seq \
+                 FROM api_calls c INDEXED BY api_calls_seq \
+                 LEFT JOIN commands cmd ON cmd.id = c.command_id \
+                 LEFT JOIN client_timings t ON t.request_id = c.request_id \
+                 WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?"
+            );
+            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params_from_iter(values), |row| {
+                    Ok(Sequenced {
+                        seq: row.get(30)?,
+                        record: Record::Call(CallRow {
+                            call: call_from_row(row)?,
+                            command_line: opt_text(row, 27)?,
+                            client_duration_us: row.get(28)?,
+                            gateway_duration_us: row.get(29)?,
+                        }),
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                records.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        {
+            let (clause, mut values) = filter.command_clause();
+            values.insert(0, Value::Integer(after));
+            values.push(limit_value);
+            let columns = COMMAND_COLUMNS
+                .split(", ")
+                .map(|c| format!("cmd.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {columns}, \
+                 (SELECT group_concat(cls || '=' || n) FROM \
+                    (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
+                            COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)), cmd.seq \
+                 FROM commands cmd INDEXED BY commands_seq \
+                 WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?"
+            );
+            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params_from_iter(values), |row| {
+                    let command = command_from_row(row)?;
+                    let statuses: std::collections::BTreeMap<String, i64> = opt_text(row, 12)?
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|part| part.split_once('='))
+                        .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                        .collect();
+                    Ok(Sequenced {
+                        seq: row.get(13)?,
+                        record: Record::Command(CommandRow {
+                            calls: statuses.values().sum(),
+                            duration_us: command.ended_us.map(|end| end - command.started_us),
+                            statuses,
+                            command,
+                        }),
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                records.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        records.sort_by_key(|r| r.seq);
+        // Each kind was cut at `limit`: past the limit-th record of the merge, one kind may
+        // be missing rows, so the scan is complete only up to there.
+        let through = if records.len() >= limit {
+            records.truncate(limit);
+            records.last().map_or(after, |r| r.seq)
+        } else {
+            last.max(after)
+        };
+        Ok(SeqBatch { records, through })
+    }
+
     /// The client's timings of a command's calls, to ship with it.
     pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
         let conn = self.connect(true)?;
@@ -529,6 +644,31 @@ impl AuditStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// One record of either kind, as `records_after` reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+// Most records are calls: boxing them would add an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Call(CallRow),
+    Command(CommandRow),
+}
+
+/// A record with the write sequence number of its latest write.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sequenced {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// What `records_after` found, and how far the scan is complete.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeqBatch {
+    pub records: Vec<Sequenced>,
+    pub through: i64,
 }
 
 /// The client's measurement of one call, sent to the gateway with the command.
@@ -916,6 +1056,54 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(seqs, [("bob".to_string(), 2), ("alice".to_string(), 3)]);
+    }
+
+    #[test]
+    fn records_after_follows_write_order_across_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let (sink, writer) = store.start_writer(16).unwrap();
+        let mut cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            cluster: "dev".into(),
+            argv: vec!["kubectl".into()],
+            command_line: "kubectl get po".into(),
+            ..Default::default()
+        };
+        sink.record_command(cmd.clone()); // 1
+        sink.record_call(call("alice", 200, Some(cmd.id))); // 2
+        sink.record_call(call("bob", 404, None)); // 3
+        cmd.ended_us = Some(now_us());
+        cmd.exit_code = Some(0);
+        sink.record_command(cmd.clone()); // 4: the same command again, updated
+        drop(sink);
+        writer.close();
+        let all = store.records_after(0, &Filter::default(), 100).unwrap();
+        let seqs: Vec<i64> = all.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4], "the command's first write was replaced");
+        assert_eq!(all.through, 4);
+        assert!(
+            matches!(&all.records[2].record, Record::Command(c) if c.command.exit_code == Some(0) && c.calls == 1)
+        );
+        let bob = store
+            .records_after(0, &Filter::parse_query("user:bob").unwrap(), 100)
+            .unwrap();
+        assert_eq!(bob.records.len(), 1);
+        assert_eq!(bob.through, 4, "the scan covered everything");
+        let first = store.records_after(0, &Filter::default(), 2).unwrap();
+        assert_eq!(first.records.len(), 2);
+        assert_eq!(first.through, 3);
+        let rest = store
+            .records_after(first.through, &Filter::default(), 2)
+            .unwrap();
+        assert_eq!(rest.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
+        assert!(store
+            .records_after(4, &Filter::default(), 10)
+            .unwrap()
+            .records
+            .is_empty());
     }
 
     #[test]

@@ -176,6 +176,22 @@ impl GatewayApi {
         .await
     }
 
+    /// Records written after a sequence number (a long poll; see `protocol::AuditTail`).
+    pub async fn tail(
+        &self,
+        token: &str,
+        query: &protocol::AuditTail,
+    ) -> Result<crate::audit::SeqBatch, ApiError> {
+        let payload = serde_json::to_vec(query).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(
+            Method::POST,
+            protocol::AUDIT_TAIL_PATH,
+            Some(token),
+            Some(payload),
+        )
+        .await
+    }
+
     pub async fn ingest_commands(
         &self,
         token: &str,

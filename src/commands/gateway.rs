@@ -1,5 +1,7 @@
 //! `ztk gateway`: run the gateway and manage its users, sessions, roles and bindings.
 
+mod sinks;
+
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -34,6 +36,9 @@ enum GatewayCommand {
     /// Manage roles and role bindings; changes take effect in a running gateway within a second.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Inspect the SIEM sinks that stream the audit trail (run on the gateway host).
+    #[command(subcommand)]
+    Sinks(sinks::SinksCommand),
     /// Read the gateway's own audit log (run on the gateway host).
     Audit {
         #[command(flatten)]
@@ -307,6 +312,7 @@ pub fn run(args: Args) -> Result<i32> {
             }
             Ok(0)
         }
+        GatewayCommand::Sinks(command) => sinks::run(command),
         GatewayCommand::Audit { config, list } => {
             if list.remote {
                 return Err(crate::cli::UsageError(
@@ -349,6 +355,16 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
             cluster.name, cluster.description
         );
     }
+    let sinks = crate::sinks::start(&running.gateway.audit_store, &cfg.sinks)
+        .with_context(|| format!("cannot start the sinks of {}", cfg.path.display()))?;
+    for sink in &cfg.sinks {
+        println!(
+            "ztk gateway: sink {} ({}) -> {}",
+            sink.name,
+            sink.kind.type_name(),
+            sink.kind.target()
+        );
+    }
     println!("ztk gateway: listening on https://{}", running.addr);
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -356,6 +372,7 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
         _ = shutdown_signal() => {}
     }
     println!("ztk gateway: shutting down; flushing audit records");
+    sinks.stop().await;
     running.shutdown();
     Ok(0)
 }

@@ -22,6 +22,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
+        (Method::POST, protocol::AUDIT_TAIL_PATH) => audit_tail(gateway, req).await,
         (Method::POST, protocol::CAN_I_PATH) => can_i(gateway, req).await,
         (Method::POST, protocol::WHO_CAN_PATH) => who_can(gateway, req).await,
         (Method::POST, protocol::ACCESS_LIST_PATH) => access_list(gateway, req).await,
@@ -31,6 +32,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             | protocol::SESSION_PATH
             | protocol::COMMANDS_PATH
             | protocol::AUDIT_QUERY_PATH
+            | protocol::AUDIT_TAIL_PATH
             | protocol::CAN_I_PATH
             | protocol::WHO_CAN_PATH
             | protocol::ACCESS_LIST_PATH,
@@ -216,19 +218,8 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
             protocol::MAX_PAGE
         ));
     }
-    let admin = session
-        .groups
-        .iter()
-        .any(|g| gateway.admin_groups.contains(g));
-    if !admin {
-        if query.filter.users.iter().any(|u| *u != session.user) {
-            return body::status_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
-            );
-        }
-        query.filter.users = vec![session.user.clone()];
+    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
+        return resp;
     }
     let store = gateway.audit_store.clone();
     let result = tokio::task::spawn_blocking(move || match query.view {
@@ -245,6 +236,88 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
         Ok(Ok(Err(err))) => internal(err),
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
+    }
+}
+
+/// Administrators (members of an `admin_groups` group) read everything; everyone else only
+/// their own records: the filter is narrowed to them, and asking for others is refused.
+#[allow(clippy::result_large_err)]
+fn restrict_to_own(
+    gateway: &Gateway,
+    session: &Session,
+    filter: &mut crate::audit::Filter,
+) -> Result<(), Response<Body>> {
+    let admin = session
+        .groups
+        .iter()
+        .any(|g| gateway.admin_groups.contains(g));
+    if !admin {
+        if filter.users.iter().any(|u| *u != session.user) {
+            return Err(body::status_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
+            ));
+        }
+        filter.users = vec![session.user.clone()];
+    }
+    Ok(())
+}
+
+/// How often a waiting tail request looks for new records.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Follows the audit trail by write sequence (long poll), with the query API's access rule.
+/// Open-stream records are left out: their final records follow with new sequence numbers.
+async fn audit_tail(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match session_of(&gateway, &req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let mut query: protocol::AuditTail = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if query.limit == 0 || query.limit > protocol::MAX_PAGE {
+        return bad_request(format!(
+            "limit must be between 1 and {}",
+            protocol::MAX_PAGE
+        ));
+    }
+    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
+        return resp;
+    }
+    let store = gateway.audit_store.clone();
+    let Some(mut after) = query.after_seq else {
+        return match tokio::task::spawn_blocking(move || store.last_seq()).await {
+            Ok(Ok(last)) => json(&crate::audit::SeqBatch {
+                records: Vec::new(),
+                through: last,
+            }),
+            Ok(Err(err)) => internal(err),
+            Err(err) => internal(err),
+        };
+    };
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(query.wait_ms.min(protocol::MAX_TAIL_WAIT_MS));
+    let filter = Arc::new(query.filter);
+    loop {
+        let (s, f, limit) = (store.clone(), filter.clone(), query.limit);
+        let batch =
+            match tokio::task::spawn_blocking(move || s.records_after(after, &f, limit)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(err)) => return internal(err),
+                Err(err) => return internal(err),
+            };
+        let mut batch = batch;
+        batch
+            .records
+            .retain(|r| !crate::sinks::format::is_open_stream(r));
+        if !batch.records.is_empty() || tokio::time::Instant::now() >= deadline {
+            return json(&batch);
+        }
+        after = batch.through;
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + TAIL_POLL)).await;
     }
 }
 

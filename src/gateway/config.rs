@@ -39,6 +39,9 @@ struct RawConfig {
     /// Custom roles, beside the built-in view, edit, admin and cluster-admin.
     #[serde(default)]
     roles: Vec<RawRole>,
+    /// Where the audit trail is streamed (SIEMs, files).
+    #[serde(default)]
+    sinks: Vec<crate::sinks::config::RawSink>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +104,8 @@ pub struct GatewayConfig {
     pub admin_groups: Vec<String>,
     /// Custom roles from the config (the built-in ones are not listed here).
     pub roles: Vec<Role>,
+    /// `[[sinks]]`: where the audit trail is streamed.
+    pub sinks: Vec<crate::sinks::config::SinkConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +283,7 @@ impl GatewayConfig {
                 builtin: false,
             });
         }
+        let sinks = crate::sinks::config::validate(raw.sinks, &resolve).map_err(invalid)?;
         Ok(GatewayConfig {
             path: path.to_path_buf(),
             listen,
@@ -288,6 +294,7 @@ impl GatewayConfig {
             clusters,
             admin_groups: raw.admin_groups,
             roles,
+            sinks,
         })
     }
 
@@ -346,6 +353,81 @@ mod tests {
     }
 
     #[test]
+    fn sinks_of_every_type() {
+        let c = parse(
+            r#"data_dir = "d"
+[[sinks]]
+name = "archive"
+type = "file"
+path = "audit/ztk.jsonl"
+max_size = "10MiB"
+max_files = 3
+[[sinks]]
+name = "rsyslog"
+type = "syslog"
+address = "logs.example.com:6514"
+tls = { ca_file = "ca.pem" }
+filter = "verb:create,update,patch,delete"
+[[sinks]]
+name = "falco"
+type = "webhook"
+url = "https://falco:9765/k8s-audit"
+token = "s3cret-bearer"
+batch_size = 50
+max_wait = "250ms"
+[[sinks]]
+name = "splunk"
+type = "splunk_hec"
+url = "https://splunk:8088/services/collector/event"
+token = "hec-s3cret"
+filter = "cluster:prod"
+"#,
+        )
+        .unwrap();
+        use crate::sinks::config::{SinkKind, WebhookFormat};
+        assert_eq!(c.sinks.len(), 4);
+        match &c.sinks[0].kind {
+            SinkKind::File {
+                path,
+                max_size,
+                max_files,
+            } => {
+                assert_eq!(path, Path::new("/etc/ztk/audit/ztk.jsonl"));
+                assert_eq!(*max_size, 10 << 20);
+                assert_eq!(*max_files, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.sinks[1].kind {
+            SinkKind::Syslog {
+                tls: Some(tls),
+                enterprise_number,
+                ..
+            } => {
+                assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/ztk/ca.pem")));
+                assert_eq!(*enterprise_number, 32473);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.sinks[1].filter.verbs,
+            ["create", "update", "patch", "delete"]
+        );
+        assert!(matches!(
+            c.sinks[2].kind,
+            SinkKind::Webhook {
+                format: WebhookFormat::K8sAudit,
+                ..
+            }
+        ));
+        assert_eq!(c.sinks[2].batch_size, 50);
+        assert_eq!(c.sinks[2].max_wait, std::time::Duration::from_millis(250));
+        assert_eq!(c.sinks[3].filter.clusters, ["prod"]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
     fn errors_name_the_file_and_key() {
         let cases = [
             ("data_dir = 1", "data_dir"),
@@ -361,6 +443,19 @@ mod tests {
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"", "roles[0].rules"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverbs = [\"get\"]\nresources = [\"pods\"]", "api_groups"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"r\"\n[[roles.rules]]\nverb = [\"get\"]", "verb"),
+            ("data_dir = \"d\"\n[[sinks]]\ntype = \"file\"\npath = \"a\"", "sinks[0].name"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"kafka\"", "`sinks[0].type` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"", "`sinks[0].path` (s) is missing"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nurl = \"https://x\"", "`sinks[0].url` (s): a file sink has no such key"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nfilter = \"colour:red\"", "`sinks[0].filter` (s): unknown filter"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nmax_size = \"huge\"", "`sinks[0].max_size` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"nohost\"", "`sinks[0].address` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"http://x/\"", "must be an https:// URL"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"https://x/\"\nformat = \"xml\"", "`sinks[0].format` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"webhook\"\nurl = \"https://x/\"\nclient_cert = \"c\"", "client_key"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"splunk_hec\"\nurl = \"https://x/\"", "`sinks[0].token` (s) is missing"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\nbatch_size = 0", "`sinks[0].batch_size` (s)"),
+            ("data_dir = \"d\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"a\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"b\"", "sink \"s\" is defined twice"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -9,5 +9,6 @@ mod cli;
 mod end_to_end;
 mod failures;
 mod plain;
+mod sinks;
 mod streams;
 mod tui;

@@ -7,6 +7,7 @@ pub(crate) mod export;
 mod list;
 mod seed;
 mod show;
+mod tail;
 mod tui;
 
 pub use list::{list, ListArgs};
@@ -42,6 +43,8 @@ enum AuditCommand {
     Export(export::ExportArgs),
     /// Browse the audit trail interactively: a live, filterable, full-screen view.
     Tui(tui::TuiArgs),
+    /// Follow new records as they are written, one line each (for log shippers).
+    Tail(tail::TailArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -131,6 +134,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
         AuditCommand::Tui(args) => tui::run(args),
+        AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }
