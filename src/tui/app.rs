@@ -172,6 +172,8 @@ pub struct ListScreen {
     pub marker: Option<i64>,
     /// Jumped to a time: only rows at or before it (µs), and no live refresh.
     pub anchor: Option<i64>,
+    /// Why the last page could not be read (shown where the rows would be).
+    pub failed: Option<String>,
 }
 
 impl ListScreen {
@@ -194,6 +196,7 @@ impl ListScreen {
             loaded: false,
             marker: None,
             anchor: None,
+            failed: None,
         }
     }
 
@@ -413,6 +416,7 @@ impl App {
         list.loading = true;
         list.refreshing = false;
         list.marker = None;
+        list.failed = None;
         let after = list.anchor.map(|t| Cursor {
             // Strictly after (time+1, "") in newest-first order: every row at or before `t`.
             time_us: t.saturating_add(1),
@@ -563,6 +567,7 @@ impl App {
                             // A failed page ends the listing here rather than retrying forever.
                             list.exhausted = true;
                             list.loaded = true;
+                            list.failed = Some(message.clone());
                         }
                     }
                     self.error(message);

@@ -283,14 +283,14 @@ fn draw_table(frame: &mut Frame, app: &App, list: &ListScreen, theme: &Theme, ar
         area,
     );
     if empty && area.height > 2 {
-        let text = if list.loading || !list.loaded {
-            "loading…"
-        } else {
-            "no records match the filter"
+        let (text, style) = match &list.failed {
+            Some(message) => (message.as_str(), theme.error()),
+            None if list.loading || !list.loaded => ("loading…", theme.fg(Color::DarkGray)),
+            None => ("no records match the filter", theme.fg(Color::DarkGray)),
         };
         let inner = Rect {
             y: area.y + 2,
-            height: 1,
+            height: area.height - 2,
             ..area
         };
         frame.render_widget(
@@ -643,6 +643,17 @@ sorted by TIME (UTC) (the 30 loaded rows)",
         assert_eq!(lines[1], "filter: user:x");
         assert!(lines[0].contains("loading…"));
         assert_eq!(lines[4].trim(), "loading…");
+        let gen = app.list().unwrap().gen;
+        app.data(crate::tui::source::Response::Failed {
+            screen: gen,
+            kind: crate::tui::source::FetchKind::Reset,
+            message: "no gateway session: not logged in (run `ztk login`)".into(),
+        });
+        let (lines, _) = render(&mut app, 80, 24);
+        assert_eq!(
+            lines[4].trim(),
+            "no gateway session: not logged in (run `ztk login`)"
+        );
     }
 
     #[test]
