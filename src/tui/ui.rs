@@ -295,8 +295,9 @@ fn draw_table(frame: &mut Frame, app: &App, list: &ListScreen, theme: &Theme, ar
         };
         frame.render_widget(
             Paragraph::new(text)
-                .style(theme.fg(Color::DarkGray))
-                .centered(),
+                .style(style)
+                .centered()
+                .wrap(Wrap { trim: true }),
             inner,
         );
     }
