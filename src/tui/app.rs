@@ -241,9 +241,12 @@ impl ListScreen {
     fn resort(&mut self) {
         self.order = self.sort.map(|sort| {
             let col = columns(self.view)[sort.column];
+            // Each row's value once, not once per comparison (text columns allocate).
+            let keys: Vec<_> = self.rows.iter().map(|r| col.sort_key(r)).collect();
             let mut order: Vec<usize> = (0..self.rows.len()).collect();
+            // Rows are newest first, so a stable sort breaks ties newest first.
             order.sort_by(|&a, &b| {
-                let o = col.compare(&self.rows[a], &self.rows[b]);
+                let o = keys[a].cmp(&keys[b]);
                 if sort.ascending {
                     o
                 } else {

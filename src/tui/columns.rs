@@ -1,8 +1,6 @@
 //! The columns of both views: titles, widths, cell text and sort order, shared by the
 //! renderer and the sort key.
 
-use std::cmp::Ordering;
-
 use crate::audit::format::format_duration_us;
 use crate::audit::model::format_time_us;
 use crate::protocol::View;
@@ -55,6 +53,13 @@ pub fn columns(view: View) -> &'static [Col] {
         View::Commands => COMMAND_COLS,
         View::Calls => CALL_COLS,
     }
+}
+
+/// A cell's sort value (computed once per row per sort, not per comparison).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortKey {
+    Number(i64),
+    Text(String),
 }
 
 /// How wide a column is: a fixed width, or a share of what is left.
@@ -160,13 +165,12 @@ impl Col {
         }
     }
 
-    /// Orders two records by this column (ties: newest first, the listing's own order).
-    pub fn compare(self, a: &Record, b: &Record) -> Ordering {
-        let by_value = match (self.number(a), self.number(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            _ => self.text(a).cmp(&self.text(b)),
-        };
-        by_value.then_with(|| b.key().cmp(&a.key()))
+    /// A record's value in this column, to sort by: numbers as numbers, the rest as text.
+    pub fn sort_key(self, record: &Record) -> SortKey {
+        match self.number(record) {
+            Some(n) => SortKey::Number(n),
+            None => SortKey::Text(self.text(record)),
+        }
     }
 
     fn number(self, record: &Record) -> Option<i64> {
