@@ -587,6 +587,46 @@ mod tests {
     }
 
     #[test]
+    fn keyset_pages_cover_rows_with_equal_times_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+        let (sink, writer) = store.start_writer(64).unwrap();
+        // Three timestamps, seven calls each: page boundaries fall inside runs of equal times.
+        let mut want = Vec::new();
+        for t in 0..3 {
+            for _ in 0..7 {
+                let call = ApiCall {
+                    id: Uuid::now_v7(),
+                    time_us: 1_000_000 + t,
+                    status: 200,
+                    ..Default::default()
+                };
+                want.push((call.time_us, call.id));
+                sink.record_call(call);
+            }
+        }
+        assert!(sink.flush(Duration::from_secs(10)));
+        drop(sink);
+        writer.close();
+        want.sort();
+        want.reverse();
+        let mut source = LocalSource::new(store);
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = source
+                .page(View::Calls, &Filter::default(), after.as_ref(), 4)
+                .unwrap();
+            got.extend(page.items.iter().map(Record::key));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn commands_view_and_export_through_the_export_command_code() {
         let (dir, store) = store();
         let mut source = LocalSource::new(store.clone());
