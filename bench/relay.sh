@@ -8,25 +8,9 @@
 set -euo pipefail
 SECS="${1:-10}"
 CONCS="${2:-1 16 64}"
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN="$PWD/target/release/ztk"
-dir="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-export ZTK_CONFIG_DIR="$dir/client" ZTK_DATA_DIR="$dir/client" ZTK_TOKEN_STORE=file HOME="$dir/home" KUBECACHEDIR="$dir/kcache"
-PATH_Q="/api/v1/namespaces/dev/pods?labelSelector=run%3Ddebug-shell"
+source "$(dirname "$0")/lib.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Waits for a line matching $2 in file $1 and prints its last field.
-wait_line() { for _ in $(seq 100); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
-
-# The upstream.
-"$BIN" sandbox serve --kubeconfig "$dir/sandbox.kubeconfig" > "$dir/sandbox.out" 2>&1 & pids+=($!)
-SANDBOX=$(wait_line "$dir/sandbox.out" "listening on")
-TOKEN=$(awk '/token:/ {print $2}' "$dir/sandbox.kubeconfig")
-awk '/certificate-authority-data:/ {print $2}' "$dir/sandbox.kubeconfig" | base64 -d > "$dir/sandbox-ca.pem"
+start_sandbox
 
 # nginx: TLS in front, TLS to the sandbox with kept-alive upstream connections.
 NGINX_PORT=$(free_port)
@@ -58,58 +42,78 @@ NGINX
 nginx -p "$dir/nginx" -c "$dir/nginx.conf" -g 'daemon off;' 2>"$dir/nginx/stderr" & pids+=($!)
 
 # kubectl proxy: the Kubernetes project's own Go proxy (plain HTTP on loopback).
-kubectl proxy --port=0 --kubeconfig "$dir/sandbox.kubeconfig" > "$dir/kproxy.out" 2>&1 & pids+=($!)
+kubectl proxy --port=0 --kubeconfig "$dir/sandbox.kubeconfig" > "$dir/kproxy.out" 2>&1 & KPROXY_PID=$!; pids+=($KPROXY_PID)
 KPROXY=$(wait_line "$dir/kproxy.out" "Starting to serve on")
 
-# The ztk gateway, reaching the same sandbox through its kubeconfig.
-mkdir -p "$dir/gw"
-cat > "$dir/gateway.toml" <<TOML
-listen = "127.0.0.1:0"
-data_dir = "$dir/gw"
-[[clusters]]
-name = "sb"
-kubeconfig = "$dir/sandbox.kubeconfig"
-TOML
-echo pw | "$BIN" gateway user add bench --password-stdin --config "$dir/gateway.toml" >/dev/null
-"$BIN" gateway role bind edit --user bench --config "$dir/gateway.toml" >/dev/null 2>&1 || true
-"$BIN" gateway serve --config "$dir/gateway.toml" > "$dir/gw.out" 2>&1 & pids+=($!)
-GATEWAY=$(wait_line "$dir/gw.out" "listening on")
-echo pw | "$BIN" login --gateway "$GATEWAY" --ca-file "$dir/gw/ca.pem" --user bench --password-stdin >/dev/null
-SESSION=$(cat "$dir/client/session-token")
+start_gateway
 
+for _ in $(seq 50); do [ -s "$dir/nginx/nginx.pid" ] && break; sleep 0.1; done
+NGINX_PIDS="$(cat "$dir/nginx/nginx.pid") $(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')"
+
+# name|url|authorization|pids whose CPU time is the hop's own (the last column: CPU per request)
 targets=(
-  "direct|$SANDBOX$PATH_Q|Bearer $TOKEN"
-  "nginx|https://127.0.0.1:$NGINX_PORT$PATH_Q|Bearer $TOKEN"
-  "kubectl-proxy|http://$KPROXY$PATH_Q|"
-  "ztk-gateway|$GATEWAY/k8s/sb$PATH_Q|Bearer $SESSION"
+  "direct|$SANDBOX$PATH_Q|Bearer $TOKEN|$SANDBOX_PID"
+  "nginx|https://127.0.0.1:$NGINX_PORT$PATH_Q|Bearer $TOKEN|$NGINX_PIDS"
+  "kubectl-proxy|http://$KPROXY$PATH_Q||$KPROXY_PID"
+  "ztk-gateway|$GATEWAY/k8s/sb$PATH_Q|Bearer $SESSION|$GATEWAY_PID"
 )
-# The persistent local proxy, when this ztk has one: kubeconfig + credential plugin in front.
-if "$BIN" proxy --help >/dev/null 2>&1 && "$BIN" kubeconfig --help >/dev/null 2>&1; then
-  "$BIN" kubeconfig --output "$dir/ztk.kubeconfig" >/dev/null 2>&1 || true
-  if [ -s "$dir/ztk.kubeconfig" ] && KUBECONFIG="$dir/ztk.kubeconfig" kubectl --context ztk-sb get ns >/dev/null 2>&1; then
-    PROXY_URL=$(awk '/server:/ {print $2; exit}' "$dir/ztk.kubeconfig")
-    CRED=$(KUBERNETES_EXEC_INFO='{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}' \
-      "$BIN" credential --cluster sb | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["token"])')
-    targets+=("ztk-proxy+gateway|$PROXY_URL$PATH_Q|Bearer $CRED")
-  fi
-fi
+# The persistent local proxy in front of the gateway, as plain kubectl reaches it.
+start_proxy
+targets+=("ztk-proxy+gateway|$PROXY_URL$PATH_Q|Bearer $CRED|$PROXY_PID")
 
 for t in "${targets[@]}"; do
-  IFS='|' read -r name url auth <<< "$t"
+  IFS="|" read -r name url auth _ <<< "$t"
   code=$(curl -s -o /dev/null -w '%{http_code}' -k ${auth:+-H "Authorization: $auth"} "$url")
   [ "$code" = 200 ] || { echo "$name answers $code at $url" >&2; exit 1; }
 done
 
-printf '%-20s %6s %10s %10s %10s\n' target conc p50 p99 req/s
+# CPU time (user + system) of a list of pids, in clock ticks.
+cpu_ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
+ROUNDS="${ROUNDS:-1}"
+results="$dir/results"
+printf '%-20s %5s %10s %10s %10s %12s\n' target conc p50 p99 req/s "cpu/req(us)"
 for c in $CONCS; do
-  for t in "${targets[@]}"; do
-    IFS='|' read -r name url auth <<< "$t"
-    threads=$(( c < 2 ? 1 : 2 ))
-    out=$(wrk -t"$threads" -c"$c" -d"${SECS}s" --latency ${auth:+-H "Authorization: $auth"} "$url")
-    p50=$(awk '$1=="50%" {print $2}' <<< "$out")
-    p99=$(awk '$1=="99%" {print $2}' <<< "$out")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
-    errs=$(awk '/Non-2xx/ {print $NF}' <<< "$out")
-    printf '%-20s %6s %10s %10s %10s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "${errs:+($errs non-2xx)}"
+  for round in $(seq "$ROUNDS"); do
+    for t in "${targets[@]}"; do
+      IFS='|' read -r name url auth cpupids <<< "$t"
+      threads=$(( c < 2 ? 1 : 2 ))
+      before=$(cpu_ticks "$cpupids")
+      out=$(wrk -t"$threads" -c"$c" -d"${SECS}s" --latency ${auth:+-H "Authorization: $auth"} "$url")
+      after=$(cpu_ticks "$cpupids")
+      p50=$(awk '$1=="50%" {print $2}' <<< "$out")
+      p99=$(awk '$1=="99%" {print $2}' <<< "$out")
+      rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+      n=$(awk '/requests in/ {print $1}' <<< "$out")
+      cpu=$(( n > 0 ? (after - before) * 1000000 / HZ / n : 0 ))
+      errs=$(awk '/Non-2xx/ {print $NF}' <<< "$out")
+      printf '%-20s %5s %10s %10s %10s %12s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "${errs:+($errs non-2xx)}"
+      echo "$name $c $p50 $p99 $rps $cpu" >> "$results"
+    done
   done
 done
+
+# What each hop adds: nginx, kubectl proxy and the ztk gateway over direct; the ztk local proxy
+# over the ztk gateway alone. Medians over the rounds.
+python3 - "$results" <<'PY'
+import statistics, sys
+def us(v):
+    for unit, f in (("us", 1), ("ms", 1000), ("s", 1000000)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    name, c, p50, p99, rps, cpu = line.split()
+    rows.setdefault((name, c), []).append((us(p50), us(p99), float(rps), float(cpu)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in rows.items()}
+hops = [("nginx", "nginx", "direct"), ("kubectl proxy", "kubectl-proxy", "direct"),
+        ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway")]
+print()
+print("added by each hop (median of rounds)   p50 added   p99 added   cpu/req of the hop")
+for c in sorted({c for _, c in med}, key=int):
+    for label, name, base in hops:
+        if (name, c) in med and (base, c) in med:
+            a, b = med[(name, c)], med[(base, c)]
+            print(f"  c={c:<4} {label:<26} {a[0]-b[0]:8.0f}us  {a[1]-b[1]:8.0f}us  {a[3]:8.0f}us")
+PY

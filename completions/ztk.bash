@@ -106,6 +106,9 @@ _ztk() {
             ztk__subcmd__audit,tui)
                 cmd="ztk__subcmd__audit__subcmd__tui"
                 ;;
+            ztk__subcmd__audit,verify)
+                cmd="ztk__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__audit__subcmd__help,export)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__export"
                 ;;
@@ -126,6 +129,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,tui)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__tui"
+                ;;
+            ztk__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
@@ -148,6 +154,18 @@ _ztk() {
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
                 ;;
+            ztk__subcmd__gateway__subcmd__audit,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__verify"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__audit__subcmd__help,verify)
+                cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
             ztk__subcmd__gateway__subcmd__help,audit)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit"
                 ;;
@@ -168,6 +186,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
@@ -337,6 +358,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,tui)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__tui"
                 ;;
+            ztk__subcmd__help__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
+                ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
@@ -354,6 +378,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__audit,verify)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
@@ -597,7 +624,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export tui tail seed help"
+            opts="-h -V --help --version list show export tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -693,7 +720,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export tui tail seed help"
+            opts="list show export tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -791,6 +818,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__tui)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1022,6 +1063,28 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__verify)
+            opts="-h -V --remote --db --public-key --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --public-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__completions)
             opts="-h -V --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1087,7 +1150,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__audit)
-            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version"
+            opts="-c -n -o -h -V --config --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --view --output --limit --remote --help --version verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1172,6 +1235,70 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help)
+            opts="verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts="-c -h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__help)
             opts="serve user session role sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1187,8 +1314,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2001,7 +2142,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export tui tail seed"
+            opts="list show export tui tail verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2098,6 +2239,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2155,8 +2310,22 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

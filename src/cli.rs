@@ -75,7 +75,9 @@ pub fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
 /// Logs go to stderr, quiet unless `ZTK_LOG` asks (e.g. `ZTK_LOG=debug`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZTK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // rustls warns on every client that sends an IP address as SNI (curl, wrk, some
+        // libraries), which the TLS spec forbids but is harmless here: keep its errors only.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustls=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

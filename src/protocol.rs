@@ -24,6 +24,10 @@ pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
 pub const AUDIT_TAIL_PATH: &str = "/ztk/v1/audit/tail";
 /// Longest a tail request waits for new records before answering with none.
 pub const MAX_TAIL_WAIT_MS: u64 = 30_000;
+/// The gateway verifies its audit chain (administrators only).
+pub const AUDIT_VERIFY_PATH: &str = "/ztk/v1/audit/verify";
+/// The gateway's audit writer: mode, health and counts (administrators only).
+pub const AUDIT_HEALTH_PATH: &str = "/ztk/v1/audit/health";
 
 /// Largest page the audit query API returns.
 pub const MAX_PAGE: usize = 5000;
@@ -178,4 +182,21 @@ pub struct AuditTail {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IngestAck {
     pub accepted: usize,
+}
+
+/// The gateway's audit writer, for `ztk audit verify --remote` and monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditHealth {
+    /// `best-effort` or `fail-closed`.
+    pub audit_mode: String,
+    pub writer: crate::audit::store::WriterStatus,
+    /// Hex of the Ed25519 key that signs the chain's checkpoints: pin it.
+    pub public_key: String,
+}
+
+/// The gateway's verification of its own store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyAnswer {
+    pub report: crate::audit::chain::Report,
+    pub health: AuditHealth,
 }

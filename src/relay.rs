@@ -40,10 +40,13 @@ pub struct Upstream {
     authority: http::uri::Authority,
     /// Path prefix prepended to every relayed path (no trailing slash).
     prefix: String,
-    /// HTTP/2 when the upstream offers it, else HTTP/1.1.
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    /// HTTP/1.1 only: upgrades cannot ride on HTTP/2.
-    upgrade_client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/2 when the upstream offers it, else HTTP/1.1: for long-lived responses (watches,
+    /// followed logs), so that a thousand open watches share one connection.
+    streams_client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/1.1 only, with a pool of kept-alive connections: for short requests (an HTTP/1.1
+    /// exchange costs less CPU and latency than an HTTP/2 stream) and for upgrades (which
+    /// cannot ride on HTTP/2).
+    h1_client: Client<HttpsConnector<HttpConnector>, Body>,
     /// Replaces whatever `Authorization` the client sent.
     authorization: Option<HeaderValue>,
 }
@@ -75,8 +78,8 @@ impl Upstream {
             scheme,
             authority,
             prefix,
-            client: build_client(tls.clone(), true),
-            upgrade_client: build_client(tls, false),
+            streams_client: build_client(tls.clone(), true),
+            h1_client: build_client(tls, false),
             authorization,
         })
     }
@@ -146,6 +149,26 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
+}
+
+/// Whether a request asks for a response that stays open: a watch (`watch=true`, or the legacy
+/// `/watch/` path) or followed logs (`follow=true`). These go over the HTTP/2 client, where they
+/// share a connection; everything else over the HTTP/1.1 pool.
+fn is_long_lived(path_and_query: &str) -> bool {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut parts = path.split('/').skip(1);
+    let legacy_watch = match parts.next() {
+        Some("api") => parts.nth(1) == Some("watch"),
+        Some("apis") => parts.nth(2) == Some("watch"),
+        _ => false,
+    };
+    legacy_watch
+        || query.split('&').any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == "watch" || k == "follow") && !matches!(v, "false" | "0" | "")
+        })
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -242,10 +265,10 @@ where
 
     // Nothing borrowed from `upstream` may live across an await (it would tie the future's
     // Send-ness to a lifetime); the clients are cheap handles on shared pools.
-    let client = if upgrade {
-        upstream.upgrade_client.clone()
+    let client = if upgrade || !is_long_lived(path_and_query) {
+        upstream.h1_client.clone()
     } else {
-        upstream.client.clone()
+        upstream.streams_client.clone()
     };
     let label = upstream.label.clone();
     let mut resp = match client
@@ -559,6 +582,31 @@ mod tests {
             },
         ));
         addr
+    }
+
+    #[test]
+    fn long_lived_requests_are_told_apart() {
+        for long in [
+            "/api/v1/pods?watch=true",
+            "/api/v1/namespaces/dev/pods?labelSelector=a%3Db&watch=1&resourceVersion=5",
+            "/api/v1/watch/namespaces/dev/pods",
+            "/apis/apps/v1/watch/deployments",
+            "/api/v1/namespaces/dev/pods/p/log?follow=true&container=c",
+        ] {
+            assert!(is_long_lived(long), "{long}");
+        }
+        for short in [
+            "/api/v1/pods",
+            "/api/v1/pods?watch=false",
+            "/api/v1/pods?watch=0&limit=500",
+            "/api/v1/namespaces/dev/pods/p/log?follow=false",
+            "/api/v1/namespaces/watch/pods",
+            "/apis/watch/v1/things",
+            "/version?timeout=5s",
+            "/",
+        ] {
+            assert!(!is_long_lived(short), "{short}");
+        }
     }
 
     /// An exec-like upgraded stream is cut when its cancel switch flips, and reported so.

@@ -1,5 +1,6 @@
 //! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
 
+pub mod chain;
 pub mod filter;
 pub mod format;
 pub mod model;

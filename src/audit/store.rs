@@ -6,15 +6,16 @@
 //! connections (WAL lets them run beside the writer).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::chain::{self, Kind};
 use super::filter::Filter;
 use rusqlite::types::Value;
 
@@ -43,7 +44,7 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE api_calls (
     id TEXT PRIMARY KEY,
@@ -145,6 +146,7 @@ CREATE TABLE sink_cursors (
     updated_us INTEGER NOT NULL
 );
 "#,
+    super::chain::MIGRATION,
 ];
 
 const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -183,7 +185,14 @@ impl AuditStore {
             path: path.to_path_buf(),
         };
         let mut conn = store.connect(false)?;
-        migrate(&mut conn, MIGRATIONS).map_err(|e| store.err(e))?;
+        // The chain's migration journals the records already there, in its own transaction.
+        migrate_then(&mut conn, MIGRATIONS, |tx, step| {
+            if MIGRATIONS[step] == chain::MIGRATION {
+                chain::adopt_existing(tx)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| store.err(e))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| store.err(e))?;
@@ -215,6 +224,15 @@ impl AuditStore {
     /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
     /// `AuditWriter::close` flushes everything still queued.
     pub fn start_writer(&self, capacity: usize) -> Result<(AuditSink, AuditWriter), StoreError> {
+        self.start_writer_with(capacity, WriterConfig::default())
+    }
+
+    /// `start_writer` with a choice of what happens to records while the store fails.
+    pub fn start_writer_with(
+        &self,
+        capacity: usize,
+        config: WriterConfig,
+    ) -> Result<(AuditSink, AuditWriter), StoreError> {
         let conn = self.connect(false)?;
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
@@ -222,7 +240,7 @@ impl AuditStore {
         let path = self.path.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(conn, rx, &thread_stats, &path))
+            .spawn(move || write_loop(conn, rx, &thread_stats, &path, config))
             .map_err(|e| StoreError::Dir {
                 path: self.path.clone(),
                 source: e,
@@ -276,8 +294,9 @@ impl AuditStore {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        let mut journal = chain::Appender::default();
         for cmd in commands {
-            upsert_command(&tx, cmd).map_err(|e| self.err(e))?;
+            upsert_command(&tx, &mut journal, cmd).map_err(|e| self.err(e))?;
         }
         {
             let mut stmt = tx
@@ -612,6 +631,42 @@ impl AuditStore {
         Ok(SeqBatch { records, through })
     }
 
+    /// Walks the store's chain (see `audit::chain`): every record that was changed, inserted or
+    /// deleted outside ztk, and the signed checkpoints (against `pinned`, when given).
+    pub fn verify(&self, pinned: Option<&[u8]>) -> Result<chain::Report, StoreError> {
+        let mut conn = self.connect(true)?;
+        chain::verify(&mut conn, pinned).map_err(|e| self.err(e))
+    }
+
+    /// Signs the chain's head with `key` if it moved since the last checkpoint.
+    pub fn checkpoint(
+        &self,
+        key: &chain::SigningKey,
+    ) -> Result<Option<chain::Checkpoint>, StoreError> {
+        let mut conn = self.connect(false)?;
+        chain::checkpoint(&mut conn, key, super::model::now_us()).map_err(|e| self.err(e))
+    }
+
+    /// Deletes records written before `upto` (a `seq`) the way retention must: `delete` runs the
+    /// DELETE statements (only rows with `seq < upto`; which ones is the caller's policy, e.g.
+    /// shipped and old), and in the same transaction the chain records the prune, so `verify`
+    /// accepts the shorter store. Returns what `delete` returned and the prune.
+    pub fn prune_before<T>(
+        &self,
+        upto: i64,
+        delete: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<(T, chain::Prune), StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let result = delete(&tx).map_err(|e| self.err(e))?;
+        let seq = next_seq(&tx).map_err(|e| self.err(e))?;
+        let prune = chain::record_prune(&tx, seq, upto.min(seq)).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((result, prune))
+    }
+
     /// The client's timings of a command's calls, to ship with it.
     pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
         let conn = self.connect(true)?;
@@ -707,6 +762,15 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
 /// open a new store at once (the exec plugin and the proxy it starts): each step takes the write
 /// lock first and re-reads the version, so a step is applied exactly once.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    migrate_then(conn, migrations, |_, _| Ok(()))
+}
+
+/// `migrate`, running `after(tx, i)` in the transaction of step `i`, after its SQL.
+pub fn migrate_then(
+    conn: &mut Connection,
+    migrations: &[&str],
+    after: impl Fn(&Connection, usize) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= migrations.len() as i64 {
         return Ok(());
@@ -718,17 +782,124 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<(
             continue;
         }
         tx.execute_batch(sql)?;
+        after(&tx, i)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
 }
 
-/// Counters of the writer: how many records were committed, and how many could not be.
+/// Counters of the writer, readable at any time (atomics: the gateway reads `healthy` on every
+/// request). A record is either written, held for a retry (`pending`), spilled to a file when
+/// the writer had to stop with the store still failing, or counted in `failed` — never dropped
+/// without being counted.
 #[derive(Default, Debug)]
 pub struct WriterStats {
     pub written: AtomicU64,
+    /// Records lost: not written, not held, not spilled (the writer had stopped, or a
+    /// best-effort writer's retry buffer was full).
     pub failed: AtomicU64,
+    /// Records held in memory after a failed write, retried until the store takes them.
+    pub pending: AtomicU64,
+    /// Records whose first write failed (whether or not a retry wrote them later).
+    pub delayed: AtomicU64,
+    /// Write transactions that failed.
+    pub write_errors: AtomicU64,
+    /// Records written to a spill file because the store still failed when the writer closed.
+    pub spilled: AtomicU64,
+    /// Set while the last write failed; cleared by the next successful one.
+    unhealthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    /// False while the store is not taking writes (the last attempt failed).
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A copy of the counters, for status answers and summaries.
+    pub fn status(&self) -> WriterStatus {
+        WriterStatus {
+            healthy: self.healthy(),
+            written: self.written.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            delayed: self.delayed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            spilled: self.spilled.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            last_error: self.last_error(),
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        self.unhealthy.store(error.is_some(), Ordering::Relaxed);
+        if let Some(e) = error {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+    }
+}
+
+/// A snapshot of [`WriterStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterStatus {
+    pub healthy: bool,
+    pub written: u64,
+    pub pending: u64,
+    pub delayed: u64,
+    pub failed: u64,
+    pub spilled: u64,
+    pub write_errors: u64,
+    /// The last write error (kept after recovery, for the report).
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Display for WriterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; {} records written, {} held for retry, {} delayed by write failures, {} spilled to a file, {} lost",
+            if self.healthy { "writing" } else { "NOT WRITING" },
+            self.written,
+            self.pending,
+            self.delayed,
+            self.spilled,
+            self.failed
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, " (last error: {e})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the writer does with records while the store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Records held in memory for a retry, at most.
+    pub hold_max: usize,
+    /// With the hold full: true stops taking records (senders wait: nothing is lost, for
+    /// fail-closed), false takes them and counts them as lost (best-effort).
+    pub wait_when_full: bool,
+    /// After the last sink is gone, how long to keep retrying before spilling to a file.
+    pub close_grace: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            hold_max: 100_000,
+            wait_when_full: false,
+            close_grace: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Where relays hand their records. Cheap to clone; never blocks the caller.
@@ -786,6 +957,11 @@ impl AuditSink {
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
+
+    /// Whether the store is taking writes (one atomic load: cheap enough for every request).
+    pub fn healthy(&self) -> bool {
+        self.stats.healthy()
+    }
 }
 
 /// Owns the writer thread.
@@ -795,7 +971,8 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Waits until every record queued before all sinks were dropped is committed.
+    /// Waits until every record queued before all sinks were dropped is committed (or, with the
+    /// store still failing after the close grace, spilled to a file).
     /// Call after dropping every `AuditSink` (the thread ends when the channel closes).
     pub fn close(mut self) -> Arc<WriterStats> {
         if let Some(thread) = self.thread.take() {
@@ -803,59 +980,187 @@ impl AuditWriter {
         }
         self.stats.clone()
     }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
 }
 
 const BATCH_MAX: usize = 2048;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
-fn write_loop(mut conn: Connection, rx: Receiver<WriteOp>, stats: &WriterStats, path: &Path) {
-    let mut batch = Vec::with_capacity(BATCH_MAX);
+/// The writer thread: commits what is queued in batches. A failed batch is kept (up to
+/// `hold_max` records, growing with what arrives meanwhile) and retried with backoff until the
+/// store takes it; `stats` says all the while that the store is failing.
+fn write_loop(
+    mut conn: Connection,
+    rx: Receiver<WriteOp>,
+    stats: &WriterStats,
+    path: &Path,
+    config: WriterConfig,
+) {
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_MAX);
     let mut flushes = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            match op {
-                WriteOp::Flush(done) => flushes.push(done),
-                op => batch.push(op),
+    // Records at the front of `batch` that already failed once (counted in `delayed`).
+    let mut held = 0usize;
+    let mut backoff = RETRY_MIN;
+    let mut closed_at: Option<std::time::Instant> = None;
+    let take = |op: WriteOp, batch: &mut Vec<WriteOp>, flushes: &mut Vec<SyncSender<()>>| match op {
+        WriteOp::Flush(done) => flushes.push(done),
+        op => batch.push(op),
+    };
+    loop {
+        if held == 0 {
+            // Healthy: wait for work, then take what is queued (up to a batch).
+            match rx.recv() {
+                Ok(op) => take(op, &mut batch, &mut flushes),
+                Err(_) => break,
             }
-            if batch.len() < BATCH_MAX {
-                next = rx.try_recv().ok();
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(op) => take(op, &mut batch, &mut flushes),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            // Failing: wait out the backoff, holding what arrives meanwhile.
+            let until = std::time::Instant::now() + backoff;
+            while closed_at.is_none() {
+                let full = batch.len() >= config.hold_max;
+                if full && config.wait_when_full {
+                    std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+                    break;
+                }
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(WriteOp::Flush(done)) => flushes.push(done),
+                    Ok(_) if full => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("audit record lost: the store is failing and {} records are already held", batch.len());
+                    }
+                    Ok(op) => batch.push(op),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        closed_at = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            if closed_at.is_some() {
+                std::thread::sleep(backoff);
             }
         }
-        let n = batch.len() as u64;
-        let result = if batch.is_empty() {
-            Ok(())
-        } else {
-            write_batch(&mut conn, &batch)
-        };
-        match result {
+        let n = batch.len();
+        if n == 0 {
+            answer(&mut flushes);
+            continue;
+        }
+        match write_batch(&mut conn, &batch) {
             Ok(()) => {
-                stats.written.fetch_add(n, Ordering::Relaxed);
+                stats.written.fetch_add(n as u64, Ordering::Relaxed);
+                if held > 0 {
+                    tracing::warn!(
+                        "audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
+                    eprintln!(
+                        "ztk: audit store {} takes writes again: wrote {n} held records",
+                        path.display()
+                    );
+                }
+                stats.pending.store(0, Ordering::Relaxed);
+                stats.set_error(None);
+                batch.clear();
+                held = 0;
+                backoff = RETRY_MIN;
+                answer(&mut flushes);
             }
             Err(err) => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(
-                    "could not write {n} audit records to {}: {err}",
-                    path.display()
-                );
-                eprintln!(
-                    "ztk: could not write {n} audit records to {}: {err}",
-                    path.display()
-                );
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .delayed
+                    .fetch_add((n - held) as u64, Ordering::Relaxed);
+                stats.pending.store(n as u64, Ordering::Relaxed);
+                if held == 0 {
+                    tracing::error!(
+                        "could not write {n} audit records to {}: {err}; holding them and retrying",
+                        path.display()
+                    );
+                    eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
+                }
+                stats.set_error(Some(err.to_string()));
+                held = n;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                if closed_at.is_some_and(|t| t.elapsed() >= config.close_grace) {
+                    spill(&batch, stats, path);
+                    batch.clear();
+                    answer(&mut flushes);
+                    break;
+                }
             }
         }
-        batch.clear();
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+    }
+}
+
+fn answer(flushes: &mut Vec<SyncSender<()>>) {
+    for done in flushes.drain(..) {
+        let _ = done.send(());
+    }
+}
+
+/// The writer must stop while the store still fails: the held records go to a 0600 NDJSON file
+/// beside the store (`{"call": …}` / `{"command": …}` per line) instead of vanishing.
+fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
+    let file = path.with_extension(format!("unwritten-{}.ndjson", super::model::now_us()));
+    let mut text = String::new();
+    for op in batch {
+        let line = match op {
+            WriteOp::Call(c) => serde_json::json!({ "call": c }),
+            WriteOp::Command(c) => serde_json::json!({ "command": c }),
+            WriteOp::Flush(_) => continue,
+        };
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let n = batch.len() as u64;
+    stats.pending.store(0, Ordering::Relaxed);
+    match crate::fsutil::write_private(&file, text.as_bytes()) {
+        Ok(()) => {
+            stats.spilled.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(
+                "audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: audit store {} still fails; {n} records written to {} instead",
+                path.display(),
+                file.display()
+            );
+        }
+        Err(err) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(
+                "{n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
+            eprintln!(
+                "ztk: {n} audit records lost: the store {} fails and {} cannot be written: {err}",
+                path.display(),
+                file.display()
+            );
         }
     }
 }
 
 fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut journal = chain::Appender::default();
     for op in batch {
         match op {
-            WriteOp::Call(call) => insert_call(&tx, call)?,
-            WriteOp::Command(cmd) => upsert_command(&tx, cmd)?,
+            WriteOp::Call(call) => insert_call(&tx, &mut journal, call)?,
+            WriteOp::Command(cmd) => upsert_command(&tx, &mut journal, cmd)?,
             WriteOp::Flush(_) => {}
         }
     }
@@ -869,70 +1174,103 @@ fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-fn insert_call(conn: &Connection, c: &ApiCall) -> rusqlite::Result<()> {
-    let seq = next_seq(conn)?;
-    let mut stmt = conn.prepare_cached(
+/// Writes a call and returns its content as stored, for the chain.
+static INSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT OR REPLACE INTO api_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
          api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
          user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    )?;
-    stmt.execute(params![
-        c.id.to_string(),
-        c.time_us,
-        c.user,
-        c.cluster,
-        c.namespace,
-        c.resource,
-        c.subresource,
-        c.name,
-        c.api_group,
-        c.api_version,
-        c.verb,
-        c.method,
-        c.path,
-        c.query,
-        c.status,
-        c.duration_us,
-        c.bytes_in as i64,
-        c.bytes_out as i64,
-        c.user_agent,
-        c.source_ip,
-        c.kubectl_command,
-        c.kubectl_session,
-        c.command_id.map(|id| id.to_string()),
-        c.request_id.map(|id| id.to_string()),
-        c.access_method.as_str(),
-        c.decision,
-        c.reason,
-        seq,
-    ])?;
-    Ok(())
-}
+         decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         RETURNING {}",
+        chain::CALL_FIELDS
+    )
+});
 
-fn upsert_command(conn: &Connection, c: &Command) -> rusqlite::Result<()> {
-    let seq = next_seq(conn)?;
-    let mut stmt = conn.prepare_cached(
+/// Inserts a command or, for a known id, records its end; returns the row as it now is.
+static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq",
+         api_calls = excluded.api_calls, seq = excluded.seq RETURNING {}",
+        chain::COMMAND_FIELDS
+    )
+});
+
+fn insert_call(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &ApiCall,
+) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
+    let mut stmt = conn.prepare_cached(&INSERT_CALL)?;
+    // The hash is taken over the row as stored (RETURNING), exactly what `verify` reads back.
+    let id = c.id.to_string();
+    let content = stmt.query_row(
+        params![
+            id,
+            c.time_us,
+            c.user,
+            c.cluster,
+            c.namespace,
+            c.resource,
+            c.subresource,
+            c.name,
+            c.api_group,
+            c.api_version,
+            c.verb,
+            c.method,
+            c.path,
+            c.query,
+            c.status,
+            c.duration_us,
+            c.bytes_in as i64,
+            c.bytes_out as i64,
+            c.user_agent,
+            c.source_ip,
+            c.kubectl_command,
+            c.kubectl_session,
+            c.command_id.map(|id| id.to_string()),
+            c.request_id.map(|id| id.to_string()),
+            c.access_method.as_str(),
+            c.decision,
+            c.reason,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Call, row, 0),
     )?;
-    stmt.execute(params![
-        c.id.to_string(),
-        c.started_us,
-        c.ended_us,
-        c.user,
-        c.cluster,
-        serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
-        c.command_line,
-        c.exit_code,
-        c.api_calls,
-        c.access_method.as_str(),
-        c.cwd,
-        c.host,
-        seq,
-    ])?;
+    journal.append(conn, seq, Kind::Call, &id, &content)?;
+    Ok(())
+}
+
+fn upsert_command(
+    conn: &Connection,
+    journal: &mut chain::Appender,
+    c: &Command,
+) -> rusqlite::Result<()> {
+    let seq = next_seq(conn)?;
+    let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
+    // An update keeps the first write's other columns: hash the row as it now is.
+    let id = c.id.to_string();
+    let content = stmt.query_row(
+        params![
+            id,
+            c.started_us,
+            c.ended_us,
+            c.user,
+            c.cluster,
+            serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+            c.command_line,
+            c.exit_code,
+            c.api_calls,
+            c.access_method.as_str(),
+            c.cwd,
+            c.host,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Command, row, 0),
+    )?;
+    journal.append(conn, seq, Kind::Command, &id, &content)?;
     Ok(())
 }
 
@@ -1142,6 +1480,145 @@ mod tests {
             params![id, c.time_us, c.user, c.cluster],
         )
         .unwrap();
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_failing_store_holds_records_and_writes_them_when_it_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let (sink, writer) = store.start_writer(16).unwrap();
+        sink.record_call(call("alice", 200, None));
+        assert!(sink.flush(Duration::from_secs(5)));
+        assert!(sink.healthy());
+        // Break the store under the writer (another connection renames a table it writes).
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        for _ in 0..5 {
+            sink.record_call(call("bob", 200, None));
+        }
+        wait_until("the writer reports the failure", || !sink.healthy());
+        let status = sink.stats().status();
+        assert!(status.pending >= 1 && status.delayed >= 1, "{status:?}");
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("sequence"),
+            "{status:?}"
+        );
+        sink.record_call(call("carol", 200, None));
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
+        assert!(sink.flush(Duration::from_secs(10)));
+        let status = sink.stats().status();
+        assert!(status.healthy, "{status:?}");
+        assert_eq!((status.written, status.pending, status.failed), (7, 0, 0));
+        assert!(status.delayed <= 6, "{status:?}");
+        drop(sink);
+        writer.close();
+        assert_eq!(store.list_calls(&Filter::default()).unwrap().len(), 7);
+        assert!(store.verify(None).unwrap().ok());
+    }
+
+    #[test]
+    fn a_best_effort_writer_counts_what_its_full_hold_cannot_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let config = WriterConfig {
+            hold_max: 2,
+            ..Default::default()
+        };
+        let (sink, writer) = store.start_writer_with(16, config).unwrap();
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        sink.record_call(call("alice", 200, None));
+        sink.record_call(call("alice", 200, None));
+        wait_until("the writer holds two records", || {
+            sink.stats().status().pending == 2
+        });
+        for _ in 0..3 {
+            sink.record_call(call("bob", 200, None));
+        }
+        wait_until("the overflow is counted", || {
+            sink.stats().status().failed == 3
+        });
+        other
+            .execute_batch("ALTER TABLE sequence_away RENAME TO sequence")
+            .unwrap();
+        assert!(sink.flush(Duration::from_secs(10)));
+        drop(sink);
+        let status = writer.close().status();
+        assert_eq!(
+            (status.written, status.failed, status.pending),
+            (2, 3, 0),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn a_store_still_failing_at_close_spills_held_records_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let config = WriterConfig {
+            close_grace: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (sink, writer) = store.start_writer_with(16, config).unwrap();
+        let other = open_connection(&path, false).unwrap();
+        other
+            .execute_batch("ALTER TABLE sequence RENAME TO sequence_away")
+            .unwrap();
+        let calls: Vec<ApiCall> = (0..3).map(|_| call("alice", 200, None)).collect();
+        for c in &calls {
+            sink.record_call(c.clone());
+        }
+        drop(sink);
+        let stats = writer.close().status();
+        assert_eq!(
+            (stats.spilled, stats.failed, stats.written),
+            (3, 0, 0),
+            "{stats:?}"
+        );
+        let spilled: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("unwritten"))
+            .collect();
+        assert_eq!(spilled.len(), 1);
+        let text = std::fs::read_to_string(spilled[0].path()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["call"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            calls.iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -160,6 +160,18 @@ impl GatewayApi {
             .map(|_| ())
     }
 
+    /// The gateway verifies its audit chain (administrators only).
+    pub async fn audit_verify(&self, token: &str) -> Result<protocol::AuditVerifyAnswer, ApiError> {
+        self.call(Method::POST, protocol::AUDIT_VERIFY_PATH, Some(token), None)
+            .await
+    }
+
+    /// The gateway's audit writer status (administrators only).
+    pub async fn audit_health(&self, token: &str) -> Result<protocol::AuditHealth, ApiError> {
+        self.call(Method::GET, protocol::AUDIT_HEALTH_PATH, Some(token), None)
+            .await
+    }
+
     /// One page of the gateway's audit trail.
     pub async fn query<T: serde::de::DeserializeOwned>(
         &self,

@@ -39,12 +39,38 @@ enum GatewayCommand {
     /// Inspect the SIEM sinks that stream the audit trail (run on the gateway host).
     #[command(subcommand)]
     Sinks(sinks::SinksCommand),
-    /// Read the gateway's own audit log (run on the gateway host).
-    Audit {
+    /// Read the gateway's own audit log (run on the gateway host); `verify` checks its chain.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
+    /// The gateway's TOML config file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "ZTK_GATEWAY_CONFIG",
+        value_name = "FILE",
+        required = true
+    )]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    list: Box<super::audit::ListArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the gateway's audit chain and signed checkpoints (exit code 1 if a record was
+    /// changed, inserted or deleted outside ztk); prints the checkpoint public key to pin.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
-        #[command(flatten)]
-        list: Box<super::audit::ListArgs>,
     },
 }
 
@@ -313,14 +339,51 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         GatewayCommand::Sinks(command) => sinks::run(command),
-        GatewayCommand::Audit { config, list } => {
+        GatewayCommand::Audit(AuditArgs {
+            command: Some(AuditCommand::Verify { json, config }),
+            ..
+        }) => {
+            let cfg = GatewayConfig::load(&config.config)?;
+            let store = crate::audit::AuditStore::open(&cfg.audit_path())?;
+            // The key pins the checkpoints; reading it never creates one.
+            let key_path = cfg.audit_key_path();
+            let pinned = if key_path.exists() {
+                let key = crate::audit::chain::SigningKey::load_or_create(&key_path)?;
+                Some(key.public_key().to_vec())
+            } else {
+                None
+            };
+            let code = super::audit::verify_store(&store, pinned.as_deref(), json)?;
+            if !json {
+                match &pinned {
+                    Some(key) => println!(
+                        "checkpoint key: {} ({})",
+                        hex::encode(key),
+                        key_path.display()
+                    ),
+                    None => println!(
+                        "no checkpoint key yet ({} is made at the gateway's first start)",
+                        key_path.display()
+                    ),
+                }
+            }
+            Ok(code)
+        }
+        GatewayCommand::Audit(AuditArgs {
+            command: None,
+            config,
+            list,
+        }) => {
             if list.remote {
                 return Err(crate::cli::UsageError(
                     "`ztk gateway audit` reads the gateway's own store; drop --remote".into(),
                 )
                 .into());
             }
-            let cfg = GatewayConfig::load(&config.config)?;
+            let config = config.ok_or_else(|| {
+                crate::cli::UsageError("give the gateway's config with --config FILE".into())
+            })?;
+            let cfg = GatewayConfig::load(&config)?;
             let store = crate::audit::AuditStore::open(&cfg.audit_path())?;
             super::audit::list(&store, &list)
         }
@@ -365,6 +428,11 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
             sink.kind.target()
         );
     }
+    println!(
+        "ztk gateway: audit_mode {}; audit checkpoints signed by Ed25519 key {}",
+        cfg.audit_mode.as_str(),
+        hex::encode(running.gateway.audit_key.public_key())
+    );
     println!("ztk gateway: listening on https://{}", running.addr);
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -373,8 +441,13 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
     }
     println!("ztk gateway: shutting down; flushing audit records");
     sinks.stop().await;
-    running.shutdown();
-    Ok(0)
+    let status = running.shutdown();
+    println!("ztk gateway: audit writer: {status}");
+    Ok(if status.failed > 0 || status.spilled > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
         (Method::POST, protocol::AUDIT_TAIL_PATH) => audit_tail(gateway, req).await,
+        (Method::POST, protocol::AUDIT_VERIFY_PATH) => super::audit::verify(gateway, req).await,
+        (Method::GET, protocol::AUDIT_HEALTH_PATH) => super::audit::health(&gateway, &req),
         (Method::POST, protocol::CAN_I_PATH) => can_i(gateway, req).await,
         (Method::POST, protocol::WHO_CAN_PATH) => who_can(gateway, req).await,
         (Method::POST, protocol::ACCESS_LIST_PATH) => access_list(gateway, req).await,
@@ -33,6 +35,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             | protocol::COMMANDS_PATH
             | protocol::AUDIT_QUERY_PATH
             | protocol::AUDIT_TAIL_PATH
+            | protocol::AUDIT_VERIFY_PATH
+            | protocol::AUDIT_HEALTH_PATH
             | protocol::CAN_I_PATH
             | protocol::WHO_CAN_PATH
             | protocol::ACCESS_LIST_PATH,
@@ -53,7 +57,7 @@ fn bad_request(message: String) -> Response<Body> {
     body::status_response(StatusCode::BAD_REQUEST, "BadRequest", &message)
 }
 
-fn internal(err: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn internal(err: impl std::fmt::Display) -> Response<Body> {
     tracing::error!("gateway API failed: {err}");
     body::status_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -337,7 +341,10 @@ impl super::Gateway {
 
 /// The caller's session, or the 401 to answer (its message says to run `ztk login`).
 #[allow(clippy::result_large_err)]
-fn session_of(gateway: &Gateway, req: &Request<Body>) -> Result<Session, Response<Body>> {
+pub(super) fn session_of(
+    gateway: &Gateway,
+    req: &Request<Body>,
+) -> Result<Session, Response<Body>> {
     gateway.authenticate(req.headers()).map_err(|message| {
         body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
     })

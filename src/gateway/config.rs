@@ -42,6 +42,12 @@ struct RawConfig {
     /// Where the audit trail is streamed (SIEMs, files).
     #[serde(default)]
     sinks: Vec<crate::sinks::config::RawSink>,
+    /// "best-effort" (default) or "fail-closed".
+    #[serde(default)]
+    audit_mode: Option<String>,
+    /// How often the gateway signs the audit chain's head.
+    #[serde(default = "default_checkpoint_interval")]
+    audit_checkpoint_interval: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +91,9 @@ fn default_admin_groups() -> Vec<String> {
 fn default_ttl() -> String {
     "8h".into()
 }
+fn default_checkpoint_interval() -> String {
+    "1m".into()
+}
 fn default_max_sessions() -> u32 {
     10
 }
@@ -106,6 +115,30 @@ pub struct GatewayConfig {
     pub roles: Vec<Role>,
     /// `[[sinks]]`: where the audit trail is streamed.
     pub sinks: Vec<crate::sinks::config::SinkConfig>,
+    /// What the gateway does when it cannot write its audit records.
+    pub audit_mode: AuditMode,
+    /// How often the audit chain's head is signed.
+    pub audit_checkpoint_interval: std::time::Duration,
+}
+
+/// `audit_mode`: what the gateway does while it cannot persist audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// Keep serving; hold the records and retry, and count and report any that are lost.
+    #[default]
+    BestEffort,
+    /// Refuse requests (503) until the store takes writes again; nothing is dropped.
+    FailClosed,
+}
+
+impl AuditMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::BestEffort => "best-effort",
+            AuditMode::FailClosed => "fail-closed",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +317,26 @@ impl GatewayConfig {
             });
         }
         let sinks = crate::sinks::config::validate(raw.sinks, &resolve).map_err(invalid)?;
+        let audit_mode = match raw.audit_mode.as_deref() {
+            None | Some("best-effort") => AuditMode::BestEffort,
+            Some("fail-closed") => AuditMode::FailClosed,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "key `audit_mode`: {other:?} is not \"best-effort\" or \"fail-closed\""
+                )))
+            }
+        };
+        let audit_checkpoint_interval =
+            crate::audit::filter::parse_duration_us(&raw.audit_checkpoint_interval)
+                .ok()
+                .filter(|us| *us >= 1_000)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "key `audit_checkpoint_interval`: {:?} is not a duration like 1m or 10s",
+                        raw.audit_checkpoint_interval
+                    ))
+                })?;
         Ok(GatewayConfig {
             path: path.to_path_buf(),
             listen,
@@ -295,6 +348,8 @@ impl GatewayConfig {
             admin_groups: raw.admin_groups,
             roles,
             sinks,
+            audit_mode,
+            audit_checkpoint_interval,
         })
     }
 
@@ -304,6 +359,11 @@ impl GatewayConfig {
 
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit.db")
+    }
+
+    /// The Ed25519 key (PKCS#8, 0600) that signs the audit chain's checkpoints.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.data_dir.join("audit-signing-key.p8")
     }
 }
 
@@ -337,6 +397,20 @@ mod tests {
         assert!(!c.clusters[0].impersonate);
         assert_eq!(c.max_sessions_per_user, 10);
         assert!(c.roles.is_empty());
+        assert_eq!(c.audit_mode, AuditMode::BestEffort);
+        assert_eq!(
+            c.audit_checkpoint_interval,
+            std::time::Duration::from_secs(60)
+        );
+        let c = parse(
+            "data_dir = \"d\"\naudit_mode = \"fail-closed\"\naudit_checkpoint_interval = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(c.audit_mode, AuditMode::FailClosed);
+        assert_eq!(
+            c.audit_checkpoint_interval,
+            std::time::Duration::from_secs(5)
+        );
     }
 
     #[test]
@@ -437,6 +511,8 @@ filter = "cluster:prod"
             ("data_dir = \"d\"\n[[clusters]]\nname = \"Bad Name\"\nsandbox = true", "clusters[0].name"),
             ("data_dir = \"d\"\n[[clusters]]\nname = \"a\"\nsandbox = true\n[[clusters]]\nname = \"a\"\nsandbox = true", "defined twice"),
             ("data_dir = \"d\"\nbogus = 1", "bogus"),
+            ("data_dir = \"d\"\naudit_mode = \"fail-open\"", "`audit_mode`"),
+            ("data_dir = \"d\"\naudit_checkpoint_interval = \"often\"", "`audit_checkpoint_interval`"),
             ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),
             ("", "data_dir"),
             ("data_dir = \"d\"\n[[roles]]\nname = \"view\"\n[[roles.rules]]\nverbs = [\"get\"]\napi_groups = [\"\"]\nresources = [\"pods\"]", "built-in"),

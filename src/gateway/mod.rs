@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod authz;
 pub mod bindings;
 pub mod clusters;
@@ -46,6 +47,10 @@ pub struct Gateway {
     /// Members of these groups may read everyone's audit records.
     pub admin_groups: Vec<String>,
     pub max_sessions_per_user: u32,
+    /// Whether requests are refused while the audit store does not take writes.
+    pub audit_mode: config::AuditMode,
+    /// Signs the audit chain's checkpoints.
+    pub audit_key: Arc<crate::audit::chain::SigningKey>,
     /// Roles and bindings, read by every request without touching the database; replaced
     /// whole when the bindings table changes.
     policy: RwLock<Arc<Policy>>,
@@ -64,6 +69,7 @@ pub struct Running {
     writer: AuditWriter,
     server: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
+    checkpoints: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -72,12 +78,43 @@ impl Running {
         let _ = self.server.await;
     }
 
-    /// Stops accepting and flushes queued audit records.
-    pub fn shutdown(self) {
+    /// Stops accepting, flushes queued audit records, signs the final head, and returns the
+    /// writer's counts (for the shutdown summary).
+    pub fn shutdown(self) -> crate::audit::store::WriterStatus {
         self.server.abort();
         self.watcher.abort();
+        self.checkpoints.abort();
+        let (store, key) = (
+            self.gateway.audit_store.clone(),
+            self.gateway.audit_key.clone(),
+        );
+        // Connections still open (a watch, a kept-alive client) hold audit sinks, so the writer
+        // cannot see its channel close: flush what is queued, then wait for the close only a
+        // little, rather than forever.
+        let flush = self.gateway.audit.clone();
         drop(self.gateway);
-        let _ = tokio::task::block_in_place(|| self.writer.close());
+        let writer = self.writer;
+        let stats = writer.stats().clone();
+        tokio::task::block_in_place(move || {
+            if !flush.flush(Duration::from_secs(10)) {
+                eprintln!("ztk gateway: the audit writer did not confirm its last records");
+            }
+            drop(flush);
+            let (done, closed) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                writer.close();
+                let _ = done.send(());
+            });
+            if closed.recv_timeout(Duration::from_secs(3)).is_err() {
+                tracing::info!(
+                    "connections still open at shutdown; their queued records are flushed"
+                );
+            }
+            if let Err(err) = store.checkpoint(&key) {
+                tracing::error!("could not sign the final audit checkpoint: {err}");
+            }
+            stats.status()
+        })
     }
 }
 
@@ -94,7 +131,14 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     let users = UserStore::open(&config.db_path())?;
     let policy = Policy::new(&config.roles, users.list_bindings()?);
     let audit_store = AuditStore::open(&config.audit_path())?;
-    let (audit, writer) = audit_store.start_writer(8192)?;
+    let writer_config = crate::audit::store::WriterConfig {
+        wait_when_full: config.audit_mode == config::AuditMode::FailClosed,
+        ..Default::default()
+    };
+    let (audit, writer) = audit_store.start_writer_with(8192, writer_config)?;
+    let audit_key = Arc::new(crate::audit::chain::SigningKey::load_or_create(
+        &config.audit_key_path(),
+    )?);
     let clusters = clusters::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -114,11 +158,18 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         session_ttl_us: config.session_ttl_us,
         admin_groups: config.admin_groups.clone(),
         max_sessions_per_user: config.max_sessions_per_user,
+        audit_mode: config.audit_mode,
+        audit_key: audit_key.clone(),
         policy: RwLock::new(Arc::new(policy)),
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU64::new(0),
     });
     let watcher = tokio::spawn(gateway.clone().watch());
+    let checkpoints = tokio::spawn(audit::checkpoint_loop(
+        gateway.audit_store.clone(),
+        audit_key,
+        config.audit_checkpoint_interval,
+    ));
     let handler_gateway = gateway.clone();
     let server = tokio::spawn(crate::serve::serve_tls(
         listener,
@@ -136,6 +187,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         writer,
         server,
         watcher,
+        checkpoints,
     })
 }
 
@@ -433,6 +485,10 @@ impl Gateway {
                     );
                 }
             };
+        if self.audit_mode == config::AuditMode::FailClosed && !self.audit.healthy() {
+            let (code, reason) = (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
+            return self.refuse(call, start, code, reason, "unavailable", audit::AUDIT_DOWN);
+        }
 
         // The client's token and ztk's own headers stay here; the cluster gets the gateway's.
         let headers = req.headers_mut();

@@ -3,6 +3,7 @@
 //! Passwords are argon2id hashes. A session token is 32 random bytes shown to the client once;
 //! the store keeps only its SHA-256, so a copy of the database grants no access.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -101,7 +102,25 @@ pub struct UserStore {
     path: PathBuf,
     // One connection for the request path; SQLite reads take microseconds.
     conn: Mutex<Connection>,
+    /// Valid sessions seen by `authenticate`, so that a request usually runs no query.
+    sessions: Mutex<SessionCache>,
 }
+
+/// Sessions found valid, by token hash, for as long as the database has not changed.
+///
+/// The cache is keyed by the database's state: `PRAGMA data_version` (changes when any other
+/// connection, in this process or another, commits) and the connection's own `total_changes`
+/// (changes when this connection writes: logins, logouts, revocations through the API). Any
+/// change empties it, so a revocation counts on the next request exactly as without the
+/// cache; expiry is checked on every hit.
+#[derive(Default)]
+struct SessionCache {
+    state: Option<(i64, u64)>,
+    by_hash: HashMap<String, Session>,
+}
+
+/// More cached sessions than this empties the cache (a bound, not a tuning knob).
+const SESSION_CACHE_MAX: usize = 10_000;
 
 impl UserStore {
     pub fn open(path: &Path) -> Result<UserStore, UserError> {
@@ -117,6 +136,7 @@ impl UserStore {
         Ok(UserStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            sessions: Mutex::new(SessionCache::default()),
         })
     }
 
@@ -269,28 +289,65 @@ impl UserStore {
 
     /// Looks a bearer token up. Revocations made by another process count at once.
     pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
-        let row: Option<SessionRow> = self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT s.id, s.user, s.expires_us, s.revoked_us, u.groups FROM sessions s \
-                 LEFT JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
-            )?;
-            stmt.query_row([hash_token(token)], |r| {
+        let hash = hash_token(token);
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let state = (
+            conn.prepare_cached("PRAGMA data_version")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                .map_err(|e| self.err(e))?,
+            conn.total_changes(),
+        );
+        let now = now_us();
+        {
+            let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.state != Some(state) {
+                cache.by_hash.clear();
+                cache.state = Some(state);
+            }
+            if let Some(session) = cache.by_hash.get(&hash) {
+                if session.expires_us > now {
+                    return Ok(Ok(session.clone()));
+                }
+                return Ok(Err(TokenRejection::Expired));
+            }
+        }
+        let row: Option<SessionRow> = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.id, s.user, s.expires_us, s.revoked_us, u.groups FROM sessions s \
+                     LEFT JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+                )
+                .map_err(|e| self.err(e))?;
+            stmt.query_row([&hash], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()
-        })?;
+            .map_err(|e| self.err(e))?
+        };
+        drop(conn);
         Ok(match row {
             None => Err(TokenRejection::Unknown),
             Some((_, _, _, Some(_), _)) => Err(TokenRejection::Revoked),
             // The user was removed.
             Some((_, _, _, None, None)) => Err(TokenRejection::Revoked),
-            Some((_, _, expires, None, _)) if expires <= now_us() => Err(TokenRejection::Expired),
-            Some((id, user, expires_us, None, Some(groups))) => Ok(Session {
-                id,
-                user,
-                groups: serde_json::from_str(&groups).unwrap_or_default(),
-                expires_us,
-            }),
+            Some((_, _, expires, None, _)) if expires <= now => Err(TokenRejection::Expired),
+            Some((id, user, expires_us, None, Some(groups))) => {
+                let session = Session {
+                    id,
+                    user,
+                    groups: serde_json::from_str(&groups).unwrap_or_default(),
+                    expires_us,
+                };
+                let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                // Only while the database is still in the state the row was read in.
+                if cache.state == Some(state) {
+                    if cache.by_hash.len() >= SESSION_CACHE_MAX {
+                        cache.by_hash.clear();
+                    }
+                    cache.by_hash.insert(hash, session.clone());
+                }
+                Ok(session)
+            }
         })
     }
 
@@ -370,6 +427,45 @@ pub fn hash_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cached sessions: a revocation by another process or connection, a removed user and
+    /// an expiry all count on the very next lookup.
+    #[test]
+    fn cached_sessions_follow_every_change_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = UserStore::open(&path).unwrap();
+        store.add_user("alice", &["dev".into()], "pw").unwrap();
+        store.add_user("bob", &[], "pw").unwrap();
+        let (alice, _) = store.create_session("alice", 60_000_000, 0).unwrap();
+        let (bob, _) = store.create_session("bob", 60_000_000, 0).unwrap();
+        for _ in 0..3 {
+            assert_eq!(store.authenticate(&alice).unwrap().unwrap().user, "alice");
+            assert_eq!(store.authenticate(&bob).unwrap().unwrap().user, "bob");
+        }
+        // Another connection (as `ztk gateway session revoke` in another process).
+        let other = UserStore::open(&path).unwrap();
+        assert_eq!(other.revoke_user("alice").unwrap(), 1);
+        assert_eq!(
+            store.authenticate(&alice).unwrap(),
+            Err(TokenRejection::Revoked)
+        );
+        assert_eq!(store.authenticate(&bob).unwrap().unwrap().user, "bob");
+        // The same connection (a logout through the gateway's API).
+        assert_eq!(store.revoke_user("bob").unwrap(), 1);
+        assert_eq!(
+            store.authenticate(&bob).unwrap(),
+            Err(TokenRejection::Revoked)
+        );
+        // Expiry, while the database does not change.
+        let (short, _) = store.create_session("alice", 300_000, 0).unwrap();
+        assert!(store.authenticate(&short).unwrap().is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(
+            store.authenticate(&short).unwrap(),
+            Err(TokenRejection::Expired)
+        );
+    }
 
     #[test]
     fn users_sessions_and_revocation() {

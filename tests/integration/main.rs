@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod end_to_end;
 mod failures;
+mod integrity;
 mod plain;
 mod sinks;
 mod streams;

@@ -181,7 +181,7 @@ fn logs_follow_and_watch_stream_through_the_persistent_proxy() {
         }
     });
     let first = rx
-        .recv_timeout(Duration::from_secs(20))
+        .recv_timeout(Duration::from_secs(60))
         .expect("no output from get -w");
     assert!(first.contains("NAME"), "{first}");
     env.plain(
@@ -285,13 +285,19 @@ fn an_open_stream_is_visible_before_it_ends() {
             resources: vec!["pods/exec".into()],
             ..Default::default()
         };
-        let gw_open = env.gateway_calls(&gw_filter, 1);
-        assert!(
-            gw_open
+        // Poll for this round's record: the earlier round's already match the filter.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let gw_open = env.gateway_calls(&gw_filter, 1);
+            if gw_open
                 .iter()
-                .any(|r| r.call.request_id == Some(open.call.id) && r.call.reason == "stream open"),
-            "{gw_open:#?}"
-        );
+                .any(|r| r.call.request_id == Some(open.call.id) && r.call.reason == "stream open")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{gw_open:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();

@@ -9,8 +9,10 @@ mod seed;
 mod show;
 mod tail;
 mod tui;
+mod verify;
 
 pub use list::{list, ListArgs};
+pub use verify::{pinned_key, verify_store};
 
 use std::io::{IsTerminal, Write};
 
@@ -45,6 +47,8 @@ enum AuditCommand {
     Tui(tui::TuiArgs),
     /// Follow new records as they are written, one line each (for log shippers).
     Tail(tail::TailArgs),
+    /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
+    Verify(verify::VerifyArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
     #[command(hide = true)]
     Seed(seed::SeedArgs),
@@ -135,6 +139,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::Export(args) => export::run(args),
         AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Tail(args) => tail::run(args),
+        AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }
 }

@@ -1,0 +1,72 @@
+# Shared setup for the bench/ scripts (sourced, not run): a release build, a temp dir that is
+# removed on exit, and functions that start the pieces every benchmark needs. Everything a
+# script starts is stopped on exit, the detached `ztk proxy` included.
+# Needs: openssl, python3, kubectl (and per script: nginx, wrk, hyperfine).
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ -z "${ZTK_BENCH_BIN:-}" ]; then
+  cargo build --release --quiet
+  ZTK_BENCH_BIN="$PWD/target/release/ztk"
+fi
+BIN="$ZTK_BENCH_BIN"
+dir="$(mktemp -d)"
+pids=()
+bench_cleanup() {
+  # The persistent proxy runs detached (started by `ztk credential`): stop it by its pid file.
+  "$BIN" proxy stop >/dev/null 2>&1 || true
+  if [ -n "${PROXY_PID:-}" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap bench_cleanup EXIT
+export ZTK_CONFIG_DIR="$dir/client" ZTK_DATA_DIR="$dir/client" ZTK_TOKEN_STORE=file HOME="$dir/home" KUBECACHEDIR="$dir/kcache"
+export ZTK_LOG="${ZTK_LOG:-error}"
+PATH_Q="/api/v1/namespaces/dev/pods?labelSelector=run%3Ddebug-shell"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits for a line matching $2 in file $1 and prints its last field.
+wait_line() { for _ in $(seq 100); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
+# Resident set size of a pid, in MB with one decimal.
+rss_mb() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# The upstream: the sandbox, as a real loopback TLS API server. Sets SANDBOX, TOKEN, SANDBOX_PID.
+start_sandbox() {
+  "$BIN" sandbox serve --kubeconfig "$dir/sandbox.kubeconfig" > "$dir/sandbox.out" 2>&1 &
+  SANDBOX_PID=$!; pids+=($SANDBOX_PID)
+  SANDBOX=$(wait_line "$dir/sandbox.out" "listening on")
+  TOKEN=$(awk '/token:/ {print $2}' "$dir/sandbox.kubeconfig")
+}
+
+# The ztk gateway with cluster `sb` (the sandbox, through its kubeconfig), user `bench` with the
+# `edit` role, logged in. Sets GATEWAY, SESSION, GATEWAY_PID.
+start_gateway() {
+  mkdir -p "$dir/gw"
+  cat > "$dir/gateway.toml" <<TOML
+listen = "127.0.0.1:0"
+data_dir = "$dir/gw"
+[[clusters]]
+name = "sb"
+kubeconfig = "$dir/sandbox.kubeconfig"
+TOML
+  echo pw | "$BIN" gateway user add bench --password-stdin --config "$dir/gateway.toml" >/dev/null
+  "$BIN" gateway role bind edit --user bench --config "$dir/gateway.toml" >/dev/null
+  "$BIN" gateway serve --config "$dir/gateway.toml" > "$dir/gw.out" 2>&1 &
+  GATEWAY_PID=$!; pids+=($GATEWAY_PID)
+  GATEWAY=$(wait_line "$dir/gw.out" "listening on")
+  echo pw | "$BIN" login --gateway "$GATEWAY" --ca-file "$dir/gw/ca.pem" --user bench --password-stdin >/dev/null
+  SESSION=$(cat "$dir/client/session-token")
+}
+
+# The persistent local proxy behind a generated kubeconfig (contexts `ztk-sb`), started the way
+# kubectl starts it (through the credential plugin). Sets PROXY_URL (…/k8s/sb), CRED (a
+# credential as the plugin issues it), PROXY_PID, ZTK_KUBECONFIG.
+start_proxy() {
+  ZTK_KUBECONFIG="$dir/ztk.kubeconfig"
+  "$BIN" kubeconfig --output "$ZTK_KUBECONFIG" >/dev/null
+  KUBECONFIG="$ZTK_KUBECONFIG" kubectl --context ztk-sb get ns >/dev/null
+  PROXY_URL=$(awk '/server:/ && /k8s\/sb/ {print $2; exit}' "$ZTK_KUBECONFIG")
+  CRED=$(KUBERNETES_EXEC_INFO='{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}' \
+    "$BIN" credential --cluster sb | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["token"])')
+  PROXY_PID=$(cat "$dir/client/proxy/proxy.pid")
+}
