@@ -12,6 +12,8 @@ use crate::harness::*;
 /// A tmux server of its own (so parallel tests never share one), killed on drop.
 struct Tmux {
     socket: String,
+    /// The server's socket file, removed at the end (kill-server leaves it behind).
+    socket_path: Option<PathBuf>,
 }
 
 impl Tmux {
@@ -32,7 +34,10 @@ impl Tmux {
             line.push_str(&format!(" '{a}'"));
         }
         line.push_str("; echo \"ztk exited with $?\"; sleep 600");
-        let tmux = Tmux { socket };
+        let mut tmux = Tmux {
+            socket,
+            socket_path: None,
+        };
         let status = tmux
             .cmd()
             .args(["new-session", "-d", "-x", "120", "-y", "40", "-c"])
@@ -42,6 +47,12 @@ impl Tmux {
             .status()
             .expect("tmux runs (apt-get install tmux)");
         assert!(status.success(), "tmux new-session failed");
+        let path = tmux
+            .cmd()
+            .args(["display-message", "-p", "#{socket_path}"])
+            .output()
+            .unwrap();
+        tmux.socket_path = Some(String::from_utf8_lossy(&path.stdout).trim().into());
         tmux
     }
 
@@ -95,6 +106,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
