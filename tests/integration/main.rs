@@ -12,3 +12,4 @@ mod integrity;
 mod plain;
 mod sinks;
 mod streams;
+mod tui;

@@ -3,11 +3,12 @@
 //! One file per subcommand; this one holds what they share: the filter flags, the store, the
 //! output format defaults and paging through the gateway's log.
 
-mod export;
+pub(crate) mod export;
 mod list;
 mod seed;
 mod show;
 mod tail;
+mod tui;
 mod verify;
 
 pub use list::{list, ListArgs};
@@ -42,6 +43,8 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Browse the audit trail interactively: a live, filterable, full-screen view.
+    Tui(tui::TuiArgs),
     /// Follow new records as they are written, one line each (for log shippers).
     Tail(tail::TailArgs),
     /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
@@ -134,6 +137,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
