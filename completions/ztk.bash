@@ -109,6 +109,9 @@ _ztk() {
             ztk__subcmd__audit,tail)
                 cmd="ztk__subcmd__audit__subcmd__tail"
                 ;;
+            ztk__subcmd__audit,tui)
+                cmd="ztk__subcmd__audit__subcmd__tui"
+                ;;
             ztk__subcmd__audit,verify)
                 cmd="ztk__subcmd__audit__subcmd__verify"
                 ;;
@@ -135,6 +138,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,tail)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__tail"
+                ;;
+            ztk__subcmd__audit__subcmd__help,tui)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__tui"
                 ;;
             ztk__subcmd__audit__subcmd__help,verify)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
@@ -366,6 +372,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__audit,tail)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__tail"
+                ;;
+            ztk__subcmd__help__subcmd__audit,tui)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__tui"
                 ;;
             ztk__subcmd__help__subcmd__audit,verify)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
@@ -633,7 +642,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export push status tail verify seed help"
+            opts="-h -V --help --version list show export push status tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -729,7 +738,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export push status tail verify seed help"
+            opts="list show export push status tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -841,6 +850,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__tui)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1083,6 +1106,32 @@ _ztk() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "ndjson k8s-audit table" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__tui)
+            opts="-f -h -V --filter --view --remote --bench --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --view)
+                    COMPREPLY=($(compgen -W "commands calls" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2171,7 +2220,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export push status tail verify seed"
+            opts="list show export push status tui tail verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2269,6 +2318,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__tui)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

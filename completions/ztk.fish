@@ -76,17 +76,18 @@ complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the running proxy'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether the proxy runs, its pid and port (exit code 3 when it does not run)'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "show" -d 'Show one command with all its API calls'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tail verify seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
@@ -150,6 +151,13 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from status" -l json -d 'Print JSON (one object per user) instead of text'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s f -l filter -d 'The filter to start with, in the filter bar\'s language: `user:alice ns:prod verb:delete status:4xx since:1h some text`' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l view -d 'Start with commands (one row per command) or API calls' -r -f -a "commands\t'One row per command, with its call count, statuses and duration'
+calls\t'One row per API call'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l remote -d 'Browse the gateway\'s authoritative log instead of the local one (the `r` key switches)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -l bench -d 'Measure first-screen and key-press times on the local store, without a terminal, and print them'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tui" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l user -d 'Only this user\'s records' -r
@@ -183,6 +191,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
@@ -315,6 +324,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'

@@ -17,3 +17,4 @@ pub mod sandbox;
 pub mod serve;
 pub mod sinks;
 pub mod tls;
+pub mod tui;

@@ -14,3 +14,4 @@ mod outbox_load;
 mod plain;
 mod sinks;
 mod streams;
+mod tui;

@@ -3,13 +3,14 @@
 //! One file per subcommand; this one holds what they share: the filter flags, the store, the
 //! output format defaults and paging through the gateway's log.
 
-mod export;
+pub(crate) mod export;
 mod list;
 mod push;
 mod seed;
 mod show;
 mod status;
 mod tail;
+mod tui;
 mod verify;
 
 pub use list::{list, ListArgs};
@@ -48,6 +49,8 @@ enum AuditCommand {
     Push(push::PushArgs),
     /// Show the local outbox: pending records, the oldest, the last success and the last error.
     Status(status::StatusArgs),
+    /// Browse the audit trail interactively: a live, filterable, full-screen view.
+    Tui(tui::TuiArgs),
     /// Follow new records as they are written, one line each (for log shippers).
     Tail(tail::TailArgs),
     /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
@@ -142,6 +145,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::Export(args) => export::run(args),
         AuditCommand::Push(args) => push::run(args),
         AuditCommand::Status(args) => status::run(args),
+        AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
