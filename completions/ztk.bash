@@ -94,11 +94,17 @@ _ztk() {
             ztk__subcmd__audit,list)
                 cmd="ztk__subcmd__audit__subcmd__list"
                 ;;
+            ztk__subcmd__audit,push)
+                cmd="ztk__subcmd__audit__subcmd__push"
+                ;;
             ztk__subcmd__audit,seed)
                 cmd="ztk__subcmd__audit__subcmd__seed"
                 ;;
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__audit,status)
+                cmd="ztk__subcmd__audit__subcmd__status"
                 ;;
             ztk__subcmd__audit,tail)
                 cmd="ztk__subcmd__audit__subcmd__tail"
@@ -118,11 +124,17 @@ _ztk() {
             ztk__subcmd__audit__subcmd__help,list)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__list"
                 ;;
+            ztk__subcmd__audit__subcmd__help,push)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__push"
+                ;;
             ztk__subcmd__audit__subcmd__help,seed)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__seed"
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,status)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__status"
                 ;;
             ztk__subcmd__audit__subcmd__help,tail)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__tail"
@@ -346,11 +358,17 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,list)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__list"
                 ;;
+            ztk__subcmd__help__subcmd__audit,push)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__push"
+                ;;
             ztk__subcmd__help__subcmd__audit,seed)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__seed"
                 ;;
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__help__subcmd__audit,status)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__audit,tail)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__tail"
@@ -624,7 +642,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export tui tail verify seed help"
+            opts="-h -V --help --version list show export push status tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -720,7 +738,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export tui tail verify seed help"
+            opts="list show export push status tui tail verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -775,6 +793,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__help__subcmd__seed)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -790,6 +822,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -923,8 +969,22 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__audit__subcmd__push)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__audit__subcmd__seed)
-            opts="-h -V --count --db --help --version"
+            opts="-h -V --count --db --user --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -935,6 +995,10 @@ _ztk() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -960,6 +1024,20 @@ _ztk() {
                     COMPREPLY=($(compgen -W "table wide json ndjson csv k8s-audit" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__status)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -2142,7 +2220,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export tui tail verify seed"
+            opts="list show export push status tui tail verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2183,6 +2261,20 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__audit__subcmd__seed)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -2198,6 +2290,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::store::ClientTiming;
-use crate::audit::{Command, Cursor, Filter};
+use crate::audit::{ApiCall, Command, Cursor, Filter};
 
 /// Sent by the client on every relayed call: the ztk command the call belongs to.
 pub const COMMAND_ID_HEADER: &str = "ztk-command-id";
@@ -18,7 +17,8 @@ pub const KUBECTL_SESSION_HEADER: &str = "kubectl-session";
 pub const KUBE_PREFIX: &str = "/k8s/";
 pub const LOGIN_PATH: &str = "/ztk/v1/login";
 pub const SESSION_PATH: &str = "/ztk/v1/session";
-pub const COMMANDS_PATH: &str = "/ztk/v1/commands";
+/// `POST`: a batch of the client's audit records (see `IngestBatch`).
+pub const INGEST_PATH: &str = "/ztk/v1/audit/ingest";
 pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
 /// Long-poll for records written after a sequence number (`ztk audit tail --remote`).
 pub const AUDIT_TAIL_PATH: &str = "/ztk/v1/audit/tail";
@@ -133,12 +133,60 @@ pub struct EffectiveRule {
     pub rule: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IngestCommands {
+/// The version of `IngestBatch` this ztk sends and accepts.
+pub const INGEST_VERSION: u32 = 2;
+/// Content type of a JSON batch.
+pub const INGEST_JSON: &str = "application/json";
+/// Content type of a compact batch: `IngestBatch` in postcard (version first, as a varint).
+pub const INGEST_COMPACT: &str = "application/vnd.ztk.batch+postcard";
+/// Largest batch body the gateway reads.
+pub const MAX_INGEST_BODY: usize = 16 << 20;
+/// Most records (calls and commands) in one batch.
+pub const MAX_INGEST_RECORDS: usize = 20_000;
+
+/// `POST /ztk/v1/audit/ingest`: records of the authenticated user, stored in one transaction.
+/// Every record has a client-made UUIDv7 id, so sending a batch again stores nothing twice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestBatch {
+    /// Must be `INGEST_VERSION`; first, so any encoding can be checked before the rest.
+    pub version: u32,
+    /// Made by the client per batch, for logs and the acknowledgement.
+    pub batch_id: uuid::Uuid,
     pub commands: Vec<Command>,
-    /// The client's measurements of the commands' calls.
-    #[serde(default)]
-    pub timings: Vec<ClientTiming>,
+    pub calls: Vec<ApiCall>,
+}
+
+impl IngestBatch {
+    pub fn records(&self) -> usize {
+        self.commands.len() + self.calls.len()
+    }
+
+    /// The compact encoding.
+    pub fn to_compact(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Reads a compact batch, checking its version before decoding the rest.
+    pub fn from_compact(bytes: &[u8]) -> Result<IngestBatch, String> {
+        let (version, _) = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| format!("not a compact batch: {e}"))?;
+        if version != INGEST_VERSION {
+            return Err(format!(
+                "batch version {version} is not supported (this gateway reads version {INGEST_VERSION}); upgrade ztk"
+            ));
+        }
+        postcard::from_bytes(bytes).map_err(|e| format!("malformed compact batch: {e}"))
+    }
+}
+
+/// The gateway's acknowledgement: the batch is stored (now or by an earlier attempt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestAck {
+    pub batch_id: uuid::Uuid,
+    /// Records in the batch, all of them stored.
+    pub accepted: usize,
+    /// Rows this attempt wrote: 0 when the batch had been stored before.
+    pub written: usize,
 }
 
 /// Which listing of the audit trail.
@@ -177,11 +225,6 @@ pub struct AuditTail {
     pub wait_ms: u64,
     /// Most records per answer (at most `MAX_PAGE`).
     pub limit: usize,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IngestAck {
-    pub accepted: usize,
 }
 
 /// The gateway's audit writer, for `ztk audit verify --remote` and monitoring.

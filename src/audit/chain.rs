@@ -873,7 +873,9 @@ mod tests {
         sink.record_command(cmd.clone());
         drop(sink);
         writer.close();
-        store.mark_shipped(&[cmd.id], now_us()).unwrap();
+        // Shipping (the outbox's mark) never touches a record.
+        let last = store.last_seq().unwrap();
+        store.ack_shipped(&cmd.user, last, now_us()).unwrap();
         (dir, store, calls, cmd)
     }
 

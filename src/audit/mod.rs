@@ -3,7 +3,9 @@
 pub mod chain;
 pub mod filter;
 pub mod format;
+pub mod ingest;
 pub mod model;
+pub mod outbox;
 pub mod redact;
 pub mod seed;
 pub mod store;

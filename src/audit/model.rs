@@ -59,6 +59,10 @@ impl AccessMethod {
 /// replaces it when the stream ends.
 pub const STREAM_OPEN: &str = "stream open";
 
+/// The reason of the record a fail-closed local proxy commits before it forwards a call; the
+/// final record (same id) replaces it when the call ends.
+pub const IN_PROGRESS: &str = "in progress";
+
 /// One Kubernetes API call, as seen by the side that recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ApiCall {

@@ -45,6 +45,11 @@ const VERBS: &[(&str, u32)] = &[
 
 /// Adds `count` API calls (and a command per ten calls) to `store`; returns the number of calls.
 pub fn seed(store: &AuditStore, count: u64) -> Result<u64, StoreError> {
+    seed_for(store, count, None)
+}
+
+/// Like `seed`, with every record belonging to `user` when given (a backlog to ship).
+pub fn seed_for(store: &AuditStore, count: u64, only: Option<&str>) -> Result<u64, StoreError> {
     let (sink, writer) = store.start_writer(16_384)?;
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let now = now_us();
@@ -53,6 +58,7 @@ pub fn seed(store: &AuditStore, count: u64) -> Result<u64, StoreError> {
     let mut written = 0;
     while written < count {
         let user = USERS[rng.gen_range(0..USERS.len())];
+        let user = only.unwrap_or(user);
         let cluster = CLUSTERS[rng.gen_range(0..CLUSTERS.len())];
         let start = now - rng.gen_range(0..span);
         let calls = (count - written).min(10);

@@ -147,14 +147,63 @@ CREATE TABLE sink_cursors (
 );
 "#,
     super::chain::MIGRATION,
+    r#"
+-- The client's outbox, per user: every record of USER written after shipped_seq (the write
+-- sequence) is still to be shipped; the gateway's acknowledgement of a batch moves it forward.
+-- A re-written record (a command's end, a stream's final record) takes a new seq, so it ships
+-- again as an update. The shipping outcomes are kept for `ztk audit status`.
+CREATE TABLE outbox (
+    user TEXT PRIMARY KEY,
+    shipped_seq INTEGER NOT NULL DEFAULT 0,
+    last_attempt_us INTEGER,
+    last_success_us INTEGER,
+    last_error TEXT,
+    last_error_us INTEGER
+);
+-- The gateway's copy of the clients' own records of their calls (client_timings held only
+-- their durations): joined to the gateway's record by its request id. Not part of the write
+-- sequence or the chain: the gateway's own records are the authoritative, chained ones.
+CREATE TABLE client_calls (
+    id TEXT PRIMARY KEY,
+    time_us INTEGER NOT NULL DEFAULT 0,
+    user TEXT NOT NULL DEFAULT '',
+    cluster TEXT NOT NULL DEFAULT '',
+    namespace TEXT NOT NULL DEFAULT '',
+    resource TEXT NOT NULL DEFAULT '',
+    subresource TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    api_group TEXT NOT NULL DEFAULT '',
+    api_version TEXT NOT NULL DEFAULT '',
+    verb TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL DEFAULT 0,
+    duration_us INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    user_agent TEXT NOT NULL DEFAULT '',
+    source_ip TEXT NOT NULL DEFAULT '',
+    kubectl_command TEXT NOT NULL DEFAULT '',
+    kubectl_session TEXT NOT NULL DEFAULT '',
+    command_id TEXT,
+    request_id TEXT,
+    access_method TEXT NOT NULL DEFAULT 'cli',
+    decision TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
+    SELECT request_id, command_id, request_id, duration_us, status FROM client_timings;
+DROP TABLE client_timings;
+"#,
 ];
 
-const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
+pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
     c.api_group, c.api_version, c.verb, c.method, c.path, c.query, c.status, c.duration_us, c.bytes_in, \
     c.bytes_out, c.user_agent, c.source_ip, c.kubectl_command, c.kubectl_session, c.command_id, \
     c.request_id, c.access_method, c.decision, c.reason";
 
-const COMMAND_COLUMNS: &str =
+pub(super) const COMMAND_COLUMNS: &str =
     "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
     api_calls, access_method, cwd, host";
 
@@ -164,6 +213,9 @@ enum WriteOp {
     Command(Box<Command>),
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
+    /// Answered once the records queued before it are committed (true) or could not be (false,
+    /// they are held and retried), for async callers that must wait for the disk.
+    Commit(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// A handle on an audit database file.
@@ -210,14 +262,14 @@ impl AuditStore {
         &self.path
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(super) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+    pub(super) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
         open_connection(&self.path, read_only).map_err(|e| self.err(e))
     }
 
@@ -260,7 +312,15 @@ impl AuditStore {
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
     /// re-sent record is stored once).
     pub fn upsert_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
-        self.ingest(commands, &[])
+        let mut conn = self.connect(false)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let mut journal = chain::Appender::default();
+        for cmd in commands {
+            upsert_command(&tx, &mut journal, cmd).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// How many calls match `filter` (ignoring its limit), for progress bars.
@@ -285,64 +345,6 @@ impl AuditStore {
         conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
-    }
-
-    /// Stores a client batch — commands and the client's timings of their calls — in one
-    /// transaction: all of it or nothing. Repeating a batch stores nothing twice.
-    pub fn ingest(&self, commands: &[Command], timings: &[ClientTiming]) -> Result<(), StoreError> {
-        let mut conn = self.connect(false)?;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let mut journal = chain::Appender::default();
-        for cmd in commands {
-            upsert_command(&tx, &mut journal, cmd).map_err(|e| self.err(e))?;
-        }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO client_timings (request_id, command_id, duration_us, status) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT(request_id) DO UPDATE SET duration_us = excluded.duration_us, status = excluded.status",
-                )
-                .map_err(|e| self.err(e))?;
-            for t in timings {
-                stmt.execute(params![
-                    t.request_id.to_string(),
-                    t.command_id.map(|c| c.to_string()),
-                    t.duration_us,
-                    t.status
-                ])
-                .map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    /// Commands not yet acknowledged by the gateway, oldest first.
-    pub fn unshipped_commands(&self, limit: usize) -> Result<Vec<Command>, StoreError> {
-        let conn = self.connect(true)?;
-        let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE shipped_us IS NULL AND ended_us IS NOT NULL \
-             ORDER BY started_us LIMIT ?"
-        );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], command_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    pub fn mark_shipped(&self, ids: &[Uuid], at_us: i64) -> Result<(), StoreError> {
-        let mut conn = self.connect(false)?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        for id in ids {
-            tx.execute(
-                "UPDATE commands SET shipped_us = ? WHERE id = ?",
-                params![at_us, id.to_string()],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn command(&self, id: Uuid) -> Result<Option<Command>, StoreError> {
@@ -403,7 +405,7 @@ impl AuditStore {
              CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
              FROM api_calls c \
              LEFT JOIN commands cmd ON cmd.id = c.command_id \
-             LEFT JOIN client_timings t ON t.request_id = c.request_id"
+             LEFT JOIN client_calls t ON t.id = c.request_id"
         );
         let keys = ("c.time_us", "c.id");
         self.stream(&select, clause, values, keys, after, limit, f, |row| {
@@ -556,7 +558,7 @@ impl AuditStore {
                  CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END, c.seq \
                  FROM api_calls c INDEXED BY api_calls_seq \
                  LEFT JOIN commands cmd ON cmd.id = c.command_id \
-                 LEFT JOIN client_timings t ON t.request_id = c.request_id \
+                 LEFT JOIN client_calls t ON t.id = c.request_id \
                  WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?"
             );
             let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
@@ -667,25 +669,6 @@ impl AuditStore {
         Ok((result, prune))
     }
 
-    /// The client's timings of a command's calls, to ship with it.
-    pub fn timings_of(&self, command_id: Uuid) -> Result<Vec<ClientTiming>, StoreError> {
-        let conn = self.connect(true)?;
-        let mut stmt = conn
-            .prepare("SELECT id, duration_us, status FROM api_calls WHERE command_id = ?")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([command_id.to_string()], |r| {
-                Ok(ClientTiming {
-                    request_id: parse_uuid(r.get(0)?).unwrap_or_default(),
-                    command_id: Some(command_id),
-                    duration_us: r.get(1)?,
-                    status: r.get(2)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
     /// Finds commands whose id contains `part` (at most two: the caller wants exactly one).
     /// UUIDv7 ids begin with their timestamp, so listings show their random tail instead.
     pub fn find_command(&self, part: &str) -> Result<Vec<Command>, StoreError> {
@@ -724,15 +707,6 @@ pub struct Sequenced {
 pub struct SeqBatch {
     pub records: Vec<Sequenced>,
     pub through: i64,
-}
-
-/// The client's measurement of one call, sent to the gateway with the command.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClientTiming {
-    pub request_id: Uuid,
-    pub command_id: Option<Uuid>,
-    pub duration_us: i64,
-    pub status: u16,
 }
 
 /// Opens a connection with the settings every ztk connection uses.
@@ -845,6 +819,40 @@ impl WriterStats {
             *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         }
     }
+}
+
+/// A sink for when the store cannot even be opened (a best-effort client runs on): every record
+/// counts as failed, the sink reports itself unhealthy, flushes are answered at once.
+pub fn failing_sink(reason: &str) -> (AuditSink, AuditWriter) {
+    let (tx, rx) = sync_channel::<WriteOp>(64);
+    let stats = Arc::new(WriterStats::default());
+    stats.set_error(Some(reason.to_string()));
+    let thread_stats = stats.clone();
+    let thread = std::thread::spawn(move || {
+        while let Ok(op) = rx.recv() {
+            match op {
+                WriteOp::Flush(done) => {
+                    let _ = done.send(());
+                }
+                WriteOp::Commit(done) => {
+                    let _ = done.send(false);
+                }
+                WriteOp::Call(_) | WriteOp::Command(_) => {
+                    thread_stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    (
+        AuditSink {
+            tx,
+            stats: stats.clone(),
+        },
+        AuditWriter {
+            thread: Some(thread),
+            stats,
+        },
+    )
 }
 
 /// A snapshot of [`WriterStats`].
@@ -962,6 +970,16 @@ impl AuditSink {
     pub fn healthy(&self) -> bool {
         self.stats.healthy()
     }
+
+    /// Records `call` and waits (without blocking a thread) until the writer has committed it:
+    /// false when it could not be written (yet). For fail-closed callers that must not forward
+    /// a request before its record is on disk.
+    pub async fn record_call_committed(&self, call: ApiCall) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::Call(Box::new(call)));
+        self.send(WriteOp::Commit(tx));
+        rx.await.unwrap_or(false)
+    }
 }
 
 /// Owns the writer thread.
@@ -1001,13 +1019,14 @@ fn write_loop(
     config: WriterConfig,
 ) {
     let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_MAX);
-    let mut flushes = Vec::new();
+    let mut flushes: Vec<Waiter> = Vec::new();
     // Records at the front of `batch` that already failed once (counted in `delayed`).
     let mut held = 0usize;
     let mut backoff = RETRY_MIN;
     let mut closed_at: Option<std::time::Instant> = None;
-    let take = |op: WriteOp, batch: &mut Vec<WriteOp>, flushes: &mut Vec<SyncSender<()>>| match op {
-        WriteOp::Flush(done) => flushes.push(done),
+    let take = |op: WriteOp, batch: &mut Vec<WriteOp>, flushes: &mut Vec<Waiter>| match op {
+        WriteOp::Flush(done) => flushes.push(Waiter::Flush(done)),
+        WriteOp::Commit(done) => flushes.push(Waiter::Commit(done)),
         op => batch.push(op),
     };
     loop {
@@ -1034,7 +1053,8 @@ fn write_loop(
                 }
                 let left = until.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(WriteOp::Flush(done)) => flushes.push(done),
+                    Ok(WriteOp::Flush(done)) => flushes.push(Waiter::Flush(done)),
+                    Ok(WriteOp::Commit(done)) => flushes.push(Waiter::Commit(done)),
                     Ok(_) if full => {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::error!("audit record lost: the store is failing and {} records are already held", batch.len());
@@ -1089,12 +1109,23 @@ fn write_loop(
                     eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
                 }
                 stats.set_error(Some(err.to_string()));
+                // Whoever waits for a commit hears now that it did not happen.
+                flushes.retain_mut(|w| match w {
+                    Waiter::Commit(_) => {
+                        if let Waiter::Commit(done) = std::mem::replace(w, Waiter::Gone) {
+                            let _ = done.send(false);
+                        }
+                        false
+                    }
+                    Waiter::Flush(_) => true,
+                    Waiter::Gone => false,
+                });
                 held = n;
                 backoff = (backoff * 2).min(RETRY_MAX);
                 if closed_at.is_some_and(|t| t.elapsed() >= config.close_grace) {
                     spill(&batch, stats, path);
                     batch.clear();
-                    answer(&mut flushes);
+                    answer_with(&mut flushes, false);
                     break;
                 }
             }
@@ -1102,9 +1133,29 @@ fn write_loop(
     }
 }
 
-fn answer(flushes: &mut Vec<SyncSender<()>>) {
-    for done in flushes.drain(..) {
-        let _ = done.send(());
+/// Who waits on the writer: a flush (answered when the writer is done with what came before),
+/// or a commit (answered whether what came before is on disk).
+enum Waiter {
+    Flush(SyncSender<()>),
+    Commit(tokio::sync::oneshot::Sender<bool>),
+    Gone,
+}
+
+fn answer(flushes: &mut Vec<Waiter>) {
+    answer_with(flushes, true)
+}
+
+fn answer_with(flushes: &mut Vec<Waiter>, committed: bool) {
+    for waiter in flushes.drain(..) {
+        match waiter {
+            Waiter::Flush(done) => {
+                let _ = done.send(());
+            }
+            Waiter::Commit(done) => {
+                let _ = done.send(committed);
+            }
+            Waiter::Gone => {}
+        }
     }
 }
 
@@ -1117,7 +1168,7 @@ fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
         let line = match op {
             WriteOp::Call(c) => serde_json::json!({ "call": c }),
             WriteOp::Command(c) => serde_json::json!({ "command": c }),
-            WriteOp::Flush(_) => continue,
+            WriteOp::Flush(_) | WriteOp::Commit(_) => continue,
         };
         text.push_str(&line.to_string());
         text.push('\n');
@@ -1161,7 +1212,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
         match op {
             WriteOp::Call(call) => insert_call(&tx, &mut journal, call)?,
             WriteOp::Command(cmd) => upsert_command(&tx, &mut journal, cmd)?,
-            WriteOp::Flush(_) => {}
+            WriteOp::Flush(_) | WriteOp::Commit(_) => {}
         }
     }
     tx.commit()
@@ -1169,7 +1220,7 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
 
 /// Takes the next number of the store's write sequence. Call inside the writing transaction:
 /// the number is then both unique and in commit order.
-fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("UPDATE sequence SET last = last + 1 WHERE id = 1 RETURNING last")?
         .query_row([], |r| r.get(0))
 }
@@ -1287,18 +1338,18 @@ fn text(row: &Row, i: usize) -> rusqlite::Result<String> {
     })
 }
 
-fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
+pub(super) fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
     Ok(match row.get_ref(i)? {
         rusqlite::types::ValueRef::Null => None,
         _ => Some(text(row, i)?),
     })
 }
 
-fn parse_uuid(s: Option<String>) -> Option<Uuid> {
+pub(super) fn parse_uuid(s: Option<String>) -> Option<Uuid> {
     s.and_then(|s| Uuid::parse_str(&s).ok())
 }
 
-fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
+pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
     Ok(ApiCall {
         id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
         time_us: row.get(1)?,
@@ -1330,7 +1381,7 @@ fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
     })
 }
 
-fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
+pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
     let argv = text(row, 5)?;
     Ok(Command {
         id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
@@ -1468,6 +1519,32 @@ mod tests {
         assert_eq!(seq("SELECT seq FROM api_calls WHERE id = 'c1'"), 1);
         assert_eq!(seq("SELECT seq FROM commands WHERE id = 'm1'"), 2);
         assert_eq!(seq("SELECT seq FROM api_calls WHERE id = 'c2'"), 3);
+    }
+
+    #[test]
+    fn migration_moves_client_timings_into_client_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.db");
+        let mut conn = open_connection(&path, false).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO client_timings VALUES ('r1', 'm1', 1234, 200), ('r2', NULL, 5, 404);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = AuditStore::open(&path).unwrap();
+        let conn = open_connection(&path, true).unwrap();
+        let d: i64 = conn
+            .query_row(
+                "SELECT duration_us FROM client_calls WHERE id = 'r1' AND request_id = 'r1' AND command_id = 'm1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(d, 1234);
+        // Not a write of the chained tables: the sequence and the chain are untouched.
+        assert_eq!(store.last_seq().unwrap(), 0);
+        assert!(store.verify(None).unwrap().ok());
     }
 
     /// An insert as a store at schema 2 (before the sequence) wrote it.
@@ -1668,23 +1745,22 @@ mod tests {
     }
 
     #[test]
-    fn repeated_commands_are_stored_once_and_shipping_is_tracked() {
+    fn repeated_commands_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
         let mut cmd = Command {
             id: Uuid::now_v7(),
             started_us: 1,
             ended_us: Some(2),
+            user: "alice".into(),
             ..Default::default()
         };
         store.upsert_commands(&[cmd.clone()]).unwrap();
         cmd.exit_code = Some(3);
         store.upsert_commands(&[cmd.clone(), cmd.clone()]).unwrap();
-        let pending = store.unshipped_commands(10).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].exit_code, Some(3));
-        store.mark_shipped(&[cmd.id], 5).unwrap();
-        assert!(store.unshipped_commands(10).unwrap().is_empty());
+        let batch = store.outbox_batch("alice", 10).unwrap();
+        assert_eq!(batch.commands.len(), 1);
+        assert_eq!(batch.commands[0].exit_code, Some(3));
     }
 
     #[test]
@@ -1696,10 +1772,11 @@ mod tests {
             .upsert_commands(&[Command {
                 id: Uuid::now_v7(),
                 ended_us: Some(1),
+                user: "alice".into(),
                 ..Default::default()
             }])
             .unwrap();
         let again = AuditStore::open(&path).unwrap();
-        assert_eq!(again.unshipped_commands(10).unwrap().len(), 1);
+        assert_eq!(again.pending_count("alice").unwrap(), 1);
     }
 }

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::{self, Body};
-use crate::protocol::{self, IngestAck, IngestCommands, LoginRequest, SessionInfo};
+use crate::protocol::{self, IngestAck, IngestBatch, LoginRequest, SessionInfo};
 use crate::tls::Roots;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,18 @@ impl GatewayApi {
         token: Option<&str>,
         payload: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
+        self.call_typed(method, path, token, payload, "application/json")
+            .await
+    }
+
+    async fn call_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        payload: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path);
         let mut builder = Request::builder().method(method).uri(&url);
         if let Some(token) = token {
@@ -92,7 +104,7 @@ impl GatewayApi {
         }
         let req_body = match payload {
             Some(bytes) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                builder = builder.header(header::CONTENT_TYPE, content_type);
                 body::full(bytes)
             }
             None => body::empty(),
@@ -204,17 +216,32 @@ impl GatewayApi {
         .await
     }
 
-    pub async fn ingest_commands(
+    /// Sends a batch of audit records (compact encoding unless `json`).
+    pub async fn ingest(
         &self,
         token: &str,
-        batch: &IngestCommands,
+        batch: &IngestBatch,
+        json: bool,
     ) -> Result<IngestAck, ApiError> {
-        let payload = serde_json::to_vec(batch).map_err(|e| ApiError::Invalid(e.to_string()))?;
-        self.call(
+        let (payload, content_type) = if json {
+            (
+                serde_json::to_vec(batch).map_err(|e| ApiError::Invalid(e.to_string()))?,
+                protocol::INGEST_JSON,
+            )
+        } else {
+            (
+                batch
+                    .to_compact()
+                    .map_err(|e| ApiError::Invalid(e.to_string()))?,
+                protocol::INGEST_COMPACT,
+            )
+        };
+        self.call_typed(
             Method::POST,
-            protocol::COMMANDS_PATH,
+            protocol::INGEST_PATH,
             Some(token),
             Some(payload),
+            content_type,
         )
         .await
     }

@@ -73,6 +73,87 @@ pub struct ClientConfig {
     /// Clusters the gateway offered at login.
     #[serde(default)]
     pub clusters: Vec<String>,
+    /// `[audit]`: what the local audit store does when it cannot write, and how long it keeps
+    /// shipped records. Written by the user; kept by `ztk login`.
+    #[serde(default, skip_serializing_if = "AuditSettings::is_default")]
+    pub audit: AuditSettings,
+}
+
+/// The client's `[audit]` settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `best-effort` (default): when the local store cannot be written, warn and go on.
+    /// `fail-closed`: refuse to run kubectl (and the proxy refuses calls) instead.
+    #[serde(default)]
+    pub mode: AuditMode,
+    /// Drop shipped records older than this (`30d`, `12h`). Unshipped records are never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_max_age: Option<String>,
+    /// Drop the oldest shipped records while the store is larger than this (`500MB`, `2GB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_max_size: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    #[default]
+    BestEffort,
+    FailClosed,
+}
+
+impl AuditSettings {
+    fn is_default(&self) -> bool {
+        *self == AuditSettings::default()
+    }
+
+    /// The retention policy, or a message naming the bad setting.
+    pub fn retention(&self) -> Result<crate::audit::outbox::Retention> {
+        let max_age_us = self
+            .retention_max_age
+            .as_deref()
+            .map(|s| {
+                crate::audit::filter::parse_duration_us(s).map_err(|_| {
+                    anyhow::anyhow!(
+                        "[audit] retention_max_age = {s:?} is not a duration (30d, 12h)"
+                    )
+                })
+            })
+            .transpose()?;
+        let max_bytes = self
+            .retention_max_size
+            .as_deref()
+            .map(|s| {
+                parse_size(s).with_context(|| {
+                    format!("[audit] retention_max_size = {s:?} is not a size (500MB, 2GB)")
+                })
+            })
+            .transpose()?;
+        Ok(crate::audit::outbox::Retention {
+            max_age_us,
+            max_bytes,
+        })
+    }
+}
+
+/// `500MB`, `2GB`, `64KiB`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().context("no number")?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => anyhow::bail!("unknown unit {other:?}"),
+    };
+    n.checked_mul(scale).context("too large")
 }
 
 impl ClientConfig {
@@ -141,4 +222,36 @@ pub fn read_ca(path: &Path) -> Result<Vec<u8>> {
         .with_context(|| format!("cannot read the CA file {}", path.display()))?;
     crate::tls::parse_certs(&pem, &path.display().to_string())?;
     Ok(pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_settings_read_from_toml() {
+        let config: ClientConfig = toml::from_str(
+            "gateway = \"https://g\"\nuser = \"a\"\n[audit]\nmode = \"fail-closed\"\nretention_max_age = \"30d\"\nretention_max_size = \"2MB\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.audit.mode, AuditMode::FailClosed);
+        let r = config.audit.retention().unwrap();
+        assert_eq!(r.max_age_us, Some(30 * 86_400_000_000));
+        assert_eq!(r.max_bytes, Some(2_000_000));
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert!(parse_size("lots").is_err());
+        let bad = AuditSettings {
+            retention_max_age: Some("forever".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", bad.retention().unwrap_err()).contains("retention_max_age"));
+        // Round trip: the default settings are not written at all.
+        let text = toml::to_string(&ClientConfig::default()).unwrap();
+        assert!(!text.contains("[audit]"), "{text}");
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(
+            toml::from_str::<ClientConfig>(&text).unwrap().audit,
+            config.audit
+        );
+    }
 }

@@ -62,6 +62,8 @@ pub struct ProxyContext {
     pub finished: tokio::sync::Notify,
     /// Per command: calls finished since the command record was last updated (persistent proxy).
     pub activity: Mutex<HashMap<Uuid, i64>>,
+    /// `[audit] mode = "fail-closed"`: refuse calls while the local store cannot be written.
+    pub fail_closed: bool,
 }
 
 impl ProxyContext {
@@ -73,7 +75,13 @@ impl ProxyContext {
             in_flight: AtomicI64::new(0),
             finished: tokio::sync::Notify::new(),
             activity: Mutex::new(HashMap::new()),
+            fail_closed: false,
         }
+    }
+
+    pub fn with_fail_closed(mut self, fail_closed: bool) -> ProxyContext {
+        self.fail_closed = fail_closed;
+        self
     }
 
     /// Waits until every call's record is handed over, or `timeout` passes (a stream kubectl
@@ -247,6 +255,14 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    if ctx.fail_closed && !ctx.sink.healthy() {
+        let message = "ztk: the local audit store cannot be written (see `ztk audit status`); in fail-closed mode ([audit] mode in config.toml) calls are refused until it can";
+        return body::refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        );
+    }
     let mut req = req.map(body::boxed);
     // ztk's own headers are set by the proxy alone: a client must not claim another command.
     req.headers_mut().remove(COMMAND_ID_HEADER);
@@ -322,6 +338,20 @@ async fn handle(
     };
     call.user = user;
     call.command_id = command_id;
+    if ctx.fail_closed {
+        // Fail-closed: the call's record is on disk before the call goes anywhere (the final
+        // record replaces it); a store that cannot take it refuses the call.
+        let mut pending = call.clone();
+        pending.reason = crate::audit::model::IN_PROGRESS.into();
+        if !ctx.sink.record_call_committed(pending).await {
+            let message = "ztk: the local audit store cannot be written (see `ztk audit status`); in fail-closed mode ([audit] mode in config.toml) calls are refused until it can";
+            return body::refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                message,
+            );
+        }
+    }
     ctx.calls.fetch_add(1, Ordering::Relaxed);
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
 

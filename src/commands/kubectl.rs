@@ -16,7 +16,7 @@ use crate::audit::redact::{redact_argv, shell_join};
 use crate::audit::{AccessMethod, AuditStore, Command};
 use crate::cli::UsageError;
 use crate::client::api::GatewayApi;
-use crate::client::config::Paths;
+use crate::client::config::{AuditMode, Paths};
 use crate::client::proxy::{gateway_upstream, Access, LocalProxy, ProxyContext};
 use crate::client::token::require_session;
 
@@ -43,9 +43,12 @@ pub struct Args {
 /// kubectl flags that would send requests around the proxy.
 const BYPASS_FLAGS: &[&str] = &["--kubeconfig", "--server", "-s"];
 
-/// How long to wait, after kubectl exits, for records of calls still finishing and for the gateway
-/// to take the command record.
+/// How long to wait, after kubectl exits, for records of calls still finishing.
 const SHIP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shipping may hold up the exit; what is left goes with the next run or `ztk proxy`.
+const SHIP_GRACE: Duration = Duration::from_secs(2);
+/// How often the records of a running command are shipped.
+const SHIP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(args: Args) -> Result<i32> {
     if let Some(flag) = args.args.iter().find(|a| {
@@ -79,11 +82,11 @@ pub async fn run(args: Args) -> Result<i32> {
         }
     }
 
-    let store = AuditStore::open(&paths.audit_db())?;
-    let (sink, _writer) = store.start_writer(4096)?;
-    let mut argv = vec!["kubectl".to_string()];
-    argv.extend(args.args.iter().cloned());
-    let argv = redact_argv(&argv);
+    let argv = {
+        let mut argv = vec!["kubectl".to_string()];
+        argv.extend(args.args.iter().cloned());
+        redact_argv(&argv)
+    };
     let mut command = Command {
         id: Uuid::now_v7(),
         started_us: now_us(),
@@ -100,33 +103,49 @@ pub async fn run(args: Args) -> Result<i32> {
             .unwrap_or_default(),
         host: crate::fsutil::hostname(),
     };
-    // Recorded before kubectl starts, so a crash still leaves the command in the log.
-    sink.record_command(command.clone());
-
+    // Committed before kubectl starts (so a crash still leaves the command in the log), and
+    // the proof that the local store takes writes at all.
+    let fail_closed = config.audit.mode == AuditMode::FailClosed;
+    let db = paths.audit_db();
+    let opened = AuditStore::open(&db).and_then(|store| {
+        store.upsert_commands(std::slice::from_ref(&command))?;
+        Ok(store)
+    });
+    let (store, (sink, _writer)) = match opened {
+        Ok(store) => {
+            let writer = store.start_writer(4096)?;
+            (Some(store), writer)
+        }
+        Err(err) if fail_closed => {
+            anyhow::bail!(
+                "{err}\nztk does not run kubectl without a local audit record ([audit] mode = \"fail-closed\" in {}); free disk space or make the store writable, then retry",
+                paths.config_file().display()
+            )
+        }
+        Err(err) => {
+            eprintln!(
+                "ztk: warning: {err}; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command"
+            );
+            (None, crate::audit::store::failing_sink(&err.to_string()))
+        }
+    };
     let secret = random_secret();
-    let ctx = Arc::new(ProxyContext::new(
-        Access::Run {
-            secret: secret.clone(),
-            command_id: command.id,
-            user: config.user.clone(),
-            cluster: cluster.clone(),
-            upstream: Box::new(gateway_upstream(&config, &token, &cluster)?),
-        },
-        sink.clone(),
-    ));
+    let ctx = Arc::new(
+        ProxyContext::new(
+            Access::Run {
+                secret: secret.clone(),
+                command_id: command.id,
+                user: config.user.clone(),
+                cluster: cluster.clone(),
+                upstream: Box::new(gateway_upstream(&config, &token, &cluster)?),
+            },
+            sink.clone(),
+        )
+        .with_fail_closed(fail_closed),
+    );
     let proxy = LocalProxy::start(ctx.clone()).await?;
 
     // The run's kubeconfig holds only the per-run secret, in a 0700 dir removed at exit.
-    crate::fsutil::create_private_dir(&paths.data_dir)?;
-    let run_dir = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(&paths.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot create a run directory in {}",
-                paths.data_dir.display()
-            )
-        })?;
     let kubeconfig = crate::kubeconfig::single(
         &format!("ztk-{cluster}"),
         &format!("https://{}", proxy.addr),
@@ -137,11 +156,8 @@ pub async fn run(args: Args) -> Result<i32> {
         },
         None,
     );
-    let kubeconfig_path = run_dir.path().join("kubeconfig");
-    crate::fsutil::write_private(
-        &kubeconfig_path,
-        serde_yaml_ng::to_string(&kubeconfig)?.as_bytes(),
-    )?;
+    let (run_dir, kubeconfig_path) =
+        write_run_dir(&paths, serde_yaml_ng::to_string(&kubeconfig)?.as_bytes())?;
 
     let cache_dir = run_dir.path().join("cache");
     link_discovery_cache(&paths, &cluster, &cache_dir, proxy.addr);
@@ -157,6 +173,18 @@ pub async fn run(args: Args) -> Result<i32> {
                 args.kubectl.display()
             )
         })?;
+    // Ship in the background while kubectl runs (long commands: logs -f, port-forward).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = store.clone().map(|store| {
+        let login = (config.clone(), token.clone());
+        tokio::spawn(crate::client::shipper::ship_continuously(
+            store,
+            Arc::new(move || Some(login.clone())),
+            SHIP_INTERVAL,
+            Arc::new(tokio::sync::Notify::new()),
+            stop_rx,
+        ))
+    });
     let status = wait_forwarding_signals(&mut child).await?;
     let exit_code = exit_code(&status);
 
@@ -166,23 +194,53 @@ pub async fn run(args: Args) -> Result<i32> {
     command.exit_code = Some(exit_code);
     command.api_calls = ctx.calls.load(Ordering::Relaxed);
     sink.record_command(command);
-    let flushed = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await?;
-    if !flushed {
+    let flush_sink = sink.clone();
+    let flushed =
+        tokio::task::spawn_blocking(move || flush_sink.flush(Duration::from_secs(10))).await?;
+    let failed = sink.stats().failed.load(Ordering::Relaxed);
+    if store.is_some() && (!flushed || failed > 0) {
         eprintln!(
-            "ztk: warning: the local audit store did not confirm the records of this command"
+            "ztk: warning: the local audit store {} did not take {} record(s) of this command",
+            db.display(),
+            if flushed {
+                failed.to_string()
+            } else {
+                "all".into()
+            }
         );
+        if fail_closed && exit_code == 0 {
+            drop(run_dir);
+            return Ok(1);
+        }
     }
     drop(run_dir);
+    let _ = stop_tx.send(true);
+    if let Some(task) = background {
+        let _ = task.await;
+    }
 
-    let api = GatewayApi::new(&config.gateway, &roots)?.with_timeout(SHIP_TIMEOUT);
-    if let Err(err) = crate::client::shipper::ship_commands(&store, &api, &token).await {
-        // After a 401 kubectl has already shown why (the gateway's Warning header).
-        let unauthorized = matches!(
-            err.downcast_ref::<crate::client::api::ApiError>(),
-            Some(crate::client::api::ApiError::Status { code: 401, .. })
-        );
-        if !unauthorized {
-            eprintln!("ztk: warning: the command record was not sent to the gateway ({err:#}); it is kept and sent with a later command");
+    // Ship what is left, for a short grace period; the next run or `ztk proxy` ships the rest.
+    if let Some(store) = store {
+        let shipper = crate::client::shipper::Shipper::new(store.clone(), &config, &token)?;
+        match tokio::time::timeout(SHIP_GRACE, shipper.ship_all(|_| {})).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                // After a 401 kubectl has already shown why (the gateway's Warning header).
+                let unauthorized = err.chain().any(|e| {
+                    matches!(
+                        e.downcast_ref::<crate::client::api::ApiError>(),
+                        Some(crate::client::api::ApiError::Status { code: 401, .. })
+                    )
+                });
+                if !unauthorized {
+                    eprintln!("ztk: warning: the audit records were not sent to the gateway ({err:#}); they are kept and sent later (`ztk audit status` shows them)");
+                }
+            }
+            Err(_) => tracing::info!("audit shipping continues with the next run"),
+        }
+        if let Ok(policy) = config.audit.retention() {
+            let _ =
+                tokio::task::spawn_blocking(move || store.apply_retention(&policy, now_us())).await;
         }
     }
     Ok(exit_code)
@@ -254,6 +312,26 @@ async fn wait_forwarding_signals(
             _ = tokio::signal::ctrl_c() => {}
         }
     }
+}
+
+/// A private run directory with the kubeconfig in it: in the data dir, or (when that cannot be
+/// written: a full disk, a read-only home) in the system's temporary directory.
+fn write_run_dir(paths: &Paths, kubeconfig: &[u8]) -> Result<(tempfile::TempDir, PathBuf)> {
+    let attempt = |parent: &std::path::Path| -> Result<(tempfile::TempDir, PathBuf)> {
+        crate::fsutil::create_private_dir(parent)?;
+        let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
+        let path = dir.path().join("kubeconfig");
+        crate::fsutil::write_private(&path, kubeconfig)?;
+        Ok((dir, path))
+    };
+    attempt(&paths.data_dir).or_else(|first| {
+        attempt(&std::env::temp_dir()).with_context(|| {
+            format!(
+                "cannot create a run directory in {} ({first:#}) nor in the temporary directory",
+                paths.data_dir.display()
+            )
+        })
+    })
 }
 
 fn random_secret() -> String {

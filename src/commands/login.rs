@@ -86,7 +86,13 @@ pub async fn run(args: Args) -> Result<i32> {
             );
         }
     }
+    // Settings the user wrote survive a new login.
+    let audit = previous
+        .as_ref()
+        .map(|p| p.audit.clone())
+        .unwrap_or_default();
     let mut config = ClientConfig {
+        audit,
         gateway: gateway.clone(),
         user: session.user.clone(),
         ca_file,

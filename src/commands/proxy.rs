@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 
 use crate::audit::model::now_us;
 use crate::audit::{AuditSink, AuditStore};
-use crate::client::api::GatewayApi;
 use crate::client::config::Paths;
 use crate::client::credential::CredentialKey;
 use crate::client::daemon::{DaemonError, ProxyFiles};
@@ -32,8 +31,10 @@ pub enum Action {
     Status,
 }
 
-/// How often command records are brought up to date and shipped to the gateway.
+/// How often command records are brought up to date (and shipping woken when calls were made).
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the outbox is checked without activity (records other processes wrote).
+const SHIP_INTERVAL: Duration = Duration::from_secs(10);
 
 pub fn run(args: Args) -> Result<i32> {
     let paths = Paths::from_env()?;
@@ -82,15 +83,32 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         &crate::tls::read_file(&files.key_file())?,
     )?;
     let key = CredentialKey::load_or_create(&files.credential_key_file())?;
-    let store = AuditStore::open(&paths.audit_db())?;
+    let fail_closed = crate::client::config::ClientConfig::load(&paths)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.audit.mode == crate::client::config::AuditMode::FailClosed);
+    // A store that cannot be opened stops a fail-closed proxy here (kubectl then cannot connect);
+    // a best-effort one serves with a warning in its log.
+    let store = AuditStore::open(&paths.audit_db());
+    let store = match store {
+        Ok(store) => store,
+        Err(err) if fail_closed => return Err(err.into()),
+        Err(err) => {
+            eprintln!("ztk proxy: warning: {err}; serving without a local audit record");
+            return serve_unrecorded(paths, key, listener, server_tls, running).await;
+        }
+    };
     let (sink, writer) = store.start_writer(4096)?;
-    let ctx = Arc::new(ProxyContext::new(
-        Access::Issued {
-            key,
-            session: Box::new(SessionSource::new(paths)),
-        },
-        sink.clone(),
-    ));
+    let ctx = Arc::new(
+        ProxyContext::new(
+            Access::Issued {
+                key,
+                session: Box::new(SessionSource::new(paths)),
+            },
+            sink.clone(),
+        )
+        .with_fail_closed(fail_closed),
+    );
     let proxy = LocalProxy::serve(ctx.clone(), listener, server_tls, String::new());
     println!(
         "ztk proxy: listening on https://{} (pid {})",
@@ -98,20 +116,49 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         std::process::id()
     );
 
+    let wake = Arc::new(tokio::sync::Notify::new());
     let updater = {
-        let (ctx, store, sink) = (ctx.clone(), store.clone(), sink.clone());
+        let (ctx, store, sink, wake) = (ctx.clone(), store.clone(), sink.clone(), wake.clone());
         tokio::spawn(async move {
+            let mut last_retention = None;
+            let mut calls_seen = 0;
             loop {
                 tokio::time::sleep(UPDATE_INTERVAL).await;
-                update_commands(&ctx, &store, &sink).await;
+                let updated = update_commands(&ctx, &store, &sink).await;
+                let calls = ctx.calls.load(std::sync::atomic::Ordering::Relaxed);
+                if updated || calls != calls_seen {
+                    // Calls without a command (other clients) count too; their records are
+                    // committed by now or with the next round.
+                    calls_seen = calls;
+                    wake.notify_one();
+                }
+                apply_retention(&ctx, &store, &mut last_retention).await;
             }
         })
+    };
+    // Ships continuously: every second, or at once after activity; backs off on failures.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shipping = {
+        let ctx = ctx.clone();
+        let login: crate::client::shipper::LoginSource = Arc::new(move || match &ctx.access {
+            Access::Issued { session, .. } => session.session(),
+            Access::Run { .. } => None,
+        });
+        tokio::spawn(crate::client::shipper::ship_continuously(
+            store.clone(),
+            login,
+            SHIP_INTERVAL,
+            wake.clone(),
+            stop_rx,
+        ))
     };
     wait_for_stop().await?;
     proxy.stop();
     updater.abort();
     ctx.wait_idle(Duration::from_secs(3)).await;
     update_commands(&ctx, &store, &sink).await;
+    let _ = stop_tx.send(true);
+    let _ = shipping.await;
     // The writer thread ends only with the last sink; flushing is what matters here.
     let flushed = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(10))).await?;
     if !flushed {
@@ -123,15 +170,15 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
 }
 
 /// Brings the records of commands that made calls up to date (calls so far, last activity as
-/// their end: a plain kubectl does not tell ztk when it exits) and ships them to the gateway.
-async fn update_commands(ctx: &ProxyContext, store: &AuditStore, sink: &AuditSink) {
+/// their end: a plain kubectl does not tell ztk when it exits). True when records were written.
+async fn update_commands(ctx: &ProxyContext, store: &AuditStore, sink: &AuditSink) -> bool {
     let activity = ctx.take_activity();
     if activity.is_empty() {
-        return;
+        return false;
     }
     let store2 = store.clone();
     let sink2 = sink.clone();
-    let updated = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         for (id, calls) in activity {
             match store2.command(id) {
                 Ok(Some(mut command)) => {
@@ -146,24 +193,75 @@ async fn update_commands(ctx: &ProxyContext, store: &AuditStore, sink: &AuditSin
         sink2.flush(Duration::from_secs(5))
     })
     .await
-    .unwrap_or(false);
-    if !updated {
+    .unwrap_or(false)
+}
+
+/// How often the persistent proxy applies the retention settings.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
+
+async fn apply_retention(
+    ctx: &ProxyContext,
+    store: &AuditStore,
+    last: &mut Option<tokio::time::Instant>,
+) {
+    if last.is_some_and(|t| t.elapsed() < RETENTION_INTERVAL) {
         return;
     }
+    *last = Some(tokio::time::Instant::now());
     let Access::Issued { session, .. } = &ctx.access else {
         return;
     };
-    let Some((config, token)) = session.session() else {
+    let Some((config, _)) = session.session() else {
         return;
     };
-    let shipped = async {
-        let api = GatewayApi::new(&config.gateway, &config.roots()?)?
-            .with_timeout(Duration::from_secs(5));
-        crate::client::shipper::ship_commands(store, &api, &token).await
+    let policy = match config.audit.retention() {
+        Ok(policy) => policy,
+        Err(err) => {
+            tracing::warn!("retention not applied: {err:#}");
+            return;
+        }
     };
-    if let Err(err) = shipped.await {
-        tracing::warn!("command records not sent to the gateway yet: {err:#}");
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.apply_retention(&policy, now_us())).await {
+        Ok(Ok(pruned)) if pruned.calls + pruned.commands > 0 => tracing::info!(
+            "retention dropped {} shipped calls and {} commands",
+            pruned.calls,
+            pruned.commands
+        ),
+        Ok(Err(err)) => tracing::warn!("retention failed: {err}"),
+        _ => {}
     }
+}
+
+/// Best-effort mode with a local store that cannot be opened: relay (the gateway still records
+/// every call) and keep nothing locally.
+async fn serve_unrecorded(
+    paths: Paths,
+    key: CredentialKey,
+    listener: tokio::net::TcpListener,
+    server_tls: Arc<rustls::ServerConfig>,
+    running: impl Sized,
+) -> Result<i32> {
+    let (sink, writer) =
+        crate::audit::store::failing_sink("the local audit store cannot be opened");
+    let ctx = Arc::new(ProxyContext::new(
+        Access::Issued {
+            key,
+            session: Box::new(SessionSource::new(paths)),
+        },
+        sink,
+    ));
+    let proxy = LocalProxy::serve(ctx, listener, server_tls, String::new());
+    println!(
+        "ztk proxy: listening on https://{} (pid {})",
+        proxy.addr,
+        std::process::id()
+    );
+    wait_for_stop().await?;
+    proxy.stop();
+    drop(running);
+    drop(writer);
+    Ok(0)
 }
 
 async fn wait_for_stop() -> Result<()> {

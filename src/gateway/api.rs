@@ -1,4 +1,4 @@
-//! The gateway's own API under `/ztk/v1/`: login, the session, and command ingest.
+//! The gateway's own API under `/ztk/v1/`: login, the session, audit ingest and queries, access questions.
 
 use std::sync::Arc;
 
@@ -10,8 +10,8 @@ use super::users::{Session, UserError};
 use super::Gateway;
 use crate::body::{self, Body};
 use crate::protocol::{
-    self, AccessListAnswer, AccessListQuery, AccessQuery, CanIAnswer, EffectiveRule, IngestAck,
-    IngestCommands, LoginRequest, SessionInfo, WhoCanAnswer,
+    self, AccessListAnswer, AccessListQuery, AccessQuery, CanIAnswer, EffectiveRule, LoginRequest,
+    SessionInfo, WhoCanAnswer,
 };
 
 pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
@@ -20,7 +20,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         (Method::POST, protocol::LOGIN_PATH) => login(gateway, req).await,
         (Method::GET, protocol::SESSION_PATH) => session(&gateway, &req),
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
-        (Method::POST, protocol::COMMANDS_PATH) => ingest_commands(gateway, req).await,
+        (Method::POST, protocol::INGEST_PATH) => super::ingest::handle(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
         (Method::POST, protocol::AUDIT_TAIL_PATH) => audit_tail(gateway, req).await,
         (Method::POST, protocol::AUDIT_VERIFY_PATH) => super::audit::verify(gateway, req).await,
@@ -32,7 +32,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             _,
             protocol::LOGIN_PATH
             | protocol::SESSION_PATH
-            | protocol::COMMANDS_PATH
+            | protocol::INGEST_PATH
             | protocol::AUDIT_QUERY_PATH
             | protocol::AUDIT_TAIL_PATH
             | protocol::AUDIT_VERIFY_PATH
@@ -151,57 +151,6 @@ fn logout(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
             Err(err) => internal(err),
         },
         Err(resp) => resp,
-    }
-}
-
-/// Stores the client's command records. Each must belong to the authenticated user; a batch
-/// with any foreign or malformed record stores nothing.
-async fn ingest_commands(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match session_of(&gateway, &req) {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    let batch: IngestCommands = match read_json(req).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    if let Some(foreign) = batch.commands.iter().find(|c| c.user != session.user) {
-        return body::status_response(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "command {} belongs to user {:?}, not to {:?}; nothing was stored",
-                foreign.id, foreign.user, session.user
-            ),
-        );
-    }
-    if let Some(bad) = batch
-        .commands
-        .iter()
-        .find(|c| c.id.is_nil() || c.argv.is_empty())
-    {
-        return bad_request(format!(
-            "command {} has no id or no argv; nothing was stored",
-            bad.id
-        ));
-    }
-    let known: std::collections::HashSet<_> = batch.commands.iter().map(|c| c.id).collect();
-    if let Some(stray) = batch
-        .timings
-        .iter()
-        .find(|t| !t.command_id.is_some_and(|id| known.contains(&id)))
-    {
-        return bad_request(format!(
-            "the timing of call {} belongs to no command of this batch; nothing was stored",
-            stray.request_id
-        ));
-    }
-    let store = gateway.audit_store.clone();
-    let n = batch.commands.len();
-    match tokio::task::spawn_blocking(move || store.ingest(&batch.commands, &batch.timings)).await {
-        Ok(Ok(())) => json(&IngestAck { accepted: n }),
-        Ok(Err(err)) => internal(err),
-        Err(err) => internal(err),
     }
 }
 

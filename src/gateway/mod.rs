@@ -9,6 +9,7 @@ pub mod authz;
 pub mod bindings;
 pub mod clusters;
 pub mod config;
+pub mod ingest;
 pub mod rbac;
 pub mod users;
 
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub audit: AuditSink,
     pub audit_store: AuditStore,
+    /// Stores the clients' shipped batches (`ingest`).
+    pub ingestor: Arc<crate::audit::ingest::Ingestor>,
     pub session_ttl_us: i64,
     /// Members of these groups may read everyone's audit records.
     pub admin_groups: Vec<String>,
@@ -154,6 +157,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         users,
         clusters,
         audit,
+        ingestor: Arc::new(crate::audit::ingest::Ingestor::new(audit_store.clone())),
         audit_store,
         session_ttl_us: config.session_ttl_us,
         admin_groups: config.admin_groups.clone(),

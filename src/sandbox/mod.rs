@@ -74,7 +74,13 @@ pub struct Sandbox {
     store: Store,
     /// The pods' fake filesystems, for exec and cp.
     files: exec::Filesystems,
+    /// Requests answered (all but `SERVED_PATH` itself), so load tests can compare the audit
+    /// trail with what the cluster really served.
+    served: std::sync::atomic::AtomicU64,
 }
+
+/// `GET`: `{"served": N}`, the number of requests this sandbox has answered (authenticated).
+pub const SERVED_PATH: &str = "/ztk-sandbox/served";
 
 impl Sandbox {
     /// `token`: the bearer token every request must carry (`Authorization: Bearer <token>`);
@@ -87,10 +93,20 @@ impl Sandbox {
             discovery: Discovery::load(),
             store,
             files: exec::Filesystems::default(),
+            served: Default::default(),
         })
     }
 
     pub async fn handle(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+        use std::sync::atomic::Ordering;
+        if req.uri().path() == SERVED_PATH {
+            if !self.authorized(req.headers()) {
+                return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
+            let served = self.served.load(Ordering::SeqCst);
+            return body::json_response(StatusCode::OK, &json!({ "served": served }));
+        }
+        self.served.fetch_add(1, Ordering::SeqCst);
         if exec::is_exec(&req) {
             if !self.authorized(req.headers()) {
                 return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");

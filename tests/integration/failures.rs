@@ -86,7 +86,8 @@ fn unreachable_gateway_and_unknown_cluster() {
     );
     // The command is still in the local log, waiting to be shipped.
     let local = env.local_store();
-    assert_eq!(local.unshipped_commands(10).unwrap().len(), 1);
+    let pending = local.outbox_batch("alice", 10).unwrap();
+    assert_eq!(pending.commands.len(), 1);
 
     let (code, out) = env
         .ztk(&[

@@ -248,6 +248,27 @@ impl Env {
         }
     }
 
+    /// The running gateway's pid.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(|c| c.id())
+    }
+
+    /// Starts the gateway again on the port it had (clients keep their login), after a stop
+    /// or a kill.
+    pub fn restart_gateway(&mut self) {
+        self.stop_gateway();
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        let url = self.url.clone();
+        self.serve();
+        assert_eq!(self.url, url);
+    }
+
     pub fn stop_gateway(&mut self) {
         if let Some(mut child) = self.gateway.take() {
             unsafe {

@@ -9,6 +9,8 @@ mod cli;
 mod end_to_end;
 mod failures;
 mod integrity;
+mod outbox;
+mod outbox_load;
 mod plain;
 mod sinks;
 mod streams;

@@ -5,8 +5,10 @@
 
 pub(crate) mod export;
 mod list;
+mod push;
 mod seed;
 mod show;
+mod status;
 mod tail;
 mod tui;
 mod verify;
@@ -43,6 +45,10 @@ enum AuditCommand {
     Show(show::ShowArgs),
     /// Write the whole filtered audit trail to a file or standard output (CSV by default).
     Export(export::ExportArgs),
+    /// Ship the local records the gateway has not acknowledged yet, now.
+    Push(push::PushArgs),
+    /// Show the local outbox: pending records, the oldest, the last success and the last error.
+    Status(status::StatusArgs),
     /// Browse the audit trail interactively: a live, filterable, full-screen view.
     Tui(tui::TuiArgs),
     /// Follow new records as they are written, one line each (for log shippers).
@@ -137,6 +143,8 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::List(args) => list::run(args),
         AuditCommand::Show(args) => show::run(args),
         AuditCommand::Export(args) => export::run(args),
+        AuditCommand::Push(args) => push::run(args),
+        AuditCommand::Status(args) => status::run(args),
         AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Tail(args) => tail::run(args),
         AuditCommand::Verify(args) => verify::run(args),

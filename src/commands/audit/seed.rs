@@ -14,6 +14,9 @@ pub struct SeedArgs {
     /// The store to fill (default: the local store).
     #[arg(long, value_name = "DB")]
     db: Option<PathBuf>,
+    /// Make every record this user's (default: a mix of eight users).
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
 }
 
 pub fn run(seed: SeedArgs) -> Result<i32> {
@@ -22,7 +25,7 @@ pub fn run(seed: SeedArgs) -> Result<i32> {
         None => local_store()?,
     };
     let started = std::time::Instant::now();
-    let n = crate::audit::seed::seed(&store, seed.count)?;
+    let n = crate::audit::seed::seed_for(&store, seed.count, seed.user.as_deref())?;
     eprintln!(
         "seeded {n} calls in {:.2?} into {}",
         started.elapsed(),

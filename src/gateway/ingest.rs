@@ -1,0 +1,327 @@
+//! `POST /ztk/v1/audit/ingest`: the clients' audit records, in versioned, size-limited batches
+//! (JSON, or the compact postcard encoding the client sends by default).
+//!
+//! Every record is checked before anything is written; the batch is then stored in one
+//! transaction (`audit::ingest`). Answers: 200 with an `IngestAck` (also for a batch stored
+//! before), 400 naming the first bad record, 403 for a record of another user, 413 for a batch
+//! too large; in every refusal nothing is stored.
+
+use std::sync::Arc;
+
+use http::{header, Request, Response, StatusCode};
+
+use super::Gateway;
+use crate::audit::ingest::IngestError;
+use crate::audit::model::now_us;
+use crate::audit::{ApiCall, Command};
+use crate::body::{self, Body};
+use crate::protocol::{self, IngestAck, IngestBatch};
+
+/// Records older than 2020 are not from ztk.
+const MIN_TIME_US: i64 = 1_577_836_800_000_000;
+/// How far ahead of the gateway's clock a client's may run.
+const MAX_SKEW_US: i64 = 3_600_000_000;
+
+pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match gateway.authenticate(req.headers()) {
+        Ok(s) => s,
+        Err(message) => {
+            return body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
+        }
+    };
+    let compact = match req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+    {
+        Some(protocol::INGEST_COMPACT) => true,
+        Some(protocol::INGEST_JSON) | None => false,
+        Some(other) => {
+            return body::status_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "content type {other:?} is not a batch encoding; send {} or {}",
+                    protocol::INGEST_JSON,
+                    protocol::INGEST_COMPACT
+                ),
+            )
+        }
+    };
+    let started = std::time::Instant::now();
+    let bytes = match body::read_limited(req.into_body(), protocol::MAX_INGEST_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return body::status_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!(
+                    "the batch could not be read ({e}); batches are limited to {} bytes and {} records; nothing was stored",
+                    protocol::MAX_INGEST_BODY,
+                    protocol::MAX_INGEST_RECORDS
+                ),
+            )
+        }
+    };
+    let batch = match decode(&bytes, compact) {
+        Ok(b) => b,
+        Err(reason) => return bad_request(format!("{reason}; nothing was stored")),
+    };
+    if batch.records() > protocol::MAX_INGEST_RECORDS {
+        return body::status_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!(
+                "the batch holds {} records, more than {}; nothing was stored",
+                batch.records(),
+                protocol::MAX_INGEST_RECORDS
+            ),
+        );
+    }
+    if let Err(resp) = check(&batch, &session.user, now_us()) {
+        return resp;
+    }
+    let checked = started.elapsed();
+    let ingestor = gateway.ingestor.clone();
+    let user = session.user.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        let result = ingestor.ingest(&user, &batch.commands, &batch.calls);
+        (batch.batch_id, batch.records(), result, t.elapsed())
+    })
+    .await;
+    match stored {
+        Ok((batch_id, accepted, Ok(written), took)) => {
+            tracing::debug!(user = %session.user, %batch_id, accepted, ?checked, ?took, "audit batch stored");
+            let ack = IngestAck {
+                batch_id,
+                accepted,
+                written: written.calls + written.commands,
+            };
+            match serde_json::to_value(&ack) {
+                Ok(v) => body::json_response(StatusCode::OK, &v),
+                Err(e) => internal(e),
+            }
+        }
+        Ok((_, _, Err(err @ IngestError::Foreign { .. }), _)) => forbidden(format!(
+            "{err}; a record may only be sent by its own user; nothing was stored"
+        )),
+        Ok((_, _, Err(IngestError::Store(err)), _)) => {
+            tracing::error!("could not store an audit batch: {err}");
+            body::status_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the gateway could not store the batch (see its log); nothing was stored, send it again later",
+            )
+        }
+        Err(err) => internal(err),
+    }
+}
+
+fn decode(bytes: &[u8], compact: bool) -> Result<IngestBatch, String> {
+    if compact {
+        return IngestBatch::from_compact(bytes);
+    }
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: Option<u32>,
+    }
+    match serde_json::from_slice::<IngestBatch>(bytes) {
+        Ok(batch) if batch.version == protocol::INGEST_VERSION => Ok(batch),
+        Ok(batch) => Err(unsupported(batch.version)),
+        Err(err) => match serde_json::from_slice::<Version>(bytes) {
+            Ok(Version {
+                version: Some(v), ..
+            }) if v != protocol::INGEST_VERSION => Err(unsupported(v)),
+            _ => Err(format!("invalid JSON batch: {err}")),
+        },
+    }
+}
+
+fn unsupported(version: u32) -> String {
+    format!(
+        "batch version {version} is not supported (this gateway reads version {}); upgrade ztk",
+        protocol::INGEST_VERSION
+    )
+}
+
+/// Checks every record before anything is stored: the user first (403), then the content (400).
+#[allow(clippy::result_large_err)]
+fn check(batch: &IngestBatch, user: &str, now: i64) -> Result<(), Response<Body>> {
+    let foreign = batch
+        .commands
+        .iter()
+        .map(|c| ("command", c.id, &c.user))
+        .chain(batch.calls.iter().map(|c| ("call", c.id, &c.user)))
+        .find(|(_, _, u)| u.as_str() != user);
+    if let Some((kind, id, owner)) = foreign {
+        return Err(forbidden(format!(
+            "{kind} {id} is a record of user {owner:?}, but this session is {user:?}; nothing was stored"
+        )));
+    }
+    for c in &batch.commands {
+        check_command(c, now)
+            .map_err(|why| bad_request(format!("command {}: {why}; nothing was stored", c.id)))?;
+    }
+    for c in &batch.calls {
+        check_call(c, now)
+            .map_err(|why| bad_request(format!("call {}: {why}; nothing was stored", c.id)))?;
+    }
+    Ok(())
+}
+
+fn check_id(id: &uuid::Uuid) -> Result<(), String> {
+    if id.get_version_num() != 7 {
+        return Err(format!("the id {id} is not a UUIDv7"));
+    }
+    Ok(())
+}
+
+fn check_time(what: &str, t: i64, now: i64) -> Result<(), String> {
+    if t < MIN_TIME_US || t > now + MAX_SKEW_US {
+        return Err(format!(
+            "{what} {} is not a plausible time",
+            crate::audit::model::format_time_us(t)
+        ));
+    }
+    Ok(())
+}
+
+fn check_command(c: &Command, now: i64) -> Result<(), String> {
+    check_id(&c.id)?;
+    check_time("the start", c.started_us, now)?;
+    if let Some(end) = c.ended_us {
+        check_time("the end", end, now)?;
+        if end < c.started_us {
+            return Err("it ends before it starts".into());
+        }
+    }
+    if c.argv.is_empty() {
+        return Err("argv is empty".into());
+    }
+    if c.cluster.is_empty() {
+        return Err("the cluster is missing".into());
+    }
+    if c.api_calls < 0 {
+        return Err("the call count is negative".into());
+    }
+    Ok(())
+}
+
+fn check_call(c: &ApiCall, now: i64) -> Result<(), String> {
+    check_id(&c.id)?;
+    check_time("the time", c.time_us, now)?;
+    if c.request_id != Some(c.id) {
+        return Err("a client's record must carry its own id as request id".into());
+    }
+    if let Some(cmd) = &c.command_id {
+        check_id(cmd).map_err(|e| format!("command id: {e}"))?;
+    }
+    if c.cluster.is_empty() || c.method.is_empty() || c.decision.is_empty() {
+        return Err("cluster, method and decision are required".into());
+    }
+    if c.status > 999 || c.duration_us < 0 {
+        return Err("the status or the duration is out of range".into());
+    }
+    Ok(())
+}
+
+fn bad_request(message: String) -> Response<Body> {
+    body::status_response(StatusCode::BAD_REQUEST, "BadRequest", &message)
+}
+
+fn forbidden(message: String) -> Response<Body> {
+    body::status_response(StatusCode::FORBIDDEN, "Forbidden", &message)
+}
+
+fn internal(err: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!("audit ingest failed: {err}");
+    body::status_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        "the gateway failed to complete the request; see its log",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn call(user: &str) -> ApiCall {
+        let id = Uuid::now_v7();
+        ApiCall {
+            id,
+            request_id: Some(id),
+            time_us: now_us(),
+            user: user.into(),
+            cluster: "dev".into(),
+            method: "GET".into(),
+            decision: "allow".into(),
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn both_encodings_carry_the_same_batch_and_check_the_version() {
+        let batch = IngestBatch {
+            version: protocol::INGEST_VERSION,
+            batch_id: Uuid::now_v7(),
+            commands: vec![],
+            calls: vec![call("alice"), call("alice")],
+        };
+        let compact = batch.to_compact().unwrap();
+        assert_eq!(decode(&compact, true).unwrap(), batch);
+        let json = serde_json::to_vec(&batch).unwrap();
+        assert!(compact.len() * 2 < json.len(), "compact is compact");
+        assert_eq!(decode(&json, false).unwrap(), batch);
+        let old = IngestBatch {
+            version: 1,
+            ..batch.clone()
+        };
+        assert!(decode(&old.to_compact().unwrap(), true)
+            .unwrap_err()
+            .contains("version 1 is not supported"));
+        assert!(decode(br#"{"version": 9, "records": []}"#, false)
+            .unwrap_err()
+            .contains("version 9"));
+        assert!(decode(b"\x02garbage", true).is_err());
+        assert!(decode(b"{", false).unwrap_err().contains("invalid JSON"));
+    }
+
+    #[test]
+    fn every_record_is_checked() {
+        let now = now_us();
+        assert!(check_call(&call("alice"), now).is_ok());
+        let mut v4 = call("alice");
+        v4.id = Uuid::new_v4();
+        v4.request_id = Some(v4.id);
+        assert!(check_call(&v4, now).unwrap_err().contains("UUIDv7"));
+        let mut future = call("alice");
+        future.time_us = now + 2 * MAX_SKEW_US;
+        assert!(check_call(&future, now).unwrap_err().contains("plausible"));
+        let mut no_cluster = call("alice");
+        no_cluster.cluster.clear();
+        assert!(check_call(&no_cluster, now).is_err());
+        let batch = IngestBatch {
+            version: protocol::INGEST_VERSION,
+            batch_id: Uuid::now_v7(),
+            commands: vec![],
+            calls: vec![call("alice"), call("bob")],
+        };
+        assert_eq!(
+            check(&batch, "alice", now).unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
+        let batch = IngestBatch {
+            calls: vec![call("alice"), no_cluster],
+            ..batch
+        };
+        assert_eq!(
+            check(&batch, "alice", now).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}
