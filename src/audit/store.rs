@@ -720,6 +720,14 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // The last connection to close would checkpoint the WAL into the database and fsync it: a
+    // `ztk kubectl` run opens and closes several, and each checkpoint cost milliseconds before
+    // kubectl could start. SQLite's automatic checkpoint (every 1,000 WAL pages, run by the
+    // committing writer) keeps the WAL bounded instead; nothing committed is less durable.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -71,6 +71,9 @@ impl HttpSink {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
+        // Headers and body may leave in two writes: without this the body waits for the
+        // receiver's delayed ACK.
+        http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()
