@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -21,6 +22,26 @@ pub struct Env {
     pub config: PathBuf,
     pub url: String,
     gateway: Option<Child>,
+    /// Held while this environment lives: see `machine_alone`.
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+}
+
+/// Tests run in parallel, each with its own gateway. The load test needs the machine to itself
+/// (it keeps both cores busy, which would starve the streams tests beside it): every `Env` holds
+/// this lock for reading, the load test holds it for writing. A waiting writer keeps new
+/// readers out, so the load test runs as soon as the environments already started are done.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Waits until no other test's environment is running, and keeps new ones from starting until
+/// the guard is dropped. Environments started on this thread meanwhile share the machine.
+pub fn machine_alone() -> RwLockWriteGuard<'static, ()> {
+    let guard = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+    ALONE.with(|a| a.set(true));
+    guard
 }
 
 impl Env {
@@ -52,11 +73,17 @@ impl Env {
             ),
         )
         .unwrap();
+        let shared = if ALONE.with(|a| a.get()) {
+            None
+        } else {
+            Some(MACHINE.read().unwrap_or_else(PoisonError::into_inner))
+        };
         let env = Env {
             dir,
             config,
             url: String::new(),
             gateway: None,
+            _shared: shared,
         };
         env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
             .stdin_text(&format!("{PASSWORD}\n"))

@@ -91,12 +91,11 @@ async fn sandbox_served(kubeconfig: &Path) -> u64 {
     v["served"].as_u64().unwrap()
 }
 
-/// Ignored in the default run: it keeps both cores busy for half a minute, which would starve
-/// the timing-sensitive tests running beside it. `.ci/run` runs it on its own:
-/// `cargo test --test integration -- --ignored outbox_load`.
+/// It keeps both cores busy for a while, which would starve the streams tests running beside
+/// it: it waits until it has the machine to itself (`machine_alone`).
 #[test]
-#[ignore = "load test: run alone (see .ci/run)"]
 fn fifty_clients_calling_while_the_gateway_ingests_lose_and_repeat_nothing() {
+    let _alone = machine_alone();
     let dir = tempfile::tempdir().unwrap();
     let sandbox = SandboxProcess::start(dir.path().join("sandbox.kubeconfig"), false);
     let clusters = format!(
