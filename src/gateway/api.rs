@@ -157,23 +157,10 @@ fn logout(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
 /// Pages through the gateway's audit trail. Administrators (members of an `admin_groups`
 /// group) see everything; everyone else sees their own records only.
 async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match session_of(&gateway, &req) {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    let mut query: protocol::AuditQuery = match read_json(req).await {
+    let query: protocol::AuditQuery = match audit_request(&gateway, req).await {
         Ok(q) => q,
         Err(resp) => return resp,
     };
-    if query.limit == 0 || query.limit > protocol::MAX_PAGE {
-        return bad_request(format!(
-            "limit must be between 1 and {}",
-            protocol::MAX_PAGE
-        ));
-    }
-    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
-        return resp;
-    }
     let store = gateway.audit_store.clone();
     let result = tokio::task::spawn_blocking(move || match query.view {
         protocol::View::Calls => store
@@ -190,6 +177,48 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
     }
+}
+
+/// What the audit read endpoints (query and tail) have in common.
+trait AuditRequest: serde::de::DeserializeOwned {
+    fn limit(&self) -> usize;
+    fn filter_mut(&mut self) -> &mut crate::audit::Filter;
+}
+
+impl AuditRequest for protocol::AuditQuery {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+    fn filter_mut(&mut self) -> &mut crate::audit::Filter {
+        &mut self.filter
+    }
+}
+
+impl AuditRequest for protocol::AuditTail {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+    fn filter_mut(&mut self) -> &mut crate::audit::Filter {
+        &mut self.filter
+    }
+}
+
+/// Authenticates an audit read, parses its body, checks the page size and applies the access
+/// rule (`restrict_to_own`): one place for both endpoints.
+async fn audit_request<Q: AuditRequest>(
+    gateway: &Gateway,
+    req: Request<Body>,
+) -> Result<Q, Response<Body>> {
+    let session = session_of(gateway, &req)?;
+    let mut query: Q = read_json(req).await?;
+    if query.limit() == 0 || query.limit() > protocol::MAX_PAGE {
+        return Err(bad_request(format!(
+            "limit must be between 1 and {}",
+            protocol::MAX_PAGE
+        )));
+    }
+    restrict_to_own(gateway, &session, query.filter_mut())?;
+    Ok(query)
 }
 
 /// Administrators (members of an `admin_groups` group) read everything; everyone else only
@@ -223,23 +252,10 @@ const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Follows the audit trail by write sequence (long poll), with the query API's access rule.
 /// Open-stream records are left out: their final records follow with new sequence numbers.
 async fn audit_tail(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
-    let session = match session_of(&gateway, &req) {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    let mut query: protocol::AuditTail = match read_json(req).await {
+    let query: protocol::AuditTail = match audit_request(&gateway, req).await {
         Ok(q) => q,
         Err(resp) => return resp,
     };
-    if query.limit == 0 || query.limit > protocol::MAX_PAGE {
-        return bad_request(format!(
-            "limit must be between 1 and {}",
-            protocol::MAX_PAGE
-        ));
-    }
-    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
-        return resp;
-    }
     let store = gateway.audit_store.clone();
     let Some(mut after) = query.after_seq else {
         return match tokio::task::spawn_blocking(move || store.last_seq()).await {
