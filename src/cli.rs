@@ -47,7 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Login(args) => block_on(commands::login::run(args)),
         Command::Logout(args) => block_on(commands::logout::run(args)),
         Command::Status(args) => block_on(commands::status::run(args)),
-        Command::Kubectl(args) => block_on(commands::kubectl::run(args)),
+        // One relay thread: kubectl's calls are few and light, and one thread answers them sooner.
+        Command::Kubectl(args) => block_on_workers(1, commands::kubectl::run(args)),
         Command::Kubeconfig(args) => block_on(commands::kubeconfig::run(args)),
         // Synchronous: it runs on every kubectl invocation and must start fast.
         Command::Credential(args) => commands::credential::run(args),
@@ -67,6 +68,20 @@ pub fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     future: F,
 ) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// Runs a future on a fresh runtime with `workers` threads. The relaying processes choose
+/// their count: with more worker threads than cores to spare, each relayed call pays for
+/// wake-ups between them (see BENCHMARKS.md).
+pub fn block_on_workers<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    workers: usize,
+    future: F,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()?
         .block_on(future)

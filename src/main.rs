@@ -2,6 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Every relayed call allocates for its headers, TLS records and audit record on two or three
+// threads: mimalloc costs less CPU there than glibc's malloc (see BENCHMARKS.md). Its build
+// settings are in .cargo/config.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = ztk::cli::Cli::parse();
     match ztk::cli::run(cli) {

@@ -153,6 +153,32 @@ pub fn content_hash(kind: Kind, row: &Row, first: usize) -> rusqlite::Result<Has
     Ok(h.finalize().into())
 }
 
+/// [`content_hash`] of a record about to be written, from the values bound to its columns (in
+/// the order of [`CALL_FIELDS`] or [`COMMAND_FIELDS`]), without reading the row back.
+pub fn values_hash(kind: Kind, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Hash> {
+    use rusqlite::types::ToSqlOutput;
+    let (_, n) = kind.fields();
+    if values.len() != n {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), n));
+    }
+    let mut h = Sha256::new();
+    h.update(b"ztk-record-v1\0");
+    put_bytes(&mut h, 3, kind.as_str().as_bytes());
+    h.update((n as u64).to_be_bytes());
+    for v in values {
+        match v.to_sql()? {
+            ToSqlOutput::Borrowed(v) => put_value(&mut h, v),
+            ToSqlOutput::Owned(v) => put_value(&mut h, (&v).into()),
+            other => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("cannot hash {other:?}").into(),
+                ))
+            }
+        }
+    }
+    Ok(h.finalize().into())
+}
+
 /// The hash that links an entry to the one before it.
 pub fn entry_hash(prev: &Hash, seq: i64, kind: &str, record_id: &str, content: &Hash) -> Hash {
     let mut h = Sha256::new();

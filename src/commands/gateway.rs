@@ -235,7 +235,7 @@ pub fn run(args: Args) -> Result<i32> {
     match args.command {
         GatewayCommand::Serve { config } => {
             let cfg = GatewayConfig::load(&config.config)?;
-            crate::cli::block_on(serve(cfg))
+            crate::cli::block_on_workers(cfg.worker_threads, serve(cfg))
         }
         GatewayCommand::User(UserCommand::Add {
             name,

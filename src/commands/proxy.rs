@@ -58,7 +58,8 @@ pub fn run(args: Args) -> Result<i32> {
                 Ok(3)
             }
         },
-        None => crate::cli::block_on(serve(paths, files)),
+        // One relay thread: one user's kubectl calls need no more, and it keeps the idle proxy small.
+        None => crate::cli::block_on_workers(1, serve(paths, files)),
     }
 }
 

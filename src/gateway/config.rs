@@ -48,6 +48,9 @@ struct RawConfig {
     /// How often the gateway signs the audit chain's head.
     #[serde(default = "default_checkpoint_interval")]
     audit_checkpoint_interval: String,
+    /// Threads that relay requests; 0 (the default): one fewer than the machine's cores.
+    #[serde(default)]
+    worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +122,8 @@ pub struct GatewayConfig {
     pub audit_mode: AuditMode,
     /// How often the audit chain's head is signed.
     pub audit_checkpoint_interval: std::time::Duration,
+    /// Threads of the async runtime that relays requests (`worker_threads`).
+    pub worker_threads: usize,
 }
 
 /// `audit_mode`: what the gateway does while it cannot persist audit records.
@@ -130,6 +135,16 @@ pub enum AuditMode {
     BestEffort,
     /// Refuse requests (503) until the store takes writes again; nothing is dropped.
     FailClosed,
+}
+
+/// One thread per core but one: the audit writer has a thread of its own, and under load it
+/// needs a core (on two cores, a second relay thread cost more in cross-thread wake-ups than it
+/// gained; see BENCHMARKS.md).
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 impl AuditMode {
@@ -350,6 +365,10 @@ impl GatewayConfig {
             sinks,
             audit_mode,
             audit_checkpoint_interval,
+            worker_threads: match raw.worker_threads {
+                0 => default_worker_threads(),
+                n => n,
+            },
         })
     }
 
@@ -402,6 +421,15 @@ mod tests {
             c.audit_checkpoint_interval,
             std::time::Duration::from_secs(60)
         );
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.worker_threads, (cores - 1).max(1));
+        assert_eq!(
+            parse("data_dir = \"d\"\nworker_threads = 3")
+                .unwrap()
+                .worker_threads,
+            3
+        );
+        assert!(parse("data_dir = \"d\"\nworker_threads = -1").is_err());
         let c = parse(
             "data_dir = \"d\"\naudit_mode = \"fail-closed\"\naudit_checkpoint_interval = \"5s\"",
         )
