@@ -196,6 +196,11 @@ INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
     SELECT request_id, command_id, request_id, duration_us, status FROM client_timings;
 DROP TABLE client_timings;
 "#,
+    r#"
+-- No query looks calls up by request id (client_calls are joined by their own key), and every
+-- index costs each written record a b-tree insert.
+DROP INDEX api_calls_request;
+"#,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -1642,7 +1647,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gw.db");
         let mut conn = open_connection(&path, false).unwrap();
-        migrate(&mut conn, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        let outbox = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE client_calls"))
+            .unwrap();
+        migrate(&mut conn, &MIGRATIONS[..outbox]).unwrap();
         conn.execute_batch(
             "INSERT INTO client_timings VALUES ('r1', 'm1', 1234, 200), ('r2', NULL, 5, 404);",
         )
