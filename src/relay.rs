@@ -87,6 +87,13 @@ impl Upstream {
     pub fn label(&self) -> &str {
         &self.label
     }
+
+    /// The HTTP/1.1 client with its pool of connections to this upstream, for other requests to
+    /// the same server: they reuse a connection the relay already opened instead of a new TLS
+    /// handshake.
+    pub fn h1_client(&self) -> Client<HttpsConnector<HttpConnector>, Body> {
+        self.h1_client.clone()
+    }
 }
 
 fn build_client(

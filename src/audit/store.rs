@@ -227,6 +227,9 @@ enum WriteOp {
 #[derive(Clone, Debug)]
 pub struct AuditStore {
     path: PathBuf,
+    /// The write connection `open` migrated with, for the next writer to take: opening a
+    /// connection parses the whole schema, and a `ztk kubectl` run would open three in a row.
+    spare: Arc<Mutex<Option<Connection>>>,
 }
 
 impl AuditStore {
@@ -240,6 +243,7 @@ impl AuditStore {
         }
         let store = AuditStore {
             path: path.to_path_buf(),
+            spare: Arc::default(),
         };
         let mut conn = store.connect(false)?;
         // The chain's migration journals the records already there, in its own transaction.
@@ -260,6 +264,7 @@ impl AuditStore {
                 known: MIGRATIONS.len() as i64,
             });
         }
+        store.release(conn);
         Ok(store)
     }
 
@@ -275,7 +280,20 @@ impl AuditStore {
     }
 
     pub(super) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+        if !read_only {
+            if let Some(conn) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Ok(conn);
+            }
+        }
         open_connection(&self.path, read_only).map_err(|e| self.err(e))
+    }
+
+    /// Keeps a write connection (outside any transaction) for the next `connect(false)`.
+    fn release(&self, conn: Connection) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_none() && conn.is_autocommit() {
+            *spare = Some(conn);
+        }
     }
 
     /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
@@ -327,7 +345,9 @@ impl AuditStore {
             let seq = next_seq(&tx).map_err(|e| self.err(e))?;
             upsert_command(&tx, &mut journal, seq, cmd).map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        self.release(conn);
+        Ok(())
     }
 
     /// How many calls match `filter` (ignoring its limit), for progress bars.

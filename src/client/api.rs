@@ -77,6 +77,18 @@ impl GatewayApi {
         })
     }
 
+    /// Talks to the gateway at `base` over `client`'s connections (see `Upstream::h1_client`).
+    pub fn with_client(
+        base: &str,
+        client: Client<HttpsConnector<HttpConnector>, Body>,
+    ) -> Result<GatewayApi, ApiError> {
+        Ok(GatewayApi {
+            base: normalize_url(base)?,
+            client,
+            timeout: Duration::from_secs(15),
+        })
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> GatewayApi {
         self.timeout = timeout;
         self

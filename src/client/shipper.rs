@@ -53,14 +53,25 @@ pub struct Shipped {
 
 impl Shipper {
     pub fn new(store: AuditStore, config: &ClientConfig, token: &str) -> Result<Shipper> {
-        Ok(Shipper {
+        let api = GatewayApi::new(&config.gateway, &config.roots()?)?;
+        Ok(Shipper::with_api(store, config, token, api))
+    }
+
+    /// A shipper that talks to the gateway through `api`.
+    pub fn with_api(
+        store: AuditStore,
+        config: &ClientConfig,
+        token: &str,
+        api: GatewayApi,
+    ) -> Shipper {
+        Shipper {
             store,
-            api: Arc::new(GatewayApi::new(&config.gateway, &config.roots()?)?),
+            api: Arc::new(api),
             token: token.to_string(),
             user: config.user.clone(),
             gateway: config.gateway.clone(),
             json: false,
-        })
+        }
     }
 
     /// Ships everything pending, batch by batch, calling `progress` with the running total

@@ -130,6 +130,9 @@ pub async fn run(args: Args) -> Result<i32> {
         }
     };
     let secret = random_secret();
+    let upstream = gateway_upstream(&config, &token, &cluster)?;
+    // The records are shipped at exit over the connection kubectl's calls kept open.
+    let gateway_client = upstream.h1_client();
     let ctx = Arc::new(
         ProxyContext::new(
             Access::Run {
@@ -137,7 +140,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 command_id: command.id,
                 user: config.user.clone(),
                 cluster: cluster.clone(),
-                upstream: Box::new(gateway_upstream(&config, &token, &cluster)?),
+                upstream: Box::new(upstream),
             },
             sink.clone(),
         )
@@ -221,7 +224,9 @@ pub async fn run(args: Args) -> Result<i32> {
 
     // Ship what is left, for a short grace period; the next run or `ztk proxy` ships the rest.
     if let Some(store) = store {
-        let shipper = crate::client::shipper::Shipper::new(store.clone(), &config, &token)?;
+        let api = crate::client::api::GatewayApi::with_client(&config.gateway, gateway_client)?;
+        let shipper =
+            crate::client::shipper::Shipper::with_api(store.clone(), &config, &token, api);
         match tokio::time::timeout(SHIP_GRACE, shipper.ship_all(|_| {})).await {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => {
@@ -321,7 +326,8 @@ fn write_run_dir(paths: &Paths, kubeconfig: &[u8]) -> Result<(tempfile::TempDir,
         crate::fsutil::create_private_dir(parent)?;
         let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
         let path = dir.path().join("kubeconfig");
-        crate::fsutil::write_private(&path, kubeconfig)?;
+        // Removed when the run ends: written once, without the fsync an atomic write costs.
+        crate::fsutil::write_new_private(&path, kubeconfig)?;
         Ok((dir, path))
     };
     attempt(&paths.data_dir).or_else(|first| {
