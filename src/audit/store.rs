@@ -196,11 +196,6 @@ INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
     SELECT request_id, command_id, request_id, duration_us, status FROM client_timings;
 DROP TABLE client_timings;
 "#,
-    r#"
--- No query looks calls up by request id (client_calls are joined by their own key), and every
--- index costs each written record a b-tree insert.
-DROP INDEX api_calls_request;
-"#,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -264,6 +259,12 @@ impl AuditStore {
                 known: MIGRATIONS.len() as i64,
             });
         }
+        // No query looks calls up by request id (client calls are joined by their own key), and
+        // every index costs each written record a b-tree insert. Not a numbered migration: older
+        // binaries (a rollback, an old `ztk credential` named in a kubeconfig) keep opening the
+        // store, and they never used the index either.
+        conn.execute_batch("DROP INDEX IF EXISTS api_calls_request")
+            .map_err(|e| store.err(e))?;
         store.release(conn);
         Ok(store)
     }
@@ -309,6 +310,12 @@ impl AuditStore {
         config: WriterConfig,
     ) -> Result<(AuditSink, AuditWriter), StoreError> {
         let conn = self.connect(false)?;
+        // A statement inside a multi-record transaction keeps a statement journal (the pages it
+        // changes, in case it must be undone alone): in a temp file by default, which cost ~40 KB
+        // of writes per record. The writer's statements are small; in memory it is a copy. (Not
+        // for every connection: a migration's temporary tables can be as large as the store.)
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| self.err(e))?;
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -758,10 +765,6 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A statement inside a multi-record transaction keeps a statement journal (the pages it
-        // changes, in case it must be undone alone); in a temp file by default, which cost ~40 KB
-        // of writes per record. In memory it is a copy.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -969,27 +972,41 @@ impl AuditSink {
     }
 
     fn send(&self, op: WriteOp) {
-        match self.tx.try_send(op) {
-            Ok(()) => {}
-            Err(TrySendError::Full(op)) => {
-                // The writer is behind: wait for room off the request path rather than drop.
-                let tx = self.tx.clone();
-                let stats = self.stats.clone();
-                let wait = move || {
-                    if tx.send(op).is_err() {
-                        stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.send_all([op]);
+    }
+
+    /// Queues `ops` in this order (a commit waiter after its record).
+    fn send_all<const N: usize>(&self, ops: [WriteOp; N]) {
+        let mut ops = ops.into_iter();
+        while let Some(op) = ops.next() {
+            match self.tx.try_send(op) {
+                Ok(()) => {}
+                Err(TrySendError::Full(op)) => {
+                    // The writer is behind: wait for room off the request path rather than drop,
+                    // the rest in order from one task.
+                    let rest: Vec<WriteOp> = std::iter::once(op).chain(ops).collect();
+                    let (tx, stats) = (self.tx.clone(), self.stats.clone());
+                    let writer = self.writer.clone();
+                    let wait = move || {
+                        for op in rest {
+                            if tx.send(op).is_err() {
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        writer.unpark();
+                    };
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(handle) => {
+                            handle.spawn_blocking(wait);
+                        }
+                        Err(_) => wait(),
                     }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(handle) => {
-                        handle.spawn_blocking(wait);
-                    }
-                    Err(_) => wait(),
+                    return;
                 }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("audit writer has stopped; a record could not be written");
+                Err(TrySendError::Disconnected(_)) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("audit writer has stopped; a record could not be written");
+                }
             }
         }
     }
@@ -1019,8 +1036,7 @@ impl AuditSink {
     /// a request before its record is on disk.
     pub async fn record_call_committed(&self, call: ApiCall) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteOp::Call(Box::new(call)));
-        self.send(WriteOp::Commit(tx));
+        self.send_all([WriteOp::Call(Box::new(call)), WriteOp::Commit(tx)]);
         self.writer.unpark();
         rx.await.unwrap_or(false)
     }
@@ -1538,6 +1554,43 @@ mod tests {
         assert_eq!(report.entries, 3);
     }
 
+    /// A fail-closed caller's commit waiter that finds the channel full is queued behind its own
+    /// record, never ahead of it: when the commit is answered, the record is on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_queued_behind_a_full_channel_answers_after_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = AuditStore::open(&path).unwrap();
+        let (sink, writer) = store.start_writer(1).unwrap();
+        // Another connection holds the write lock: the writer's first batch waits for it.
+        let lock = open_connection(&path, false).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        sink.record_call(call("a", 200, None));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sink.record_call(call("b", 200, None));
+        let c = call("c", 200, None);
+        let id = c.id.to_string();
+        let committed = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.record_call_committed(c).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock.execute_batch("COMMIT").unwrap();
+        assert!(committed.await.unwrap());
+        let conn = open_connection(&path, true).unwrap();
+        let stored: i64 = conn
+            .query_row("SELECT COUNT(*) FROM api_calls WHERE id = ?", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, 1);
+        drop(sink);
+        tokio::task::spawn_blocking(move || writer.close())
+            .await
+            .unwrap();
+        assert_eq!(store.verify(None).unwrap().problem_count, 0);
+    }
+
     /// The writer hashes the values it binds instead of reading each row back: the hash must be
     /// the one `verify` takes of the stored row, whatever the fields hold.
     #[test]
@@ -1584,6 +1637,26 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(journaled, stored.to_vec(), "{c:?}");
+        }
+        // Each value is stored with its column's declared type (no affinity conversion), which
+        // is what makes hashing the bound values equal to hashing the row.
+        let declared: Vec<(String, String)> = conn
+            .prepare("SELECT name, type FROM pragma_table_info('api_calls')")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for field in chain::CALL_FIELDS.split(',').map(str::trim) {
+            let (_, ty) = declared.iter().find(|(n, _)| n == field).unwrap();
+            let stored: String = conn
+                .query_row(
+                    &format!("SELECT typeof({field}) FROM api_calls WHERE id = ?"),
+                    [full.id.to_string()],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stored, ty.to_lowercase(), "column {field}");
         }
         assert_eq!(store.verify(None).unwrap().problem_count, 0);
     }

@@ -137,8 +137,14 @@ impl SessionSource {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let stamp = self.stamp();
         if state.as_ref().is_none_or(|s| s.stamp != stamp) {
-            let (config, token) =
-                crate::client::token::require_session(&self.paths).map_err(|e| format!("{e:#}"))?;
+            // Reading the token can block (the OS keyring over D-Bus): let the runtime's other
+            // tasks (open watches, exec streams) move on meanwhile, even with one worker thread.
+            let load = || crate::client::token::require_session(&self.paths);
+            let loaded = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(load),
+                _ => load(),
+            };
+            let (config, token) = loaded.map_err(|e| format!("{e:#}"))?;
             *state = Some(Loaded {
                 stamp,
                 config,

@@ -64,35 +64,41 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             )
         }
     };
-    let batch = match decode(&bytes, compact) {
-        Ok(b) => b,
-        Err(reason) => return bad_request(format!("{reason}; nothing was stored")),
-    };
-    if batch.records() > protocol::MAX_INGEST_RECORDS {
-        return body::status_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!(
-                "the batch holds {} records, more than {}; nothing was stored",
-                batch.records(),
-                protocol::MAX_INGEST_RECORDS
-            ),
-        );
-    }
-    if let Err(resp) = check(&batch, &session.user, now_us()) {
-        return resp;
-    }
-    let checked = started.elapsed();
+    // Decoding and checking a batch (up to 0.5 MB, 2,000 records) and storing it take
+    // milliseconds of CPU: off the async threads, which relay everyone's calls.
     let ingestor = gateway.ingestor.clone();
     let user = session.user.clone();
     let stored = tokio::task::spawn_blocking(move || {
+        // A refusal is boxed: a whole Response in the closure's Err would be large to move.
+        let batch = decode(&bytes, compact)
+            .map_err(|reason| Box::new(bad_request(format!("{reason}; nothing was stored"))))?;
+        if batch.records() > protocol::MAX_INGEST_RECORDS {
+            return Err(Box::new(body::status_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!(
+                    "the batch holds {} records, more than {}; nothing was stored",
+                    batch.records(),
+                    protocol::MAX_INGEST_RECORDS
+                ),
+            )));
+        }
+        check(&batch, &user, now_us()).map_err(Box::new)?;
+        let checked = started.elapsed();
         let t = std::time::Instant::now();
         let result = ingestor.ingest(&user, &batch.commands, &batch.calls);
-        (batch.batch_id, batch.records(), result, t.elapsed())
+        Ok((
+            batch.batch_id,
+            batch.records(),
+            result,
+            checked,
+            t.elapsed(),
+        ))
     })
     .await;
     match stored {
-        Ok((batch_id, accepted, Ok(written), took)) => {
+        Ok(Err(refusal)) => *refusal,
+        Ok(Ok((batch_id, accepted, Ok(written), checked, took))) => {
             tracing::debug!(user = %session.user, %batch_id, accepted, ?checked, ?took, "audit batch stored");
             let ack = IngestAck {
                 batch_id,
@@ -104,10 +110,10 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
                 Err(e) => internal(e),
             }
         }
-        Ok((_, _, Err(err @ IngestError::Foreign { .. }), _)) => forbidden(format!(
+        Ok(Ok((_, _, Err(err @ IngestError::Foreign { .. }), _, _))) => forbidden(format!(
             "{err}; a record may only be sent by its own user; nothing was stored"
         )),
-        Ok((_, _, Err(IngestError::Store(err)), _)) => {
+        Ok(Ok((_, _, Err(IngestError::Store(err)), _, _))) => {
             tracing::error!("could not store an audit batch: {err}");
             body::status_response(
                 StatusCode::SERVICE_UNAVAILABLE,

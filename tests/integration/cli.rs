@@ -83,3 +83,26 @@ fn bad_filters_are_usage_errors() {
         );
     }
 }
+
+/// mimalloc's arenas are committed on demand: `.cargo/config.toml` compiles that default in, and
+/// a `CFLAGS` from the environment would silently replace it (doubling the idle proxy's RSS
+/// where transparent huge pages are `always`). mimalloc prints its options when asked.
+#[test]
+fn the_allocator_commits_memory_on_demand() {
+    let out = std::process::Command::new(ztk_bin())
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("option 'arena_eager_commit'"))
+        .unwrap_or_else(|| panic!("mimalloc printed no options: {stderr}"));
+    assert!(
+        line.trim_end().ends_with(": 0"),
+        "{line}: build with .cargo/config.toml's CFLAGS"
+    );
+}
