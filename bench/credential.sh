@@ -14,7 +14,9 @@ else
   ztk=$PWD/target/release/ztk
 fi
 dir=$(mktemp -d)
-trap 'ZTK_DATA_DIR=$dir/data ZTK_CONFIG_DIR=$dir/cfg "$ztk" proxy stop >/dev/null 2>&1 || true; kill $gw 2>/dev/null || true; rm -rf "$dir"' EXIT
+# The gateway is waited for before its directory goes: it writes there as it shuts down.
+gw=""
+trap 'ZTK_DATA_DIR=$dir/data ZTK_CONFIG_DIR=$dir/cfg "$ztk" proxy stop >/dev/null 2>&1 || true; if [ -n "$gw" ]; then kill $gw 2>/dev/null; wait $gw 2>/dev/null; fi; rm -rf "$dir"' EXIT
 export ZTK_DATA_DIR=$dir/data ZTK_CONFIG_DIR=$dir/cfg ZTK_TOKEN_STORE=file HOME=$dir/home
 printf 'listen = "127.0.0.1:0"\ndata_dir = "%s/gw"\n[[clusters]]\nname = "sandbox"\nsandbox = true\n' "$dir" > "$dir/gw.toml"
 echo "bench-password-1234" | "$ztk" gateway user add bench --password-stdin --config "$dir/gw.toml" >/dev/null
