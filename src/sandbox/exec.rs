@@ -25,6 +25,9 @@ use super::{spdy, status, Sandbox};
 use crate::body::{self, Body};
 
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// How long a sandbox exec takes to "start its process" before its first output (see
+/// `run_session`).
+const EXEC_START: std::time::Duration = std::time::Duration::from_millis(20);
 /// kubectl 1.31+ port-forward: SPDY carried inside WebSocket binary messages.
 const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
@@ -509,6 +512,14 @@ where
         }
     }
     let (stdout, stderr, code) = exec.run(&input);
+    // kubectl before 1.33 reads the WebSocket before it has made its stream readers, and drops
+    // what arrives meanwhile ("Unknown stream id 2, discarding message", then "closed all
+    // streams": kubernetes/kubernetes#131189, fixed in client-go 1.33). A real runtime takes
+    // tens of milliseconds to start the process; an instant sandbox behind fast relays hit the
+    // window. Start the output as late as a quick runtime would.
+    if input.is_empty() {
+        tokio::time::sleep(EXEC_START).await;
+    }
     for (channel, data) in [(1u8, stdout), (2u8, stderr)] {
         for chunk in data.chunks(32 * 1024) {
             let mut msg = Vec::with_capacity(chunk.len() + 1);
