@@ -142,29 +142,31 @@ fn put_value(h: &mut Sha256, v: ValueRef) {
 /// [`CALL_FIELDS`] or [`COMMAND_FIELDS`]. Values are hashed as SQLite holds them (type tag,
 /// length, bytes), so the writer and `verify` cannot disagree on a conversion.
 pub fn content_hash(kind: Kind, row: &Row, first: usize) -> rusqlite::Result<Hash> {
-    let (_, n) = kind.fields();
-    let mut h = Sha256::new();
-    h.update(b"ztk-record-v1\0");
-    put_bytes(&mut h, 3, kind.as_str().as_bytes());
-    h.update((n as u64).to_be_bytes());
+    let (mut h, n) = record_hasher(kind);
     for i in first..first + n {
         put_value(&mut h, row.get_ref(i)?);
     }
     Ok(h.finalize().into())
 }
 
-/// [`content_hash`] of a record about to be written, from the values bound to its columns (in
-/// the order of [`CALL_FIELDS`] or [`COMMAND_FIELDS`]), without reading the row back.
-pub fn values_hash(kind: Kind, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Hash> {
-    use rusqlite::types::ToSqlOutput;
+/// A content hash's prefix (format version, kind, field count), and the field count.
+fn record_hasher(kind: Kind) -> (Sha256, usize) {
     let (_, n) = kind.fields();
-    if values.len() != n {
-        return Err(rusqlite::Error::InvalidParameterCount(values.len(), n));
-    }
     let mut h = Sha256::new();
     h.update(b"ztk-record-v1\0");
     put_bytes(&mut h, 3, kind.as_str().as_bytes());
     h.update((n as u64).to_be_bytes());
+    (h, n)
+}
+
+/// [`content_hash`] of a record about to be written, from the values bound to its columns (in
+/// the order of [`CALL_FIELDS`] or [`COMMAND_FIELDS`]), without reading the row back.
+pub fn values_hash(kind: Kind, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Hash> {
+    use rusqlite::types::ToSqlOutput;
+    let (mut h, n) = record_hasher(kind);
+    if values.len() != n {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), n));
+    }
     for v in values {
         match v.to_sql()? {
             ToSqlOutput::Borrowed(v) => put_value(&mut h, v),

@@ -327,17 +327,7 @@ impl AuditStore {
                 path: self.path.clone(),
                 source: e,
             })?;
-        Ok((
-            AuditSink {
-                tx,
-                stats: stats.clone(),
-                writer: thread.thread().clone(),
-            },
-            AuditWriter {
-                thread: Some(thread),
-                stats,
-            },
-        ))
+        Ok(sink_and_writer(tx, stats, thread))
     }
 
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
@@ -885,17 +875,25 @@ pub fn failing_sink(reason: &str) -> (AuditSink, AuditWriter) {
             }
         }
     });
-    (
-        AuditSink {
-            tx,
-            stats: stats.clone(),
-            writer: thread.thread().clone(),
-        },
-        AuditWriter {
-            thread: Some(thread),
-            stats,
-        },
-    )
+    sink_and_writer(tx, stats, thread)
+}
+
+/// The two ends of a writer thread: the sink feeding `tx`, and the owner of `thread`.
+fn sink_and_writer(
+    tx: SyncSender<WriteOp>,
+    stats: Arc<WriterStats>,
+    thread: JoinHandle<()>,
+) -> (AuditSink, AuditWriter) {
+    let sink = AuditSink {
+        tx,
+        stats: stats.clone(),
+        writer: thread.thread().clone(),
+    };
+    let writer = AuditWriter {
+        thread: Some(thread),
+        stats,
+    };
+    (sink, writer)
 }
 
 /// A snapshot of [`WriterStats`].
