@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::chain::{self, Kind};
 use super::model::{ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
-use super::store::{AuditStore, StoreError};
+use super::store::{upsert_command_row, AuditStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -116,30 +116,8 @@ fn write(
     let mut journal = chain::Appender::default();
     for cmd in commands {
         let id = cmd.id.to_string();
-        let written = tx
-            .prepare_cached(&UPSERT_COMMAND)
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        id,
-                        cmd.started_us,
-                        cmd.ended_us,
-                        cmd.user,
-                        cmd.cluster,
-                        serde_json::to_string(&cmd.argv).unwrap_or_else(|_| "[]".into()),
-                        cmd.command_line,
-                        cmd.exit_code,
-                        cmd.api_calls,
-                        cmd.access_method.as_str(),
-                        cmd.cwd,
-                        cmd.host,
-                        seq + 1,
-                    ],
-                    |row| chain::content_hash(Kind::Command, row, 0),
-                )
-                .optional()
-            })
-            .map_err(sql_err)?;
+        let written =
+            upsert_command_row(&tx, &UPSERT_COMMAND, &id, cmd, seq + 1).map_err(sql_err)?;
         match written {
             Some(content) => {
                 seq += 1;

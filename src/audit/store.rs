@@ -1401,29 +1401,43 @@ fn upsert_command(
     seq: i64,
     c: &Command,
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(&UPSERT_COMMAND)?;
-    // An update keeps the first write's other columns: hash the row as it now is.
     let id = c.id.to_string();
-    let content = stmt.query_row(
-        params![
-            id,
-            c.started_us,
-            c.ended_us,
-            c.user,
-            c.cluster,
-            serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
-            c.command_line,
-            c.exit_code,
-            c.api_calls,
-            c.access_method.as_str(),
-            c.cwd,
-            c.host,
-            seq,
-        ],
-        |row| chain::content_hash(Kind::Command, row, 0),
-    )?;
+    let content = upsert_command_row(conn, &UPSERT_COMMAND, &id, c, seq)?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     journal.append(conn, seq, Kind::Command, &id, &content)?;
     Ok(())
+}
+
+/// Runs a command upsert (`sql`: this store's, or the ingest's that writes only changes) for
+/// `c` under `seq`; returns the content hash of the row it returned, as the row now is (an
+/// update keeps the first write's other columns), or None when it returned none.
+pub(super) fn upsert_command_row(
+    conn: &Connection,
+    sql: &str,
+    id: &str,
+    c: &Command,
+    seq: i64,
+) -> rusqlite::Result<Option<chain::Hash>> {
+    conn.prepare_cached(sql)?
+        .query_row(
+            params![
+                id,
+                c.started_us,
+                c.ended_us,
+                c.user,
+                c.cluster,
+                serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+                c.command_line,
+                c.exit_code,
+                c.api_calls,
+                c.access_method.as_str(),
+                c.cwd,
+                c.host,
+                seq,
+            ],
+            |row| chain::content_hash(Kind::Command, row, 0),
+        )
+        .optional()
 }
 
 /// A TEXT column as a String, replacing invalid UTF-8 (which only a hand edit of the file can
