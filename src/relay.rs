@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -369,27 +369,51 @@ async fn splice(
     let upstream = upstream
         .await
         .map_err(|e| format!("upstream upgrade failed: {e}"))?;
+    let client_reset = Arc::new(AtomicBool::new(false));
     let mut client = CountingIo {
         inner: TokioIo::new(client),
         read: to_upstream,
+        reset: client_reset.clone(),
     };
     let mut upstream = CountingIo {
         inner: TokioIo::new(upstream),
         read: to_client,
+        reset: Arc::new(AtomicBool::new(false)),
     };
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok(_) => Ok(()),
         // Clients (kubectl among them) often drop the TCP connection without TLS close_notify
-        // once they have their answer: that is how such streams end, not a failure.
+        // once they have their answer: that is how such streams end, not a failure. When bytes
+        // were still in flight to them (the server's close frame), their kernel answers with a
+        // reset instead: the same end, seen from this side as ECONNRESET or EPIPE.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) if is_reset(&e) && client_reset.load(Ordering::Relaxed) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// An upgraded connection that counts the bytes read from it.
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Notes a reset seen on a connection (so `splice` can tell which side went away).
+fn note_reset<T>(poll: Poll<std::io::Result<T>>, reset: &AtomicBool) -> Poll<std::io::Result<T>> {
+    if let Poll::Ready(Err(e)) = &poll {
+        if is_reset(e) {
+            reset.store(true, Ordering::Relaxed);
+        }
+    }
+    poll
+}
+
+/// An upgraded connection that counts the bytes read from it and notes whether it was reset.
 struct CountingIo<T> {
     inner: T,
     read: Arc<AtomicU64>,
+    reset: Arc<AtomicBool>,
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
@@ -402,7 +426,7 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
-        poll
+        note_reset(poll, &self.reset)
     }
 }
 
@@ -412,15 +436,18 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        note_reset(poll, &self.reset)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        note_reset(poll, &self.reset)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        note_reset(poll, &self.reset)
     }
 }
 
@@ -614,6 +641,97 @@ mod tests {
         ] {
             assert!(!is_long_lived(short), "{short}");
         }
+    }
+
+    /// A client that resets its connection once it has its answer (kubectl, with bytes still
+    /// in flight to it) ends the stream normally: no error in the record.
+    #[tokio::test]
+    async fn a_client_reset_ends_an_upgraded_stream_without_error() {
+        crate::tls::install_crypto_provider();
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let upstream_addr = echo_upstream(&ca).await;
+        let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
+        let upstream = Arc::new(
+            Upstream::new(
+                "echo",
+                &format!("https://{upstream_addr}"),
+                crate::tls::client_config(&roots, None).unwrap(),
+                None,
+            )
+            .unwrap(),
+        );
+        let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+
+        // The relaying hop, as the gateway runs it.
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve_tls(listener, tls, move |req, _| {
+            let (upstream, cancel, done_tx) =
+                (upstream.clone(), cancel_rx.clone(), done_tx.clone());
+            async move {
+                relay(
+                    &upstream,
+                    req.map(body::boxed),
+                    "/exec",
+                    HeaderMap::new(),
+                    Some(cancel),
+                    move |outcome| {
+                        let _ = done_tx.send(outcome);
+                    },
+                )
+                .await
+            }
+        }));
+
+        // The client: an HTTP/1.1 upgrade over TLS, then raw bytes.
+        let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
+        // Closing with linger 0 sends a reset instead of a FIN.
+        tcp.set_zero_linger().unwrap();
+        let mut client_tls = crate::tls::client_config(&roots, None).unwrap();
+        client_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+        let stream = connector
+            .connect("127.0.0.1".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::builder()
+            .uri("/exec")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::UPGRADE, "echo")
+            .header(header::CONNECTION, "upgrade")
+            .body(body::empty())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        io.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        // Bytes still on their way to the client when it goes.
+        io.write_all(b"more").await.unwrap();
+        drop(io);
+        let outcome = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let outcome = done_rx.recv().await.unwrap();
+                if !outcome.open {
+                    return outcome;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome.status, 101);
+        assert_eq!(outcome.error, None, "{outcome:?}");
     }
 
     /// An exec-like upgraded stream is cut when its cancel switch flips, and reported so.
