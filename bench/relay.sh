@@ -69,26 +69,30 @@ done
 
 # CPU time (user + system) of a list of pids, in clock ticks.
 cpu_ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# CPU time of the whole machine (user, nice, system, irq, softirq), in clock ticks: wrk, the
+# upstream and every hop, so what a hop costs beyond its own process shows too.
+box_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 ROUNDS="${ROUNDS:-1}"
 results="$dir/results"
-printf '%-20s %5s %10s %10s %10s %12s\n' target conc p50 p99 req/s "cpu/req(us)"
+printf '%-20s %5s %10s %10s %10s %12s %12s\n' target conc p50 p99 req/s "cpu/req(us)" "box/req(us)"
 for c in $CONCS; do
   for round in $(seq "$ROUNDS"); do
     for t in "${targets[@]}"; do
       IFS='|' read -r name url auth cpupids <<< "$t"
       threads=$(( c < 2 ? 1 : 2 ))
-      before=$(cpu_ticks "$cpupids")
+      before=$(cpu_ticks "$cpupids"); box_before=$(box_ticks)
       out=$(wrk -t"$threads" -c"$c" -d"${SECS}s" --latency ${auth:+-H "Authorization: $auth"} "$url")
-      after=$(cpu_ticks "$cpupids")
+      after=$(cpu_ticks "$cpupids"); box_after=$(box_ticks)
       p50=$(awk '$1=="50%" {print $2}' <<< "$out")
       p99=$(awk '$1=="99%" {print $2}' <<< "$out")
       rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
       n=$(awk '/requests in/ {print $1}' <<< "$out")
       cpu=$(( n > 0 ? (after - before) * 1000000 / HZ / n : 0 ))
+      box=$(( n > 0 ? (box_after - box_before) * 1000000 / HZ / n : 0 ))
       errs=$(awk '/Non-2xx/ {print $NF}' <<< "$out")
-      printf '%-20s %5s %10s %10s %10s %12s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "${errs:+($errs non-2xx)}"
-      echo "$name $c $p50 $p99 $rps $cpu" >> "$results"
+      printf '%-20s %5s %10s %10s %10s %12s %12s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "$box" "${errs:+($errs non-2xx)}"
+      echo "$name $c $p50 $p99 $rps $cpu $box" >> "$results"
     done
   done
 done
@@ -104,16 +108,16 @@ def us(v):
     return float(v)
 rows = {}
 for line in open(sys.argv[1]):
-    name, c, p50, p99, rps, cpu = line.split()
-    rows.setdefault((name, c), []).append((us(p50), us(p99), float(rps), float(cpu)))
-med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in rows.items()}
+    name, c, p50, p99, rps, cpu, box = line.split()
+    rows.setdefault((name, c), []).append((us(p50), us(p99), float(rps), float(cpu), float(box)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(5)] for k, v in rows.items()}
 hops = [("nginx", "nginx", "direct"), ("kubectl proxy", "kubectl-proxy", "direct"),
         ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway")]
 print()
-print("added by each hop (median of rounds)   p50 added   p99 added   cpu/req of the hop")
+print("added by each hop (median of rounds)   p50 added   p99 added   cpu/req of the hop   machine cpu/req added")
 for c in sorted({c for _, c in med}, key=int):
     for label, name, base in hops:
         if (name, c) in med and (base, c) in med:
             a, b = med[(name, c)], med[(base, c)]
-            print(f"  c={c:<4} {label:<26} {a[0]-b[0]:8.0f}us  {a[1]-b[1]:8.0f}us  {a[3]:8.0f}us")
+            print(f"  c={c:<4} {label:<26} {a[0]-b[0]:8.0f}us  {a[1]-b[1]:8.0f}us  {a[3]:8.0f}us  {a[4]-b[4]:18.0f}us")
 PY

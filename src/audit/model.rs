@@ -125,9 +125,8 @@ impl ApiCall {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
-                .to_string()
         };
-        let user_agent = header(http::header::USER_AGENT.as_str());
+        let user_agent = header(http::header::USER_AGENT.as_str()).to_string();
         let mut call = ApiCall {
             id: Uuid::now_v7(),
             time_us: now_us(),
@@ -137,10 +136,10 @@ impl ApiCall {
             access_method: AccessMethod::from_user_agent(&user_agent),
             user_agent,
             source_ip: peer.to_string(),
-            kubectl_command: header(protocol::KUBECTL_COMMAND_HEADER),
-            kubectl_session: header(protocol::KUBECTL_SESSION_HEADER),
-            command_id: Uuid::parse_str(&header(protocol::COMMAND_ID_HEADER)).ok(),
-            request_id: Uuid::parse_str(&header(protocol::REQUEST_ID_HEADER)).ok(),
+            kubectl_command: header(protocol::KUBECTL_COMMAND_HEADER).to_string(),
+            kubectl_session: header(protocol::KUBECTL_SESSION_HEADER).to_string(),
+            command_id: Uuid::parse_str(header(protocol::COMMAND_ID_HEADER)).ok(),
+            request_id: Uuid::parse_str(header(protocol::REQUEST_ID_HEADER)).ok(),
             decision: "allow".into(),
             ..Default::default()
         };

@@ -374,8 +374,13 @@ async fn handle(
     let done = move |outcome: crate::relay::Outcome| {
         let last = !outcome.open;
         call.finish(outcome);
-        // The record of an opening stream is replaced (same id) by its final one.
-        done_ctx.sink.record_call(call.clone());
+        // The record of an opening stream is replaced (same id) by its final one, the last
+        // use of `call`.
+        done_ctx.sink.record_call(if last {
+            std::mem::take(&mut call)
+        } else {
+            call.clone()
+        });
         if !last {
             return;
         }

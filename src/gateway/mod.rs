@@ -528,11 +528,16 @@ impl Gateway {
             move |outcome| {
                 // A stream is tracked (for revocation) until its final outcome; the record of
                 // an opening stream is replaced (same id) by the final one.
-                if !outcome.open {
+                let last = !outcome.open;
+                if last {
                     gateway.close_stream(stream);
                 }
                 call.finish(outcome);
-                sink.record_call(call.clone());
+                sink.record_call(if last {
+                    std::mem::take(&mut call)
+                } else {
+                    call.clone()
+                });
             },
         )
         .await
