@@ -147,19 +147,24 @@ impl ApiCall {
         call
     }
 
-    /// Completes the record with how the relayed exchange ended.
-    pub fn finish(&mut self, outcome: Outcome) {
+    /// Completes the record with how the relayed exchange ended and returns it for the sink: a
+    /// copy while an upgraded stream is still open (its final record replaces it, same id), the
+    /// record itself once the exchange is over.
+    pub fn finished(&mut self, outcome: Outcome) -> ApiCall {
         self.status = outcome.status;
         self.duration_us = outcome.duration.as_micros() as i64;
         self.bytes_in = outcome.bytes_in;
         self.bytes_out = outcome.bytes_out;
         if outcome.open {
             self.reason = STREAM_OPEN.into();
-        } else if let Some(error) = outcome.error {
+            return self.clone();
+        }
+        if let Some(error) = outcome.error {
             self.reason = error;
         } else if self.reason == STREAM_OPEN {
             self.reason.clear();
         }
+        std::mem::take(self)
     }
 
     /// Completes the record of a call this hop refused to relay.
@@ -272,4 +277,45 @@ pub fn format_time_us(us: i64) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     ))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(open: bool, error: Option<&str>) -> Outcome {
+        Outcome {
+            status: 101,
+            bytes_in: 10,
+            bytes_out: 20,
+            duration: std::time::Duration::from_millis(3),
+            error: error.map(str::to_string),
+            open,
+        }
+    }
+
+    #[test]
+    fn an_open_stream_is_recorded_as_a_copy_and_its_final_record_replaces_it() {
+        let mut call = ApiCall {
+            id: Uuid::now_v7(),
+            user: "alice".into(),
+            ..Default::default()
+        };
+        let opened = call.finished(outcome(true, None));
+        assert_eq!(opened.reason, STREAM_OPEN);
+        assert_eq!((opened.status, opened.bytes_out), (101, 20));
+        // The call stays whole for its final record.
+        assert_eq!(call.user, "alice");
+        assert_eq!(call.id, opened.id);
+
+        let last = call.finished(outcome(false, None));
+        assert_eq!(last.id, opened.id);
+        assert_eq!(last.user, "alice");
+        assert_eq!(last.reason, "", "the open marker is cleared at the end");
+        assert_eq!(last.duration_us, 3000);
+
+        let mut failed = ApiCall::default();
+        let last = failed.finished(outcome(false, Some("upgraded stream failed: reset")));
+        assert_eq!(last.reason, "upgraded stream failed: reset");
+    }
 }

@@ -373,14 +373,7 @@ async fn handle(
     let done_ctx = ctx.clone();
     let done = move |outcome: crate::relay::Outcome| {
         let last = !outcome.open;
-        call.finish(outcome);
-        // The record of an opening stream is replaced (same id) by its final one, the last
-        // use of `call`.
-        done_ctx.sink.record_call(if last {
-            std::mem::take(&mut call)
-        } else {
-            call.clone()
-        });
+        done_ctx.sink.record_call(call.finished(outcome));
         if !last {
             return;
         }

@@ -528,16 +528,10 @@ impl Gateway {
             move |outcome| {
                 // A stream is tracked (for revocation) until its final outcome; the record of
                 // an opening stream is replaced (same id) by the final one.
-                let last = !outcome.open;
-                if last {
+                if !outcome.open {
                     gateway.close_stream(stream);
                 }
-                call.finish(outcome);
-                sink.record_call(if last {
-                    std::mem::take(&mut call)
-                } else {
-                    call.clone()
-                });
+                sink.record_call(call.finished(outcome));
             },
         )
         .await
