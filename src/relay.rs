@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -369,28 +369,40 @@ async fn splice(
     let upstream = upstream
         .await
         .map_err(|e| format!("upstream upgrade failed: {e}"))?;
-    let client_reset = Arc::new(AtomicBool::new(false));
-    let mut client = CountingIo {
-        inner: TokioIo::new(client),
-        read: to_upstream,
-        reset: client_reset.clone(),
-    };
-    let mut upstream = CountingIo {
-        inner: TokioIo::new(upstream),
-        read: to_client,
-        reset: Arc::new(AtomicBool::new(false)),
-    };
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let mut client = CountingIo::new(TokioIo::new(client), to_upstream);
+    let mut upstream = CountingIo::new(TokioIo::new(upstream), to_client);
+    // Upstream first: each round reads what the upstream sent (its last bytes, its end of
+    // stream) before writing the client's bytes to it, so that an upstream that ended its
+    // stream and then went away is seen to have ended, not to have failed.
+    match tokio::io::copy_bidirectional(&mut upstream, &mut client).await {
         Ok(_) => Ok(()),
-        // Clients (kubectl among them) often drop the TCP connection without TLS close_notify
-        // once they have their answer: that is how such streams end, not a failure. When bytes
-        // were still in flight to them (the server's close frame), their kernel answers with a
-        // reset instead: the same end, seen from this side as ECONNRESET or EPIPE.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-        Err(e) if is_reset(&e) && client_reset.load(Ordering::Relaxed) => Ok(()),
+        // Peers (kubectl, and servers too) often drop the TCP connection without TLS
+        // close_notify once a stream is over: that is how such streams end, not a failure. The
+        // copy stopped at the truncation: end the other side's stream properly (close_notify,
+        // then a FIN) rather than drop its connection too, which would reach the next hop as
+        // another truncation, or as a reset when that hop's own close was on its way here.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+            })
+            .await;
+            Ok(())
+        }
+        // A client that drops its connection while bytes are still in flight to it (the
+        // server's close frame) makes its kernel answer with a reset: the same end, seen from
+        // here as ECONNRESET or EPIPE.
+        Err(e) if is_reset(&e) && client.reset => Ok(()),
+        // The same from the other side: an upstream that has ended its stream and then closes
+        // while the client's last bytes (the reply to its close frame) are on their way to it.
+        // Everything it sent was delivered; an upstream that resets before its end is a failure.
+        Err(e) if is_reset(&e) && upstream.reset && upstream.ended => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// How long `splice` waits to end a stream properly (a peer that does not read can hold it up).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 fn is_reset(e: &std::io::Error) -> bool {
     matches!(
@@ -399,21 +411,32 @@ fn is_reset(e: &std::io::Error) -> bool {
     )
 }
 
-/// Notes a reset seen on a connection (so `splice` can tell which side went away).
-fn note_reset<T>(poll: Poll<std::io::Result<T>>, reset: &AtomicBool) -> Poll<std::io::Result<T>> {
-    if let Poll::Ready(Err(e)) = &poll {
-        if is_reset(e) {
-            reset.store(true, Ordering::Relaxed);
-        }
-    }
-    poll
-}
-
-/// An upgraded connection that counts the bytes read from it and notes whether it was reset.
+/// An upgraded connection that counts the bytes read from it and notes whether it ended its
+/// stream and whether it was reset (so `splice` can tell how the stream ended).
 struct CountingIo<T> {
     inner: T,
     read: Arc<AtomicU64>,
-    reset: Arc<AtomicBool>,
+    /// The peer ended its stream (a read returned end of stream).
+    ended: bool,
+    reset: bool,
+}
+
+impl<T> CountingIo<T> {
+    fn new(inner: T, read: Arc<AtomicU64>) -> Self {
+        CountingIo {
+            inner,
+            read,
+            ended: false,
+            reset: false,
+        }
+    }
+
+    fn note_reset<R>(&mut self, poll: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if let Poll::Ready(Err(e)) = &poll {
+            self.reset |= is_reset(e);
+        }
+        poll
+    }
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
@@ -422,11 +445,14 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
+        let (before, room) = (buf.filled().len(), buf.remaining());
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
-        note_reset(poll, &self.reset)
+        if matches!(poll, Poll::Ready(Ok(()))) && n == 0 && room > 0 {
+            self.ended = true;
+        }
+        self.note_reset(poll)
     }
 }
 
@@ -437,17 +463,17 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingIo<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        note_reset(poll, &self.reset)
+        self.note_reset(poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        note_reset(poll, &self.reset)
+        self.note_reset(poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
-        note_reset(poll, &self.reset)
+        self.note_reset(poll)
     }
 }
 
@@ -643,27 +669,34 @@ mod tests {
         }
     }
 
-    /// A client that resets its connection once it has its answer (kubectl, with bytes still
-    /// in flight to it) ends the stream normally: no error in the record.
-    #[tokio::test]
-    async fn a_client_reset_ends_an_upgraded_stream_without_error() {
+    /// A relaying hop (as the gateway runs it) in front of the upstream at `upstream_addr`, and
+    /// a client upgraded through it: the client's raw connection, the hop's cancel switch and
+    /// the outcomes it reports. With `zero_linger`, closing the client sends a reset.
+    struct Through {
+        io: TokioIo<hyper::upgrade::Upgraded>,
+        cancel: tokio::sync::watch::Sender<bool>,
+        outcomes: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    }
+
+    async fn upgrade_through_a_hop(
+        ca: &crate::tls::Ca,
+        upstream_addr: std::net::SocketAddr,
+        zero_linger: bool,
+    ) -> Through {
         crate::tls::install_crypto_provider();
-        let ca = crate::tls::Ca::generate("test CA").unwrap();
-        let upstream_addr = echo_upstream(&ca).await;
         let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
         let upstream = Arc::new(
             Upstream::new(
-                "echo",
+                "test upstream",
                 &format!("https://{upstream_addr}"),
                 crate::tls::client_config(&roots, None).unwrap(),
                 None,
             )
             .unwrap(),
         );
-        let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, outcomes) = tokio::sync::mpsc::unbounded_channel();
 
-        // The relaying hop, as the gateway runs it.
         let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
         let tls =
             crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
@@ -689,8 +722,9 @@ mod tests {
 
         // The client: an HTTP/1.1 upgrade over TLS, then raw bytes.
         let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
-        // Closing with linger 0 sends a reset instead of a FIN.
-        tcp.set_zero_linger().unwrap();
+        if zero_linger {
+            tcp.set_zero_linger().unwrap();
+        }
         let mut client_tls = crate::tls::client_config(&roots, None).unwrap();
         client_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
@@ -711,7 +745,40 @@ mod tests {
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        Through {
+            io: TokioIo::new(hyper::upgrade::on(resp).await.unwrap()),
+            cancel,
+            outcomes,
+        }
+    }
+
+    /// The hop's final outcome (after the one that reported the stream open).
+    async fn final_outcome(
+        outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    ) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let outcome = outcomes.recv().await.unwrap();
+                if !outcome.open {
+                    return outcome;
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A client that resets its connection once it has its answer (kubectl, with bytes still
+    /// in flight to it) ends the stream normally: no error in the record.
+    #[tokio::test]
+    async fn a_client_reset_ends_an_upgraded_stream_without_error() {
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let upstream_addr = echo_upstream(&ca).await;
+        let Through {
+            mut io,
+            mut outcomes,
+            ..
+        } = upgrade_through_a_hop(&ca, upstream_addr, true).await;
         io.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         io.read_exact(&mut buf).await.unwrap();
@@ -720,92 +787,171 @@ mod tests {
         // Bytes still on their way to the client when it goes.
         io.write_all(b"more").await.unwrap();
         drop(io);
-        let outcome = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                let outcome = done_rx.recv().await.unwrap();
-                if !outcome.open {
-                    return outcome;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let outcome = final_outcome(&mut outcomes).await;
         assert_eq!(outcome.status, 101);
         assert_eq!(outcome.error, None, "{outcome:?}");
+    }
+
+    /// How `scripted_upstream` ends the stream after sending `bye`.
+    #[derive(Clone, Copy)]
+    enum Ending {
+        /// Ends its stream (TLS close_notify, a FIN), then resets the connection once the
+        /// client's reply has reached it: a server that closes while the reply to its close
+        /// frame is in flight.
+        EndThenReset,
+        /// Resets the connection once the client's reply has reached it: a server that fails
+        /// mid-stream.
+        Reset,
+        /// Closes the TCP connection without TLS close_notify, as many servers do.
+        Truncate,
+    }
+
+    /// An upstream that answers an upgrade with 101, sends `bye` and ends as `ending` says;
+    /// `ended` fires once it has.
+    async fn scripted_upstream(
+        ca: &crate::tls::Ca,
+        ending: Ending,
+        ended: tokio::sync::oneshot::Sender<()>,
+    ) -> std::net::SocketAddr {
+        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls =
+            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = tokio_rustls::TlsAcceptor::from(tls)
+                .accept(tcp)
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(tls.read_u8().await.unwrap());
+            }
+            tls.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\nbye",
+            )
+            .await
+            .unwrap();
+            match ending {
+                Ending::Truncate => drop(tls.into_inner().0),
+                Ending::EndThenReset | Ending::Reset => {
+                    if matches!(ending, Ending::EndThenReset) {
+                        tls.shutdown().await.unwrap();
+                    }
+                    let mut reply = [0u8; 3];
+                    tls.read_exact(&mut reply).await.unwrap();
+                    tls.get_ref().0.set_zero_linger().unwrap();
+                    drop(tls);
+                }
+            }
+            let _ = ended.send(());
+        });
+        addr
+    }
+
+    /// An upstream that has ended its stream and then resets the connection (the client's last
+    /// bytes were still on their way) ends the stream normally; everything it sent arrived.
+    #[tokio::test]
+    async fn an_upstream_reset_after_its_end_ends_an_upgraded_stream_without_error() {
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        let upstream_addr = scripted_upstream(&ca, Ending::EndThenReset, reset_tx).await;
+        let Through {
+            mut io,
+            mut outcomes,
+            ..
+        } = upgrade_through_a_hop(&ca, upstream_addr, false).await;
+        let mut answer = Vec::new();
+        io.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"bye");
+        io.write_all(b"ack").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), reset_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        // The client ends its side too: the hop's close_notify to the upstream meets the reset.
+        io.shutdown().await.unwrap();
+        drop(io);
+        let outcome = final_outcome(&mut outcomes).await;
+        assert_eq!(outcome.status, 101);
+        assert_eq!(outcome.error, None, "{outcome:?}");
+        assert_eq!(outcome.bytes_out, 3);
+    }
+
+    /// An upstream that resets the connection before it has ended its stream failed: the
+    /// record says so.
+    #[tokio::test]
+    async fn an_upstream_reset_before_its_end_is_recorded_as_a_failure() {
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        let upstream_addr = scripted_upstream(&ca, Ending::Reset, reset_tx).await;
+        let Through {
+            mut io,
+            mut outcomes,
+            ..
+        } = upgrade_through_a_hop(&ca, upstream_addr, false).await;
+        let mut answer = [0u8; 3];
+        io.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"bye");
+        io.write_all(b"ack").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), reset_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        let outcome = final_outcome(&mut outcomes).await;
+        assert!(
+            outcome
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("reset")),
+            "{outcome:?}"
+        );
+    }
+
+    /// An upstream that drops its connection without TLS close_notify ends the stream: the hop
+    /// ends the client's stream properly (close_notify, not a truncation or a reset of its own)
+    /// and records no error.
+    #[tokio::test]
+    async fn an_upstream_that_closes_without_close_notify_ends_the_stream_properly() {
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        let upstream_addr = scripted_upstream(&ca, Ending::Truncate, ended_tx).await;
+        let Through {
+            mut io,
+            mut outcomes,
+            ..
+        } = upgrade_through_a_hop(&ca, upstream_addr, false).await;
+        tokio::time::timeout(Duration::from_secs(3), ended_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut answer = Vec::new();
+        io.read_to_end(&mut answer)
+            .await
+            .expect("the stream ends with close_notify");
+        assert_eq!(answer, b"bye");
+        let outcome = final_outcome(&mut outcomes).await;
+        assert_eq!(outcome.error, None, "{outcome:?}");
+        assert_eq!(outcome.bytes_out, 3);
     }
 
     /// An exec-like upgraded stream is cut when its cancel switch flips, and reported so.
     #[tokio::test]
     async fn cancel_closes_an_upgraded_stream() {
-        crate::tls::install_crypto_provider();
         let ca = crate::tls::Ca::generate("test CA").unwrap();
         let upstream_addr = echo_upstream(&ca).await;
-        let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
-        let upstream = Arc::new(
-            Upstream::new(
-                "echo",
-                &format!("https://{upstream_addr}"),
-                crate::tls::client_config(&roots, None).unwrap(),
-                None,
-            )
-            .unwrap(),
-        );
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-
-        // The relaying hop, as the gateway runs it.
-        let leaf = ca.issue_server(&["127.0.0.1".into()]).unwrap();
-        let tls =
-            crate::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front = listener.local_addr().unwrap();
-        tokio::spawn(crate::serve::serve_tls(listener, tls, move |req, _| {
-            let (upstream, cancel, done_tx) =
-                (upstream.clone(), cancel_rx.clone(), done_tx.clone());
-            async move {
-                relay(
-                    &upstream,
-                    req.map(body::boxed),
-                    "/exec",
-                    HeaderMap::new(),
-                    Some(cancel),
-                    move |outcome| {
-                        let _ = done_tx.send(outcome);
-                    },
-                )
-                .await
-            }
-        }));
-
-        // The client: an HTTP/1.1 upgrade over TLS, then raw bytes.
-        let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
-        let mut client_tls = crate::tls::client_config(&roots, None).unwrap();
-        client_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
-        let stream = connector
-            .connect("127.0.0.1".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn.with_upgrades());
-        let req = Request::builder()
-            .uri("/exec")
-            .header(header::HOST, "127.0.0.1")
-            .header(header::UPGRADE, "echo")
-            .header(header::CONNECTION, "upgrade")
-            .body(body::empty())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        let Through {
+            mut io,
+            cancel,
+            mut outcomes,
+        } = upgrade_through_a_hop(&ca, upstream_addr, false).await;
         io.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         io.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
 
-        cancel_tx.send(true).unwrap();
+        cancel.send(true).unwrap();
         let closed = tokio::time::timeout(Duration::from_secs(3), async {
             let mut rest = Vec::new();
             let _ = io.read_to_end(&mut rest).await;
@@ -813,16 +959,7 @@ mod tests {
         .await;
         assert!(closed.is_ok(), "the upgraded stream stayed open");
         // The stream reports its opening first; the final outcome follows.
-        let outcome = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                let outcome = done_rx.recv().await.unwrap();
-                if !outcome.open {
-                    return outcome;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let outcome = final_outcome(&mut outcomes).await;
         assert_eq!(outcome.status, 101);
         assert!(
             outcome

@@ -5,6 +5,14 @@ use ztk::audit::Filter;
 
 use crate::harness::*;
 
+fn pods_listed() -> Filter {
+    Filter {
+        verbs: vec!["list".into()],
+        resources: vec!["pods".into()],
+        ..Default::default()
+    }
+}
+
 #[test]
 fn plain_kubectl_is_relayed_and_recorded_with_its_command_line() {
     let env = Env::start();
@@ -29,7 +37,9 @@ fn plain_kubectl_is_relayed_and_recorded_with_its_command_line() {
     let status = env.ztk(&["proxy", "status"]).success();
     assert!(status.contains("running"), "{status}");
 
-    let rows = env.local_calls(&Filter::default(), 1);
+    // The proxy commits a call's record a few milliseconds after it ends (its writer batches):
+    // wait for this one.
+    let rows = env.local_calls(&pods_listed(), 1);
     let list = rows
         .iter()
         .find(|r| r.call.verb == "list" && r.call.resource == "pods")
@@ -118,7 +128,9 @@ fn python_kubernetes_client_lists_pods_through_the_persistent_proxy() {
         .env("KUBECONFIG", env.plain_kubeconfig())
         .success();
     assert!(out.contains("debug-shell"), "{out}");
-    let rows = env.local_calls(&Filter::default(), 1);
+    // The proxy commits a call's record a few milliseconds after it ends (its writer batches):
+    // wait for this one.
+    let rows = env.local_calls(&pods_listed(), 1);
     let list = rows
         .iter()
         .find(|r| r.call.verb == "list" && r.call.resource == "pods")
