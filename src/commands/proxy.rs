@@ -33,6 +33,10 @@ pub enum Action {
 
 /// How often command records are brought up to date (and shipping woken when calls were made).
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+/// The same while calls keep coming: under load, shipping a quarter second's records at a time
+/// spreads the work (here and at the gateway's ingest) instead of a burst every second, which
+/// showed in the relayed calls' p99 (BENCHMARKS.md).
+const ACTIVE_UPDATE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the outbox is checked without activity (records other processes wrote).
 const SHIP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -123,11 +127,18 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
         tokio::spawn(async move {
             let mut last_retention = None;
             let mut calls_seen = 0;
+            let mut active = false;
             loop {
-                tokio::time::sleep(UPDATE_INTERVAL).await;
+                let interval = if active {
+                    ACTIVE_UPDATE_INTERVAL
+                } else {
+                    UPDATE_INTERVAL
+                };
+                tokio::time::sleep(interval).await;
                 let updated = update_commands(&ctx, &store, &sink).await;
                 let calls = ctx.calls.load(std::sync::atomic::Ordering::Relaxed);
-                if updated || calls != calls_seen {
+                active = updated || calls != calls_seen;
+                if active {
                     // Calls without a command (other clients) count too; their records are
                     // committed by now or with the next round.
                     calls_seen = calls;
@@ -137,7 +148,7 @@ async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
             }
         })
     };
-    // Ships continuously: every second, or at once after activity; backs off on failures.
+    // Ships continuously: every 10 s, or at once after activity; backs off on failures.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shipping = {
         let ctx = ctx.clone();
