@@ -743,7 +743,7 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // The last connection to close would checkpoint the WAL into the database and fsync it: a
     // `ztk kubectl` run opens and closes several, and each checkpoint cost milliseconds before
     // kubectl could start. SQLite's automatic checkpoint (every 1,000 WAL pages, run by the
@@ -753,7 +753,7 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
         true,
     )?;
     if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        set_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         #[cfg(unix)]
         {
@@ -762,6 +762,29 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
         }
     }
     Ok(conn)
+}
+
+/// How long a connection waits for another one's lock before it reports the store busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Puts the database in WAL mode (a no-op once it is). Switching a new database takes an
+/// exclusive lock, and SQLite answers "database is locked" at once, without waiting, when
+/// another process holds any lock on it: as when kubectl's first `ztk credential` records its
+/// command while starting `ztk proxy`, which opens the same new store. That proxy then served
+/// without a local audit record. Retried here for as long as any other lock is waited for.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Applies the migrations not yet applied, each in its own transaction. Several processes may
@@ -1068,11 +1091,14 @@ const BATCH_MAX: usize = 2048;
 /// How long the writer waits for more records when it has fewer than `LINGER_UNTIL` queued:
 /// the longest a record waits in memory before its commit starts, unless someone waits for it.
 /// Short while calls are few, so that a call shows in `ztk audit list` right after kubectl
-/// exits; longer once batches fill up (`BUSY_BATCH`), when larger ones save CPU.
+/// exits; longer once `BUSY_BATCH` records came within the short wait (1,600 calls a second
+/// and more), when larger batches save CPU: each commit rewrites the last page of the table
+/// and of every index, so a batch of 15 cost the local proxy's writer a third more per record
+/// than one of 150.
 const LINGER: Duration = Duration::from_millis(5);
-const LINGER_BUSY: Duration = Duration::from_millis(20);
-const BUSY_BATCH: usize = 64;
-const LINGER_UNTIL: usize = 512;
+const LINGER_BUSY: Duration = Duration::from_millis(50);
+const BUSY_BATCH: usize = 8;
+const LINGER_UNTIL: usize = 1024;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -1538,6 +1564,30 @@ pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
 mod tests {
     use super::*;
     use crate::audit::model::now_us;
+
+    /// kubectl's first `ztk credential` and the `ztk proxy` it starts open the same new store
+    /// at once: every opener must get it (SQLite refuses the switch to WAL at once while
+    /// another connection holds a lock, and the proxy then served without a local record).
+    #[test]
+    fn a_new_store_opened_by_many_at_once_opens_for_all() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        AuditStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().expect("every opener gets the store");
+            }
+        }
+    }
 
     fn call(user: &str, status: u16, command_id: Option<Uuid>) -> ApiCall {
         ApiCall {
