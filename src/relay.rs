@@ -158,6 +158,12 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             })
 }
 
+/// Whether an exchange may stay open long after its request: an upgrade (exec, attach,
+/// port-forward), a watch or followed logs. The gateway tracks these for revocation.
+pub fn stays_open<B>(req: &Request<B>, path_and_query: &str) -> bool {
+    is_upgrade(req) || is_long_lived(path_and_query)
+}
+
 /// Whether a request asks for a response that stays open: a watch (`watch=true`, or the legacy
 /// `/watch/` path) or followed logs (`follow=true`). These go over the HTTP/2 client, where they
 /// share a connection; everything else over the HTTP/1.1 pool.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod bindings;
 pub mod clusters;
+pub mod commits;
 pub mod config;
 pub mod ingest;
 pub mod rbac;
@@ -517,18 +518,24 @@ impl Gateway {
             None => path.to_string(),
         };
         let sink = self.audit.clone();
-        let (stream, cancel) = self.open_stream(&session.id);
+        // Exchanges that can stay open (watches, followed logs, exec…) are tracked until their
+        // final outcome, so that a revocation closes them; short calls end on their own.
+        let (stream, cancel) = if crate::relay::stays_open(&req, &path_and_query) {
+            let (id, cancel) = self.open_stream(&session.id);
+            (Some(id), Some(cancel))
+        } else {
+            (None, None)
+        };
         let gateway = self.clone();
         crate::relay::relay(
             &cluster.upstream,
             req,
             &path_and_query,
             HeaderMap::new(),
-            Some(cancel),
+            cancel,
             move |outcome| {
-                // A stream is tracked (for revocation) until its final outcome; the record of
-                // an opening stream is replaced (same id) by the final one.
-                if !outcome.open {
+                // The record of an opening stream is replaced (same id) by the final one.
+                if let (false, Some(stream)) = (outcome.open, stream) {
                     gateway.close_stream(stream);
                 }
                 sink.record_call(call.finished(outcome));

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::model::now_us;
 use crate::audit::store::{migrate, open_connection};
+use crate::gateway::commits::{Header, WalHeader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -104,19 +105,29 @@ pub struct UserStore {
     conn: Mutex<Connection>,
     /// Valid sessions seen by `authenticate`, so that a request usually runs no query.
     sessions: Mutex<SessionCache>,
+    /// The database's wal-index header, where SQLite shares it: lets `authenticate` tell that
+    /// nothing was committed without a query.
+    wal: Option<WalHeader>,
 }
 
 /// Sessions found valid, by token hash, for as long as the database has not changed.
 ///
-/// The cache is keyed by the database's state: `PRAGMA data_version` (changes when any other
-/// connection, in this process or another, commits) and the connection's own `total_changes`
-/// (changes when this connection writes: logins, logouts, revocations through the API). Any
-/// change empties it, so a revocation counts on the next request exactly as without the
-/// cache; expiry is checked on every hit.
+/// The cache is keyed by the database's state: the wal-index header (`commits`: rewritten by
+/// every commit of any connection, in this process or another), or where SQLite does not share
+/// it, `PRAGMA data_version` (changes when any other connection commits) with the connection's
+/// own `total_changes` (logins, logouts, revocations through the API). Any change empties it,
+/// so a revocation counts on the next request exactly as without the cache; expiry is checked
+/// on every hit.
 #[derive(Default)]
 struct SessionCache {
-    state: Option<(i64, u64)>,
+    state: Option<DbState>,
     by_hash: HashMap<String, Session>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DbState {
+    Header(Header),
+    Version(i64, u64),
 }
 
 /// More cached sessions than this empties the cache (a bound, not a tuning knob).
@@ -133,10 +144,13 @@ impl UserStore {
         }
         let mut conn = open_connection(path, false).map_err(err)?;
         migrate(&mut conn, MIGRATIONS).map_err(err)?;
+        // Safety: `wal` is only read through the store, which keeps `conn` open.
+        let wal = unsafe { WalHeader::of(&conn) };
         Ok(UserStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             sessions: Mutex::new(SessionCache::default()),
+            wal,
         })
     }
 
@@ -290,13 +304,21 @@ impl UserStore {
     /// Looks a bearer token up. Revocations made by another process count at once.
     pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
         let hash = hash_token(token);
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let state = (
-            conn.prepare_cached("PRAGMA data_version")
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-                .map_err(|e| self.err(e))?,
-            conn.total_changes(),
-        );
+        // The state is read before the session row: a commit in between changes it again for
+        // the next request, so nothing read here outlives a change.
+        let mut conn = None;
+        let state = match &self.wal {
+            Some(wal) => DbState::Header(wal.read()),
+            None => {
+                let c = conn.insert(self.conn.lock().unwrap_or_else(|e| e.into_inner()));
+                DbState::Version(
+                    c.prepare_cached("PRAGMA data_version")
+                        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                        .map_err(|e| self.err(e))?,
+                    c.total_changes(),
+                )
+            }
+        };
         let now = now_us();
         {
             let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,6 +333,7 @@ impl UserStore {
                 return Ok(Err(TokenRejection::Expired));
             }
         }
+        let conn = conn.unwrap_or_else(|| self.conn.lock().unwrap_or_else(|e| e.into_inner()));
         let row: Option<SessionRow> = {
             let mut stmt = conn
                 .prepare_cached(
@@ -435,6 +458,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let store = UserStore::open(&path).unwrap();
+        assert!(
+            store.wal.is_some(),
+            "the query-free check is the one in use"
+        );
         store.add_user("alice", &["dev".into()], "pw").unwrap();
         store.add_user("bob", &[], "pw").unwrap();
         let (alice, _) = store.create_session("alice", 60_000_000, 0).unwrap();
@@ -455,6 +482,21 @@ mod tests {
         assert_eq!(store.revoke_user("bob").unwrap(), 1);
         assert_eq!(
             store.authenticate(&bob).unwrap(),
+            Err(TokenRejection::Revoked)
+        );
+        // Another process (the sqlite3 CLI) while the session is cached.
+        let (carol, _) = store.create_session("alice", 60_000_000, 0).unwrap();
+        for _ in 0..2 {
+            assert!(store.authenticate(&carol).unwrap().is_ok());
+        }
+        let status = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .arg("UPDATE sessions SET revoked_us = 1 WHERE revoked_us IS NULL;")
+            .status()
+            .expect("the sqlite3 CLI (Debian package sqlite3) runs");
+        assert!(status.success());
+        assert_eq!(
+            store.authenticate(&carol).unwrap(),
             Err(TokenRejection::Revoked)
         );
         // Expiry, while the database does not change.
