@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -116,7 +116,15 @@ struct Loaded {
     config: ClientConfig,
     token: String,
     upstreams: HashMap<String, Arc<Upstream>>,
+    /// When the login file was last looked at, and for which credential.
+    checked: (Instant, String),
 }
+
+/// How long calls that present the credential the login was last checked for skip looking at
+/// the login file again (a `stat` per call, on the request path). Every kubectl run presents a
+/// credential of its own, and a new login changes every credential the plugin issues, so a
+/// login switch counts at once for new clients and within this for clients already running.
+const LOGIN_RECHECK: Duration = Duration::from_secs(1);
 
 impl SessionSource {
     pub fn new(paths: Paths) -> SessionSource {
@@ -132,10 +140,38 @@ impl SessionSource {
             .ok()
     }
 
-    /// The user and the upstream for `cluster`, from the current login.
-    fn upstream(&self, cluster: &str) -> Result<(String, Arc<Upstream>), String> {
+    /// The user and the upstream for `cluster`, from the current login, for a call presenting
+    /// `credential`.
+    fn upstream(&self, cluster: &str, credential: &str) -> Result<(String, Arc<Upstream>), String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = state
+            .as_ref()
+            .is_some_and(|s| s.checked.1 == credential && s.checked.0.elapsed() < LOGIN_RECHECK);
+        if !recent {
+            self.reload_if_changed(&mut state, credential)?;
+        }
+        let loaded = state.as_mut().expect("loaded above");
+        let user = loaded.config.user.clone();
+        if let Some(upstream) = loaded.upstreams.get(cluster) {
+            return Ok((user, upstream.clone()));
+        }
+        let upstream = gateway_upstream(&loaded.config, &loaded.token, cluster)
+            .map_err(|e| format!("{e:#}"))?;
+        let upstream = Arc::new(upstream);
+        loaded
+            .upstreams
+            .insert(cluster.to_string(), upstream.clone());
+        Ok((user, upstream))
+    }
+
+    /// Reads the login again when its file changed (or was never read).
+    fn reload_if_changed(
+        &self,
+        state: &mut Option<Loaded>,
+        credential: &str,
+    ) -> Result<(), String> {
         let stamp = self.stamp();
+        let checked = (Instant::now(), credential.to_string());
         if state.as_ref().is_none_or(|s| s.stamp != stamp) {
             // Reading the token can block (the OS keyring over D-Bus): let the runtime's other
             // tasks (open watches, exec streams) move on meanwhile, even with one worker thread.
@@ -150,20 +186,12 @@ impl SessionSource {
                 config,
                 token,
                 upstreams: HashMap::new(),
+                checked,
             });
+        } else if let Some(loaded) = state.as_mut() {
+            loaded.checked = checked;
         }
-        let loaded = state.as_mut().expect("loaded above");
-        let user = loaded.config.user.clone();
-        if let Some(upstream) = loaded.upstreams.get(cluster) {
-            return Ok((user, upstream.clone()));
-        }
-        let upstream = gateway_upstream(&loaded.config, &loaded.token, cluster)
-            .map_err(|e| format!("{e:#}"))?;
-        let upstream = Arc::new(upstream);
-        loaded
-            .upstreams
-            .insert(cluster.to_string(), upstream.clone());
-        Ok((user, upstream))
+        Ok(())
     }
 
     /// The logged-in user, for records of refused calls.
@@ -330,7 +358,8 @@ async fn handle(
                 ctx.sink.record_call(call);
                 return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
             };
-            match session.upstream(&cluster) {
+            let credential = presented.as_deref().unwrap_or_default();
+            match session.upstream(&cluster, credential) {
                 Ok((user, upstream)) => (user, Some(upstream), verified.command_id),
                 Err(err) => {
                     call.user = session.user();

@@ -333,3 +333,34 @@ fn the_plugin_with_an_expired_session_says_so() {
         "{out}"
     );
 }
+
+/// The persistent proxy skips looking at the login for a second while one credential keeps
+/// coming; a kubectl run after `ztk login` presents a new credential, so the new login counts
+/// at once.
+#[test]
+fn a_new_login_counts_at_once_for_the_next_kubectl() {
+    let env = Env::start();
+    env.add_user("bob", &[]);
+    env.role(&["bind", "view", "--user", "bob"]);
+    env.setup_plain();
+    let pods = env.plain("kubectl", &["get", "po", "-n", "dev"]).success();
+    assert!(pods.contains("debug-shell"), "{pods}");
+    env.login_as("bob");
+    let pods = env.plain("kubectl", &["get", "po", "-n", "dev"]).success();
+    assert!(pods.contains("debug-shell"), "{pods}");
+    let bobs = Filter {
+        users: vec!["bob".into()],
+        ..pods_listed()
+    };
+    let rows = env.gateway_calls(&bobs, 1);
+    assert_eq!(
+        rows.len(),
+        1,
+        "bob's list reached the gateway as bob: {rows:#?}"
+    );
+    let alices = Filter {
+        users: vec!["alice".into()],
+        ..pods_listed()
+    };
+    assert_eq!(env.gateway_calls(&alices, 1).len(), 1);
+}
