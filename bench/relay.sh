@@ -12,8 +12,11 @@ source "$(dirname "$0")/lib.sh"
 
 start_sandbox
 
-# nginx: TLS in front, TLS to the sandbox with kept-alive upstream connections.
+# nginx: TLS in front, TLS to the sandbox with kept-alive upstream connections. Two servers in
+# one nginx: without an access log (the leanest proxy), and with Debian's default access log (one
+# line per call, nginx's own record of it: the closer peer to a hop that records every call).
 NGINX_PORT=$(free_port)
+NGINX_LOG_PORT=$(free_port)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
   -keyout "$dir/nginx.key" -out "$dir/nginx.crt" 2>/dev/null
 mkdir -p "$dir/nginx"
@@ -28,6 +31,18 @@ http {
   upstream sandbox { server ${SANDBOX#https://}; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $dir/nginx.crt; ssl_certificate_key $dir/nginx.key;
+    location / {
+      proxy_pass https://sandbox;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_session_reuse on;
+      proxy_buffering off;
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_LOG_PORT ssl;
+    access_log $dir/nginx/access.log;
     ssl_certificate $dir/nginx.crt; ssl_certificate_key $dir/nginx.key;
     location / {
       proxy_pass https://sandbox;
@@ -54,6 +69,7 @@ NGINX_PIDS="$(cat "$dir/nginx/nginx.pid") $(pgrep -P "$(cat "$dir/nginx/nginx.pi
 targets=(
   "direct|$SANDBOX$PATH_Q|Bearer $TOKEN|$SANDBOX_PID"
   "nginx|https://127.0.0.1:$NGINX_PORT$PATH_Q|Bearer $TOKEN|$NGINX_PIDS"
+  "nginx+log|https://127.0.0.1:$NGINX_LOG_PORT$PATH_Q|Bearer $TOKEN|$NGINX_PIDS"
   "kubectl-proxy|http://$KPROXY$PATH_Q||$KPROXY_PID"
   "ztk-gateway|$GATEWAY/k8s/sb$PATH_Q|Bearer $SESSION|$GATEWAY_PID"
 )
@@ -111,7 +127,8 @@ for line in open(sys.argv[1]):
     name, c, p50, p99, rps, cpu, box = line.split()
     rows.setdefault((name, c), []).append((us(p50), us(p99), float(rps), float(cpu), float(box)))
 med = {k: [statistics.median(x[i] for x in v) for i in range(5)] for k, v in rows.items()}
-hops = [("nginx", "nginx", "direct"), ("kubectl proxy", "kubectl-proxy", "direct"),
+hops = [("nginx", "nginx", "direct"), ("nginx, access log on", "nginx+log", "direct"),
+        ("kubectl proxy", "kubectl-proxy", "direct"),
         ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway")]
 print()
 print("added by each hop (median of rounds)   p50 added   p99 added   cpu/req of the hop   machine cpu/req added")
