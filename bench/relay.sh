@@ -20,6 +20,17 @@ NGINX_LOG_PORT=$(free_port)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
   -keyout "$dir/nginx.key" -out "$dir/nginx.crt" 2>/dev/null
 mkdir -p "$dir/nginx"
+# What both servers do: TLS, then relay to the sandbox over kept-alive connections.
+cat > "$dir/nginx-relay.conf" <<NGINX
+ssl_certificate $dir/nginx.crt; ssl_certificate_key $dir/nginx.key;
+location / {
+  proxy_pass https://sandbox;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_ssl_session_reuse on;
+  proxy_buffering off;
+}
+NGINX
 cat > "$dir/nginx.conf" <<NGINX
 worker_processes auto;
 error_log $dir/nginx/error.log warn;
@@ -29,28 +40,11 @@ http {
   access_log off;
   client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx; uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
   upstream sandbox { server ${SANDBOX#https://}; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT ssl;
-    ssl_certificate $dir/nginx.crt; ssl_certificate_key $dir/nginx.key;
-    location / {
-      proxy_pass https://sandbox;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_session_reuse on;
-      proxy_buffering off;
-    }
-  }
+  server { listen 127.0.0.1:$NGINX_PORT ssl; include $dir/nginx-relay.conf; }
   server {
     listen 127.0.0.1:$NGINX_LOG_PORT ssl;
     access_log $dir/nginx/access.log;
-    ssl_certificate $dir/nginx.crt; ssl_certificate_key $dir/nginx.key;
-    location / {
-      proxy_pass https://sandbox;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_session_reuse on;
-      proxy_buffering off;
-    }
+    include $dir/nginx-relay.conf;
   }
 }
 NGINX
