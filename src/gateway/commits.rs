@@ -6,7 +6,7 @@
 //! frame count, checksums and salts change with each commit, so a header equal to an earlier
 //! copy means nothing was committed in between. `PRAGMA data_version` answers the same
 //! question, but it runs a statement in a read transaction (two `fcntl` locks): on the
-//! gateway's request path that was a tenth of the gateway's CPU per call.
+//! gateway's request path that was 7 % of its CPU (`perf record` at 16 concurrent calls).
 
 use std::ffi::c_void;
 
