@@ -306,18 +306,14 @@ impl UserStore {
         let hash = hash_token(token);
         // The state is read before the session row: a commit in between changes it again for
         // the next request, so nothing read here outlives a change.
-        let mut conn = None;
         let state = match &self.wal {
             Some(wal) => DbState::Header(wal.read()),
-            None => {
-                let c = conn.insert(self.conn.lock().unwrap_or_else(|e| e.into_inner()));
-                DbState::Version(
-                    c.prepare_cached("PRAGMA data_version")
-                        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-                        .map_err(|e| self.err(e))?,
-                    c.total_changes(),
-                )
-            }
+            None => self.with_conn(|c| {
+                let version = c
+                    .prepare_cached("PRAGMA data_version")?
+                    .query_row([], |r| r.get::<_, i64>(0))?;
+                Ok(DbState::Version(version, c.total_changes()))
+            })?,
         };
         let now = now_us();
         {
@@ -333,7 +329,7 @@ impl UserStore {
                 return Ok(Err(TokenRejection::Expired));
             }
         }
-        let conn = conn.unwrap_or_else(|| self.conn.lock().unwrap_or_else(|e| e.into_inner()));
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let row: Option<SessionRow> = {
             let mut stmt = conn
                 .prepare_cached(
@@ -452,16 +448,25 @@ mod tests {
     use super::*;
 
     /// Cached sessions: a revocation by another process or connection, a removed user and
-    /// an expiry all count on the very next lookup.
+    /// an expiry all count on the very next lookup, with the wal-index header and with the
+    /// `PRAGMA data_version` fallback alike.
     #[test]
     fn cached_sessions_follow_every_change_at_once() {
+        cached_sessions_follow_changes(true);
+        cached_sessions_follow_changes(false);
+    }
+
+    fn cached_sessions_follow_changes(query_free: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
-        let store = UserStore::open(&path).unwrap();
+        let mut store = UserStore::open(&path).unwrap();
         assert!(
             store.wal.is_some(),
             "the query-free check is the one in use"
         );
+        if !query_free {
+            store.wal = None;
+        }
         store.add_user("alice", &["dev".into()], "pw").unwrap();
         store.add_user("bob", &[], "pw").unwrap();
         let (alice, _) = store.create_session("alice", 60_000_000, 0).unwrap();
