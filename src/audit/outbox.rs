@@ -88,7 +88,8 @@ impl AuditStore {
         after: Option<i64>,
         max: usize,
     ) -> Result<OutboxBatch, StoreError> {
-        let conn = self.connect(true)?;
+        // A write connection: the shipper's acknowledgement then takes the same one back.
+        let conn = self.connect(false)?;
         // `+user`: walk the seq index above the mark (the pending records) rather than every
         // record of the user through the user index and a sort.
         let mark = match after {

@@ -222,9 +222,66 @@ enum WriteOp {
 #[derive(Clone, Debug)]
 pub struct AuditStore {
     path: PathBuf,
-    /// The write connection `open` migrated with, for the next writer to take: opening a
-    /// connection parses the whole schema, and a `ztk kubectl` run would open three in a row.
-    spare: Arc<Mutex<Option<Connection>>>,
+    /// Connections back from use, one read-only and one read-write, for the next `connect`:
+    /// opening a connection parses the whole schema (about 0.3 ms), and a `ztk kubectl` run
+    /// would open five in a row, its shipper two per batch.
+    spare: Arc<Mutex<Spares>>,
+}
+
+#[derive(Debug, Default)]
+struct Spares {
+    read: Option<Connection>,
+    write: Option<Connection>,
+}
+
+/// A connection from `AuditStore::connect`. Dropped outside a transaction, it goes back to the
+/// store's spares (when that slot is free) instead of closing.
+pub struct Pooled {
+    conn: Option<Connection>,
+    spare: Arc<Mutex<Spares>>,
+}
+
+impl Pooled {
+    /// Keeps the connection for good (a writer thread, a long-lived ingest connection).
+    pub fn detach(mut self) -> Connection {
+        self.conn.take().expect("a pooled connection is taken once")
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is taken once")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is taken once")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !conn.is_autocommit() {
+            return;
+        }
+        let read_only = conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = if read_only {
+            &mut spare.read
+        } else {
+            &mut spare.write
+        };
+        if slot.is_none() {
+            *slot = Some(conn);
+        }
+    }
 }
 
 impl AuditStore {
@@ -265,7 +322,6 @@ impl AuditStore {
         // store, and they never used the index either.
         conn.execute_batch("DROP INDEX IF EXISTS api_calls_request")
             .map_err(|e| store.err(e))?;
-        store.release(conn);
         Ok(store)
     }
 
@@ -280,21 +336,31 @@ impl AuditStore {
         }
     }
 
-    pub(super) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
-        if !read_only {
-            if let Some(conn) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return Ok(conn);
+    /// A connection, read-only or not: a spare one when there is, else a new one.
+    pub(super) fn connect(&self, read_only: bool) -> Result<Pooled, StoreError> {
+        let spare = {
+            let mut spares = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            if read_only {
+                spares.read.take()
+            } else {
+                spares.write.take()
             }
-        }
-        open_connection(&self.path, read_only).map_err(|e| self.err(e))
+        };
+        let conn = match spare {
+            Some(conn) => conn,
+            None => open_connection(&self.path, read_only).map_err(|e| self.err(e))?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            spare: self.spare.clone(),
+        })
     }
 
-    /// Keeps a write connection (outside any transaction) for the next `connect(false)`.
-    fn release(&self, conn: Connection) {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.is_none() && conn.is_autocommit() {
-            *spare = Some(conn);
-        }
+    /// Opens a write connection for later if there is no spare one: a `ztk kubectl` run does so
+    /// while kubectl starts, so that shipping at its end does not wait for an open.
+    pub fn keep_spare(&self) -> Result<(), StoreError> {
+        // Back to the spares when dropped.
+        self.connect(false).map(drop)
     }
 
     /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
@@ -309,7 +375,7 @@ impl AuditStore {
         capacity: usize,
         config: WriterConfig,
     ) -> Result<(AuditSink, AuditWriter), StoreError> {
-        let conn = self.connect(false)?;
+        let conn = self.connect(false)?.detach();
         // A statement inside a multi-record transaction keeps a statement journal (the pages it
         // changes, in case it must be undone alone): in a temp file by default, which cost ~40 KB
         // of writes per record. The writer's statements are small; in memory it is a copy. (Not
@@ -343,7 +409,6 @@ impl AuditStore {
             upsert_command(&tx, &mut journal, seq, cmd).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
-        self.release(conn);
         Ok(())
     }
 
@@ -1564,6 +1629,50 @@ pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
 mod tests {
     use super::*;
     use crate::audit::model::now_us;
+
+    /// A connection dropped outside a transaction serves the next `connect` of its kind (a
+    /// per-connection setting survives to show it); one dropped inside a transaction is closed,
+    /// so its transaction ends and never reaches another user of the store.
+    #[test]
+    fn connections_are_reused_unless_dropped_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+        let cache_size =
+            |c: &Connection| -> i64 { c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap() };
+        let conn = store.connect(false).unwrap();
+        conn.execute_batch("PRAGMA cache_size = -1234").unwrap();
+        drop(conn);
+        let read = store.connect(true).unwrap();
+        assert!(read.is_readonly(rusqlite::MAIN_DB).unwrap());
+        assert_ne!(
+            cache_size(&read),
+            -1234,
+            "a read-only connection has its own slot"
+        );
+        read.execute_batch("PRAGMA cache_size = -4321").unwrap();
+        drop(read);
+        assert_eq!(cache_size(&store.connect(true).unwrap()), -4321);
+        let conn = store.connect(false).unwrap();
+        assert_eq!(cache_size(&conn), -1234);
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE sequence SET last = last + 1000 WHERE id = 1")
+            .unwrap();
+        drop(conn);
+        let fresh = store.connect(false).unwrap();
+        assert!(fresh.is_autocommit());
+        assert_ne!(
+            cache_size(&fresh),
+            -1234,
+            "not the connection left in a transaction"
+        );
+        let last: i64 = fresh
+            .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert!(last < 1000, "the abandoned transaction was rolled back");
+        // And the write lock it held is gone.
+        fresh
+            .execute_batch("BEGIN IMMEDIATE; COMMIT")
+            .expect("the store takes writes");
+    }
 
     /// kubectl's first `ztk credential` and the `ztk proxy` it starts open the same new store
     /// at once: every opener must get it (SQLite refuses the switch to WAL at once while
