@@ -34,7 +34,9 @@ struct RequestArgs {
     cluster: Option<String>,
 }
 
+// Deferred, as `audit`'s subcommands are (commands/audit/mod.rs).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum AccessCommand {
     /// Check whether a request is allowed; prints yes or no and exits 0 or 1.
     CanI {

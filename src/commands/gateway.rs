@@ -62,6 +62,7 @@ struct AuditArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum AuditCommand {
     /// Check the gateway's audit chain and signed checkpoints (exit code 1 if a record was
     /// changed, inserted or deleted outside ztk); prints the checkpoint public key to pin.
@@ -81,7 +82,9 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+// Deferred, as `audit`'s subcommands are (commands/audit/mod.rs).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum UserCommand {
     /// Add a user; the password is read from standard input.
     Add {
@@ -110,6 +113,7 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum SessionCommand {
     /// Revoke every open session of a user; their next request is refused.
     Revoke {
@@ -145,6 +149,7 @@ struct BindingArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum RoleCommand {
     /// Give a role to a user or a group, on one cluster or all, in one namespace or all.
     Bind(BindingArgs),

@@ -14,7 +14,9 @@ pub struct Args {
     command: SandboxCommand,
 }
 
+// Deferred, as `audit`'s subcommands are (commands/audit/mod.rs).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum SandboxCommand {
     /// Serve the sandbox until interrupted, and write a kubeconfig that reaches it.
     Serve {

@@ -37,7 +37,12 @@ pub struct Args {
     command: AuditCommand,
 }
 
+// Deferred: a run builds the arguments of the subcommand it runs, not of every one (clap
+// allocates each argument; building them all was a fifth of the page faults of every `ztk`
+// process, `ztk credential` before each kubectl command included). Only leaf subcommands: the
+// `help` subcommand's tree is copied before deferred parts are built.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum AuditCommand {
     /// List commands (default) or API calls, newest first.
     List(list::ListArgs),
@@ -60,7 +65,8 @@ enum AuditCommand {
     Seed(seed::SeedArgs),
 }
 
-/// The audit filters. Repeat one to match any of its values; different filters must all match.
+// The audit filters. Repeat one to match any of its values; different filters must all match.
+// (Not a doc comment: clap would take it as the about of every subcommand that flattens it.)
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
     /// Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d).

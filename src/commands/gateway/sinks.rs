@@ -11,7 +11,9 @@ use crate::gateway::config::GatewayConfig;
 use crate::sinks::cursor::{CursorRow, Cursors};
 use crate::sinks::format::{is_open_stream, record_time_us};
 
+// Deferred, as `audit`'s subcommands are (commands/audit/mod.rs).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SinksCommand {
     /// Show each sink's lag (records and age), last success and last error.
     Status {
