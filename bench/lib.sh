@@ -1,7 +1,7 @@
 # Shared setup for the bench/ scripts (sourced, not run): a release build, a temp dir that is
 # removed on exit, and functions that start the pieces every benchmark needs. Everything a
 # script starts is stopped on exit, the detached `ztk proxy` included.
-# Needs: openssl, python3, kubectl (and per script: nginx, wrk, hyperfine).
+# Needs: openssl, python3, kubectl (and per script: nginx, wrk).
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${ZTK_BENCH_BIN:-}" ]; then

@@ -61,6 +61,7 @@ pub async fn run(args: Args) -> Result<i32> {
         ))
         .into());
     }
+    let started = std::time::Instant::now();
     let paths = Paths::from_env()?;
     let (mut config, token) = require_session(&paths)?;
     let roots = config.roots()?;
@@ -176,6 +177,21 @@ pub async fn run(args: Args) -> Result<i32> {
                 args.kubectl.display()
             )
         })?;
+    tracing::debug!("kubectl started {:?} after ztk", started.elapsed());
+    // kubectl takes tens of milliseconds to send its first call: open the connection to the
+    // gateway (TCP and TLS) meanwhile, so that call does not wait for the handshake. Any
+    // answer will do; a refused login shows in kubectl's own call.
+    {
+        let api = GatewayApi::with_client(&config.gateway, gateway_client.clone())?;
+        let token = token.clone();
+        tokio::spawn(async move {
+            let _ = api.session(&token).await;
+        });
+    }
+    if let Some(store) = store.clone() {
+        // The writer took the connection that recorded the command.
+        tokio::task::spawn_blocking(move || store.keep_spare());
+    }
     // Ship in the background while kubectl runs (long commands: logs -f, port-forward).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = store.clone().map(|store| {
@@ -190,6 +206,7 @@ pub async fn run(args: Args) -> Result<i32> {
     });
     let status = wait_forwarding_signals(&mut child).await?;
     let exit_code = exit_code(&status);
+    tracing::debug!("kubectl exited {:?} after ztk started", started.elapsed());
 
     ctx.wait_idle(SHIP_TIMEOUT).await;
     proxy.stop();
@@ -216,7 +233,8 @@ pub async fn run(args: Args) -> Result<i32> {
             return Ok(1);
         }
     }
-    drop(run_dir);
+    // The run directory (kubeconfig, kubectl's HTTP cache) goes while the records travel.
+    let removing = tokio::task::spawn_blocking(move || drop(run_dir));
     let _ = stop_tx.send(true);
     if let Some(task) = background {
         let _ = task.await;
@@ -248,6 +266,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 tokio::task::spawn_blocking(move || store.apply_retention(&policy, now_us())).await;
         }
     }
+    let _ = removing.await;
     Ok(exit_code)
 }
 
