@@ -163,7 +163,10 @@ impl IngestBatch {
 
     /// The compact encoding.
     pub fn to_compact(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(self)
+        // Sized for the usual record (about 250 bytes) up front: grown by doubling, a batch's
+        // buffer was copied a dozen times, each time into freshly mapped pages.
+        let estimate = 256 * (self.calls.len() + self.commands.len()) + 64;
+        postcard::to_extend(self, Vec::with_capacity(estimate))
     }
 
     /// Reads a compact batch, checking its version before decoding the rest.
