@@ -10,6 +10,8 @@
 # and then the next (hyperfine's way): on a shared 2-vCPU VM the machine's speed drifts by
 # tens of milliseconds over a minute, and a block of runs then measures the drift.
 # Usage: bench/command.sh [ROUNDS]      (default 100; prints numbers, asserts nothing)
+# ZTK_BENCH_COMPARE=/path/to/other/ztk adds a fourth way, `ztk kubectl` of that build (same
+# gateway and login), for a before/after in one run.
 # Needs: kubectl, python3.
 set -euo pipefail
 ROUNDS="${1:-100}"
@@ -19,10 +21,15 @@ start_sandbox
 start_gateway
 start_proxy
 
+compare=()
+if [ -n "${ZTK_BENCH_COMPARE:-}" ]; then
+  compare=("ztk kubectl, other build" "$ZTK_BENCH_COMPARE kubectl --cluster sb get po -A")
+fi
 python3 - "$ROUNDS" \
   "kubectl (direct)" "kubectl --kubeconfig $dir/sandbox.kubeconfig get po -A" \
   "ztk kubectl" "$BIN kubectl --cluster sb get po -A" \
-  "kubectl via ztk kubeconfig" "kubectl --kubeconfig $ZTK_KUBECONFIG --context ztk-sb get po -A" <<'PY'
+  "kubectl via ztk kubeconfig" "kubectl --kubeconfig $ZTK_KUBECONFIG --context ztk-sb get po -A" \
+  "${compare[@]}" <<'PY'
 import random, shlex, statistics, subprocess, sys, time
 
 rounds = int(sys.argv[1])
