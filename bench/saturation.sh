@@ -52,8 +52,10 @@ wait "$push" || { cat "$dir/push.out" >&2; exit 1; }
 echo "  $during; push: $(tail -1 "$dir/push.out")"
 
 # Hold the write lock a little longer than the run. The CLI's `.shell` keeps the transaction open.
+# `.timeout`: the gateway's writer may be committing the last phase's records just then, and the
+# CLI would otherwise give up at once ("database is locked") instead of waiting its turn.
 before_stall=$(calls)
-printf 'BEGIN IMMEDIATE;\nINSERT INTO sequence (id, last) SELECT 1, 0 WHERE 0;\n.shell sleep %s\nCOMMIT;\n' "$((SECS + 1))" \
+printf '.timeout 10000\nBEGIN IMMEDIATE;\nINSERT INTO sequence (id, last) SELECT 1, 0 WHERE 0;\n.shell sleep %s\nCOMMIT;\n' "$((SECS + 1))" \
   | sqlite3 "$dir/gw/audit.db" &
 lock=$!
 sleep 0.3
