@@ -54,11 +54,12 @@ echo "  $during; push: $(tail -1 "$dir/push.out")"
 # Hold the write lock a little longer than the run. The CLI's `.shell` keeps the transaction open.
 # `.timeout`: the gateway's writer may be committing the last phase's records just then, and the
 # CLI would otherwise give up at once ("database is locked") instead of waiting its turn.
-before_stall=$(calls)
 printf '.timeout 10000\nBEGIN IMMEDIATE;\nINSERT INTO sequence (id, last) SELECT 1, 0 WHERE 0;\n.shell sleep %s\nCOMMIT;\n' "$((SECS + 1))" \
   | sqlite3 "$dir/gw/audit.db" &
 lock=$!
 sleep 0.3
+# Counted once the CLI holds the lock: the writer may have committed just before it got it.
+before_stall=$(calls)
 run stalled "sqlite3 holds the write lock"
 during_stall=$(calls)
 wait "$lock"
