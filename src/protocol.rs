@@ -156,9 +156,38 @@ pub struct IngestBatch {
     pub calls: Vec<ApiCall>,
 }
 
+/// A batch ready to send: its body, that body's content type, and how many records it holds
+/// (what the acknowledgement must confirm).
+#[derive(Debug)]
+pub struct EncodedBatch {
+    pub payload: Vec<u8>,
+    pub content_type: &'static str,
+    pub records: usize,
+}
+
 impl IngestBatch {
     pub fn records(&self) -> usize {
         self.commands.len() + self.calls.len()
+    }
+
+    /// The batch as sent: JSON, or the compact encoding.
+    pub fn encode(&self, json: bool) -> Result<EncodedBatch, String> {
+        let (payload, content_type) = if json {
+            (
+                serde_json::to_vec(self).map_err(|e| e.to_string())?,
+                INGEST_JSON,
+            )
+        } else {
+            (
+                self.to_compact().map_err(|e| e.to_string())?,
+                INGEST_COMPACT,
+            )
+        };
+        Ok(EncodedBatch {
+            payload,
+            content_type,
+            records: self.records(),
+        })
     }
 
     /// The compact encoding.

@@ -58,11 +58,12 @@ impl Ingestor {
     ) -> Result<Ingested, IngestError> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let conn = self.store.connect(false)?.detach();
-            // Batches are large and sequential: a bigger page cache, and checkpoints every 32 MB
-            // of WAL instead of every 4 MB.
-            conn.execute_batch("PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;")
+            let mut conn = self.store.connect(false)?.detach();
+            // Batches are large and sequential: a bigger page cache, and the WAL copied into the
+            // database by another thread while the next batch goes in.
+            conn.execute_batch("PRAGMA cache_size = -65536;")
                 .map_err(|e| self.store.err(e))?;
+            self.store.checkpoint_in_background(&mut conn)?;
             *guard = Some(conn);
         }
         let conn = guard.as_mut().expect("opened above");

@@ -96,62 +96,62 @@ impl AuditStore {
             Some(seq) => seq,
             None => shipped_seq(&conn, user).map_err(|e| self.err(e))?,
         };
-        let mut calls: Vec<(i64, ApiCall)> = Vec::new();
+        let mut calls: Vec<ApiCall> = Vec::with_capacity(max);
+        let mut call_seqs: Vec<i64> = Vec::with_capacity(max);
         {
             let sql = format!(
                 "SELECT {CALL_COLUMNS}, c.seq FROM api_calls c WHERE c.seq > ? AND +c.user = ? \
                  ORDER BY c.seq LIMIT ?"
             );
-            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params![mark, user, max as i64], |r| {
-                    Ok((r.get::<_, i64>(27)?, call_from_row(r)?))
-                })
+            let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+            let mut rows = stmt
+                .query(params![mark, user, max as i64])
                 .map_err(|e| self.err(e))?;
-            for row in rows {
-                calls.push(row.map_err(|e| self.err(e))?);
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                call_seqs.push(r.get(27).map_err(|e| self.err(e))?);
+                calls.push(call_from_row(r).map_err(|e| self.err(e))?);
             }
         }
-        let mut commands: Vec<(i64, Command)> = Vec::new();
+        // With a full list of calls, only the commands written before its last call can be
+        // among the `max` lowest: reading `max` commands would read ten times what is used.
+        let below = match call_seqs.last() {
+            Some(seq) if calls.len() == max => *seq,
+            _ => i64::MAX,
+        };
+        let mut commands: Vec<Command> = Vec::new();
+        let mut command_seqs: Vec<i64> = Vec::new();
         {
             let sql = format!(
-                "SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE seq > ? AND +user = ? \
+                "SELECT {COMMAND_COLUMNS}, seq FROM commands WHERE seq > ? AND seq < ? AND +user = ? \
                  ORDER BY seq LIMIT ?"
             );
-            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params![mark, user, max as i64], |r| {
-                    Ok((r.get::<_, i64>(12)?, command_from_row(r)?))
-                })
+            let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+            let mut rows = stmt
+                .query(params![mark, below, user, max as i64])
                 .map_err(|e| self.err(e))?;
-            for row in rows {
-                commands.push(row.map_err(|e| self.err(e))?);
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                command_seqs.push(r.get(12).map_err(|e| self.err(e))?);
+                commands.push(command_from_row(r).map_err(|e| self.err(e))?);
             }
         }
         // The `max` lowest seqs of both lists together: then every record of the user up to
         // the last one taken is in the batch, and the mark may move there.
-        let mut batch = OutboxBatch::default();
-        let (mut calls, mut commands) = (
-            calls.into_iter().peekable(),
-            commands.into_iter().peekable(),
-        );
-        while batch.len() < max {
-            let take_call = match (calls.peek(), commands.peek()) {
-                (Some((a, _)), Some((b, _))) => a < b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
+        let (mut taken_calls, mut taken_commands, mut through_seq) = (0, 0, 0);
+        while taken_calls + taken_commands < max {
+            match (call_seqs.get(taken_calls), command_seqs.get(taken_commands)) {
+                (Some(&a), Some(&b)) if a < b => (through_seq, taken_calls) = (a, taken_calls + 1),
+                (Some(&a), None) => (through_seq, taken_calls) = (a, taken_calls + 1),
+                (_, Some(&b)) => (through_seq, taken_commands) = (b, taken_commands + 1),
                 (None, None) => break,
-            };
-            if take_call {
-                let (seq, call) = calls.next().expect("peeked");
-                batch.through_seq = seq;
-                batch.calls.push(call);
-            } else {
-                let (seq, command) = commands.next().expect("peeked");
-                batch.through_seq = seq;
-                batch.commands.push(command);
             }
         }
+        calls.truncate(taken_calls);
+        commands.truncate(taken_commands);
+        let batch = OutboxBatch {
+            calls,
+            commands,
+            through_seq,
+        };
         Ok(batch)
     }
 
@@ -470,6 +470,57 @@ mod tests {
         assert_eq!(status[0].last_success_us, Some(3));
         assert_eq!(status[1].pending_calls, 1);
         assert_eq!(status[2].pending(), 0);
+    }
+
+    /// Commands and calls written in turns: a batch of any size is the oldest writes of both
+    /// kinds together, whether its calls fill it or not.
+    #[test]
+    fn a_batch_takes_the_oldest_writes_of_both_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let mut order = Vec::new();
+        for (i, kind) in "cCccCcccCCc".chars().enumerate() {
+            let id = if kind == 'C' {
+                let cmd = Command {
+                    id: Uuid::now_v7(),
+                    started_us: now_us(),
+                    user: "alice".into(),
+                    argv: vec!["kubectl".into(), i.to_string()],
+                    ..Default::default()
+                };
+                write(&store, vec![], vec![cmd.clone()]);
+                cmd.id
+            } else {
+                let c = call("alice", now_us(), None);
+                write(&store, vec![c.clone()], vec![]);
+                c.id
+            };
+            order.push((kind, id));
+        }
+        for max in 1..=order.len() + 1 {
+            let batch = store.outbox_batch("alice", max).unwrap();
+            let expected = &order[..max.min(order.len())];
+            let ids = |k: char| -> Vec<Uuid> {
+                expected
+                    .iter()
+                    .filter(|(kind, _)| *kind == k)
+                    .map(|(_, id)| *id)
+                    .collect()
+            };
+            assert_eq!(
+                batch.calls.iter().map(|c| c.id).collect::<Vec<_>>(),
+                ids('c'),
+                "calls of a batch of {max}"
+            );
+            assert_eq!(
+                batch.commands.iter().map(|c| c.id).collect::<Vec<_>>(),
+                ids('C'),
+                "commands of a batch of {max}"
+            );
+        }
+        let all = store.outbox_batch("alice", order.len()).unwrap();
+        store.ack_shipped("alice", all.through_seq, 1).unwrap();
+        assert!(store.outbox_batch("alice", 1).unwrap().is_empty());
     }
 
     #[test]

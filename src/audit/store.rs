@@ -234,6 +234,37 @@ struct Spares {
     write: Option<Connection>,
 }
 
+/// WAL pages (4 KB) after which a commit wakes the background checkpointer.
+const CHECKPOINT_PAGES: std::ffi::c_int = 2048;
+/// WAL pages after which the writer checkpoints itself (SQLite's own default limit for the WAL
+/// of a busy writer was 8192 here too).
+const CHECKPOINT_INLINE_PAGES: std::ffi::c_int = 8192;
+/// The checkpointer's pause after each run, so that a writer committing every few
+/// milliseconds does not make it run (and sync the files) as often.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The background checkpointer of `checkpoint_in_background`: runs until the writer's
+/// connection (and with it the hook holding the sender) is gone.
+fn checkpoint_loop(store: &AuditStore, woken: std::sync::mpsc::Receiver<()>) {
+    let mut conn: Option<Connection> = None;
+    while woken.recv().is_ok() {
+        if conn.is_none() {
+            match store.connect(false) {
+                Ok(c) => conn = Some(c.detach()),
+                Err(err) => tracing::warn!("could not open the store to checkpoint it: {err}"),
+            }
+        }
+        if let Some(c) = &conn {
+            // PASSIVE: copies what no reader still needs, without waiting for anyone.
+            if let Err(err) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("could not checkpoint {}: {err}", store.path.display());
+                conn = None;
+            }
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
 /// A connection from `AuditStore::connect`. Dropped outside a transaction, it goes back to the
 /// store's spares (when that slot is free) instead of closing.
 pub struct Pooled {
@@ -361,6 +392,38 @@ impl AuditStore {
     pub fn keep_spare(&self) -> Result<(), StoreError> {
         // Back to the spares when dropped.
         self.connect(false).map(drop)
+    }
+
+    /// Moves the WAL checkpoints of `conn`, a connection that writes large transactions back to
+    /// back, to a thread of their own. A checkpoint copies the WAL's pages into the database
+    /// file; run by the committing connection (SQLite's autocheckpoint), it held that writer for
+    /// as long. Past `CHECKPOINT_PAGES` a commit wakes the checkpointer instead. The WAL starts
+    /// over from its beginning only when a checkpoint has reached its end before the next write
+    /// begins, which a checkpointer running beside a busy writer may never see: past
+    /// `CHECKPOINT_INLINE_PAGES` the writer checkpoints itself, which then copies only what the
+    /// checkpointer has not, and the WAL file stays bounded as before.
+    pub(crate) fn checkpoint_in_background(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("audit-checkpoint".into())
+            .spawn(move || checkpoint_loop(&store, woken))
+            .map_err(|e| StoreError::Dir {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        // Replaces SQLite's autocheckpoint, itself a WAL hook. The commit has happened whatever
+        // the hook returns, so a failed (or busy) inline checkpoint is left for the next commit.
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
+            if pages >= CHECKPOINT_INLINE_PAGES {
+                let _ = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE);
+            } else if pages >= CHECKPOINT_PAGES {
+                // Full: the checkpointer is already woken.
+                let _ = wake.try_send(());
+            }
+            Ok(())
+        }))
+        .map_err(|e| self.err(e))
     }
 
     /// Starts the batch writer. Records sent to the returned sink are committed by one thread;
@@ -1628,6 +1691,40 @@ pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
         cwd: text(row, 10)?,
         host: text(row, 11)?,
     })
+}
+
+/// A writer whose checkpoints run in the background: its commit returns with the pages in
+/// the WAL, and the checkpointer copies them into the database file soon after.
+#[test]
+fn a_background_checkpoint_copies_the_wal_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let store = AuditStore::open(&path).unwrap();
+    let mut conn = store.connect(false).unwrap().detach();
+    store.checkpoint_in_background(&mut conn).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let pages = CHECKPOINT_PAGES as i64 + 100;
+    let tx = conn.transaction().unwrap();
+    tx.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
+    for _ in 0..pages {
+        tx.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let grown = 4000 * pages as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&path).unwrap().len() < before + grown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checkpointer did not copy the WAL within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        conn.query_row("SELECT COUNT(*) FROM filler", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        pages
+    );
 }
 
 #[cfg(test)]

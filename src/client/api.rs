@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::{self, Body};
-use crate::protocol::{self, IngestAck, IngestBatch, LoginRequest, SessionInfo};
+use crate::protocol::{self, EncodedBatch, IngestAck, IngestBatch, LoginRequest, SessionInfo};
 use crate::tls::Roots;
 
 #[derive(Debug, thiserror::Error)]
@@ -239,27 +239,33 @@ impl GatewayApi {
         batch: &IngestBatch,
         json: bool,
     ) -> Result<IngestAck, ApiError> {
-        let (payload, content_type) = if json {
-            (
-                serde_json::to_vec(batch).map_err(|e| ApiError::Invalid(e.to_string()))?,
-                protocol::INGEST_JSON,
+        let encoded = batch.encode(json).map_err(ApiError::Invalid)?;
+        self.ingest_encoded(token, encoded).await
+    }
+
+    /// Sends a batch encoded beforehand (`IngestBatch::encode`), and checks that the gateway
+    /// took all of it.
+    pub async fn ingest_encoded(
+        &self,
+        token: &str,
+        batch: EncodedBatch,
+    ) -> Result<IngestAck, ApiError> {
+        let ack: IngestAck = self
+            .call_typed(
+                Method::POST,
+                protocol::INGEST_PATH,
+                Some(token),
+                Some(batch.payload),
+                batch.content_type,
             )
-        } else {
-            (
-                batch
-                    .to_compact()
-                    .map_err(|e| ApiError::Invalid(e.to_string()))?,
-                protocol::INGEST_COMPACT,
-            )
-        };
-        self.call_typed(
-            Method::POST,
-            protocol::INGEST_PATH,
-            Some(token),
-            Some(payload),
-            content_type,
-        )
-        .await
+            .await?;
+        if ack.accepted != batch.records {
+            return Err(ApiError::Invalid(format!(
+                "the gateway acknowledged {} of {} records",
+                ack.accepted, batch.records
+            )));
+        }
+        Ok(ack)
     }
 
     async fn post<Q: serde::Serialize, T: serde::de::DeserializeOwned>(

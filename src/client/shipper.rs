@@ -19,10 +19,9 @@ use tokio::task::JoinHandle;
 use super::api::{ApiError, GatewayApi};
 use super::config::ClientConfig;
 use crate::audit::model::now_us;
-use crate::audit::outbox::OutboxBatch;
 use crate::audit::AuditStore;
 use crate::protocol::IngestAck;
-use crate::protocol::{IngestBatch, INGEST_VERSION};
+use crate::protocol::{EncodedBatch, IngestBatch, INGEST_VERSION};
 
 /// Records per batch: large enough to amortise a round trip and a transaction, small enough
 /// (about 0.5 MB compact) to be quick to re-send after a failure.
@@ -98,33 +97,17 @@ impl Shipper {
         loop {
             while in_flight.len() < IN_FLIGHT {
                 let Some(reading) = next.take() else { break };
-                let batch = reading.await.context("the outbox reader stopped")??;
-                if batch.is_empty() {
+                let Some(ready) = reading.await.context("the outbox reader stopped")?? else {
                     break;
-                }
-                let (n, through) = (batch.len() as u64, batch.through_seq);
-                // Read the next batch while this one travels (a short batch was the last).
-                if batch.len() == BATCH {
-                    next = Some(self.read(Some(through)));
-                }
-                let request = IngestBatch {
-                    version: INGEST_VERSION,
-                    batch_id: Uuid::now_v7(),
-                    commands: batch.commands,
-                    calls: batch.calls,
                 };
-                let (api, token, json) = (self.api.clone(), self.token.clone(), self.json);
-                let sending = tokio::spawn(async move {
-                    let ack = api.ingest(&token, &request, json).await?;
-                    if ack.accepted != request.records() {
-                        return Err(ApiError::Invalid(format!(
-                            "the gateway acknowledged {} of {} records",
-                            ack.accepted,
-                            request.records()
-                        )));
-                    }
-                    Ok(ack)
-                });
+                // Read the next batch while this one travels (a short batch was the last).
+                if ready.encoded.records == BATCH {
+                    next = Some(self.read(Some(ready.through)));
+                }
+                let (n, through) = (ready.encoded.records as u64, ready.through);
+                let (api, token) = (self.api.clone(), self.token.clone());
+                let sending =
+                    tokio::spawn(async move { api.ingest_encoded(&token, ready.encoded).await });
                 in_flight.push_back((through, n, sending));
             }
             let Some((through, n, sending)) = in_flight.pop_front() else {
@@ -143,13 +126,35 @@ impl Shipper {
         }
     }
 
-    fn read(
-        &self,
-        after: Option<i64>,
-    ) -> tokio::task::JoinHandle<Result<OutboxBatch, crate::audit::store::StoreError>> {
-        let (store, user) = (self.store.clone(), self.user.clone());
-        tokio::task::spawn_blocking(move || store.outbox_batch_after(&user, after, BATCH))
+    /// Reads the next batch after `after` (the stored mark if `None`) and encodes it, on a
+    /// blocking thread: the records are made, encoded and freed there, and only the encoded
+    /// bytes travel. `None` when nothing is pending.
+    fn read(&self, after: Option<i64>) -> JoinHandle<Result<Option<Ready>>> {
+        let (store, user, json) = (self.store.clone(), self.user.clone(), self.json);
+        tokio::task::spawn_blocking(move || {
+            let batch = store.outbox_batch_after(&user, after, BATCH)?;
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            let through = batch.through_seq;
+            let request = IngestBatch {
+                version: INGEST_VERSION,
+                batch_id: Uuid::now_v7(),
+                commands: batch.commands,
+                calls: batch.calls,
+            };
+            let encoded = request
+                .encode(json)
+                .map_err(|e| anyhow::anyhow!("could not encode an audit batch: {e}"))?;
+            Ok(Some(Ready { through, encoded }))
+        })
     }
+}
+
+/// A batch read from the outbox and encoded, with the mark its acknowledgement moves to.
+struct Ready {
+    through: i64,
+    encoded: EncodedBatch,
 }
 
 /// Exponential backoff with jitter: 0.5 s doubling to 60 s, each wait a random 50–100 % of

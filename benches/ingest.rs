@@ -1,0 +1,51 @@
+//! The gateway's store step of ingest alone: batches of client records (seeded, read from a
+//! client store's outbox beforehand) stored by `Ingestor::ingest` one after the other, as the
+//! gateway stores them, without the network, the decoding or the client beside it on the same
+//! cores. `cargo bench --bench ingest [-- N]` prints records per second (N calls, default
+//! 200,000, plus one command per ten calls).
+
+use std::time::Instant;
+
+use ztk::audit::ingest::Ingestor;
+use ztk::audit::AuditStore;
+
+fn main() {
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let client = AuditStore::open(&dir.path().join("client.db")).expect("the client store");
+    ztk::audit::seed::seed_for(&client, n, Some("alice")).expect("seeded");
+    let mut batches = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = client
+            .outbox_batch_after("alice", after, 2000)
+            .expect("a batch");
+        if batch.is_empty() {
+            break;
+        }
+        after = Some(batch.through_seq);
+        batches.push(batch);
+    }
+    let records: usize = batches.iter().map(|b| b.len()).sum();
+    for round in 1..=3 {
+        let store = AuditStore::open(&dir.path().join(format!("gateway{round}.db")))
+            .expect("the gateway store");
+        let ingestor = Ingestor::new(store);
+        let start = Instant::now();
+        for batch in &batches {
+            ingestor
+                .ingest("alice", &batch.commands, &batch.calls)
+                .expect("stored");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "round {round}: {records} records ({n} calls) in {secs:.2}s: {:.0} records/s, {:.0} calls/s, {:.2} µs per record",
+            records as f64 / secs,
+            n as f64 / secs,
+            secs * 1e6 / records as f64
+        );
+    }
+}
