@@ -1011,22 +1011,83 @@ pub fn failing_sink(reason: &str) -> (AuditSink, AuditWriter) {
     let stats = Arc::new(WriterStats::default());
     stats.set_error(Some(reason.to_string()));
     let thread_stats = stats.clone();
-    let thread = std::thread::spawn(move || {
-        while let Ok(op) = rx.recv() {
-            match op {
-                WriteOp::Flush(done) => {
-                    let _ = done.send(());
-                }
-                WriteOp::Commit(done) => {
-                    let _ = done.send(false);
-                }
-                WriteOp::Call(_) | WriteOp::Command(_) => {
-                    thread_stats.failed.fetch_add(1, Ordering::Relaxed);
-                }
+    let thread = std::thread::spawn(move || fail_loop(rx, &thread_stats));
+    sink_and_writer(tx, stats, thread)
+}
+
+/// A writer without a store: every record counts as failed, and nothing waits.
+fn fail_loop(rx: Receiver<WriteOp>, stats: &WriterStats) {
+    while let Ok(op) = rx.recv() {
+        match op {
+            WriteOp::Flush(done) => {
+                let _ = done.send(());
+            }
+            WriteOp::Commit(done) => {
+                let _ = done.send(false);
+            }
+            WriteOp::Call(_) | WriteOp::Command(_) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
-    });
-    sink_and_writer(tx, stats, thread)
+    }
+}
+
+/// The store at `path`, opened on the batch writer's own thread, which first commits `first`
+/// (the probe that the store takes writes at all) and then writes what the sink receives. The
+/// sink takes records at once; the receiver yields the store, or why it could not be opened or
+/// written, in which case every record sent to the sink counts as failed. `ztk kubectl` starts
+/// kubectl meanwhile: opening a store and committing take milliseconds, kubectl's first call
+/// comes tens of milliseconds after its start.
+pub fn open_recording(
+    path: &Path,
+    first: Command,
+    capacity: usize,
+) -> (
+    AuditSink,
+    AuditWriter,
+    Receiver<Result<AuditStore, StoreError>>,
+) {
+    let (tx, rx) = sync_channel(capacity);
+    let (opened_tx, opened) = sync_channel(1);
+    let stats = Arc::new(WriterStats::default());
+    let thread_stats = stats.clone();
+    let path = path.to_path_buf();
+    let start = move || {
+        let store = AuditStore::open(&path)?;
+        store.upsert_commands(std::slice::from_ref(&first))?;
+        let conn = store.connect(false)?.detach();
+        // As in `start_writer_with`.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| store.err(e))?;
+        Ok::<_, StoreError>((store, conn))
+    };
+    let thread = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || match start() {
+            Ok((store, conn)) => {
+                let path = store.path.clone();
+                let _ = opened_tx.send(Ok(store));
+                write_loop(conn, rx, &thread_stats, &path, WriterConfig::default());
+            }
+            Err(err) => {
+                thread_stats.set_error(Some(err.to_string()));
+                let _ = opened_tx.send(Err(err));
+                fail_loop(rx, &thread_stats);
+            }
+        });
+    match thread {
+        Ok(thread) => {
+            let (sink, writer) = sink_and_writer(tx, stats, thread);
+            (sink, writer, opened)
+        }
+        Err(err) => {
+            let reason = format!("could not start the audit writer: {err}");
+            let (sink, writer) = failing_sink(&reason);
+            let (opened_tx, opened) = sync_channel(1);
+            let _ = opened_tx.send(Err(StoreError::Output(reason)));
+            (sink, writer, opened)
+        }
+    }
 }
 
 /// The two ends of a writer thread: the sink feeding `tx`, and the owner of `thread`.
@@ -1693,44 +1754,85 @@ pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
     })
 }
 
-/// A writer whose checkpoints run in the background: its commit returns with the pages in
-/// the WAL, and the checkpointer copies them into the database file soon after.
-#[test]
-fn a_background_checkpoint_copies_the_wal_into_the_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.db");
-    let store = AuditStore::open(&path).unwrap();
-    let mut conn = store.connect(false).unwrap().detach();
-    store.checkpoint_in_background(&mut conn).unwrap();
-    let before = std::fs::metadata(&path).unwrap().len();
-    let pages = CHECKPOINT_PAGES as i64 + 100;
-    let tx = conn.transaction().unwrap();
-    tx.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
-    for _ in 0..pages {
-        tx.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
-            .unwrap();
-    }
-    tx.commit().unwrap();
-    let grown = 4000 * pages as u64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&path).unwrap().len() < before + grown {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the checkpointer did not copy the WAL within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        conn.query_row("SELECT COUNT(*) FROM filler", [], |r| r.get::<_, i64>(0))
-            .unwrap(),
-        pages
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::model::now_us;
+
+    /// A writer whose checkpoints run in the background: its commit returns with the pages in
+    /// the WAL, and the checkpointer copies them into the database file soon after.
+    #[test]
+    fn a_background_checkpoint_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = AuditStore::open(&path).unwrap();
+        let mut conn = store.connect(false).unwrap().detach();
+        store.checkpoint_in_background(&mut conn).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let pages = CHECKPOINT_PAGES as i64 + 100;
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
+        for _ in 0..pages {
+            tx.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        let grown = 4000 * pages as u64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + grown {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpointer did not copy the WAL within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            conn.query_row("SELECT COUNT(*) FROM filler", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            pages
+        );
+    }
+
+    /// The store opened on the writer's thread: the first command is committed before the
+    /// store is handed back, and records sent meanwhile follow it; a store that cannot be opened
+    /// is reported, and the records sent to it count as failed.
+    #[test]
+    fn a_store_opened_by_its_writer_commits_the_first_command_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            argv: vec!["kubectl".into()],
+            ..Default::default()
+        };
+        let path = dir.path().join("audit.db");
+        let (sink, writer, opened) = open_recording(&path, first.clone(), 16);
+        sink.record_call(call("alice", 200, Some(first.id)));
+        let store = opened.recv().unwrap().unwrap();
+        assert_eq!(store.list_commands(&Filter::default()).unwrap().len(), 1);
+        assert!(sink.flush(Duration::from_secs(5)));
+        drop(sink);
+        assert_eq!(writer.close().failed.load(Ordering::Relaxed), 0);
+        assert_eq!(store.list_calls(&Filter::default()).unwrap().len(), 1);
+        let conn = store.connect(true).unwrap();
+        let (command_seq, call_seq): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT seq FROM commands), (SELECT seq FROM api_calls)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(command_seq < call_seq);
+
+        // A directory where the file should be.
+        let (sink, writer, opened) = open_recording(dir.path(), first, 16);
+        assert!(opened.recv().unwrap().is_err());
+        sink.record_call(call("alice", 200, None));
+        assert!(sink.flush(Duration::from_secs(5)));
+        drop(sink);
+        assert_eq!(writer.close().failed.load(Ordering::Relaxed), 1);
+    }
 
     /// A connection dropped outside a transaction serves the next `connect` of its kind (a
     /// per-connection setting survives to show it); one dropped inside a transaction is closed,

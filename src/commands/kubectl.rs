@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::audit::model::now_us;
 use crate::audit::redact::{redact_argv, shell_join};
-use crate::audit::{AccessMethod, AuditStore, Command};
+use crate::audit::{AccessMethod, Command};
 use crate::cli::UsageError;
 use crate::client::api::GatewayApi;
 use crate::client::config::{AuditMode, Paths};
@@ -104,32 +104,27 @@ pub async fn run(args: Args) -> Result<i32> {
             .unwrap_or_default(),
         host: crate::fsutil::hostname(),
     };
-    // Committed before kubectl starts (so a crash still leaves the command in the log), and
-    // the proof that the local store takes writes at all.
+    // The writer's thread opens the store and commits the command first, the proof that the
+    // store takes writes at all. Fail-closed waits for that commit before kubectl starts (a
+    // crash then still leaves the command in the log); best-effort starts kubectl meanwhile and
+    // hears the answer while kubectl starts.
     let fail_closed = config.audit.mode == AuditMode::FailClosed;
     let db = paths.audit_db();
-    let opened = AuditStore::open(&db).and_then(|store| {
-        store.upsert_commands(std::slice::from_ref(&command))?;
-        Ok(store)
-    });
-    let (store, (sink, _writer)) = match opened {
-        Ok(store) => {
-            let writer = store.start_writer(4096)?;
-            (Some(store), writer)
-        }
-        Err(err) if fail_closed => {
-            anyhow::bail!(
-                "{err}\nztk does not run kubectl without a local audit record ([audit] mode = \"fail-closed\" in {}); free disk space or make the store writable, then retry",
-                paths.config_file().display()
-            )
-        }
-        Err(err) => {
-            eprintln!(
-                "ztk: warning: {err}; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command"
-            );
-            (None, crate::audit::store::failing_sink(&err.to_string()))
-        }
+    let (sink, _writer, opened) = crate::audit::store::open_recording(&db, command.clone(), 4096);
+    let refused = |err: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "{err}\nztk does not run kubectl without a local audit record ([audit] mode = \"fail-closed\" in {}); free disk space or make the store writable, then retry",
+            paths.config_file().display()
+        )
     };
+    let mut store_opened = None;
+    if fail_closed {
+        match opened.recv() {
+            Ok(Ok(store)) => store_opened = Some(store),
+            Ok(Err(err)) => return Err(refused(&err)),
+            Err(err) => return Err(refused(&err)),
+        }
+    }
     let secret = random_secret();
     let upstream = gateway_upstream(&config, &token, &cluster)?;
     // The records are shipped at exit over the connection kubectl's calls kept open.
@@ -178,6 +173,20 @@ pub async fn run(args: Args) -> Result<i32> {
             )
         })?;
     tracing::debug!("kubectl started {:?} after ztk", started.elapsed());
+    let store = match store_opened.map(Ok).or_else(|| opened.recv().ok()) {
+        Some(Ok(store)) => Some(store),
+        Some(Err(err)) => {
+            eprintln!(
+                "ztk: warning: {err}; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command"
+            );
+            None
+        }
+        None => {
+            eprintln!("ztk: warning: the audit writer stopped; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command");
+            None
+        }
+    };
+    tracing::debug!("command recorded {:?} after ztk started", started.elapsed());
     // kubectl takes tens of milliseconds to send its first call: open the connection to the
     // gateway (TCP and TLS) meanwhile, so that call does not wait for the handshake. Any
     // answer will do; a refused login shows in kubectl's own call.
@@ -216,6 +225,7 @@ pub async fn run(args: Args) -> Result<i32> {
     let flush_sink = sink.clone();
     let flushed =
         tokio::task::spawn_blocking(move || flush_sink.flush(Duration::from_secs(10))).await?;
+    tracing::debug!("records flushed {:?} after ztk started", started.elapsed());
     let failed = sink.stats().failed.load(Ordering::Relaxed);
     if store.is_some() && (!flushed || failed > 0) {
         eprintln!(
@@ -260,6 +270,7 @@ pub async fn run(args: Args) -> Result<i32> {
             }
             Err(_) => tracing::info!("audit shipping continues with the next run"),
         }
+        tracing::debug!("records shipped {:?} after ztk started", started.elapsed());
         if let Ok(policy) = config.audit.retention() {
             let _ =
                 tokio::task::spawn_blocking(move || store.apply_retention(&policy, now_us())).await;
