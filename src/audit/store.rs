@@ -41,6 +41,12 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("could not start the {what} thread of the audit store {path}: {source}; the system may be out of threads or memory")]
+    Thread {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
@@ -408,7 +414,8 @@ impl AuditStore {
         std::thread::Builder::new()
             .name("audit-checkpoint".into())
             .spawn(move || checkpoint_loop(&store, woken))
-            .map_err(|e| StoreError::Dir {
+            .map_err(|e| StoreError::Thread {
+                what: "checkpoint",
                 path: self.path.clone(),
                 source: e,
             })?;
@@ -452,7 +459,8 @@ impl AuditStore {
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || write_loop(conn, rx, &thread_stats, &path, config))
-            .map_err(|e| StoreError::Dir {
+            .map_err(|e| StoreError::Thread {
+                what: "writer",
                 path: self.path.clone(),
                 source: e,
             })?;
