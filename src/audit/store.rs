@@ -257,13 +257,18 @@ fn checkpoint_loop(store: &AuditStore, woken: std::sync::mpsc::Receiver<()>) {
         if conn.is_none() {
             match store.connect(false) {
                 Ok(c) => conn = Some(c.detach()),
-                Err(err) => tracing::warn!("could not open the store to checkpoint it: {err}"),
+                Err(err) => tracing::warn!(
+                    "could not open the store to checkpoint it: {err}; the ingest connection checkpoints itself meanwhile"
+                ),
             }
         }
         if let Some(c) = &conn {
             // PASSIVE: copies what no reader still needs, without waiting for anyone.
             if let Err(err) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!("could not checkpoint {}: {err}", store.path.display());
+                tracing::warn!(
+                    "could not checkpoint {}: {err}; retrying with a new connection after the next batch",
+                    store.path.display()
+                );
                 conn = None;
             }
         }
@@ -445,13 +450,7 @@ impl AuditStore {
         capacity: usize,
         config: WriterConfig,
     ) -> Result<(AuditSink, AuditWriter), StoreError> {
-        let conn = self.connect(false)?.detach();
-        // A statement inside a multi-record transaction keeps a statement journal (the pages it
-        // changes, in case it must be undone alone): in a temp file by default, which cost ~40 KB
-        // of writes per record. The writer's statements are small; in memory it is a copy. (Not
-        // for every connection: a migration's temporary tables can be as large as the store.)
-        conn.pragma_update(None, "temp_store", "MEMORY")
-            .map_err(|e| self.err(e))?;
+        let conn = self.writer_connection()?;
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -465,6 +464,18 @@ impl AuditStore {
                 source: e,
             })?;
         Ok(sink_and_writer(tx, stats, thread))
+    }
+
+    /// The batch writer's own connection.
+    fn writer_connection(&self) -> Result<Connection, StoreError> {
+        let conn = self.connect(false)?.detach();
+        // A statement inside a multi-record transaction keeps a statement journal (the pages it
+        // changes, in case it must be undone alone): in a temp file by default, which cost ~40 KB
+        // of writes per record. The writer's statements are small; in memory it is a copy. (Not
+        // for every connection: a migration's temporary tables can be as large as the store.)
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| self.err(e))?;
+        Ok(conn)
     }
 
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
@@ -1063,10 +1074,7 @@ pub fn open_recording(
     let start = move || {
         let store = AuditStore::open(&path)?;
         store.upsert_commands(std::slice::from_ref(&first))?;
-        let conn = store.connect(false)?.detach();
-        // As in `start_writer_with`.
-        conn.pragma_update(None, "temp_store", "MEMORY")
-            .map_err(|e| store.err(e))?;
+        let conn = store.writer_connection()?;
         Ok::<_, StoreError>((store, conn))
     };
     let thread = std::thread::Builder::new()

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::audit::model::now_us;
 use crate::audit::redact::{redact_argv, shell_join};
+use crate::audit::store::StoreError;
 use crate::audit::{AccessMethod, Command};
 use crate::cli::UsageError;
 use crate::client::api::GatewayApi;
@@ -111,18 +112,22 @@ pub async fn run(args: Args) -> Result<i32> {
     let fail_closed = config.audit.mode == AuditMode::FailClosed;
     let db = paths.audit_db();
     let (sink, _writer, opened) = crate::audit::store::open_recording(&db, command.clone(), 4096);
-    let refused = |err: &dyn std::fmt::Display| {
-        anyhow::anyhow!(
-            "{err}\nztk does not run kubectl without a local audit record ([audit] mode = \"fail-closed\" in {}); free disk space or make the store writable, then retry",
-            paths.config_file().display()
-        )
+    // The writer thread always answers, unless it died.
+    let answer = || {
+        opened.recv().unwrap_or_else(|_| {
+            Err(StoreError::Output(
+                "the audit writer stopped before it opened the store".into(),
+            ))
+        })
     };
     let mut store_opened = None;
     if fail_closed {
-        match opened.recv() {
-            Ok(Ok(store)) => store_opened = Some(store),
-            Ok(Err(err)) => return Err(refused(&err)),
-            Err(err) => return Err(refused(&err)),
+        match answer() {
+            Ok(store) => store_opened = Some(store),
+            Err(err) => anyhow::bail!(
+                "{err}\nztk does not run kubectl without a local audit record ([audit] mode = \"fail-closed\" in {}); free disk space or make the store writable, then retry",
+                paths.config_file().display()
+            ),
         }
     }
     let secret = random_secret();
@@ -173,16 +178,12 @@ pub async fn run(args: Args) -> Result<i32> {
             )
         })?;
     tracing::debug!("kubectl started {:?} after ztk", started.elapsed());
-    let store = match store_opened.map(Ok).or_else(|| opened.recv().ok()) {
-        Some(Ok(store)) => Some(store),
-        Some(Err(err)) => {
+    let store = match store_opened.map_or_else(answer, Ok) {
+        Ok(store) => Some(store),
+        Err(err) => {
             eprintln!(
                 "ztk: warning: {err}; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command"
             );
-            None
-        }
-        None => {
-            eprintln!("ztk: warning: the audit writer stopped; running kubectl anyway: the gateway still records every call, but this machine keeps no record of this command");
             None
         }
     };
