@@ -73,14 +73,24 @@ pub fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
         .block_on(future)
 }
 
-/// Runs a future on a fresh runtime with `workers` threads. The relaying processes choose
-/// their count: with more worker threads than cores to spare, each relayed call pays for
-/// wake-ups between them (see BENCHMARKS.md).
+/// Runs a server (the gateway, the persistent proxy) on a fresh runtime with `workers` threads.
+/// The relaying processes choose their count: with more worker threads than cores to spare,
+/// each relayed call pays for wake-ups between them. One worker means a current-thread
+/// runtime: the same single thread of work, without the work-stealing scheduler's cross-thread
+/// queues and wake-ups, which took 5–10 % of a relayed call's CPU (BENCHMARKS.md, round 8).
+/// Such a server must not block its thread: blocking work goes to `spawn_blocking`.
 pub fn block_on_workers<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     workers: usize,
     future: F,
 ) -> anyhow::Result<T> {
-    runtime(workers)?.block_on(future)
+    let runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        runtime(workers)?
+    };
+    runtime.block_on(future)
 }
 
 /// `block_on_workers` for a command whose work is over when its future is (`ztk kubectl`
@@ -114,4 +124,24 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+
+    #[test]
+    fn a_one_thread_server_runs_on_the_current_thread_and_more_on_workers() {
+        let flavor = |workers| {
+            super::block_on_workers(workers, async {
+                // Blocking work still has a pool to go to.
+                let answer = tokio::task::spawn_blocking(|| 42).await?;
+                assert_eq!(answer, 42);
+                Ok(Handle::current().runtime_flavor())
+            })
+            .unwrap()
+        };
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+#[derive(Clone, Debug)]
 pub struct Paths {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,

@@ -142,15 +142,56 @@ impl SessionSource {
 
     /// The user and the upstream for `cluster`, from the current login, for a call presenting
     /// `credential`.
-    fn upstream(&self, cluster: &str, credential: &str) -> Result<(String, Arc<Upstream>), String> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = state
-            .as_ref()
-            .is_some_and(|s| s.checked.1 == credential && s.checked.0.elapsed() < LOGIN_RECHECK);
-        if !recent {
-            self.reload_if_changed(&mut state, credential)?;
+    async fn upstream(
+        &self,
+        cluster: &str,
+        credential: &str,
+    ) -> Result<(String, Arc<Upstream>), String> {
+        if let Some(found) = self.current(cluster, credential)? {
+            return Ok(found);
         }
-        let loaded = state.as_mut().expect("loaded above");
+        // Reading the token can block (the OS keyring over D-Bus): off the runtime's thread, so
+        // that its other tasks (open watches, exec streams) move on meanwhile.
+        let stamp = self.stamp();
+        let paths = self.paths.clone();
+        let (config, token) =
+            tokio::task::spawn_blocking(move || crate::client::token::require_session(&paths))
+                .await
+                .map_err(|e| format!("reading the login failed: {e}"))?
+                .map_err(|e| format!("{e:#}"))?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = Some(Loaded {
+            stamp,
+            config,
+            token,
+            upstreams: HashMap::new(),
+            checked: (Instant::now(), credential.to_string()),
+        });
+        Self::upstream_of(state.as_mut().expect("set above"), cluster)
+    }
+
+    /// `upstream` from the login already read, unless it must be read again (never read, or
+    /// its file changed since).
+    fn current(
+        &self,
+        cluster: &str,
+        credential: &str,
+    ) -> Result<Option<(String, Arc<Upstream>)>, String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(loaded) = state.as_mut() else {
+            return Ok(None);
+        };
+        let recent = loaded.checked.1 == credential && loaded.checked.0.elapsed() < LOGIN_RECHECK;
+        if !recent {
+            if loaded.stamp != self.stamp() {
+                return Ok(None);
+            }
+            loaded.checked = (Instant::now(), credential.to_string());
+        }
+        Self::upstream_of(loaded, cluster).map(Some)
+    }
+
+    fn upstream_of(loaded: &mut Loaded, cluster: &str) -> Result<(String, Arc<Upstream>), String> {
         let user = loaded.config.user.clone();
         if let Some(upstream) = loaded.upstreams.get(cluster) {
             return Ok((user, upstream.clone()));
@@ -162,36 +203,6 @@ impl SessionSource {
             .upstreams
             .insert(cluster.to_string(), upstream.clone());
         Ok((user, upstream))
-    }
-
-    /// Reads the login again when its file changed (or was never read).
-    fn reload_if_changed(
-        &self,
-        state: &mut Option<Loaded>,
-        credential: &str,
-    ) -> Result<(), String> {
-        let stamp = self.stamp();
-        let checked = (Instant::now(), credential.to_string());
-        if state.as_ref().is_none_or(|s| s.stamp != stamp) {
-            // Reading the token can block (the OS keyring over D-Bus): let the runtime's other
-            // tasks (open watches, exec streams) move on meanwhile, even with one worker thread.
-            let load = || crate::client::token::require_session(&self.paths);
-            let loaded = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(load),
-                _ => load(),
-            };
-            let (config, token) = loaded.map_err(|e| format!("{e:#}"))?;
-            *state = Some(Loaded {
-                stamp,
-                config,
-                token,
-                upstreams: HashMap::new(),
-                checked,
-            });
-        } else if let Some(loaded) = state.as_mut() {
-            loaded.checked = checked;
-        }
-        Ok(())
     }
 
     /// The logged-in user, for records of refused calls.
@@ -359,7 +370,7 @@ async fn handle(
                 return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
             };
             let credential = presented.as_deref().unwrap_or_default();
-            match session.upstream(&cluster, credential) {
+            match session.upstream(&cluster, credential).await {
                 Ok((user, upstream)) => (user, Some(upstream), verified.command_id),
                 Err(err) => {
                     call.user = session.user();

@@ -211,7 +211,9 @@ pub async fn ship_continuously(
         if *stop.borrow() {
             return;
         }
-        let Some((config, token)) = login() else {
+        // Reading the token can block (the OS keyring): not on the runtime's thread.
+        let read = login.clone();
+        let Ok(Some((config, token))) = tokio::task::spawn_blocking(move || read()).await else {
             continue;
         };
         // One client (and its open connection to the gateway) for as long as the login holds.

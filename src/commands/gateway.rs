@@ -446,7 +446,7 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
     }
     println!("ztk gateway: shutting down; flushing audit records");
     sinks.stop().await;
-    let status = running.shutdown();
+    let status = running.shutdown().await;
     println!("ztk gateway: audit writer: {status}");
     Ok(if status.failed > 0 || status.spilled > 0 {
         1

@@ -84,7 +84,7 @@ impl Running {
 
     /// Stops accepting, flushes queued audit records, signs the final head, and returns the
     /// writer's counts (for the shutdown summary).
-    pub fn shutdown(self) -> crate::audit::store::WriterStatus {
+    pub async fn shutdown(self) -> crate::audit::store::WriterStatus {
         self.server.abort();
         self.watcher.abort();
         self.checkpoints.abort();
@@ -99,7 +99,8 @@ impl Running {
         drop(self.gateway);
         let writer = self.writer;
         let stats = writer.stats().clone();
-        tokio::task::block_in_place(move || {
+        // Waiting is blocking work: off the runtime's thread (the only one, by default).
+        let finish = move || {
             if !flush.flush(Duration::from_secs(10)) {
                 eprintln!("ztk gateway: the audit writer did not confirm its last records");
             }
@@ -118,7 +119,11 @@ impl Running {
                 tracing::error!("could not sign the final audit checkpoint: {err}");
             }
             stats.status()
-        })
+        };
+        match tokio::task::spawn_blocking(finish).await {
+            Ok(status) => status,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
     }
 }
 
