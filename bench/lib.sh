@@ -39,12 +39,14 @@ start_sandbox() {
 }
 
 # The ztk gateway with cluster `sb` (the sandbox, through its kubeconfig), user `bench` with the
-# `edit` role, logged in. Sets GATEWAY, SESSION, GATEWAY_PID.
+# `edit` role, logged in; ZTK_BENCH_GATEWAY_TOML adds top-level settings to its gateway.toml
+# (e.g. "worker_threads = 2"). Sets GATEWAY, SESSION, GATEWAY_PID.
 start_gateway() {
   mkdir -p "$dir/gw"
   cat > "$dir/gateway.toml" <<TOML
 listen = "127.0.0.1:0"
 data_dir = "$dir/gw"
+${ZTK_BENCH_GATEWAY_TOML:-}
 [[clusters]]
 name = "sb"
 kubeconfig = "$dir/sandbox.kubeconfig"

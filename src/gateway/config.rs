@@ -48,7 +48,7 @@ struct RawConfig {
     /// How often the gateway signs the audit chain's head.
     #[serde(default = "default_checkpoint_interval")]
     audit_checkpoint_interval: String,
-    /// Threads that relay requests; 0 (the default): one fewer than the machine's cores.
+    /// Threads that relay requests; 0 (the default): one per core.
     #[serde(default)]
     worker_threads: usize,
 }
@@ -137,12 +137,13 @@ pub enum AuditMode {
     FailClosed,
 }
 
-/// One thread per core but one: the audit writer has a thread of its own, and under load it
-/// needs a core (on two cores, a second relay thread cost more in cross-thread wake-ups than it
-/// gained; see BENCHMARKS.md).
+/// One relay thread per core, as nginx's `worker_processes auto`. One thread alone (a
+/// current-thread runtime) spends the least CPU per call, but on a loaded machine the kernel
+/// shares the cores per thread: on two cores shared with the load and the upstream, a second
+/// relay thread cut what the gateway adds at c=64 by 15–25 % (BENCHMARKS.md, round 8).
 fn default_worker_threads() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get().saturating_sub(1))
+        .map(|n| n.get())
         .unwrap_or(1)
         .max(1)
 }
@@ -422,7 +423,7 @@ mod tests {
             std::time::Duration::from_secs(60)
         );
         let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(c.worker_threads, (cores - 1).max(1));
+        assert_eq!(c.worker_threads, cores);
         assert_eq!(
             parse("data_dir = \"d\"\nworker_threads = 3")
                 .unwrap()
