@@ -99,7 +99,7 @@ impl Running {
         drop(self.gateway);
         let writer = self.writer;
         let stats = writer.stats().clone();
-        // Waiting is blocking work: off the runtime's thread (the only one, by default).
+        // Waiting is blocking work: off the runtime's threads (one alone with `worker_threads = 1`).
         let finish = move || {
             if !flush.flush(Duration::from_secs(10)) {
                 eprintln!("ztk gateway: the audit writer did not confirm its last records");
