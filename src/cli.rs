@@ -73,11 +73,11 @@ pub fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
         .block_on(future)
 }
 
-/// Runs a server (the gateway, the persistent proxy) on a fresh runtime with `workers` threads.
-/// The relaying processes choose their count: with more worker threads than cores to spare,
-/// each relayed call pays for wake-ups between them. One worker means a current-thread
-/// runtime: the same single thread of work, without the work-stealing scheduler's cross-thread
-/// queues and wake-ups, which took 5–10 % of a relayed call's CPU (BENCHMARKS.md, round 8).
+/// Runs a server (the gateway, the persistent proxy) on a fresh runtime with `workers` threads;
+/// each chooses its count (the gateway one per core by default, the proxy one). One worker
+/// means a current-thread runtime: the same single thread of work, without the work-stealing
+/// scheduler's cross-thread queues and wake-ups, which took 5–10 % of a relayed call's CPU
+/// (BENCHMARKS.md, round 8).
 /// Such a server must not block its thread: blocking work goes to `spawn_blocking`.
 pub fn block_on_workers<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     workers: usize,

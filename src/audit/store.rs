@@ -1070,9 +1070,9 @@ pub fn open_recording(
     let (opened_tx, opened) = sync_channel(1);
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
-    let path = path.to_path_buf();
+    let db = path.to_path_buf();
     let start = move || {
-        let store = AuditStore::open(&path)?;
+        let store = AuditStore::open(&db)?;
         store.upsert_commands(std::slice::from_ref(&first))?;
         let conn = store.writer_connection()?;
         Ok::<_, StoreError>((store, conn))
@@ -1096,11 +1096,15 @@ pub fn open_recording(
             let (sink, writer) = sink_and_writer(tx, stats, thread);
             (sink, writer, opened)
         }
-        Err(err) => {
-            let reason = format!("could not start the audit writer: {err}");
-            let (sink, writer) = failing_sink(&reason);
+        Err(source) => {
+            let err = StoreError::Thread {
+                what: "writer",
+                path: path.to_path_buf(),
+                source,
+            };
+            let (sink, writer) = failing_sink(&err.to_string());
             let (opened_tx, opened) = sync_channel(1);
-            let _ = opened_tx.send(Err(StoreError::Output(reason)));
+            let _ = opened_tx.send(Err(err));
             (sink, writer, opened)
         }
     }

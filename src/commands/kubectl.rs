@@ -187,7 +187,10 @@ pub async fn run(args: Args) -> Result<i32> {
             None
         }
     };
-    tracing::debug!("command recorded {:?} after ztk started", started.elapsed());
+    tracing::debug!(
+        "audit store answered {:?} after ztk started",
+        started.elapsed()
+    );
     // kubectl takes tens of milliseconds to send its first call: open the connection to the
     // gateway (TCP and TLS) meanwhile, so that call does not wait for the handshake. Any
     // answer will do; a refused login shows in kubectl's own call.
