@@ -26,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{self, Body, BodyError};
 
+mod pool;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("invalid upstream URL {0:?}: use https://host[:port][/path]")]
@@ -43,9 +45,11 @@ pub struct Upstream {
     /// HTTP/2 when the upstream offers it, else HTTP/1.1: for long-lived responses (watches,
     /// followed logs), so that a thousand open watches share one connection.
     streams_client: Client<HttpsConnector<HttpConnector>, Body>,
-    /// HTTP/1.1 only, with a pool of kept-alive connections: for short requests (an HTTP/1.1
-    /// exchange costs less CPU and latency than an HTTP/2 stream) and for upgrades (which
-    /// cannot ride on HTTP/2).
+    /// HTTP/1.1 only, kept-alive connections for short requests (an HTTP/1.1 exchange costs
+    /// less CPU and latency than an HTTP/2 stream).
+    short: Arc<pool::Pool>,
+    /// HTTP/1.1 only, hyper-util's pooled client: for upgrades (which cannot ride on HTTP/2)
+    /// and for other callers' requests to the same server.
     h1_client: Client<HttpsConnector<HttpConnector>, Body>,
     /// Replaces whatever `Authorization` the client sent.
     authorization: Option<HeaderValue>,
@@ -73,7 +77,14 @@ impl Upstream {
             return Err(RelayError::BadUrl(base.to_string()));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| RelayError::BadUrl(base.to_string()))?;
         Ok(Upstream {
+            short: Arc::new(pool::Pool::new(connector(tls.clone(), false), origin)),
             label: label.into(),
             scheme,
             authority,
@@ -96,10 +107,7 @@ impl Upstream {
     }
 }
 
-fn build_client(
-    tls: rustls::ClientConfig,
-    http2: bool,
-) -> Client<HttpsConnector<HttpConnector>, Body> {
+fn connector(tls: rustls::ClientConfig, http2: bool) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -108,14 +116,20 @@ fn build_client(
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1();
-    let connector = if http2 {
+    if http2 {
         builder.enable_http2().wrap_connector(http)
     } else {
         builder.wrap_connector(http)
-    };
+    }
+}
+
+fn build_client(
+    tls: rustls::ClientConfig,
+    http2: bool,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+        .build(connector(tls, http2))
 }
 
 /// How a relayed exchange ended.
@@ -252,10 +266,17 @@ where
         on_end: None,
     });
 
-    let target = format!(
-        "{}://{}{}{}",
-        upstream.scheme, upstream.authority, upstream.prefix, path_and_query
-    );
+    // Short exchanges go over `upstream.short`, which takes the origin form (path and query);
+    // hyper-util's clients take the absolute form.
+    let short = !upgrade && !is_long_lived(path_and_query);
+    let target = if short {
+        format!("{}{}", upstream.prefix, path_and_query)
+    } else {
+        format!(
+            "{}://{}{}{}",
+            upstream.scheme, upstream.authority, upstream.prefix, path_and_query
+        )
+    };
     parts.uri = match target.parse() {
         Ok(uri) => uri,
         Err(_) => {
@@ -277,19 +298,28 @@ where
     }
 
     // Nothing borrowed from `upstream` may live across an await (it would tie the future's
-    // Send-ness to a lifetime); the clients are cheap handles on shared pools.
-    let client = if upgrade || !is_long_lived(path_and_query) {
-        upstream.h1_client.clone()
-    } else {
-        upstream.streams_client.clone()
-    };
+    // Send-ness to a lifetime); the pool and the clients are cheap shared handles.
     let label = upstream.label.clone();
-    let mut resp = match client
-        .request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| error_chain(&e))
-    {
-        Ok(resp) => resp,
+    let req = Request::from_parts(parts, body);
+    let sent = if short {
+        let pool = upstream.short.clone();
+        match pool.send(req).await {
+            Ok((resp, lease)) => Ok((resp, Some(lease))),
+            Err(err) => Err(error_chain(&*err)),
+        }
+    } else {
+        let client = if upgrade {
+            upstream.h1_client.clone()
+        } else {
+            upstream.streams_client.clone()
+        };
+        match client.request(req).await {
+            Ok(resp) => Ok((resp, None)),
+            Err(err) => Err(error_chain(&err)),
+        }
+    };
+    let (mut resp, lease) = match sent {
+        Ok(sent) => sent,
         Err(err) => {
             let msg = format!("cannot reach {label}: {err}");
             done(outcome(502, &bytes_in, 0, start, Some(msg.clone())));
@@ -344,6 +374,10 @@ where
     strip_hop_by_hop(&mut parts.headers, false);
     let status = status.as_u16();
     let on_end: EndFn = Box::new(move |bytes_out, error| {
+        // A response read to its end leaves its connection ready for the next request.
+        if let (Some(lease), None) = (lease, &error) {
+            lease.give_back();
+        }
         done(outcome(status, &bytes_in, bytes_out, start, error));
     });
     let mut inner = body::boxed(body);

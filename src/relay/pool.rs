@@ -1,0 +1,293 @@
+//! Kept-alive HTTP/1.1 connections to one upstream, for the relay's short exchanges.
+//!
+//! hyper-util's pooled client did more per call than a relayed request needs: it cloned its
+//! connector for every request, raced a new connection against every checkout (so a burst
+//! opened more connections than it had requests in flight: 89 for 64), and spawned a task per
+//! response to put its connection back. Here a connection goes back the moment its response
+//! body ends, and a new one is opened only when none is idle.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use crate::body::Body;
+
+/// Idle connections are closed after this long (what hyper-util's client was configured with):
+/// an upstream that closes them first would otherwise fail the next request sent on one.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections beyond this many are closed as they come back.
+const MAX_IDLE: usize = 256;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority`: what the connector dials.
+    origin: Uri,
+    host: HeaderValue,
+    /// The most recently used at the back: it is taken first, and the front ages out.
+    idle: Mutex<VecDeque<Idle>>,
+    reaping: AtomicBool,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A connection lent to one exchange, to give back once its response has ended.
+pub struct Lease {
+    pool: Arc<Pool>,
+    sender: SendRequest<Body>,
+}
+
+impl Pool {
+    pub fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Pool {
+        let authority = origin.authority().map(|a| a.as_str()).unwrap_or_default();
+        Pool {
+            host: HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("")),
+            connector,
+            origin,
+            idle: Mutex::new(VecDeque::new()),
+            reaping: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `req` (its URI in origin form: path and query) over an idle connection, or a new
+    /// one when none is idle or the idle ones turn out to be closed.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), BoxError> {
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        loop {
+            let (mut sender, fresh) = match self.checkout() {
+                Some(sender) => (sender, false),
+                None => (self.connect().await?, true),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = self.clone();
+                    return Ok((resp, Lease { pool, sender }));
+                }
+                Err(mut err) => match err.take_message() {
+                    // A kept-alive connection that the upstream closed meanwhile: nothing was
+                    // sent on it, so the request goes out again on another.
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(err.into_error().into()),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { sender, since }) = idle.pop_back() {
+            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(self: &Arc<Self>, sender: SendRequest<Body>) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        expire(&mut idle, now);
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { sender, since: now });
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<SendRequest<Body>, BoxError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+        let io = connector.call(self.origin.clone()).await?;
+        let (sender, conn) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!("upstream connection ended: {err}");
+            }
+        });
+        self.reap();
+        Ok(sender)
+    }
+
+    /// Closes idle connections as they age, while the pool is in use.
+    fn reap(self: &Arc<Self>) {
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_TIMEOUT / 3).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                expire(&mut idle, Instant::now());
+            }
+        });
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+}
+
+fn expire(idle: &mut VecDeque<Idle>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+    {
+        idle.pop_front();
+    }
+}
+
+impl Lease {
+    /// The response has ended: the connection may carry the next request.
+    pub fn give_back(self) {
+        let Lease { pool, mut sender } = self;
+        if sender.is_ready() {
+            pool.put(sender);
+        } else if !sender.is_closed() {
+            // The connection itself has not yet seen the exchange end (a poll behind the
+            // body, on another thread): it comes back once it has.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.put(sender);
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A plain-HTTP upstream that answers every request with its own connection's number,
+    /// and closes each connection after `per_connection` requests.
+    async fn upstream(per_connection: usize) -> (Uri, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let served = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let host = req.headers()[header::HOST].to_str().unwrap().to_string();
+                            let mut resp = Response::new(format!("{n} {} {host}", req.uri()));
+                            if served >= per_connection {
+                                resp.headers_mut()
+                                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), accepted)
+    }
+
+    fn pool(origin: Uri) -> Arc<Pool> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        // Plain HTTP here: the TLS settings only have to be valid.
+        let ca = crate::tls::Ca::generate("test CA").unwrap();
+        let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());
+        let tls = crate::tls::client_config(&roots, None).unwrap();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Arc::new(Pool::new(connector, origin))
+    }
+
+    async fn get(pool: &Arc<Pool>, path: &str) -> String {
+        let req = Request::builder()
+            .uri(path)
+            .body(crate::body::empty())
+            .unwrap();
+        let (resp, lease) = pool.send(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        lease.give_back();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_the_next_request_once_its_response_has_ended() {
+        let (origin, accepted) = upstream(usize::MAX).await;
+        let pool = pool(origin.clone());
+        let host = origin.authority().unwrap().as_str().to_string();
+        for i in 0..5 {
+            let answer = get(&pool, &format!("/api/{i}?x=y")).await;
+            assert_eq!(answer, format!("0 /api/{i}?x=y {host}"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        // Two at once need two connections, and both stay for what comes next.
+        let (a, b) = tokio::join!(get(&pool, "/a"), get(&pool, "/b"));
+        assert!(a.ends_with(&format!("/a {host}")) && b.ends_with(&format!("/b {host}")));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for _ in 0..50 {
+            if pool.idle_count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        // Each connection answers one request and closes.
+        let (origin, accepted) = upstream(1).await;
+        let pool = pool(origin);
+        for i in 0..3 {
+            let answer = get(&pool, "/x").await;
+            assert!(answer.starts_with(&format!("{i} ")), "{answer}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(listener);
+        let req = Request::builder()
+            .uri("/x")
+            .body(crate::body::empty())
+            .unwrap();
+        let err = pool(origin).send(req).await.err().unwrap();
+        assert!(
+            crate::relay::error_chain(&*err).contains("refused"),
+            "{err}"
+        );
+    }
+}
