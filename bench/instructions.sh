@@ -5,7 +5,9 @@
 # from one run to the next. Each hop runs under valgrind twice, serving N1 and then N2 calls
 # (one keep-alive connection, one call at a time); per call = (Ir(N2) − Ir(N1)) / (N2 − N1), so
 # start-up and shutdown cancel out. The kernel's share (about 40 % of each hop's CPU) is not in
-# these counts. Usage: bench/instructions.sh [N1] [N2]    (default 500 2500)
+# these counts, and valgrind's virtual CPU lacks SHA-NI and AVX-512, so hashing (the audit chain,
+# the credential's HMAC) and TLS crypto take slower code paths than on the real CPU: read the
+# counts as a comparison between builds, not as a profile. Usage: bench/instructions.sh [N1] [N2]    (default 500 2500)
 # Needs: valgrind (Debian package), python3, openssl, kubectl. Prints; asserts nothing.
 set -euo pipefail
 N1="${1:-500}"
