@@ -4,7 +4,10 @@
 //! connector for every request, raced a new connection against every checkout (so wrk's 16
 //! connections made the gateway open 22 to the sandbox), and spawned a task per response to
 //! put its connection back. Here a connection goes back the moment its response
-//! body ends, and a new one is opened only when none is idle.
+//! body ends, and a new one is opened only when none is idle. Like hyper-util, it sends a
+//! request again when the connection it took was closed before the request went out; unlike it,
+//! also a request without a body that was written to a connection the upstream was closing
+//! (which hyper-util answered with "connection closed before message completed").
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,9 @@ use crate::body::Body;
 /// Idle connections are closed after this long (what hyper-util's client was configured with):
 /// an upstream that closes them first would otherwise fail the next request sent on one.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A safe request sent on a connection idle at least this long keeps a copy to send again if
+/// the upstream closed the connection meanwhile (under load, connections are reused sooner).
+const RESEND_AFTER_IDLE: Duration = Duration::from_millis(50);
 /// Idle connections beyond this many are closed as they come back.
 const MAX_IDLE: usize = 256;
 
@@ -68,30 +74,40 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Lease), BoxError> {
         req.headers_mut().insert(header::HOST, self.host.clone());
         loop {
-            let (mut sender, fresh) = match self.checkout() {
-                Some(sender) => (sender, false),
-                None => (self.connect().await?, true),
+            let (mut sender, idle_for) = match self.checkout() {
+                Some((sender, since)) => (sender, Some(since.elapsed())),
+                None => (self.connect().await?, None),
+            };
+            // An upstream may close a connection that sat idle just as a request is written to
+            // it; the request is then lost without an answer. One that is safe to send twice
+            // (no body, a method that reads) keeps a copy for that case, which is rare enough
+            // that connections reused at once skip the copy.
+            let copy = match idle_for {
+                Some(idle) if idle >= RESEND_AFTER_IDLE => resendable_copy(&req),
+                _ => None,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let pool = self.clone();
                     return Ok((resp, Lease { pool, sender }));
                 }
-                Err(mut err) => match err.take_message() {
-                    // A kept-alive connection that the upstream closed meanwhile: nothing was
-                    // sent on it, so the request goes out again on another.
-                    Some(unsent) if !fresh => req = unsent,
+                Err(mut err) => match (err.take_message(), copy) {
+                    // Nothing was sent on a kept-alive connection that the upstream closed
+                    // meanwhile: the request goes out again on another.
+                    (Some(unsent), _) if idle_for.is_some() => req = unsent,
+                    (None, Some(copy)) if err.error().is_incomplete_message() => req = copy,
                     _ => return Err(err.into_error().into()),
                 },
             }
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection that is still open, and since when it is idle.
+    fn checkout(&self) -> Option<(SendRequest<Body>, Instant)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(Idle { sender, since }) = idle.pop_back() {
             if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+                return Some((sender, since));
             }
         }
         None
@@ -156,6 +172,25 @@ fn host_header(origin: &Uri) -> HeaderValue {
         _ => host.to_string(),
     };
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A copy of `req` to send again if the connection it went out on turns out closed: only for
+/// requests without a body and with a method that only reads.
+fn resendable_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    use http_body::Body as _;
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 fn expire(idle: &mut VecDeque<Idle>, now: Instant) {
@@ -299,6 +334,103 @@ mod tests {
             assert!(answer.starts_with(&format!("{i} ")), "{answer}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// An upstream that answers one request per connection with keep-alive, then closes the
+    /// connection anyway (as servers do with idle connections): the next request must not fail.
+    #[tokio::test]
+    async fn a_kept_alive_connection_closed_by_the_upstream_is_replaced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        let pool = pool(origin);
+        // Right after the close, then after a pause.
+        assert_eq!(get(&pool, "/a").await, "ok");
+        assert_eq!(get(&pool, "/b").await, "ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(&pool, "/c").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// The upstream closes an idle connection after the pool took it back but before the pool
+    /// noticed: a request without a body that finds it closed goes out again on a new one.
+    #[tokio::test]
+    async fn a_request_that_finds_its_connection_closed_goes_out_on_another() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let (close, closing) = std::sync::mpsc::channel::<()>();
+        // A blocking server on its own thread, so that it closes while the test's runtime
+        // (one thread) is held up and cannot see the close before sending on the connection.
+        std::thread::spawn(move || {
+            for (n, tcp) in listener.incoming().enumerate() {
+                let mut tcp = tcp.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let read = tcp.read(&mut buf).unwrap();
+                    if read == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..read]);
+                }
+                let body = format!("connection {n}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                tcp.write_all(answer.as_bytes()).unwrap();
+                let _ = closing.recv();
+                drop(tcp);
+            }
+        });
+        let pool = pool(origin);
+        assert_eq!(get(&pool, "/a").await, "connection 0");
+        assert_eq!(pool.idle_count(), 1);
+        close.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(get(&pool, "/b").await, "connection 1");
+
+        // A request with a body is not sent twice: it fails, and the next one gets through.
+        close.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let post = Request::builder()
+            .method(http::Method::POST)
+            .uri("/c")
+            .body(crate::body::full("x"))
+            .unwrap();
+        let err = pool.send(post).await.err().unwrap();
+        assert!(
+            crate::relay::error_chain(&*err).contains("connection closed"),
+            "{err}"
+        );
+        assert_eq!(get(&pool, "/d").await, "connection 2");
+        close.send(()).unwrap();
     }
 
     #[tokio::test]
