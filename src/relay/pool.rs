@@ -258,7 +258,11 @@ mod tests {
                 });
             }
         });
-        (format!("http://{addr}").parse().unwrap(), accepted)
+        (origin_of(addr), accepted)
+    }
+
+    fn origin_of(addr: std::net::SocketAddr) -> Uri {
+        format!("http://{addr}").parse().unwrap()
     }
 
     fn pool(origin: Uri) -> Arc<Pool> {
@@ -342,9 +346,7 @@ mod tests {
     async fn a_kept_alive_connection_closed_by_the_upstream_is_replaced() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let origin = origin_of(listener.local_addr().unwrap());
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -381,9 +383,7 @@ mod tests {
     async fn a_request_that_finds_its_connection_closed_goes_out_on_another() {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let origin = origin_of(listener.local_addr().unwrap());
         let (close, closing) = std::sync::mpsc::channel::<()>();
         // A blocking server on its own thread, so that it closes while the test's runtime
         // (one thread) is held up and cannot see the close before sending on the connection.
@@ -436,9 +436,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_upstream_is_an_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let origin = origin_of(listener.local_addr().unwrap());
         drop(listener);
         let req = Request::builder()
             .uri("/x")
