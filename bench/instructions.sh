@@ -53,7 +53,8 @@ gateway_ir() {
   sed "s|^data_dir = .*|data_dir = \"$w/gw\"|" "$dir/gateway.toml" > "$w/gateway.toml"
   valgrind --tool=callgrind --callgrind-out-file="$w/cg.out" "$BIN" gateway serve --config "$w/gateway.toml" > "$w/out" 2>&1 &
   local pid=$!
-  local url; url=$(wait_line_slow "$w/out" "listening on")
+  # A server under valgrind starts ~50 times slower: a minute's patience.
+  local url; url=$(wait_line "$w/out" "listening on" 600)
   local ok; ok=$(python3 "$dir/get.py" "$url/k8s/sb$PATH_Q" "$SESSION" "$n")
   [ "$ok" = "$n" ] || { echo "the gateway answered $ok of $n calls with 200" >&2; cat "$w/out" >&2; exit 1; }
   stop_and_count "$pid" "$w/out"
@@ -73,9 +74,6 @@ proxy_ir() {
   [ "$ok" = "$n" ] || { echo "the proxy answered $ok of $n calls with 200" >&2; cat "$w/out" >&2; exit 1; }
   stop_and_count "$pid" "$w/out"
 }
-
-# wait_line with a longer patience: a server under valgrind starts ~50 times slower.
-wait_line_slow() { for _ in $(seq 600); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
 
 printf '%-14s %14s %14s %16s\n' hop "Ir ($N1 calls)" "Ir ($N2 calls)" "Ir per call"
 for hop in gateway proxy; do

@@ -25,8 +25,9 @@ export ZTK_LOG="${ZTK_LOG:-error}"
 PATH_Q="/api/v1/namespaces/dev/pods?labelSelector=run%3Ddebug-shell"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Waits for a line matching $2 in file $1 and prints its last field.
-wait_line() { for _ in $(seq 100); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
+# Waits (up to $3 tenths of a second, default 100) for a line matching $2 in file $1 and prints
+# its last field.
+wait_line() { for _ in $(seq "${3:-100}"); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
 # Resident set size of a pid, in MB with one decimal.
 rss_mb() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
