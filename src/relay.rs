@@ -305,7 +305,7 @@ where
         let pool = upstream.short.clone();
         match pool.send(req).await {
             Ok((resp, lease)) => Ok((resp, Some(lease))),
-            Err(err) => Err(error_chain(&*err)),
+            Err(err) => Err(failure_message(&label, &*err)),
         }
     } else {
         let client = if upgrade {
@@ -315,13 +315,12 @@ where
         };
         match client.request(req).await {
             Ok(resp) => Ok((resp, None)),
-            Err(err) => Err(error_chain(&err)),
+            Err(err) => Err(failure_message(&label, &err)),
         }
     };
     let (mut resp, lease) = match sent {
         Ok(sent) => sent,
-        Err(err) => {
-            let msg = format!("cannot reach {label}: {err}");
+        Err(msg) => {
             done(outcome(502, &bytes_in, 0, start, Some(msg.clone())));
             return body::refusal(
                 StatusCode::BAD_GATEWAY,
@@ -532,6 +531,25 @@ fn outcome(
         error,
         open: false,
     }
+}
+
+/// Why a request got no answer from `label`, for the client and the record. An upstream that
+/// closed the connection after the request went out may have carried it out: a client must
+/// check before sending it again, not take it for unreachable.
+pub(crate) fn failure_message(label: &str, err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message())
+        {
+            return format!(
+                "{label} closed the connection before answering ({}); the request may have been carried out: check before sending it again",
+                error_chain(err)
+            );
+        }
+        cause = e.source();
+    }
+    format!("cannot reach {label}: {}", error_chain(err))
 }
 
 /// Every cause of an error on one line: hyper's top-level messages alone say little.

@@ -429,6 +429,12 @@ mod tests {
             crate::relay::error_chain(&*err).contains("connection closed"),
             "{err}"
         );
+        let told = crate::relay::failure_message("cluster dev", &*err);
+        assert!(
+            told.starts_with("cluster dev closed the connection before answering")
+                && told.contains("check before sending it again"),
+            "{told}"
+        );
         assert_eq!(get(&pool, "/d").await, "connection 2");
         close.send(()).unwrap();
     }
