@@ -4,6 +4,9 @@
 # `kubectl proxy`, through the ztk gateway, and through the ztk local proxy plus the gateway
 # (when this ztk has `ztk proxy`). Load: wrk at fixed concurrency, p50/p99 latency and req/s.
 # Usage: bench/relay.sh [SECONDS_PER_RUN] [CONCURRENCIES]    e.g. bench/relay.sh 10 "1 16 64"
+# ROUNDS=N repeats every run N times, interleaved (the summary takes medians).
+# ZTK_BENCH_COMPARE=/path/to/other/ztk adds a second gateway and local proxy of that build (same
+# sandbox, a login of their own), run in the same rounds: a before/after in one run.
 # Needs: nginx, wrk (Debian packages nginx-light, wrk), openssl, kubectl. Prints; asserts nothing.
 set -euo pipefail
 SECS="${1:-10}"
@@ -71,6 +74,25 @@ targets=(
 start_proxy
 targets+=("ztk-proxy+gateway|$PROXY_URL$PATH_Q|Bearer $CRED|$PROXY_PID")
 
+# The other build's gateway and proxy: lib.sh's functions, pointed at a directory of their own.
+if [ -n "${ZTK_BENCH_COMPARE:-}" ]; then
+  (
+    BIN="$ZTK_BENCH_COMPARE"; dir="$dir/other"; mkdir -p "$dir"
+    export ZTK_CONFIG_DIR="$dir/client" ZTK_DATA_DIR="$dir/client" HOME="$dir/home" KUBECACHEDIR="$dir/kcache"
+    cp "$dir/../sandbox.kubeconfig" "$dir/"
+    start_gateway
+    start_proxy
+    printf '%s\n' "$GATEWAY_PID" "$GATEWAY/k8s/sb" "$SESSION" "$PROXY_PID" "$PROXY_URL" "$CRED" > "$dir/started"
+  )
+  { read -r OTHER_GATEWAY_PID; read -r OTHER_GATEWAY; read -r OTHER_SESSION
+    read -r OTHER_PROXY_PID; read -r OTHER_PROXY_URL; read -r OTHER_CRED; } < "$dir/other/started"
+  pids+=("$OTHER_GATEWAY_PID" "$OTHER_PROXY_PID")
+  targets+=(
+    "other:ztk-gateway|$OTHER_GATEWAY$PATH_Q|Bearer $OTHER_SESSION|$OTHER_GATEWAY_PID"
+    "other:ztk-proxy+gateway|$OTHER_PROXY_URL$PATH_Q|Bearer $OTHER_CRED|$OTHER_PROXY_PID"
+  )
+fi
+
 for t in "${targets[@]}"; do
   IFS="|" read -r name url auth _ <<< "$t"
   code=$(curl -s -o /dev/null -w '%{http_code}' -k ${auth:+-H "Authorization: $auth"} "$url")
@@ -85,7 +107,7 @@ box_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 ROUNDS="${ROUNDS:-1}"
 results="$dir/results"
-printf '%-20s %5s %10s %10s %10s %12s %12s\n' target conc p50 p99 req/s "cpu/req(us)" "box/req(us)"
+printf '%-24s %5s %10s %10s %10s %12s %12s\n' target conc p50 p99 req/s "cpu/req(us)" "box/req(us)"
 for c in $CONCS; do
   for round in $(seq "$ROUNDS"); do
     for t in "${targets[@]}"; do
@@ -101,7 +123,7 @@ for c in $CONCS; do
       cpu=$(( n > 0 ? (after - before) * 1000000 / HZ / n : 0 ))
       box=$(( n > 0 ? (box_after - box_before) * 1000000 / HZ / n : 0 ))
       errs=$(awk '/Non-2xx/ {print $NF}' <<< "$out")
-      printf '%-20s %5s %10s %10s %10s %12s %12s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "$box" "${errs:+($errs non-2xx)}"
+      printf '%-24s %5s %10s %10s %10s %12s %12s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "$box" "${errs:+($errs non-2xx)}"
       echo "$name $c $p50 $p99 $rps $cpu $box" >> "$results"
     done
   done
@@ -123,12 +145,21 @@ for line in open(sys.argv[1]):
 med = {k: [statistics.median(x[i] for x in v) for i in range(5)] for k, v in rows.items()}
 hops = [("nginx", "nginx", "direct"), ("nginx, access log on", "nginx+log", "direct"),
         ("kubectl proxy", "kubectl-proxy", "direct"),
-        ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway")]
+        ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway"),
+        ("ztk gateway, other build", "other:ztk-gateway", "direct"),
+        ("ztk local proxy, other build", "other:ztk-proxy+gateway", "other:ztk-gateway")]
 print()
-print("added by each hop (median of rounds)   p50 added   p99 added   cpu/req of the hop   machine cpu/req added")
+print("added by each hop (median of rounds)     p50 added   p99 added   cpu/req of the hop   machine cpu/req added   p50, p99 added ÷ nginx's")
 for c in sorted({c for _, c in med}, key=int):
+    # What nginx adds at p50 and p99: the yardstick of issue 9's targets.
+    nginx = None
+    if ("nginx", c) in med and ("direct", c) in med:
+        nginx = [med[("nginx", c)][i] - med[("direct", c)][i] for i in (0, 1)]
     for label, name, base in hops:
         if (name, c) in med and (base, c) in med:
             a, b = med[(name, c)], med[(base, c)]
-            print(f"  c={c:<4} {label:<26} {a[0]-b[0]:8.0f}us  {a[1]-b[1]:8.0f}us  {a[3]:8.0f}us  {a[4]-b[4]:18.0f}us")
+            ratio = ""
+            if nginx and min(nginx) > 0:
+                ratio = f"{(a[0]-b[0])/nginx[0]:6.2f}, {(a[1]-b[1])/nginx[1]:.2f}"
+            print(f"  c={c:<4} {label:<28} {a[0]-b[0]:8.0f}us  {a[1]-b[1]:8.0f}us  {a[3]:8.0f}us  {a[4]-b[4]:18.0f}us      {ratio}")
 PY
