@@ -431,3 +431,63 @@ fn exports_survive_hostile_strings_and_read_back_with_a_real_csv_parser() {
         .failure();
     assert_eq!(code, 2);
 }
+
+#[test]
+fn tables_and_show_escape_terminal_control_characters_of_records() {
+    let env = Env::start();
+    env.add_user("root", &["ztk-admins"]);
+    env.login();
+    // A clear-screen and an OSC 52 clipboard write in argv, as a hostile user could record them;
+    // kubectl asks for pods of those names, so the calls carry them too.
+    let clear = "\x1b[2J";
+    let clipboard = "\x1b]52;c;aGVsbG8=\x07";
+    let out = env
+        .kubectl(&["get", "po", clear, clipboard, "-n", "dev"])
+        .output();
+    assert!(!out.status.success());
+    let commands = ndjson(&env.ztk(&["audit", "list", "-o", "ndjson"]).success());
+    let id = commands[0]["id"].as_str().unwrap().to_string();
+    // Machine formats keep the exact data.
+    assert!(
+        commands[0]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == clipboard),
+        "{}",
+        commands[0]
+    );
+
+    let outputs = [
+        env.ztk(&["audit", "list", "-o", "table"]).success(),
+        env.ztk(&["audit", "list", "-o", "wide"]).success(),
+        env.ztk(&["audit", "list", "--view", "calls", "-o", "wide"])
+            .success(),
+        env.ztk(&["audit", "show", &id, "-o", "table"]).success(),
+        env.ztk(&["audit", "show", &id, "-o", "wide"]).success(),
+        env.ztk(&["audit", "list", "--remote", "-o", "table"])
+            .success(),
+        env.ztk(&["audit", "list", "--remote", "--view", "calls", "-o", "wide"])
+            .success(),
+        env.ztk(&["audit", "show", &id, "--remote", "-o", "table"])
+            .success(),
+        env.gateway_cmd(&["audit", "-o", "wide"]).success(),
+        env.gateway_cmd(&["audit", "--view", "calls", "-o", "wide"])
+            .success(),
+    ];
+    for (i, text) in outputs.iter().enumerate() {
+        assert!(
+            !text.contains(['\x1b', '\x07']),
+            "output {i} holds a raw control character:\n{text:?}"
+        );
+        assert!(
+            text.contains(r"\x1b"),
+            "output {i} shows the escape:\n{text}"
+        );
+    }
+    assert!(
+        outputs[3].contains(r"\x1b]52;c;aGVsbG8=\x07"),
+        "{}",
+        outputs[3]
+    );
+}
