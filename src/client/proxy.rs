@@ -335,6 +335,8 @@ async fn handle(
         .to_string();
     let info = RequestInfo::parse(req.method().as_str(), &path, uri.query());
     let mut call = ApiCall::begin(req.method(), &uri, &path, &info, req.headers(), peer.ip());
+    // Within the gateway's limits (a long path or query is cut, marked): the record ships.
+    call.fit();
     call.cluster = cluster.clone();
     call.request_id = Some(call.id);
     call.command_id = None;

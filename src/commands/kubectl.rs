@@ -105,6 +105,8 @@ pub async fn run(args: Args) -> Result<i32> {
             .unwrap_or_default(),
         host: crate::fsutil::hostname(),
     };
+    // Within the gateway's limits, cut with a marker: the record always ships.
+    command.fit();
     // The writer's thread opens the store and commits the command first, the proof that the
     // store takes writes at all. Fail-closed waits for that commit before kubectl starts (a
     // crash then still leaves the command in the log); best-effort starts kubectl meanwhile and
