@@ -75,7 +75,7 @@ fn check_text(
             max,
         });
     }
-    if value.as_bytes().contains(&0) {
+    if value.contains('\0') {
         return Err(InvalidRecord::Nul {
             kind,
             id,
