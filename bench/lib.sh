@@ -48,6 +48,11 @@ start_gateway() {
 listen = "127.0.0.1:0"
 data_dir = "$dir/gw"
 ${ZTK_BENCH_GATEWAY_TOML:-}
+# The benchmarks push more than one user's default allowance per minute, from one address.
+[limits]
+ingest_records_per_minute = 0
+ingest_bytes_per_minute = 0
+max_connections_per_address = 0
 [[clusters]]
 name = "sb"
 kubeconfig = "$dir/sandbox.kubeconfig"

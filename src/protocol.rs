@@ -42,6 +42,10 @@ pub const MAX_API_BODY: usize = 8 << 20;
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
+    /// This client's current session token, if it has one: a new login replaces that session
+    /// (revoked once the password is verified) instead of adding one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +67,12 @@ pub struct SessionInfo {
     /// The user's role bindings (directly and through groups).
     #[serde(default)]
     pub roles: Vec<RoleGrant>,
+    /// How many sessions the user has open (this one included), and the most allowed (0: no
+    /// limit).
+    #[serde(default)]
+    pub open_sessions: u32,
+    #[serde(default)]
+    pub max_sessions: u32,
 }
 
 /// One binding as the client shows it.

@@ -173,29 +173,19 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// Whether an exchange may stay open long after its request: an upgrade (exec, attach,
-/// port-forward), a watch or followed logs. The gateway tracks these for revocation.
-pub fn stays_open<B>(req: &Request<B>, path_and_query: &str) -> bool {
-    is_upgrade(req) || is_long_lived(path_and_query)
+/// port-forward), or what the request's parse calls long-lived (a watch, followed logs). The
+/// gateway tracks these for revocation.
+pub fn stays_open<B>(req: &Request<B>, long_lived: bool) -> bool {
+    is_upgrade(req) || long_lived
 }
 
-/// Whether a request asks for a response that stays open: a watch (`watch=true`, or the legacy
-/// `/watch/` path) or followed logs (`follow=true`). These go over the HTTP/2 client, where they
-/// share a connection; everything else over the HTTP/1.1 pool.
-fn is_long_lived(path_and_query: &str) -> bool {
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let mut parts = path.split('/').skip(1);
-    let legacy_watch = match parts.next() {
-        Some("api") => parts.nth(1) == Some("watch"),
-        Some("apis") => parts.nth(2) == Some("watch"),
-        _ => false,
-    };
-    legacy_watch
-        || query.split('&').any(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == "watch" || k == "follow") && !matches!(v, "false" | "0" | "")
-        })
+/// Removes the headers that belong to the client's connection (those named in `Connection`
+/// and the hop-by-hop ones), keeping an upgrade's `Connection: Upgrade`. Each hop calls this
+/// before it reads any header, so that a client cannot have a header it was authorized with
+/// (an `Impersonate-User`, say) removed after authorization by naming it in `Connection`.
+pub fn drop_hop_by_hop<B>(req: &mut Request<B>) {
+    let upgrade = is_upgrade(req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -239,13 +229,15 @@ async fn cancelled(mut cancel: Cancel) {
 }
 
 /// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
-/// `extra` headers. Calls `done` exactly once with the final outcome, when the exchange is over;
+/// `extra` headers. `long_lived` (a watch, followed logs: from the request's one parse) sends it
+/// over the HTTP/2 client, where such streams share a connection. Calls `done` exactly once with the final outcome, when the exchange is over;
 /// for an upgraded stream (exec, attach, port-forward) it is called once before that, with
 /// `open: true`, when the stream starts. With `cancel`, the stream ends when it fires.
 pub async fn relay<F>(
     upstream: &Upstream,
     mut req: Request<Body>,
     path_and_query: &str,
+    long_lived: bool,
     extra: HeaderMap,
     cancel: Option<Cancel>,
     done: F,
@@ -268,7 +260,7 @@ where
 
     // Short exchanges go over `upstream.short`, which takes the origin form (path and query);
     // hyper-util's clients take the absolute form.
-    let short = !upgrade && !is_long_lived(path_and_query);
+    let short = !upgrade && !long_lived;
     let target = if short {
         format!("{}{}", upstream.prefix, path_and_query)
     } else {
@@ -702,31 +694,6 @@ mod tests {
         addr
     }
 
-    #[test]
-    fn long_lived_requests_are_told_apart() {
-        for long in [
-            "/api/v1/pods?watch=true",
-            "/api/v1/namespaces/dev/pods?labelSelector=a%3Db&watch=1&resourceVersion=5",
-            "/api/v1/watch/namespaces/dev/pods",
-            "/apis/apps/v1/watch/deployments",
-            "/api/v1/namespaces/dev/pods/p/log?follow=true&container=c",
-        ] {
-            assert!(is_long_lived(long), "{long}");
-        }
-        for short in [
-            "/api/v1/pods",
-            "/api/v1/pods?watch=false",
-            "/api/v1/pods?watch=0&limit=500",
-            "/api/v1/namespaces/dev/pods/p/log?follow=false",
-            "/api/v1/namespaces/watch/pods",
-            "/apis/watch/v1/things",
-            "/version?timeout=5s",
-            "/",
-        ] {
-            assert!(!is_long_lived(short), "{short}");
-        }
-    }
-
     /// A relaying hop (as the gateway runs it) in front of the upstream at `upstream_addr`, and
     /// a client upgraded through it: the client's raw connection, the hop's cancel switch and
     /// the outcomes it reports. With `zero_linger`, closing the client sends a reset.
@@ -768,6 +735,7 @@ mod tests {
                     &upstream,
                     req.map(body::boxed),
                     "/exec",
+                    false,
                     HeaderMap::new(),
                     Some(cancel),
                     move |outcome| {

@@ -106,20 +106,18 @@ impl RequestInfo {
 
         let params = QueryParams(query.unwrap_or(""));
         if info.name.is_empty() && info.verb == "get" {
-            info.verb = match params.get("watch") {
-                Some(v) if v != "false" && v != "0" => "watch",
-                _ => "list",
+            info.verb = if params.get("watch").is_some_and(|v| go_bool(&v)) {
+                "watch"
+            } else {
+                "list"
             }
             .to_string();
-        }
-        // `fieldSelector=metadata.name=X` names one object (list/watch of a single object).
-        if info.verb == "list" || info.verb == "watch" {
-            if let Some(selector) = params.get("fieldSelector") {
-                if let Some(name) = selector.strip_prefix("metadata.name=") {
-                    if !name.contains(',') {
-                        info.name = name.to_string();
-                    }
-                }
+            // `fieldSelector=metadata.name=X` names one object (list/watch of a single object).
+            if let Some(name) = params
+                .get("fieldSelector")
+                .and_then(|s| exact_name(&s).map(str::to_string))
+            {
+                info.name = name;
             }
         }
         if info.name.is_empty() && info.verb == "delete" {
@@ -156,6 +154,242 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&plus)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A query parameter read as a boolean the way the apiserver converts one
+/// (`runtime.Convert_Slice_string_To_bool`): `0` and `false` (any case) are false, anything
+/// else, the empty value included (`?watch`, `?watch=`), is true.
+pub fn go_bool(value: &str) -> bool {
+    !(value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
+/// The object a field selector limits a list or watch to: the value of its first
+/// `metadata.name=X` (or `==`) term, as the apiserver's `RequiresExactMatch` finds it. Terms are
+/// ANDed, so whatever else the selector says, it selects at most that object. A term with
+/// escapes, spaces or a value that is no valid name gives no name: the request is then
+/// authorized as a list of every object, which needs more, never less.
+fn exact_name(selector: &str) -> Option<&str> {
+    selector.split(',').find_map(|term| {
+        let value = term
+            .strip_prefix("metadata.name==")
+            .or_else(|| term.strip_prefix("metadata.name="))?;
+        let valid = !value.is_empty()
+            && value != "."
+            && value != ".."
+            && !value.contains(['/', '%', '\\', ' ', '=', '!']);
+        valid.then_some(value)
+    })
+}
+
+/// Query parameters the apiserver reads as lists: they may repeat. Any other parameter given
+/// twice is refused, since the gateway and the cluster could read different values of it.
+const LIST_PARAMETERS: [&str; 4] = ["command", "ports", "exclude", "dryRun"];
+
+/// Query parameters that decide how a request is named or whether it streams; they are
+/// forwarded as `true` or `false`, whatever spelling the client used.
+const BOOLEAN_PARAMETERS: [&str; 2] = ["watch", "follow"];
+
+/// Why a request was refused before authorization: the gateway and the cluster could read it
+/// differently, so the gateway would authorize one request and the cluster carry out another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ambiguity {
+    #[error("the path must start with '/'")]
+    Relative,
+    #[error("the path has a dot segment ({0:?}); send the path without '.' or '..' segments")]
+    DotSegment(String),
+    #[error("the path has an empty segment ('//'); send each segment once")]
+    EmptySegment,
+    #[error("the path has an encoded '/' (%2F) inside a segment")]
+    EncodedSlash,
+    #[error("the path has a ';'; Kubernetes paths have none")]
+    Semicolon,
+    #[error("the {0} has an invalid percent-encoding or is not UTF-8")]
+    BadEncoding(&'static str),
+    #[error("the {0} has a control character")]
+    ControlCharacter(&'static str),
+    #[error(
+        "the query has a ';' (the apiserver drops such parameters); separate parameters with '&'"
+    )]
+    QuerySemicolon,
+    #[error("the query parameter {0:?} is given more than once; give it once")]
+    RepeatedParameter(String),
+}
+
+/// A request as the gateway authorizes it and forwards it: parsed once, so that what is
+/// decided is exactly what goes to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRequest {
+    pub info: RequestInfo,
+    /// The path, decoded once and encoded again: the form forwarded.
+    pub path: String,
+    /// The query, decoded once and encoded again, with `watch`/`follow` as `true`/`false`.
+    pub query: Option<String>,
+    /// Whether the response may stay open for long: a watch, followed logs, or the proxy
+    /// subresource. Upgrades (exec, attach, port-forward) are seen from the headers.
+    pub long_lived: bool,
+}
+
+impl ParsedRequest {
+    /// Parses a request strictly: refuses what could be read two ways (dot or empty segments,
+    /// encoded slashes, bad encodings, repeated parameters), and rebuilds path and query from
+    /// the parsed values.
+    pub fn parse(
+        method: &str,
+        raw_path: &str,
+        raw_query: Option<&str>,
+    ) -> Result<ParsedRequest, Ambiguity> {
+        let path = canonical_path(raw_path)?;
+        let query = match raw_query {
+            Some(q) => canonical_query(q)?,
+            None => None,
+        };
+        let info = RequestInfo::parse(method, &decoded_path(&path), query.as_deref());
+        let params = QueryParams(query.as_deref().unwrap_or(""));
+        let follow = params.get("follow").is_some_and(|v| go_bool(&v));
+        let long_lived = info.verb == "watch"
+            || info.verb == "proxy"
+            || info.subresource == "proxy"
+            || (follow && info.subresource == "log");
+        Ok(ParsedRequest {
+            info,
+            path,
+            query,
+            long_lived,
+        })
+    }
+
+    /// `path?query`, as forwarded.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Characters encoded in a forwarded path segment: controls, space, and those with a meaning in
+/// a URL (`%`, `?`, `#`, `/`), plus a few that are unsafe in paths.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// Characters encoded in a forwarded query key or value (Go's `url.QueryEscape` set, but a
+/// space is `%20`).
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn strict_decode(s: &str, what: &'static str) -> Result<String, Ambiguity> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).unwrap_or(b"");
+            if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(Ambiguity::BadEncoding(what));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let decoded = percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_err(|_| Ambiguity::BadEncoding(what))?
+        .into_owned();
+    // A query value may hold any text (an exec command's newline); a NUL, nowhere.
+    let refused = |c: char| c == '\0' || (what != "query value" && c.is_control());
+    if decoded.chars().any(refused) {
+        return Err(Ambiguity::ControlCharacter(what));
+    }
+    Ok(decoded)
+}
+
+fn canonical_path(raw: &str) -> Result<String, Ambiguity> {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(Ambiguity::Relative);
+    };
+    if rest.is_empty() {
+        return Ok("/".to_string());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    let mut out = String::with_capacity(raw.len());
+    for (i, raw_segment) in segments.iter().enumerate() {
+        out.push('/');
+        if raw_segment.is_empty() {
+            // A trailing slash names the same thing for the apiserver; an inner one does not.
+            if i == last {
+                continue;
+            }
+            return Err(Ambiguity::EmptySegment);
+        }
+        let segment = strict_decode(raw_segment, "path")?;
+        if segment.contains('/') {
+            return Err(Ambiguity::EncodedSlash);
+        }
+        if segment.contains(';') {
+            return Err(Ambiguity::Semicolon);
+        }
+        if segment == "." || segment == ".." {
+            return Err(Ambiguity::DotSegment(segment));
+        }
+        out.extend(percent_encoding::utf8_percent_encode(&segment, SEGMENT));
+    }
+    Ok(out)
+}
+
+/// The decoded form of a canonical path (whose segments hold no encoded '/').
+fn decoded_path(canonical: &str) -> String {
+    percent_encoding::percent_decode_str(canonical)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn canonical_query(raw: &str) -> Result<Option<String>, Ambiguity> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(raw.len());
+    for pair in raw.split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        if pair.contains(';') {
+            return Err(Ambiguity::QuerySemicolon);
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = strict_decode(&k.replace('+', " "), "query")?;
+        let mut value = strict_decode(&v.replace('+', " "), "query value")?;
+        if !LIST_PARAMETERS.contains(&key.as_str()) {
+            if seen.contains(&key) {
+                return Err(Ambiguity::RepeatedParameter(key));
+            }
+            seen.push(key.clone());
+        }
+        if BOOLEAN_PARAMETERS.contains(&key.as_str()) {
+            value = go_bool(&value).to_string();
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(&key, QUERY));
+        out.push('=');
+        out.extend(percent_encoding::utf8_percent_encode(&value, QUERY));
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 #[cfg(test)]
@@ -629,5 +863,124 @@ mod tests {
         assert_eq!(q.get("labelSelector").as_deref(), Some("app in (web)"));
         assert_eq!(q.get("flag").as_deref(), Some(""));
         assert_eq!(q.get("missing"), None);
+    }
+
+    fn strict(method: &str, target: &str) -> Result<ParsedRequest, Ambiguity> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        ParsedRequest::parse(method, path, query)
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        let refused = [
+            ("/api/v1/namespaces/dev/pods/web/log/../exec", "dot"),
+            ("/api/v1/namespaces/dev/pods/web/%2e%2e/exec", "dot"),
+            ("/api/v1/namespaces/dev/pods/./web", "dot"),
+            ("//api/v1/watch/namespaces/dev/pods", "empty"),
+            ("/api/v1//namespaces/dev/pods", "empty"),
+            ("/api/v1/namespaces/dev/pods/web%2Fexec", "slash"),
+            ("/api/v1/namespaces/dev/pods/web;x=1", "semicolon"),
+            ("/api/v1/namespaces/dev/pods/%zz", "encoding"),
+            ("/api/v1/namespaces/dev/pods/%ff", "encoding"),
+            ("/api/v1/namespaces/dev/pods/a%00b", "control"),
+            ("api/v1/pods", "relative"),
+            (
+                "/api/v1/namespaces/dev/configmaps?fieldSelector=metadata.name%3Dapp-config&fieldSelector=metadata.name%3Dprivate-config",
+                "repeated",
+            ),
+            ("/api/v1/pods?watch=0&watch=1", "repeated"),
+            ("/api/v1/pods?watch=0&%77atch=1", "repeated"),
+            ("/api/v1/pods?watch=1;x=2", "semicolon"),
+            ("/api/v1/pods?labelSelector=%zz", "encoding"),
+            ("/api/v1/pods?limit=1%00", "control"),
+        ];
+        for (target, why) in refused {
+            let err = strict("GET", target).expect_err(target);
+            let text = format!("{err:?}").to_lowercase();
+            assert!(text.contains(why), "{target}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_request_is_the_authorized_one() {
+        // Every spelling of a watch is one: forwarded as watch=true, and long-lived.
+        for q in [
+            "watch=1",
+            "%77atch=1",
+            "watch",
+            "watch=",
+            "watch=TRUE",
+            "watch=yes",
+        ] {
+            let p = strict("GET", &format!("/api/v1/namespaces/dev/pods?{q}")).unwrap();
+            assert_eq!(p.info.verb, "watch", "{q}");
+            assert_eq!(p.query.as_deref(), Some("watch=true"), "{q}");
+            assert!(p.long_lived, "{q}");
+        }
+        for q in ["watch=0", "watch=false", "watch=False"] {
+            let p = strict("GET", &format!("/api/v1/namespaces/dev/pods?{q}")).unwrap();
+            assert_eq!(p.info.verb, "list", "{q}");
+            assert_eq!(p.query.as_deref(), Some("watch=false"), "{q}");
+            assert!(!p.long_lived, "{q}");
+        }
+        for q in ["follow=true", "%66ollow=true", "follow"] {
+            let p = strict("GET", &format!("/api/v1/namespaces/dev/pods/web/log?{q}")).unwrap();
+            assert_eq!(p.query.as_deref(), Some("follow=true"), "{q}");
+            assert!(p.long_lived, "{q}");
+        }
+        let p = strict("GET", "/api/v1/namespaces/dev/pods/web/log?follow=false").unwrap();
+        assert!(!p.long_lived);
+        // The legacy watch path is a watch.
+        let p = strict("GET", "/api/v1/watch/namespaces/dev/pods").unwrap();
+        assert!(p.long_lived && p.info.verb == "watch");
+        // A name selector names the object; the query is re-encoded, not changed.
+        let p = strict(
+            "GET",
+            "/api/v1/namespaces/dev/configmaps?fieldSelector=metadata.name%3Dapp-config&limit=500",
+        )
+        .unwrap();
+        assert_eq!(p.info.name, "app-config");
+        assert_eq!(
+            p.query.as_deref(),
+            Some("fieldSelector=metadata.name%3Dapp-config&limit=500")
+        );
+        for selector in [
+            "metadata.name%3Dapp-config%2Cmetadata.name%3Dother",
+            "metadata.name%3D%3Dapp-config",
+            "metadata.namespace%3Ddev%2Cmetadata.name%3Dapp-config",
+        ] {
+            let target = format!("/api/v1/namespaces/dev/configmaps?fieldSelector={selector}");
+            assert_eq!(strict("GET", &target).unwrap().info.name, "app-config");
+        }
+        for selector in [
+            "",
+            "metadata.name!%3Dapp-config",
+            "metadata.name%3Da%5C%2Cb",
+        ] {
+            let target = format!("/api/v1/namespaces/dev/configmaps?fieldSelector={selector}");
+            assert_eq!(strict("GET", &target).unwrap().info.name, "", "{selector}");
+        }
+        // Exec commands repeat; plus and %20 both mean a space and are forwarded as %20.
+        let p = strict(
+            "POST",
+            "/api/v1/namespaces/dev/pods/web/exec?command=sh&command=-c&command=echo+a%0Aecho%20b&stdout=true",
+        )
+        .unwrap();
+        assert_eq!(
+            p.query.as_deref(),
+            Some("command=sh&command=-c&command=echo%20a%0Aecho%20b&stdout=true")
+        );
+        assert_eq!(p.info.subresource, "exec");
+        // Paths: decoded once, encoded again; a trailing slash is kept.
+        let p = strict("GET", "/api/v1/namespaces/d%65v/pods/").unwrap();
+        assert_eq!(p.path, "/api/v1/namespaces/dev/pods/");
+        assert_eq!(p.info.namespace, "dev");
+        assert_eq!(strict("GET", "/").unwrap().path, "/");
+        let p = strict("GET", "/api/v1/namespaces/dev/services/web:80/proxy/a%20b").unwrap();
+        assert_eq!(p.path, "/api/v1/namespaces/dev/services/web:80/proxy/a%20b");
+        assert!(p.long_lived);
     }
 }

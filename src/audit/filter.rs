@@ -277,7 +277,7 @@ impl Filter {
             command_id: "cmd.id",
         });
         if self.has_call_filters() {
-            let mut inner = vec!["a.command_id = cmd.id".to_string()];
+            let mut inner = vec!["a.command_id = cmd.id AND a.user = cmd.user".to_string()];
             self.call_level(&mut inner, &mut params, "a");
             sql.push(format!(
                 // A command's calls are few: reach them by command id, never by scanning every
@@ -642,7 +642,7 @@ mod tests {
         assert_eq!(params.len(), 6);
         assert_eq!(sql, "(c.user = ? OR c.user = ?) AND ((c.resource = ? AND c.subresource = ?)) AND ((c.status >= ? AND c.status < ?))");
         let (sql, params) = f.command_clause();
-        assert_eq!(sql, "(cmd.user = ? OR cmd.user = ?) AND EXISTS (SELECT 1 FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND ((a.resource = ? AND a.subresource = ?)) AND ((a.status >= ? AND a.status < ?)))");
+        assert_eq!(sql, "(cmd.user = ? OR cmd.user = ?) AND EXISTS (SELECT 1 FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND a.user = cmd.user AND ((a.resource = ? AND a.subresource = ?)) AND ((a.status >= ? AND a.status < ?)))");
         assert_eq!(params.len(), 6);
         assert!(!sql.contains("alice"));
     }

@@ -115,8 +115,8 @@ impl ApiCall {
     /// apiserver's rules. The caller fills in user and cluster, then `finish` or `refuse`.
     pub fn begin(
         method: &http::Method,
-        uri: &http::Uri,
         path: &str,
+        query: Option<&str>,
         info: &RequestInfo,
         headers: &HeaderMap,
         peer: IpAddr,
@@ -133,7 +133,7 @@ impl ApiCall {
             time_us: now_us(),
             method: method.to_string(),
             path: path.to_string(),
-            query: redact_query(uri.query().unwrap_or("")),
+            query: redact_query(query.unwrap_or("")),
             access_method: AccessMethod::from_user_agent(&user_agent),
             user_agent,
             source_ip: peer.to_string(),

@@ -501,7 +501,7 @@ impl AuditStore {
         let join = if filter.commands.is_empty() {
             ""
         } else {
-            "LEFT JOIN commands cmd ON cmd.id = c.command_id"
+            "LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user"
         };
         let sql = format!("SELECT COUNT(*) FROM api_calls c {join} WHERE {clause}");
         conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
@@ -516,6 +516,37 @@ impl AuditStore {
         conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
+    }
+
+    /// The owners of the command ids used since `since_us` (commands started then, and the
+    /// ids the gateway's own call records carry), at most `limit` of each, newest first: the
+    /// gateway's table of command owners after a restart.
+    pub fn command_owners_since(
+        &self,
+        since_us: i64,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let conn = self.connect(true)?;
+        let mut owners = Vec::new();
+        for sql in [
+            "SELECT id, user FROM commands WHERE started_us >= ?1 ORDER BY started_us DESC LIMIT ?2",
+            "SELECT command_id, user FROM api_calls WHERE time_us >= ?1 AND command_id IS NOT NULL \
+             ORDER BY time_us DESC LIMIT ?2",
+        ] {
+            let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(rusqlite::params![since_us, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (id, user) = row.map_err(|e| self.err(e))?;
+                if let Ok(id) = Uuid::parse_str(&id) {
+                    owners.push((id, user));
+                }
+            }
+        }
+        Ok(owners)
     }
 
     pub fn command(&self, id: Uuid) -> Result<Option<Command>, StoreError> {
@@ -575,7 +606,7 @@ impl AuditStore {
              COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
              CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
              FROM api_calls c \
-             LEFT JOIN commands cmd ON cmd.id = c.command_id \
+             LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user \
              LEFT JOIN client_calls t ON t.id = c.request_id"
         );
         let keys = ("c.time_us", "c.id");
@@ -669,7 +700,7 @@ impl AuditStore {
             "SELECT {}, \
              (SELECT group_concat(cls || '=' || n) FROM \
                 (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                        COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)) \
+                        COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)) \
              FROM commands cmd",
             COMMAND_COLUMNS
                 .split(", ")
@@ -728,7 +759,7 @@ impl AuditStore {
                  COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
                  CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END, c.seq \
                  FROM api_calls c INDEXED BY api_calls_seq \
-                 LEFT JOIN commands cmd ON cmd.id = c.command_id \
+                 LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user \
                  LEFT JOIN client_calls t ON t.id = c.request_id \
                  WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?"
             );
@@ -763,7 +794,7 @@ impl AuditStore {
                 "SELECT {columns}, \
                  (SELECT group_concat(cls || '=' || n) FROM \
                     (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                            COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id GROUP BY cls)), cmd.seq \
+                            COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)), cmd.seq \
                  FROM commands cmd INDEXED BY commands_seq \
                  WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?"
             );
@@ -2376,7 +2407,11 @@ mod tests {
         assert_eq!(stats.written.load(Ordering::Relaxed), 101);
         let all = store.list_calls(&Filter::default()).unwrap();
         assert_eq!(all.len(), 100);
-        assert_eq!(all[0].command_line.as_deref(), Some("kubectl get po"));
+        // A call is shown under a command only when both are the same user's.
+        for row in &all {
+            let expected = (row.call.user == "alice").then_some("kubectl get po");
+            assert_eq!(row.command_line.as_deref(), expected);
+        }
         let alice = store
             .list_calls(&Filter {
                 users: vec!["alice".into()],

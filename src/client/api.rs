@@ -26,6 +26,11 @@ pub enum ApiError {
     },
     #[error("the gateway answered {code}: {message}")]
     Status { code: u16, message: String },
+    #[error("the gateway asked to wait {retry_after:?} (429): {message}")]
+    Throttled {
+        retry_after: Duration,
+        message: String,
+    },
     #[error("the gateway's answer was not understood: {0}")]
     Invalid(String),
     #[error("the gateway did not answer within {0:?}")]
@@ -139,15 +144,21 @@ impl GatewayApi {
                 ApiError::Unreachable { url: self.base.clone(), message, hint }
             })?;
             let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let bytes: Bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| ApiError::Invalid(e.to_string()))?
                 .to_bytes();
-            Ok::<_, ApiError>((status, bytes))
+            Ok::<_, ApiError>((status, retry_after, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+        let (status, retry_after, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ApiError::Timeout(self.timeout))??;
         if status != StatusCode::OK {
@@ -159,6 +170,12 @@ impl GatewayApi {
                         .map(str::to_string)
                 })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(ApiError::Throttled {
+                    retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                    message,
+                });
+            }
             return Err(ApiError::Status {
                 code: status.as_u16(),
                 message,
@@ -167,10 +184,18 @@ impl GatewayApi {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid(e.to_string()))
     }
 
-    pub async fn login(&self, user: &str, password: &str) -> Result<SessionInfo, ApiError> {
+    /// Logs in; `replaces` (this client's current token) is revoked by the gateway once the
+    /// password is verified, so that logging in again does not pile up sessions.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        replaces: Option<String>,
+    ) -> Result<SessionInfo, ApiError> {
         let payload = serde_json::to_vec(&LoginRequest {
             user: user.to_string(),
             password: password.to_string(),
+            replaces,
         })
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
         self.call(Method::POST, protocol::LOGIN_PATH, None, Some(payload))

@@ -30,7 +30,7 @@ use crate::client::config::{ClientConfig, Paths};
 use crate::client::credential::{constant_time_eq, CredentialKey};
 use crate::protocol::{COMMAND_ID_HEADER, KUBE_PREFIX, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
-use crate::request_info::RequestInfo;
+use crate::request_info::{ParsedRequest, RequestInfo};
 use crate::tls;
 
 /// Who may use the proxy, and where their calls go.
@@ -48,6 +48,16 @@ pub enum Access {
         key: CredentialKey,
         session: Box<SessionSource>,
     },
+}
+
+impl Access {
+    /// The user this proxy records calls for.
+    fn user(&self) -> String {
+        match self {
+            Access::Run { user, .. } => user.clone(),
+            Access::Issued { session, .. } => session.user(),
+        }
+    }
 }
 
 /// What the proxy needs to relay and record calls.
@@ -309,6 +319,7 @@ async fn handle(
         );
     }
     let mut req = req.map(body::boxed);
+    crate::relay::drop_hop_by_hop(&mut req);
     // ztk's own headers are set by the proxy alone: a client must not claim another command.
     req.headers_mut().remove(COMMAND_ID_HEADER);
     req.headers_mut().remove(REQUEST_ID_HEADER);
@@ -329,12 +340,36 @@ async fn handle(
             }
         },
     };
-    let path = path_and_query
-        .split_once('?')
-        .map_or(path_and_query.as_str(), |(p, _)| p)
-        .to_string();
-    let info = RequestInfo::parse(req.method().as_str(), &path, uri.query());
-    let mut call = ApiCall::begin(req.method(), &uri, &path, &info, req.headers(), peer.ip());
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query.as_str(), None),
+    };
+    // Parsed once: the record names, and the gateway receives, the canonical request.
+    let parsed = match ParsedRequest::parse(req.method().as_str(), path, query) {
+        Ok(parsed) => parsed,
+        Err(ambiguity) => {
+            let info = RequestInfo::parse(req.method().as_str(), path, query);
+            let mut call =
+                ApiCall::begin(req.method(), path, query, &info, req.headers(), peer.ip());
+            call.cluster = cluster.clone();
+            call.user = ctx.access.user();
+            call.fit();
+            let message = format!("ztk: refused an ambiguous request: {ambiguity}");
+            call.refuse(400, "deny", &message, start.elapsed());
+            ctx.sink.record_call(call);
+            return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &message);
+        }
+    };
+    let path_and_query = parsed.path_and_query();
+    let info = &parsed.info;
+    let mut call = ApiCall::begin(
+        req.method(),
+        &parsed.path,
+        parsed.query.as_deref(),
+        info,
+        req.headers(),
+        peer.ip(),
+    );
     // Within the gateway's limits (a long path or query is cut, marked): the record ships.
     call.fit();
     call.cluster = cluster.clone();
@@ -412,6 +447,7 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         extra.insert(REQUEST_ID_HEADER, v);
     }
+    let long_lived = parsed.long_lived;
     let done_ctx = ctx.clone();
     let done = move |outcome: crate::relay::Outcome| {
         let last = !outcome.open;
@@ -432,10 +468,28 @@ async fn handle(
     };
     match (&ctx.access, upstream) {
         (_, Some(upstream)) => {
-            crate::relay::relay(&upstream, req, &path_and_query, extra, None, done).await
+            crate::relay::relay(
+                &upstream,
+                req,
+                &path_and_query,
+                long_lived,
+                extra,
+                None,
+                done,
+            )
+            .await
         }
         (Access::Run { upstream, .. }, None) => {
-            crate::relay::relay(upstream, req, &path_and_query, extra, None, done).await
+            crate::relay::relay(
+                upstream,
+                req,
+                &path_and_query,
+                long_lived,
+                extra,
+                None,
+                done,
+            )
+            .await
         }
         (Access::Issued { .. }, None) => unreachable!("issued access always resolves an upstream"),
     }

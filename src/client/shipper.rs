@@ -237,6 +237,11 @@ pub async fn ship_continuously(
             }
             Err(err) => {
                 delay = backoff.next_delay();
+                // A gateway that asks to wait (429, over this user's ingest allowance) gets at
+                // least that; the records stay in the outbox meanwhile.
+                if let Some(ApiError::Throttled { retry_after, .. }) = err.downcast_ref() {
+                    delay = delay.max(*retry_after);
+                }
                 tracing::warn!("audit records not shipped yet (retry in {delay:?}): {err:#}");
             }
         }

@@ -71,8 +71,16 @@ pub async fn run(args: Args) -> Result<i32> {
         anyhow::bail!("no terminal to ask for the password; pass --password-stdin and pipe it in");
     };
 
+    // This client's current session (same gateway and user) is replaced, not kept beside.
+    let replaces = previous
+        .as_ref()
+        .filter(|p| p.gateway == gateway && p.user == user)
+        .and_then(|p| TokenStore::for_config(&paths, p).get().ok().flatten());
     let api = GatewayApi::new(&gateway, &roots)?;
-    let session = api.login(&user, &password).await.context("login failed")?;
+    let session = api
+        .login(&user, &password, replaces)
+        .await
+        .context("login failed")?;
     let token = session
         .token
         .clone()

@@ -37,6 +37,14 @@ pub async fn run(_args: Args) -> Result<i32> {
                 "Session:  valid until {}",
                 format_time_us(session.expires_us)
             );
+            let limit = match session.max_sessions {
+                0 => String::new(),
+                n => format!(" of {n} allowed"),
+            };
+            println!(
+                "Sessions: {} open{limit} (`ztk gateway session revoke` ends them all)",
+                session.open_sessions
+            );
             if session.roles.is_empty() {
                 println!(
                     "Roles:    none (every request is denied until an administrator binds a role)"

@@ -14,10 +14,14 @@ use crate::protocol::{
     SessionInfo, WhoCanAnswer,
 };
 
-pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Body>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
-        (Method::POST, protocol::LOGIN_PATH) => login(gateway, req).await,
+        (Method::POST, protocol::LOGIN_PATH) => login(gateway, req, peer).await,
         (Method::GET, protocol::SESSION_PATH) => session(&gateway, &req),
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::INGEST_PATH) => super::ingest::handle(gateway, req).await,
@@ -82,31 +86,75 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
     }
 }
 
-async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+/// Why a login failed, as the audit record and the log say it (the client is told only
+/// "invalid user name or password", or to wait).
+enum LoginFailure {
+    Password,
+    Throttled(std::time::Duration),
+    TooManySessions(String),
+}
+
+async fn login(
+    gateway: Arc<Gateway>,
+    req: Request<Body>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let login: LoginRequest = match read_json(req).await {
         Ok(l) => l,
         Err(resp) => return resp,
     };
+    let name = login.user.clone();
+    // Throttled before the password is checked: a guess made while waiting is not even tried.
+    if let Some(wait) = gateway
+        .login_throttle
+        .wait(&name, peer.ip(), std::time::Instant::now())
+    {
+        return login_failed(
+            &gateway,
+            &name,
+            peer,
+            &user_agent,
+            started,
+            LoginFailure::Throttled(wait),
+        );
+    }
     // argon2 takes tens of milliseconds: keep it off the async workers.
     let gw = gateway.clone();
     let verified = tokio::task::spawn_blocking(move || {
         let user = gw.users.verify_password(&login.user, &login.password)?;
         match user {
             Some(user) => {
+                // The client's previous session (same user) ends: a new login replaces it.
+                if let Some(previous) = login.replaces.as_deref() {
+                    if let Ok(Ok(old)) = gw.users.authenticate(previous) {
+                        if old.user == user.name {
+                            gw.users.revoke_session(&old.id)?;
+                        }
+                    }
+                }
                 let (token, expires_us) = gw.users.create_session(
                     &user.name,
                     gw.session_ttl_us,
                     gw.max_sessions_per_user,
                 )?;
-                Ok::<_, super::users::UserError>(Some((user, token, expires_us)))
+                let open = gw.users.open_sessions(&user.name)?;
+                Ok::<_, super::users::UserError>(Some((user, token, expires_us, open)))
             }
             None => Ok(None),
         }
     })
     .await;
     match verified {
-        Ok(Ok(Some((user, token, expires_us)))) => {
-            tracing::info!(user = %user.name, "login");
+        Ok(Ok(Some((user, token, expires_us, open_sessions)))) => {
+            gateway.login_throttle.succeeded(&user.name);
+            tracing::info!(user = %user.name, source = %peer.ip(), "login");
             let roles = gateway.roles_of(&user.name, &user.groups);
             json(&SessionInfo {
                 user: user.name,
@@ -115,24 +163,98 @@ async fn login(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
                 clusters: gateway.cluster_infos(),
                 token: Some(token),
                 roles,
+                open_sessions,
+                max_sessions: gateway.max_sessions_per_user,
             })
         }
         Ok(Err(err @ UserError::TooManySessions { .. })) => {
-            body::status_response(StatusCode::FORBIDDEN, "Forbidden", &err.to_string())
+            let failure = LoginFailure::TooManySessions(err.to_string());
+            login_failed(&gateway, &name, peer, &user_agent, started, failure)
         }
-        Ok(Ok(None)) => body::status_response(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "invalid user name or password",
-        ),
+        Ok(Ok(None)) => {
+            gateway
+                .login_throttle
+                .failed(&name, peer.ip(), std::time::Instant::now());
+            login_failed(
+                &gateway,
+                &name,
+                peer,
+                &user_agent,
+                started,
+                LoginFailure::Password,
+            )
+        }
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
     }
 }
 
+/// Answers a failed login, and logs and audits it: who (the name given), from where, why.
+fn login_failed(
+    gateway: &Gateway,
+    name: &str,
+    peer: std::net::SocketAddr,
+    user_agent: &str,
+    started: std::time::Instant,
+    failure: LoginFailure,
+) -> Response<Body> {
+    let (resp, status, reason) = match &failure {
+        LoginFailure::Password => (
+            body::status_response(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "invalid user name or password",
+            ),
+            401,
+            "login failed: invalid user name or password".to_string(),
+        ),
+        LoginFailure::Throttled(wait) => {
+            let secs = super::throttle::retry_after_secs(*wait);
+            let mut resp = body::status_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                &format!("too many failed logins; try again in {secs} s"),
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+            (
+                resp,
+                429,
+                format!("login refused: too many failed logins (retry in {secs} s)"),
+            )
+        }
+        LoginFailure::TooManySessions(message) => (
+            body::status_response(StatusCode::FORBIDDEN, "Forbidden", message),
+            403,
+            format!("login refused: {message}"),
+        ),
+    };
+    tracing::warn!(user = ?name, source = %peer.ip(), "{reason}");
+    let mut call = crate::audit::ApiCall {
+        id: uuid::Uuid::now_v7(),
+        time_us: crate::audit::model::now_us(),
+        user: name.to_string(),
+        verb: "login".into(),
+        method: "POST".into(),
+        path: protocol::LOGIN_PATH.into(),
+        user_agent: user_agent.to_string(),
+        source_ip: peer.ip().to_string(),
+        access_method: crate::audit::model::AccessMethod::from_user_agent(user_agent),
+        ..Default::default()
+    };
+    call.refuse(status, "unauthenticated", &reason, started.elapsed());
+    gateway.audit.record_call(call);
+    resp
+}
+
 fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
     match session_of(gateway, req) {
         Ok(s) => json(&SessionInfo {
+            open_sessions: match gateway.users.open_sessions(&s.user) {
+                Ok(n) => n,
+                Err(err) => return internal(err),
+            },
+            max_sessions: gateway.max_sessions_per_user,
             roles: gateway.roles_of(&s.user, &s.groups),
             user: s.user,
             groups: s.groups,

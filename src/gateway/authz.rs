@@ -4,7 +4,7 @@
 //! is forwarded, and `ztk access can-i`/`who-can`/`list` ask the same functions, so what they
 //! answer is what the gateway enforces. Denied requests are audited with the reason.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::rbac::{Identity, Policy};
 use crate::request_info::RequestInfo;
@@ -34,8 +34,11 @@ pub struct Impersonation {
 }
 
 impl Impersonation {
-    /// The client's impersonation request, if it sent any `Impersonate-*` header.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Impersonation> {
+    /// The client's impersonation request, if it sent any `Impersonate-*` header. Refused (with
+    /// the message for a 400) when it could be read two ways: `Impersonate-User` or
+    /// `Impersonate-Uid` given twice (the gateway would authorize one value and the cluster act
+    /// on another), a value that is not visible ASCII text, or an extra key with an escape.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Impersonation>, String> {
         let mut imp = Impersonation::default();
         let mut any = false;
         for (name, value) in headers {
@@ -44,18 +47,76 @@ impl Impersonation {
                 continue;
             };
             any = true;
-            let value = value.to_str().unwrap_or("").to_string();
+            let value = value
+                .to_str()
+                .ok()
+                .filter(|v| v.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
+                .ok_or_else(|| format!("the {name} header's value is not plain text"))?
+                .to_string();
+            let once = |slot: &mut Option<String>| {
+                if slot.is_some() {
+                    return Err(format!(
+                        "the {name} header is given more than once; give one (kubectl --as)"
+                    ));
+                }
+                *slot = Some(value.clone());
+                Ok(())
+            };
             match rest {
-                "user" => imp.user = Some(value),
+                "user" => once(&mut imp.user)?,
+                "uid" => once(&mut imp.uid)?,
                 "group" => imp.groups.push(value),
-                "uid" => imp.uid = Some(value),
                 _ => match rest.strip_prefix("extra-") {
+                    Some(key) if key.is_empty() || key.contains('%') => {
+                        return Err(format!(
+                            "the impersonation header {name:?} has an empty or escaped extra key"
+                        ))
+                    }
                     Some(key) => imp.extras.push((key.to_string(), value)),
                     None => imp.unknown = Some(name.to_string()),
                 },
             }
         }
-        any.then_some(imp)
+        Ok(any.then_some(imp))
+    }
+
+    /// Whether every value can go out as a header (a user or group name from the gateway's
+    /// own users may not).
+    pub fn check_sendable(&self) -> Result<(), String> {
+        let names = self.user.iter().chain(&self.groups).chain(&self.uid);
+        for value in names.chain(self.extras.iter().map(|(_, v)| v)) {
+            if HeaderValue::from_str(value).is_err() {
+                return Err(format!(
+                    "{value:?} cannot be sent as an impersonation header"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes this impersonation as headers, rebuilt from the parsed values (after
+    /// `check_sendable`; a value that cannot be sent is left out).
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let mut put = |name: HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(name, value);
+            }
+        };
+        if let Some(user) = &self.user {
+            put(HeaderName::from_static("impersonate-user"), user);
+        }
+        for group in &self.groups {
+            put(HeaderName::from_static("impersonate-group"), group);
+        }
+        if let Some(uid) = &self.uid {
+            put(HeaderName::from_static("impersonate-uid"), uid);
+        }
+        for (key, value) in &self.extras {
+            if let Ok(name) = HeaderName::from_bytes(format!("impersonate-extra-{key}").as_bytes())
+            {
+                put(name, value);
+            }
+        }
     }
 
     /// The `impersonate` checks Kubernetes makes: one per user, group, uid and extra.
@@ -183,9 +244,9 @@ mod tests {
         };
         let pods = RequestInfo::parse("GET", "/api/v1/namespaces/dev/pods", None);
         let mut headers = HeaderMap::new();
-        assert!(Impersonation::from_headers(&headers).is_none());
+        assert!(Impersonation::from_headers(&headers).unwrap().is_none());
         headers.insert("impersonate-user", "bob".parse().unwrap());
-        let imp = Impersonation::from_headers(&headers).unwrap();
+        let imp = Impersonation::from_headers(&headers).unwrap().unwrap();
         match authorize(&policy, &alice, "c", &pods, Some(&imp)) {
             Decision::Allow { identity, note } => {
                 assert_eq!(identity.user, "bob");
@@ -199,17 +260,52 @@ mod tests {
             Decision::Deny(_)
         ));
         headers.append("impersonate-group", "system:masters".parse().unwrap());
-        let imp = Impersonation::from_headers(&headers).unwrap();
+        let imp = Impersonation::from_headers(&headers).unwrap().unwrap();
         let Decision::Deny(reason) = authorize(&policy, &alice, "c", &pods, Some(&imp)) else {
             panic!("group impersonation allowed");
         };
         assert!(reason.contains("group \"system:masters\""), "{reason}");
         let mut carol = HeaderMap::new();
         carol.insert("impersonate-user", "carol".parse().unwrap());
-        let imp = Impersonation::from_headers(&carol).unwrap();
+        let imp = Impersonation::from_headers(&carol).unwrap().unwrap();
         assert!(matches!(
             authorize(&policy, &alice, "c", &pods, Some(&imp)),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn ambiguous_impersonation_is_refused_and_forwarded_as_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.append("impersonate-user", "alice".parse().unwrap());
+        headers.append("impersonate-user", "bob".parse().unwrap());
+        let err = Impersonation::from_headers(&headers).unwrap_err();
+        assert!(err.contains("more than once"), "{err}");
+        let mut headers = HeaderMap::new();
+        headers.append("impersonate-user", "bob".parse().unwrap());
+        headers.append("impersonate-uid", "1".parse().unwrap());
+        headers.append("impersonate-uid", "2".parse().unwrap());
+        assert!(Impersonation::from_headers(&headers).is_err());
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "impersonate-user",
+            HeaderValue::from_bytes(b"b\xffob").unwrap(),
+        );
+        assert!(Impersonation::from_headers(&headers).is_err());
+        let mut headers = HeaderMap::new();
+        headers.append("impersonate-user", "bob".parse().unwrap());
+        headers.append("impersonate-extra-a%2fb", "x".parse().unwrap());
+        assert!(Impersonation::from_headers(&headers).is_err());
+        // Groups and extras repeat; what is written is what was parsed.
+        let mut headers = HeaderMap::new();
+        headers.append("impersonate-user", "bob".parse().unwrap());
+        headers.append("impersonate-group", "g1".parse().unwrap());
+        headers.append("impersonate-group", "g2".parse().unwrap());
+        headers.append("impersonate-extra-scopes", "s1".parse().unwrap());
+        headers.append("impersonate-extra-scopes", "s2".parse().unwrap());
+        let imp = Impersonation::from_headers(&headers).unwrap().unwrap();
+        let mut out = HeaderMap::new();
+        imp.write_headers(&mut out);
+        assert_eq!(out, headers);
     }
 }

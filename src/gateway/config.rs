@@ -51,6 +51,60 @@ struct RawConfig {
     /// Threads that relay requests; 0 (the default): one per core.
     #[serde(default)]
     worker_threads: usize,
+    /// `[limits]`: what one client may hold or send.
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    header_read_timeout: String,
+    idle_timeout: String,
+    max_connections_per_address: usize,
+    ingest_records_per_minute: u64,
+    ingest_bytes_per_minute: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let limits = Limits::default();
+        RawLimits {
+            header_read_timeout: "10s".into(),
+            idle_timeout: "2m".into(),
+            max_connections_per_address: limits.max_connections_per_address,
+            ingest_records_per_minute: limits.ingest_records_per_minute,
+            ingest_bytes_per_minute: limits.ingest_bytes_per_minute,
+        }
+    }
+}
+
+/// `[limits]`: what one client may hold or send, so that no user can starve the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no request in flight this long is closed. Longer than the clients'
+    /// own idle close (90 s), so that a client is not caught reusing a connection being closed.
+    pub idle_timeout: std::time::Duration,
+    /// Connections open at once from one address (0: no limit).
+    pub max_connections_per_address: usize,
+    /// Audit records one user may ship per minute (0: no limit); past it `429`.
+    pub ingest_records_per_minute: u64,
+    /// Bytes of batches one user may ship per minute (0: no limit); past it `429`.
+    pub ingest_bytes_per_minute: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(120),
+            max_connections_per_address: 512,
+            ingest_records_per_minute: 300_000,
+            ingest_bytes_per_minute: 128 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +178,7 @@ pub struct GatewayConfig {
     pub audit_checkpoint_interval: std::time::Duration,
     /// Threads of the async runtime that relays requests (`worker_threads`).
     pub worker_threads: usize,
+    pub limits: Limits,
 }
 
 /// `audit_mode`: what the gateway does while it cannot persist audit records.
@@ -353,7 +408,39 @@ impl GatewayConfig {
                         raw.audit_checkpoint_interval
                     ))
                 })?;
+        let duration = |key: &str, value: &str| {
+            crate::audit::filter::parse_duration_us(value)
+                .ok()
+                .filter(|us| *us >= 1_000)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "key `limits.{key}`: {value:?} is not a duration like 10s or 2m"
+                    ))
+                })
+        };
+        let limits = Limits {
+            header_read_timeout: duration("header_read_timeout", &raw.limits.header_read_timeout)?,
+            idle_timeout: duration("idle_timeout", &raw.limits.idle_timeout)?,
+            max_connections_per_address: raw.limits.max_connections_per_address,
+            ingest_records_per_minute: raw.limits.ingest_records_per_minute,
+            ingest_bytes_per_minute: raw.limits.ingest_bytes_per_minute,
+        };
+        // A batch ztk's client sends (2,000 records, well under 4 MiB) must fit in a minute's
+        // allowance, or it would wait forever.
+        if limits.ingest_records_per_minute != 0 && limits.ingest_records_per_minute < 2_000 {
+            return Err(invalid(
+                "key `limits.ingest_records_per_minute`: at least 2000 (one client batch), or 0 for no limit".into(),
+            ));
+        }
+        if limits.ingest_bytes_per_minute != 0 && limits.ingest_bytes_per_minute < 4 << 20 {
+            return Err(invalid(
+                "key `limits.ingest_bytes_per_minute`: at least 4194304 (4 MiB), or 0 for no limit"
+                    .into(),
+            ));
+        }
         Ok(GatewayConfig {
+            limits,
             path: path.to_path_buf(),
             listen,
             data_dir,

@@ -68,6 +68,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
     // milliseconds of CPU: off the async threads, which relay everyone's calls.
     let ingestor = gateway.ingestor.clone();
     let user = session.user.clone();
+    let gw = gateway.clone();
     let stored = tokio::task::spawn_blocking(move || {
         // A refusal is boxed: a whole Response in the closure's Err would be large to move.
         let batch = decode(&bytes, compact)
@@ -84,6 +85,38 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
             )));
         }
         check(&batch, &user, now_us()).map_err(Box::new)?;
+        // Within the user's allowance of records and bytes per minute (`[limits]`), or 429:
+        // the client keeps the batch and sends it again after `Retry-After`.
+        let size = bytes.len() as u64;
+        if !gw.ingest_quota.fits(batch.records() as u64, size) {
+            return Err(Box::new(body::status_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("the batch ({} records, {size} bytes) is larger than a minute's allowance of the gateway (`[limits]` ingest_records_per_minute, ingest_bytes_per_minute); send smaller batches; nothing was stored", batch.records()),
+            )));
+        }
+        if let Err(wait) = gw.ingest_quota.take(&user, batch.records() as u64, size, std::time::Instant::now()) {
+            let secs = super::throttle::retry_after_secs(wait);
+            tracing::warn!(user = %user, records = batch.records(), bytes = size, "audit batch over the user's ingest allowance; asked to retry in {secs} s");
+            let mut resp = body::status_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                &format!("{user} shipped more audit records than the gateway takes per minute (`[limits]` ingest_records_per_minute, ingest_bytes_per_minute); nothing was stored, send the batch again in {secs} s"),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            return Err(Box::new(resp));
+        }
+        // A command id is its first user's: calls already relayed under it by another user
+        // make it theirs.
+        for command in &batch.commands {
+            let claim = gw.command_owners.claim(command.id, &user, now_us());
+            if claim == super::owners::Claim::Foreign {
+                return Err(Box::new(forbidden(format!(
+                    "command {} has an id already in use by another user's records; a record may only be sent by its own user; nothing was stored",
+                    command.id
+                ))));
+            }
+        }
         let checked = started.elapsed();
         let t = std::time::Instant::now();
         let result = ingestor.ingest(&user, &batch.commands, &batch.calls);

@@ -11,7 +11,9 @@ pub mod clusters;
 pub mod commits;
 pub mod config;
 pub mod ingest;
+pub mod owners;
 pub mod rbac;
+pub mod throttle;
 pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,13 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::audit::{ApiCall, AuditSink, AuditStore, AuditWriter};
 use crate::body::{self, Body};
 use crate::protocol::{self, COMMAND_ID_HEADER, REQUEST_ID_HEADER};
-use crate::request_info::RequestInfo;
+use crate::request_info::{ParsedRequest, RequestInfo};
 use crate::tls;
 use authz::{Decision, Impersonation};
 use clusters::Cluster;
@@ -62,6 +64,12 @@ pub struct Gateway {
     /// can be closed: id -> (session id, cancel switch).
     streams: Mutex<HashMap<u64, (String, tokio::sync::watch::Sender<bool>)>>,
     next_stream: AtomicU64,
+    /// Who each command id belongs to (`Ztk-Command-Id` is taken only from its owner).
+    pub command_owners: owners::CommandOwners,
+    /// Failed logins per user name and source address.
+    pub login_throttle: throttle::LoginThrottle,
+    /// What each user may still ship this minute.
+    pub ingest_quota: throttle::IngestQuota,
 }
 
 /// A started gateway: its address and CA, and the handles that keep it running.
@@ -148,6 +156,11 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     let audit_key = Arc::new(crate::audit::chain::SigningKey::load_or_create(
         &config.audit_key_path(),
     )?);
+    let command_owners = owners::CommandOwners::default();
+    let since = crate::audit::model::now_us() - owners::KEEP_US;
+    for (id, user) in audit_store.command_owners_since(since, 100_000)? {
+        command_owners.claim(id, &user, since);
+    }
     let clusters = clusters::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -173,6 +186,12 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         policy: RwLock::new(Arc::new(policy)),
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU64::new(0),
+        command_owners,
+        login_throttle: throttle::LoginThrottle::default(),
+        ingest_quota: throttle::IngestQuota::new(
+            config.limits.ingest_records_per_minute,
+            config.limits.ingest_bytes_per_minute,
+        ),
     });
     let watcher = tokio::spawn(gateway.clone().watch());
     let checkpoints = tokio::spawn(audit::checkpoint_loop(
@@ -181,9 +200,15 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         config.audit_checkpoint_interval,
     ));
     let handler_gateway = gateway.clone();
-    let server = tokio::spawn(crate::serve::serve_tls(
+    let limits = crate::serve::Limits {
+        header_read_timeout: config.limits.header_read_timeout,
+        idle_timeout: Some(config.limits.idle_timeout),
+        max_per_address: config.limits.max_connections_per_address,
+    };
+    let server = tokio::spawn(crate::serve::serve_tls_with(
         listener,
         server_tls,
+        limits,
         move |req, peer| {
             let gateway = handler_gateway.clone();
             async move { gateway.handle(req, peer.addr).await }
@@ -251,8 +276,86 @@ fn load_tls(
     }
 }
 
-/// Replaces any `Impersonate-*` header with the acting user and all their groups.
-fn impersonation_headers(headers: &mut HeaderMap, acting: &Identity) -> Result<(), String> {
+/// What `admit` lets through: the record so far, the cluster, the parsed request, and the
+/// impersonation to forward.
+struct Admitted {
+    call: ApiCall,
+    cluster: Arc<Cluster>,
+    parsed: ParsedRequest,
+    session_id: String,
+    forward_impersonation: Option<Impersonation>,
+}
+
+/// Why the gateway answers a Kubernetes request itself: the status, the audit decision and
+/// the message (a Kubernetes `Status` for the client, the reason in the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub decision: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn unauthenticated(message: String) -> Refusal {
+        let status = StatusCode::UNAUTHORIZED;
+        Refusal {
+            status,
+            decision: "unauthenticated",
+            message,
+        }
+    }
+    fn bad_request(message: String) -> Refusal {
+        let status = StatusCode::BAD_REQUEST;
+        Refusal {
+            status,
+            decision: "deny",
+            message,
+        }
+    }
+    fn not_found(message: String) -> Refusal {
+        let status = StatusCode::NOT_FOUND;
+        Refusal {
+            status,
+            decision: "deny",
+            message,
+        }
+    }
+    fn forbidden(message: String) -> Refusal {
+        let status = StatusCode::FORBIDDEN;
+        Refusal {
+            status,
+            decision: "deny",
+            message,
+        }
+    }
+    fn unavailable(message: String) -> Refusal {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Refusal {
+            status,
+            decision: "unavailable",
+            message,
+        }
+    }
+
+    /// The `reason` of the Kubernetes `Status` (`Forbidden`, `BadRequest`, …).
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+            _ => "ServiceUnavailable",
+        }
+    }
+}
+
+/// Rewrites the headers of an admitted request for the cluster: the client's token and ztk's
+/// own headers stay here (the relay sets the cluster's credential), and every `Impersonate-*`
+/// header is replaced by the authorized impersonation, rebuilt from its parsed values.
+fn rewrite(headers: &mut HeaderMap, impersonation: &Option<Impersonation>) {
+    headers.remove(COMMAND_ID_HEADER);
+    headers.remove(REQUEST_ID_HEADER);
     let client_sent: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("impersonate-"))
@@ -261,15 +364,9 @@ fn impersonation_headers(headers: &mut HeaderMap, acting: &Identity) -> Result<(
     for name in client_sent {
         headers.remove(name);
     }
-    let value = |v: &str| {
-        HeaderValue::from_str(v)
-            .map_err(|_| format!("ztk: {v:?} cannot be sent as an impersonation header"))
-    };
-    headers.insert("impersonate-user", value(&acting.user)?);
-    for group in &acting.groups {
-        headers.append("impersonate-group", value(group)?);
+    if let Some(imp) = impersonation {
+        imp.write_headers(headers);
     }
-    Ok(())
 }
 
 /// The bearer token of a request, if any.
@@ -296,12 +393,19 @@ impl Gateway {
         let mut ticks = tokio::time::interval(POLICY_POLL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_stream_check = std::time::Instant::now();
+        let mut last_forget = std::time::Instant::now();
         loop {
             ticks.tick().await;
             let gw = self.clone();
             let check_streams = last_stream_check.elapsed() >= STREAM_CHECK;
             if check_streams {
                 last_stream_check = std::time::Instant::now();
+            }
+            if last_forget.elapsed() >= Duration::from_secs(60) {
+                last_forget = std::time::Instant::now();
+                self.command_owners
+                    .forget_before(crate::audit::model::now_us() - owners::KEEP_US);
+                self.login_throttle.forget_old(std::time::Instant::now());
             }
             let seen = version;
             let result = tokio::task::spawn_blocking(move || {
@@ -393,7 +497,7 @@ impl Gateway {
         if path.starts_with(protocol::KUBE_PREFIX) {
             self.kube(req, peer).await
         } else if path.starts_with("/ztk/") {
-            api::handle(self, req).await
+            api::handle(self, req, peer).await
         } else if path == "/healthz" {
             Response::new(body::full("ok"))
         } else {
@@ -428,105 +532,45 @@ impl Gateway {
         }
     }
 
+    /// A Kubernetes request, in phases (as a proxy's request passes filter, upstream choice,
+    /// rewrite and log): `admit` authenticates, parses once and authorizes; `rewrite` builds
+    /// the upstream request from what was authorized; the relay forwards it; the record is
+    /// written exactly once, when the exchange ends or when it is refused.
     async fn kube(self: Arc<Self>, mut req: Request<Body>, peer: SocketAddr) -> Response<Body> {
-        let uri = req.uri().clone();
-        let rest = &uri.path()[protocol::KUBE_PREFIX.len()..];
-        let (cluster_name, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let query = uri.query();
-        let headers = req.headers();
-        let info = RequestInfo::parse(req.method().as_str(), path, query);
-        let mut call = ApiCall::begin(req.method(), &uri, path, &info, headers, peer.ip());
-        call.cluster = cluster_name.to_string();
         let start = std::time::Instant::now();
-
-        let session = match self.authenticate(headers) {
-            Ok(session) => session,
-            Err(message) => {
-                return self.refuse(
-                    call,
-                    start,
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "unauthenticated",
-                    &message,
+        // Before any header is read: a header named in `Connection` is not forwarded, so it
+        // must not be authorized either.
+        crate::relay::drop_hop_by_hop(&mut req);
+        let admitted = match self.admit(&req, peer) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                let (mut call, refusal) = *refused;
+                let resp = body::refusal(refusal.status, refusal.reason(), &refusal.message);
+                call.refuse(
+                    refusal.status.as_u16(),
+                    refusal.decision,
+                    &refusal.message,
+                    start.elapsed(),
                 );
+                self.audit.record_call(call);
+                return resp;
             }
         };
-        call.user = session.user.clone();
-        let Some(cluster) = self.clusters.get(cluster_name).cloned() else {
-            let message = format!(
-                "ztk: the gateway has no cluster {cluster_name:?}; `ztk status` lists the clusters you can use"
-            );
-            return self.refuse(
-                call,
-                start,
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "deny",
-                &message,
-            );
-        };
-        let impersonation = Impersonation::from_headers(headers);
-        let who = Identity {
-            user: session.user.clone(),
-            groups: session.groups.clone(),
-        };
-        let policy = self.policy();
-        let acting =
-            match authz::authorize(&policy, &who, cluster_name, &info, impersonation.as_ref()) {
-                Decision::Allow { identity, note } => {
-                    if let Some(note) = note {
-                        call.reason = note;
-                    }
-                    identity
-                }
-                Decision::Deny(reason) => {
-                    let message = format!("ztk: forbidden: {reason}");
-                    return self.refuse(
-                        call,
-                        start,
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        "deny",
-                        &message,
-                    );
-                }
-            };
-        if self.audit_mode == config::AuditMode::FailClosed && !self.audit.healthy() {
-            let (code, reason) = (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
-            return self.refuse(call, start, code, reason, "unavailable", audit::AUDIT_DOWN);
-        }
-
-        // The client's token and ztk's own headers stay here; the cluster gets the gateway's.
-        let headers = req.headers_mut();
-        headers.remove(COMMAND_ID_HEADER);
-        headers.remove(REQUEST_ID_HEADER);
-        if cluster.impersonate {
-            // The cluster sees the user (or whom they may impersonate), never the client's
-            // own headers, so its RBAC applies on top of ztk's.
-            if let Err(message) = impersonation_headers(headers, &acting) {
-                return self.refuse(
-                    call,
-                    start,
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "deny",
-                    &message,
-                );
-            }
-        }
-        let path_and_query = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        };
+        let Admitted {
+            mut call,
+            cluster,
+            parsed,
+            session_id,
+            forward_impersonation,
+        } = admitted;
+        rewrite(req.headers_mut(), &forward_impersonation);
+        let path_and_query = parsed.path_and_query();
         let sink = self.audit.clone();
         // Exchanges that can stay open (watches, followed logs, exec…) are tracked until their
-        // final outcome, so that a revocation closes them; short calls end on their own.
-        let (stream, cancel) = if crate::relay::stays_open(&req, &path_and_query) {
-            let (id, cancel) = self.open_stream(&session.id);
+        // final outcome, so that a revocation closes them; short calls end on their own. The
+        // request's one parse says which.
+        let (stream, cancel) = if crate::relay::stays_open(&req, parsed.long_lived) {
+            let (id, cancel) = self.open_stream(&session_id);
             (Some(id), Some(cancel))
         } else {
             (None, None)
@@ -536,6 +580,7 @@ impl Gateway {
             &cluster.upstream,
             req,
             &path_and_query,
+            parsed.long_lived,
             HeaderMap::new(),
             cancel,
             move |outcome| {
@@ -549,20 +594,143 @@ impl Gateway {
         .await
     }
 
-    /// Answers with a Kubernetes Status and audits the refusal.
-    fn refuse(
+    /// Authenticates, parses and authorizes a Kubernetes request: what may be forwarded, or
+    /// the refusal with the record of the call so far.
+    fn admit(
         &self,
-        mut call: ApiCall,
-        start: std::time::Instant,
-        status: StatusCode,
-        reason: &str,
-        decision: &str,
-        message: &str,
-    ) -> Response<Body> {
-        let resp = body::refusal(status, reason, message);
-        call.refuse(status.as_u16(), decision, message, start.elapsed());
-        self.audit.record_call(call);
-        resp
+        req: &Request<Body>,
+        peer: SocketAddr,
+    ) -> Result<Admitted, Box<(ApiCall, Refusal)>> {
+        let uri = req.uri();
+        let rest = &uri.path()[protocol::KUBE_PREFIX.len()..];
+        let (cluster_name, raw_path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let headers = req.headers();
+        let method = req.method();
+        let parsed = ParsedRequest::parse(method.as_str(), raw_path, uri.query());
+        let mut call = match &parsed {
+            Ok(p) => ApiCall::begin(
+                method,
+                &p.path,
+                p.query.as_deref(),
+                &p.info,
+                headers,
+                peer.ip(),
+            ),
+            Err(_) => {
+                let info = RequestInfo::parse(method.as_str(), raw_path, uri.query());
+                ApiCall::begin(method, raw_path, uri.query(), &info, headers, peer.ip())
+            }
+        };
+        call.cluster = cluster_name.to_string();
+        // A command id from a client is taken only when it is the caller's (below).
+        let claimed_command = call.command_id.take();
+
+        let session = match self.authenticate(headers) {
+            Ok(session) => session,
+            Err(message) => return Err(Box::new((call, Refusal::unauthenticated(message)))),
+        };
+        call.user = session.user.clone();
+        if let Some(command) = claimed_command {
+            match self
+                .command_owners
+                .claim(command, &session.user, call.time_us)
+            {
+                owners::Claim::Accepted => call.command_id = Some(command),
+                owners::Claim::Foreign => {
+                    tracing::warn!(user = %session.user, %command, "refused a command id that belongs to another user");
+                    let note = format!("the client's command id {command} belongs to another user's command and was not linked");
+                    call.reason = if call.reason.is_empty() {
+                        note
+                    } else {
+                        format!("{}; {note}", call.reason)
+                    };
+                }
+            }
+        }
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(ambiguity) => {
+                let message = format!("ztk: refused an ambiguous request: {ambiguity}");
+                return Err(Box::new((call, Refusal::bad_request(message))));
+            }
+        };
+        let Some(cluster) = self.clusters.get(cluster_name).cloned() else {
+            let message = format!(
+                "ztk: the gateway has no cluster {cluster_name:?}; `ztk status` lists the clusters you can use"
+            );
+            return Err(Box::new((call, Refusal::not_found(message))));
+        };
+        let impersonation = match Impersonation::from_headers(headers) {
+            Ok(impersonation) => impersonation,
+            Err(message) => {
+                return Err(Box::new((
+                    call,
+                    Refusal::bad_request(format!("ztk: {message}")),
+                )))
+            }
+        };
+        let who = Identity {
+            user: session.user.clone(),
+            groups: session.groups.clone(),
+        };
+        let policy = self.policy();
+        let acting = match authz::authorize(
+            &policy,
+            &who,
+            cluster_name,
+            &parsed.info,
+            impersonation.as_ref(),
+        ) {
+            Decision::Allow { identity, note } => {
+                if let Some(note) = note {
+                    call.reason = if call.reason.is_empty() {
+                        note
+                    } else {
+                        format!("{note}; {}", call.reason)
+                    };
+                }
+                identity
+            }
+            Decision::Deny(reason) => {
+                let refusal = Refusal::forbidden(format!("ztk: forbidden: {reason}"));
+                return Err(Box::new((call, refusal)));
+            }
+        };
+        if self.audit_mode == config::AuditMode::FailClosed && !self.audit.healthy() {
+            return Err(Box::new((
+                call,
+                Refusal::unavailable(audit::AUDIT_DOWN.to_string()),
+            )));
+        }
+        // What the cluster sees: the acting identity on an impersonating cluster (so that its
+        // RBAC applies on top of ztk's), else exactly the impersonation that was authorized.
+        let forward_impersonation = if cluster.impersonate {
+            Some(Impersonation {
+                user: Some(acting.user.clone()),
+                groups: acting.groups.clone(),
+                ..Default::default()
+            })
+        } else {
+            impersonation
+        };
+        if let Some(imp) = &forward_impersonation {
+            if let Err(message) = imp.check_sendable() {
+                return Err(Box::new((
+                    call,
+                    Refusal::bad_request(format!("ztk: {message}")),
+                )));
+            }
+        }
+        Ok(Admitted {
+            call,
+            cluster,
+            parsed,
+            session_id: session.id,
+            forward_impersonation,
+        })
     }
 
     pub fn cluster_infos(&self) -> Vec<protocol::ClusterInfo> {

@@ -195,7 +195,7 @@ impl Binding {
         }
         match &self.namespace {
             None => true,
-            Some(ns) => !info.is_resource_request || *ns == info.namespace,
+            Some(ns) => !info.is_resource_request || *ns == info.namespace || is_self_review(info),
         }
     }
 
@@ -213,6 +213,24 @@ impl Binding {
             self.namespace.as_deref().unwrap_or("*")
         )
     }
+}
+
+/// Questions about oneself (`kubectl auth whoami`, `auth can-i`): cluster-scoped creates that
+/// every role allows, so a binding limited to a namespace covers them too (as Kubernetes'
+/// `system:basic-user` does for everyone).
+fn is_self_review(info: &RequestInfo) -> bool {
+    info.verb == "create"
+        && info.namespace.is_empty()
+        && info.name.is_empty()
+        && info.subresource.is_empty()
+        && matches!(
+            (info.api_group.as_str(), info.resource.as_str()),
+            ("authentication.k8s.io", "selfsubjectreviews")
+                | (
+                    "authorization.k8s.io",
+                    "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                )
+        )
 }
 
 /// The roles known to the gateway and the current bindings: what every decision reads.
@@ -619,7 +637,32 @@ mod tests {
         assert!(policy
             .grant(&alice, "c", &req("GET", "/api", None))
             .is_some());
+        // So do questions about oneself (`kubectl auth whoami`, `auth can-i`), though they are
+        // cluster-scoped creates.
+        for review in [
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        ] {
+            assert!(policy
+                .grant(&alice, "c", &req("POST", review, None))
+                .is_some());
+            assert!(policy
+                .grant(&alice, "c", &req("DELETE", review, None))
+                .is_none());
+        }
         let bob = who("bob", &[]);
+        assert!(policy
+            .grant(
+                &bob,
+                "c",
+                &req(
+                    "POST",
+                    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                    None
+                )
+            )
+            .is_none());
         assert!(policy.grant(&bob, "c", &pods).is_none());
         let reason = policy.denial(&bob, "c", &pods);
         assert!(

@@ -301,6 +301,19 @@ impl UserStore {
         Ok((token, expires))
     }
 
+    /// How many sessions `user` has open (not expired, not revoked).
+    pub fn open_sessions(&self, user: &str) -> Result<u32, UserError> {
+        let now = now_us();
+        let n: i64 = self.with_conn(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sessions WHERE user = ?1 AND revoked_us IS NULL AND expires_us > ?2",
+                params![user, now],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(n as u32)
+    }
+
     /// Looks a bearer token up. Revocations made by another process count at once.
     pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
         let hash = hash_token(token);

@@ -299,7 +299,10 @@ impl Sandbox {
             body,
             impersonated: impersonated(&parts.headers),
         };
-        let watch = legacy_watch || query.get("watch").is_some_and(|w| w != "false" && w != "0");
+        let watch = legacy_watch
+            || query
+                .get("watch")
+                .is_some_and(|w| crate::request_info::go_bool(w));
         match (&parts.method, name, sub) {
             (&Method::GET | &Method::HEAD, None, None) if watch => stream::watch(&req),
             (&Method::GET | &Method::HEAD, Some(name), None) if legacy_watch => {
@@ -333,7 +336,8 @@ impl Sandbox {
     }
 }
 
-/// Query parameters, percent-decoded (`+` is a space, as Go's `url.Values` encodes it).
+/// Query parameters, percent-decoded (`+` is a space, as Go's `url.Values` encodes it). A
+/// repeated parameter keeps its first value, as the apiserver's `url.Values.Get` reads it.
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
@@ -348,7 +352,10 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
             Some((k, v)) => (decode(k), decode(v)),
             None => (decode(kv), String::new()),
         })
-        .collect()
+        .fold(HashMap::new(), |mut params, (k, v)| {
+            params.entry(k).or_insert(v);
+            params
+        })
 }
 
 fn host_of(parts: &http::request::Parts) -> &str {

@@ -298,11 +298,11 @@ pub fn logs(req: &Req<'_>) -> Response<Body> {
     let timestamps = req
         .query
         .get("timestamps")
-        .is_some_and(|v| v == "true" || v == "1");
+        .is_some_and(|v| crate::request_info::go_bool(v));
     let follow = req
         .query
         .get("follow")
-        .is_some_and(|v| v == "true" || v == "1");
+        .is_some_and(|v| crate::request_info::go_bool(v));
     let created = pod
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)

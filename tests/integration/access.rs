@@ -644,13 +644,19 @@ fn revoked_session_loses_its_open_watch_within_seconds() {
 #[test]
 fn sessions_per_user_are_limited() {
     let env = Env::start_with("max_sessions_per_user = 2");
+    // Each client (its own config dir) holds one session; logging in again replaces it.
+    let client = |dir: &str| {
+        env.login_cmd("alice")
+            .env("ZTK_CONFIG_DIR", env.path(dir))
+            .env("ZTK_DATA_DIR", env.path(&format!("{dir}-data")))
+    };
     env.login();
-    env.login();
-    let (_, out) = env.login_cmd("alice").failure();
+    client("second").success();
+    let (_, out) = client("third").failure();
     assert!(out.contains("max_sessions_per_user"), "{out}");
     // Logging out frees a slot.
     env.ztk(&["logout"]).success();
-    env.login();
+    client("third").success();
 }
 
 #[test]

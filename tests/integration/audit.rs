@@ -525,7 +525,12 @@ fn filters_with_too_many_values_are_usage_errors_and_the_api_answers_400() {
     let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
     let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
     rt.block_on(async {
-        let token = api.login("alice", PASSWORD).await.unwrap().token.unwrap();
+        let token = api
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
         let query = ztk::protocol::AuditQuery {
             view: ztk::protocol::View::Calls,
             filter: ztk::audit::Filter {

@@ -12,6 +12,7 @@ mod integrity;
 mod outbox;
 mod outbox_load;
 mod plain;
+mod security;
 mod sinks;
 mod streams;
 mod tui;

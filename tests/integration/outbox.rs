@@ -291,7 +291,12 @@ fn repeated_invalid_and_foreign_batches() {
     let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
     let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
     rt.block_on(async {
-        let token = api.login("alice", PASSWORD).await.unwrap().token.unwrap();
+        let token = api
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
         let cmd = Command {
             id: Uuid::now_v7(),
             started_us: ztk::audit::model::now_us(),
@@ -352,7 +357,12 @@ fn repeated_invalid_and_foreign_batches() {
             err.to_string().contains("403") && err.to_string().contains("\"bob\""),
             "{err}"
         );
-        let bob = api.login("bob", PASSWORD).await.unwrap().token.unwrap();
+        let bob = api
+            .login("bob", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
         let mut stolen = first.calls[0].clone();
         stolen.user = "bob".into();
         let err = api
@@ -370,7 +380,12 @@ fn repeated_invalid_and_foreign_batches() {
     let client = |body: &str, content_type: &str| {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let token = api.login("alice", PASSWORD).await.unwrap().token.unwrap();
+            let token = api
+                .login("alice", PASSWORD, None)
+                .await
+                .unwrap()
+                .token
+                .unwrap();
             raw_post(&env, &token, body.as_bytes().to_vec(), content_type).await
         })
     };
@@ -395,7 +410,12 @@ fn nul_characters_and_oversized_fields_are_refused_and_the_clients_own_records_f
     let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
     let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
     rt.block_on(async {
-        let token = api.login("alice", PASSWORD).await.unwrap().token.unwrap();
+        let token = api
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
         let refused = |err: anyhow::Error, id: Uuid, field: &str| {
             let text = err.to_string();
             assert!(
@@ -464,7 +484,12 @@ fn nul_characters_and_oversized_fields_are_refused_and_the_clients_own_records_f
         api.ingest(&token, &batch(vec![first.clone()], vec![]), true)
             .await
             .unwrap();
-        let bob = api.login("bob", PASSWORD).await.unwrap().token.unwrap();
+        let bob = api
+            .login("bob", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
         let stolen = ApiCall {
             user: "bob".into(),
             ..first

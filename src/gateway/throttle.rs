@@ -1,0 +1,258 @@
+//! What one client may send: failed logins (per user name and per source address) and shipped
+//! audit records (per user), so that no one can guess passwords at full speed or fill the
+//! gateway's disk. Both answer `429 Too Many Requests` with `Retry-After`. The state is in
+//! memory: a restart forgets it, which only ever lets a client in sooner.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failed logins a user name may have before each further attempt waits.
+const USER_FREE_FAILURES: u32 = 5;
+/// Failed logins an address may have (over any user names) before each further attempt waits.
+const ADDRESS_FREE_FAILURES: u32 = 20;
+/// The first wait, doubled with each further failure up to `MAX_DELAY`.
+const FIRST_DELAY: Duration = Duration::from_secs(1);
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Failures are forgotten after this long without another.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// No attempt is checked before this.
+    blocked_until: Instant,
+}
+
+impl Failures {
+    fn fail(&mut self, now: Instant, free: u32) {
+        self.count += 1;
+        self.last = now;
+        if self.count >= free {
+            let doublings = (self.count - free).min(20);
+            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
+            self.blocked_until = now + delay;
+        }
+    }
+}
+
+/// Failed logins per user name and per source address.
+#[derive(Default)]
+pub struct LoginThrottle {
+    state: Mutex<(HashMap<String, Failures>, HashMap<IpAddr, Failures>)>,
+}
+
+impl LoginThrottle {
+    /// How long `user` from `address` must wait before a password is checked (None: now).
+    /// An unknown and a known user name are throttled alike, so the answer tells nothing.
+    pub fn wait(&self, user: &str, address: IpAddr, now: Instant) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let until = [
+            state.0.get(user).map(|f| f.blocked_until),
+            state.1.get(&address).map(|f| f.blocked_until),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Counts a failed login.
+    pub fn failed(&self, user: &str, address: IpAddr, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = Failures {
+            count: 0,
+            last: now,
+            blocked_until: now,
+        };
+        if state.0.len() > 100_000 || state.1.len() > 100_000 {
+            forget(&mut state, now);
+        }
+        state
+            .0
+            .entry(user.to_string())
+            .or_insert(fresh)
+            .fail(now, USER_FREE_FAILURES);
+        state
+            .1
+            .entry(address)
+            .or_insert(fresh)
+            .fail(now, ADDRESS_FREE_FAILURES);
+    }
+
+    /// A successful login clears the user name's failures (not the address's).
+    pub fn succeeded(&self, user: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0.remove(user);
+    }
+
+    /// Forgets failures older than an hour.
+    pub fn forget_old(&self, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        forget(&mut state, now);
+    }
+}
+
+fn forget(state: &mut (HashMap<String, Failures>, HashMap<IpAddr, Failures>), now: Instant) {
+    let keep = |f: &Failures| now.duration_since(f.last) < FORGET_AFTER || f.blocked_until > now;
+    state.0.retain(|_, f| keep(f));
+    state.1.retain(|_, f| keep(f));
+}
+
+/// Token buckets per user: each holds a minute's allowance and refills continuously.
+pub struct IngestQuota {
+    records_per_minute: u64,
+    bytes_per_minute: u64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    records: f64,
+    bytes: f64,
+    at: Instant,
+}
+
+impl IngestQuota {
+    /// 0 for either: no limit on it.
+    pub fn new(records_per_minute: u64, bytes_per_minute: u64) -> IngestQuota {
+        IngestQuota {
+            records_per_minute,
+            bytes_per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a batch of this size can ever be taken (it is no larger than a minute's
+    /// allowance).
+    pub fn fits(&self, records: u64, bytes: u64) -> bool {
+        (self.records_per_minute == 0 || records <= self.records_per_minute)
+            && (self.bytes_per_minute == 0 || bytes <= self.bytes_per_minute)
+    }
+
+    /// Takes `records` and `bytes` from `user`'s allowance, or says how long until it holds
+    /// them (nothing is taken then).
+    pub fn take(&self, user: &str, records: u64, bytes: u64, now: Instant) -> Result<(), Duration> {
+        if self.records_per_minute == 0 && self.bytes_per_minute == 0 {
+            return Ok(());
+        }
+        let (rate_r, rate_b) = (self.records_per_minute as f64, self.bytes_per_minute as f64);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
+        }
+        let bucket = buckets.entry(user.to_string()).or_insert(Bucket {
+            records: rate_r,
+            bytes: rate_b,
+            at: now,
+        });
+        let minutes = now.duration_since(bucket.at).as_secs_f64() / 60.0;
+        bucket.records = (bucket.records + minutes * rate_r).min(rate_r);
+        bucket.bytes = (bucket.bytes + minutes * rate_b).min(rate_b);
+        bucket.at = now;
+        let short_r = if rate_r > 0.0 {
+            records as f64 - bucket.records
+        } else {
+            0.0
+        };
+        let short_b = if rate_b > 0.0 {
+            bytes as f64 - bucket.bytes
+        } else {
+            0.0
+        };
+        if short_r > 0.0 || short_b > 0.0 {
+            let wait_r = if rate_r > 0.0 {
+                short_r.max(0.0) / rate_r
+            } else {
+                0.0
+            };
+            let wait_b = if rate_b > 0.0 {
+                short_b.max(0.0) / rate_b
+            } else {
+                0.0
+            };
+            let minutes = wait_r.max(wait_b);
+            return Err(Duration::from_secs_f64(minutes * 60.0).max(Duration::from_secs(1)));
+        }
+        if rate_r > 0.0 {
+            bucket.records -= records as f64;
+        }
+        if rate_b > 0.0 {
+            bucket.bytes -= bytes as f64;
+        }
+        Ok(())
+    }
+}
+
+/// A `Retry-After` value: whole seconds, rounded up.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_wait_longer_and_longer_per_user_and_per_address() {
+        let throttle = LoginThrottle::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..USER_FREE_FAILURES - 1 {
+            assert_eq!(throttle.wait("alice", a, t0), None);
+            throttle.failed("alice", a, t0);
+        }
+        assert_eq!(throttle.wait("alice", a, t0), None);
+        throttle.failed("alice", a, t0);
+        // The fifth failure: one second, from any address; other users are not affected.
+        assert_eq!(throttle.wait("alice", b, t0), Some(FIRST_DELAY));
+        assert_eq!(throttle.wait("bob", b, t0), None);
+        let t1 = t0 + FIRST_DELAY;
+        assert_eq!(throttle.wait("alice", a, t1), None);
+        throttle.failed("alice", a, t1);
+        assert_eq!(throttle.wait("alice", a, t1), Some(FIRST_DELAY * 2));
+        // Success clears the user's count.
+        throttle.succeeded("alice");
+        assert_eq!(throttle.wait("alice", b, t1), None);
+        // One address trying many names waits too.
+        for i in 0..ADDRESS_FREE_FAILURES {
+            throttle.failed(&format!("user{i}"), b, t1);
+        }
+        assert!(throttle.wait("carol", b, t1).is_some());
+        assert_eq!(throttle.wait("carol", a, t1), None);
+        // The delay stops growing.
+        for _ in 0..100 {
+            throttle.failed("dave", a, t1);
+        }
+        assert_eq!(throttle.wait("dave", b, t1), Some(MAX_DELAY));
+        throttle.forget_old(t1 + MAX_DELAY + FORGET_AFTER);
+        assert_eq!(
+            throttle.wait("dave", b, t1 + MAX_DELAY + FORGET_AFTER),
+            None
+        );
+    }
+
+    #[test]
+    fn ingest_quota_refills_over_a_minute() {
+        let quota = IngestQuota::new(600, 6_000);
+        let t0 = Instant::now();
+        assert!(quota.take("alice", 600, 10, t0).is_ok());
+        let wait = quota.take("alice", 60, 10, t0).unwrap_err();
+        assert!((5..=7).contains(&wait.as_secs()), "{wait:?}");
+        assert!(quota.take("bob", 60, 10, t0).is_ok());
+        assert!(quota
+            .take("alice", 60, 10, t0 + Duration::from_secs(6))
+            .is_ok());
+        let wait = quota
+            .take("alice", 1, 6_000, t0 + Duration::from_secs(6))
+            .unwrap_err();
+        assert!(wait.as_secs() >= 1, "{wait:?}");
+        let unlimited = IngestQuota::new(0, 0);
+        assert!(unlimited.take("alice", u64::MAX, u64::MAX, t0).is_ok());
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+}
