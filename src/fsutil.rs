@@ -1,5 +1,9 @@
 //! File helpers: private files and atomic replacement, so that a crash never leaves a
 //! half-written config or a secret readable by others.
+//!
+//! Every directory ztk creates is 0700 and every file 0600, whatever the umask; the only
+//! exceptions are certificates meant to be handed out (a gateway's CA and certificate chain,
+//! the copy of the gateway's CA that `ztk login` keeps), written 0644 with `write_atomic`.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +19,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     set_mode(tmp.as_file(), mode)?;
     tmp.write_all(data)?;
@@ -28,28 +32,60 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
 /// For files that live only as long as one run in a private directory: no rename, no `fsync`
 /// (a crash loses nothing that outlives the run).
 pub fn write_new_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    private_options()
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(data)
+}
+
+/// Open options whose file, when they create it, has mode 0600 from the start (an existing
+/// file keeps its mode). Add the access and the creation mode (`create`, `append`...).
+pub fn private_options() -> std::fs::OpenOptions {
+    #[allow(unused_mut)]
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(data)
+    options
 }
 
-/// Creates `dir` (and parents) with mode 0700 when it does not exist yet.
+/// Creates `dir` and every missing parent with mode 0700 (directories that exist are left
+/// as they are).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    // The mode passed to mkdir is masked by the umask: an unusual one (0o177) could take the
+    // owner's own bits away.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+/// A directory for one run, removed when dropped: `PREFIX…` in `parent`, mode 0700.
+pub fn private_tempdir_in(parent: &Path, prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir_in(parent)
 }
 
 #[cfg(unix)]
@@ -90,5 +126,23 @@ mod tests {
         let again = write_new_private(&path, b"other").unwrap_err();
         assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_dirs_are_0700_down_from_the_first_missing_parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_private_dir(&deep).unwrap();
+        for p in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&dir.path().join(p)), 0o700, "{p}");
+        }
+        let run = private_tempdir_in(&deep, "run-").unwrap();
+        assert_eq!(mode(run.path()), 0o700);
+        write_private(&dir.path().join("x/y/file"), b"z").unwrap();
+        assert_eq!(mode(&dir.path().join("x")), 0o700);
+        assert_eq!(mode(&dir.path().join("x/y/file")), 0o600);
     }
 }

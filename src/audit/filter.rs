@@ -29,7 +29,23 @@ pub enum FilterError {
     Quote,
     #[error("invalid command id {0:?}: use the full UUID (`ztk audit show` accepts parts)")]
     CommandId(String),
+    #[error(
+        "too many values for {field}: {count}, at most {MAX_VALUES_PER_FIELD} per filter; \
+         narrow the filter or split the query"
+    )]
+    TooManyValues { field: &'static str, count: usize },
+    #[error(
+        "too many filter values: {0} in all, at most {MAX_VALUES}; narrow the filter or split \
+         the query"
+    )]
+    TooManyInAll(usize),
 }
+
+/// Values one filter field may hold (each is an SQL term: a thousand made SQLite refuse the
+/// query as too deep).
+pub const MAX_VALUES_PER_FIELD: usize = 100;
+/// Values all the fields of one filter may hold together.
+pub const MAX_VALUES: usize = 500;
 
 /// The keys of the compact filter language, for messages and help.
 pub const KEYS: &str =
@@ -151,7 +167,33 @@ impl Filter {
         if !text.is_empty() {
             f.commands.push(text.join(" "));
         }
+        f.check()?;
         Ok(f)
+    }
+
+    /// Checks the number of values (`MAX_VALUES_PER_FIELD`, `MAX_VALUES`): wherever a filter
+    /// is built from a user's input (flags, the filter language, the gateway's API).
+    pub fn check(&self) -> Result<(), FilterError> {
+        let counts = [
+            ("user", self.users.len()),
+            ("cluster", self.clusters.len()),
+            ("namespace", self.namespaces.len()),
+            ("resource", self.resources.len()),
+            ("verb", self.verbs.len()),
+            ("status", self.statuses.len()),
+            ("access method", self.access_methods.len()),
+            ("command", self.commands.len()),
+        ];
+        for (field, count) in counts {
+            if count > MAX_VALUES_PER_FIELD {
+                return Err(FilterError::TooManyValues { field, count });
+            }
+        }
+        let all: usize = counts.iter().map(|(_, n)| n).sum();
+        if all > MAX_VALUES {
+            return Err(FilterError::TooManyInAll(all));
+        }
+        Ok(())
     }
 
     /// The filter in the compact language; `parse_query` reads it back to the same filter
@@ -458,6 +500,41 @@ pub fn parse_access_method(s: &str) -> Result<AccessMethod, FilterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_number_of_values_is_bounded() {
+        let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
+        let mut f = Filter {
+            users: values(MAX_VALUES_PER_FIELD),
+            ..Default::default()
+        };
+        assert_eq!(f.check(), Ok(()));
+        f.namespaces = values(MAX_VALUES_PER_FIELD + 1);
+        let err = f.check().unwrap_err();
+        assert_eq!(
+            err,
+            FilterError::TooManyValues {
+                field: "namespace",
+                count: 101
+            }
+        );
+        assert!(err.to_string().contains("at most 100"), "{err}");
+        let f = Filter {
+            users: values(100),
+            clusters: values(100),
+            namespaces: values(100),
+            resources: values(100),
+            verbs: values(100),
+            commands: values(1),
+            ..Default::default()
+        };
+        assert_eq!(f.check(), Err(FilterError::TooManyInAll(501)));
+        let query = format!("user:{}", values(101).join(","));
+        assert!(matches!(
+            Filter::parse_query(&query),
+            Err(FilterError::TooManyValues { field: "user", .. })
+        ));
+    }
 
     #[test]
     fn statuses_parse() {

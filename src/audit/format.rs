@@ -2,6 +2,7 @@
 //! `wide`), JSON, NDJSON, CSV for spreadsheets, and `k8s-audit` (an `audit.k8s.io/v1`
 //! `EventList`) for tools that read Kubernetes audit logs.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use clap::ValueEnum;
@@ -253,6 +254,45 @@ pub fn format_duration_us(us: i64) -> String {
     }
 }
 
+/// A record's text made safe to show on a terminal: C0 controls (newline and tab included), DEL,
+/// C1 controls (U+0080–U+009F) and the Unicode bidi overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069) become visible escapes (`\n`, `\x1b`, `\u{9b}`, `\u{202e}`), so a record can
+/// neither drive the terminal (clear it, recolour it, write the clipboard with OSC 52) nor
+/// reorder or break the line it is shown on. Every output for people goes through it; machine
+/// formats (JSON, NDJSON, CSV, the sinks' encodings) keep the exact data.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.contains(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// `printable` for a value that is already owned.
+fn shown(text: String) -> String {
+    match printable(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// Cells that spreadsheets would evaluate as formulas get a leading `'` (OWASP CSV injection).
 pub fn neutralize(cell: &str) -> std::borrow::Cow<'_, str> {
     match cell.as_bytes().first() {
@@ -414,7 +454,7 @@ fn call_cells(row: &CallRow, wide: bool) -> Vec<String> {
             opt(c.request_id),
         ]);
     }
-    cells
+    cells.into_iter().map(shown).collect()
 }
 
 fn command_table(wide: bool) -> Table {
@@ -452,7 +492,7 @@ fn command_cells(row: &CommandRow, wide: bool) -> Vec<String> {
             c.cwd.clone(),
         ]);
     }
-    cells
+    cells.into_iter().map(shown).collect()
 }
 
 /// One call as a Kubernetes audit event (`audit.k8s.io/v1`, level Metadata, stage
@@ -538,6 +578,73 @@ mod tests {
             client_duration_us: Some(5),
             gateway_duration_us: None,
         }
+    }
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert!(matches!(
+            printable("kubectl get pods -l 'a in (b)' ünï ✓ \\x"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("\x1b[2J\x1b]52;c;aGVsbG8=\x07"),
+            r"\x1b[2J\x1b]52;c;aGVsbG8=\x07"
+        );
+        assert_eq!(
+            printable("a\0b\x7fc\u{9b}d\u{85}"),
+            r"a\x00b\x7fc\u{9b}d\u{85}"
+        );
+        assert_eq!(printable("one\ntwo\tthree\r"), r"one\ntwo\tthree\r");
+        assert_eq!(
+            printable("\u{202a}\u{202e}txt.exe\u{2066}\u{2069}"),
+            r"\u{202a}\u{202e}txt.exe\u{2066}\u{2069}"
+        );
+        // Every character that is left is printable.
+        let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
+        assert!(!printable(&all).contains(|c: char| c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)));
+    }
+
+    #[test]
+    fn tables_escape_control_characters_and_machine_formats_keep_them() {
+        let hostile = "kubectl get po \x1b[2J \x1b]52;c;aGVsbG8=\x07";
+        let mut call = row();
+        call.command_line = Some(hostile.into());
+        call.call.user_agent = "ua\u{202e}".into();
+        call.call.reason = "a\nb".into();
+        call.call.decision = "deny".into();
+        let command = CommandRow {
+            command: crate::audit::Command {
+                command_line: hostile.into(),
+                cwd: "/tmp/\x1b]0;x\x07".into(),
+                host: "h\x1b[31m".into(),
+                ..Default::default()
+            },
+            calls: 0,
+            statuses: Default::default(),
+            duration_us: None,
+        };
+        for format in [Format::Table, Format::Wide] {
+            let mut e = Emitter::new(format, Vec::new());
+            e.call(&call).unwrap();
+            let calls = String::from_utf8(e.finish(false).unwrap()).unwrap();
+            let mut e = Emitter::new(format, Vec::new());
+            e.command(&command).unwrap();
+            let commands = String::from_utf8(e.finish(true).unwrap()).unwrap();
+            for text in [&calls, &commands] {
+                assert!(!text.contains(['\x1b', '\x07', '\u{202e}']), "{text:?}");
+                assert!(text.contains(r"\x1b[2J"), "{text}");
+            }
+            if format == Format::Wide {
+                assert!(calls.contains(r"ua\u{202e}") && calls.contains(r"deny: a\nb"));
+                assert!(commands.contains(r"h\x1b[31m") && commands.contains(r"\x07"));
+            }
+        }
+        let mut e = Emitter::new(Format::Ndjson, Vec::new());
+        e.call(&call).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&e.finish(false).unwrap()).unwrap();
+        assert_eq!(json["command_line"], hostile);
     }
 
     #[test]

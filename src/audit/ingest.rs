@@ -11,20 +11,112 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::chain::{self, Kind};
-use super::model::{ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
+use super::model::{limits, ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
 use super::store::{upsert_command_row, AuditStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{kind} {id} is already stored for user {owner:?}, not for {user:?}")]
-    Foreign {
-        kind: &'static str,
-        id: Uuid,
-        owner: String,
-        user: String,
-    },
+    /// The id belongs to another user's record. Who that is stays unsaid: ids are the only
+    /// thing a client may guess, and the answer must not tell it whose records they are.
+    #[error("{kind} {id} is already in use by another user's record")]
+    Foreign { kind: &'static str, id: Uuid },
+    #[error(transparent)]
+    Invalid(#[from] InvalidRecord),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A record the gateway does not store: a field holds a NUL character or exceeds its limit
+/// (`model::limits`). Messages name the record and the field, never its content.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidRecord {
+    #[error("{kind} {id}: {field} holds a NUL character, which no record may hold")]
+    Nul {
+        kind: &'static str,
+        id: Uuid,
+        field: String,
+    },
+    #[error(
+        "{kind} {id}: {field} is {len} bytes, more than the limit of {max}; ztk clients cut \
+         their records to the limits, so upgrade this one"
+    )]
+    TooLong {
+        kind: &'static str,
+        id: Uuid,
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "{kind} {id}: argv has {count} arguments, more than the limit of {max}; ztk clients \
+         cut their records to the limits, so upgrade this one"
+    )]
+    TooManyArgs {
+        kind: &'static str,
+        id: Uuid,
+        count: usize,
+        max: usize,
+    },
+}
+
+fn check_text(
+    kind: &'static str,
+    id: Uuid,
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<(), InvalidRecord> {
+    if value.len() > max {
+        return Err(InvalidRecord::TooLong {
+            kind,
+            id,
+            field: field.to_string(),
+            len: value.len(),
+            max,
+        });
+    }
+    if value.contains('\0') {
+        return Err(InvalidRecord::Nul {
+            kind,
+            id,
+            field: field.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a client's command: no NUL anywhere, every field within its limit.
+pub fn check_command(c: &Command) -> Result<(), InvalidRecord> {
+    let kind = "command";
+    c.for_each_text(|field, value, max| check_text(kind, c.id, field, value, max))?;
+    if c.argv.len() > limits::MAX_ARGS {
+        return Err(InvalidRecord::TooManyArgs {
+            kind,
+            id: c.id,
+            count: c.argv.len(),
+            max: limits::MAX_ARGS,
+        });
+    }
+    let mut total = 0;
+    for (i, arg) in c.argv.iter().enumerate() {
+        check_text(kind, c.id, &format!("argv[{i}]"), arg, usize::MAX)?;
+        total += arg.len();
+    }
+    if total > limits::MAX_ARGV_BYTES {
+        return Err(InvalidRecord::TooLong {
+            kind,
+            id: c.id,
+            field: "argv".into(),
+            len: total,
+            max: limits::MAX_ARGV_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a client's call: no NUL anywhere, every field within its limit.
+pub fn check_call(c: &ApiCall) -> Result<(), InvalidRecord> {
+    c.for_each_text(|field, value, max| check_text("call", c.id, field, value, max))
 }
 
 /// How many rows a batch wrote (new records, or records brought up to date).
@@ -56,6 +148,9 @@ impl Ingestor {
         commands: &[Command],
         calls: &[ApiCall],
     ) -> Result<Ingested, IngestError> {
+        // Every record is checked before anything is written.
+        commands.iter().try_for_each(check_command)?;
+        calls.iter().try_for_each(check_call)?;
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let mut conn = self.store.connect(false)?.detach();
@@ -134,12 +229,10 @@ fn write(
                     })
                     .optional()
                     .map_err(sql_err)?;
-                if let Some(owner) = owner.filter(|o| o != user) {
+                if owner.is_some_and(|o| o != user) {
                     return Err(IngestError::Foreign {
                         kind: "command",
                         id: cmd.id,
-                        owner,
-                        user: user.to_string(),
                     });
                 }
             }
@@ -216,12 +309,10 @@ fn write(
                 .prepare_cached("SELECT user FROM client_calls WHERE id = ?")
                 .and_then(|mut s| s.query_row([c.id.to_string()], |r| r.get(0)).optional())
                 .map_err(sql_err)?;
-            if let Some(owner) = owner.filter(|o| o != user) {
+            if owner.is_some_and(|o| o != user) {
                 return Err(IngestError::Foreign {
                     kind: "call",
                     id: c.id,
-                    owner,
-                    user: user.to_string(),
                 });
             }
         }
@@ -253,6 +344,80 @@ mod tests {
         let conn = store.connect(true).unwrap();
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn nul_characters_and_fields_beyond_their_limits_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("gw.db")).unwrap();
+        let ingestor = Ingestor::new(store.clone());
+        let mut nul = call("alice");
+        nul.user_agent = "secret\0agent".into();
+        let err = ingestor
+            .ingest("alice", &[], &[call("alice"), nul.clone()])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            IngestError::Invalid(InvalidRecord::Nul { .. })
+        ));
+        assert!(
+            text.contains(&nul.id.to_string()) && text.contains("user_agent"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("secret"),
+            "the content is not echoed: {text}"
+        );
+        assert_eq!(
+            count(&store, "client_calls"),
+            0,
+            "nothing of the batch was stored"
+        );
+
+        let cmd = |argv: Vec<String>| Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            argv,
+            ..Default::default()
+        };
+        let with_nul = cmd(vec!["kubectl".into(), "get\0".into()]);
+        let err = check_command(&with_nul).unwrap_err().to_string();
+        assert!(err.contains("argv[1]") && err.contains("NUL"), "{err}");
+        let many = cmd(vec!["a".into(); limits::MAX_ARGS + 1]);
+        let err = check_command(&many).unwrap_err().to_string();
+        assert!(
+            err.contains("1025 arguments") && err.contains("1024"),
+            "{err}"
+        );
+        let big = cmd(vec!["x".repeat(40_000), "y".repeat(40_000)]);
+        let err = check_command(&big).unwrap_err().to_string();
+        assert!(
+            err.contains("argv is 80000 bytes") && err.contains("65536"),
+            "{err}"
+        );
+        let mut long_cwd = cmd(vec!["kubectl".into()]);
+        long_cwd.cwd = "d".repeat(limits::MAX_FIELD_BYTES + 1);
+        let err = check_command(&long_cwd).unwrap_err().to_string();
+        assert!(
+            err.contains("cwd is 8193 bytes") && err.contains("8192"),
+            "{err}"
+        );
+        let mut long_path = call("alice");
+        long_path.path = "/".repeat(limits::MAX_FIELD_BYTES + 1);
+        let err = check_call(&long_path).unwrap_err().to_string();
+        assert!(err.contains("path is 8193 bytes"), "{err}");
+        let mut long_query = call("alice");
+        long_query.query = "q".repeat(limits::MAX_LONG_FIELD_BYTES);
+        check_call(&long_query).unwrap();
+        long_query.query.push('q');
+        assert!(check_call(&long_query).is_err());
+        // At the limits exactly: accepted.
+        let mut edge = cmd(vec!["a".into(); limits::MAX_ARGS]);
+        edge.host = "h".repeat(limits::MAX_FIELD_BYTES);
+        edge.command_line = "c".repeat(limits::MAX_LONG_FIELD_BYTES);
+        check_command(&edge).unwrap();
     }
 
     #[test]
@@ -348,6 +513,11 @@ mod tests {
         let err = ingestor.ingest("bob", &[], &[bobs, stolen]).unwrap_err();
         assert!(
             matches!(err, IngestError::Foreign { kind: "call", .. }),
+            "{err}"
+        );
+        // Whose record it is stays unsaid.
+        assert!(
+            err.to_string().contains("another user's record") && !err.to_string().contains("alice"),
             "{err}"
         );
         let mut cmd_stolen = cmd.clone();

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -215,6 +216,143 @@ pub struct Command {
     pub host: String,
 }
 
+/// Bounds of a record's fields, the same on both sides: the gateway's ingest refuses a record
+/// beyond them (`audit::ingest::check_command`, `check_call`), and the client cuts its own
+/// records to them (`Command::fit`, `ApiCall::fit`), so that what it ships is always accepted.
+pub mod limits {
+    /// Arguments in a command's argv.
+    pub const MAX_ARGS: usize = 1024;
+    /// Bytes of a command's argv, all arguments together.
+    pub const MAX_ARGV_BYTES: usize = 64 * 1024;
+    /// Bytes of a command line or a query string.
+    pub const MAX_LONG_FIELD_BYTES: usize = 64 * 1024;
+    /// Bytes of every other text field: path, cwd, host, user agent, reason, names.
+    pub const MAX_FIELD_BYTES: usize = 8 * 1024;
+}
+
+use limits::{MAX_FIELD_BYTES, MAX_LONG_FIELD_BYTES};
+
+/// Names every text field of a record with its limit, once for reading (`for_each_text`: the
+/// ingest checks) and once for writing (`fit`).
+macro_rules! text_fields {
+    ($ty:ident { $($field:ident: $max:expr),* $(,)? }) => {
+        impl $ty {
+            /// Calls `f` with each text field's name, value and limit in bytes, until it fails.
+            pub fn for_each_text<E>(
+                &self,
+                mut f: impl FnMut(&'static str, &str, usize) -> Result<(), E>,
+            ) -> Result<(), E> {
+                $( f(stringify!($field), &self.$field, $max)?; )*
+                Ok(())
+            }
+
+            fn for_each_text_mut(&mut self, mut f: impl FnMut(&mut String, usize)) {
+                $( f(&mut self.$field, $max); )*
+            }
+        }
+    };
+}
+
+text_fields!(ApiCall {
+    user: MAX_FIELD_BYTES,
+    cluster: MAX_FIELD_BYTES,
+    namespace: MAX_FIELD_BYTES,
+    resource: MAX_FIELD_BYTES,
+    subresource: MAX_FIELD_BYTES,
+    name: MAX_FIELD_BYTES,
+    api_group: MAX_FIELD_BYTES,
+    api_version: MAX_FIELD_BYTES,
+    verb: MAX_FIELD_BYTES,
+    method: MAX_FIELD_BYTES,
+    path: MAX_FIELD_BYTES,
+    query: MAX_LONG_FIELD_BYTES,
+    user_agent: MAX_FIELD_BYTES,
+    source_ip: MAX_FIELD_BYTES,
+    kubectl_command: MAX_FIELD_BYTES,
+    kubectl_session: MAX_FIELD_BYTES,
+    decision: MAX_FIELD_BYTES,
+    reason: MAX_FIELD_BYTES,
+});
+
+text_fields!(Command {
+    user: MAX_FIELD_BYTES,
+    cluster: MAX_FIELD_BYTES,
+    command_line: MAX_LONG_FIELD_BYTES,
+    cwd: MAX_FIELD_BYTES,
+    host: MAX_FIELD_BYTES,
+});
+
+impl ApiCall {
+    /// Cuts every field to its limit (`limits`), marking what was cut, and replaces NUL
+    /// characters, which the gateway refuses: the client's own records always ship.
+    pub fn fit(&mut self) {
+        self.for_each_text_mut(fit_text);
+    }
+}
+
+impl Command {
+    /// Cuts argv, the command line and every other field to their limits (`limits`), marking
+    /// what was cut, and replaces NUL characters, which the gateway refuses.
+    pub fn fit(&mut self) {
+        use limits::{MAX_ARGS, MAX_ARGV_BYTES};
+        self.for_each_text_mut(fit_text);
+        for arg in &mut self.argv {
+            fit_text(arg, usize::MAX);
+        }
+        if self.argv.len() > MAX_ARGS {
+            let dropped = self.argv.len() - (MAX_ARGS - 1);
+            self.argv.truncate(MAX_ARGS - 1);
+            self.argv.push(format!("…[truncated {dropped} arguments]"));
+        }
+        let total: usize = self.argv.iter().map(String::len).sum();
+        if total > MAX_ARGV_BYTES {
+            // Keep the arguments that fit; cut the one that does not, marked with what was
+            // dropped in all; drop the rest.
+            let budget = MAX_ARGV_BYTES - MARKER_ROOM;
+            let mut used = 0;
+            let mut keep = self.argv.len();
+            for (i, arg) in self.argv.iter_mut().enumerate() {
+                if used + arg.len() > budget {
+                    let cut = floor_char_boundary(arg, budget - used);
+                    arg.truncate(cut);
+                    used += cut;
+                    let _ = write!(arg, "…[truncated {} bytes]", total - used);
+                    keep = i + 1;
+                    break;
+                }
+                used += arg.len();
+            }
+            self.argv.truncate(keep);
+        }
+    }
+}
+
+/// Room for the marker `…[truncated N bytes]`, whatever N.
+const MARKER_ROOM: usize = "…[truncated  bytes]".len() + 20;
+
+/// Cuts `text` to at most `max` bytes (on a character boundary) with a marker that says how
+/// many bytes were dropped; NUL characters become U+FFFD.
+fn fit_text(text: &mut String, max: usize) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{fffd}");
+    }
+    if text.len() <= max {
+        return;
+    }
+    let total = text.len();
+    let keep = floor_char_boundary(text, max.saturating_sub(MARKER_ROOM));
+    text.truncate(keep);
+    let _ = write!(text, "…[truncated {} bytes]", total - keep);
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// An API call with the command line that caused it, as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRow {
@@ -292,6 +430,80 @@ mod tests {
             error: error.map(str::to_string),
             open,
         }
+    }
+
+    #[test]
+    fn fit_cuts_a_record_to_the_limits_with_a_visible_marker() {
+        use super::limits::*;
+        use crate::audit::ingest::{check_call, check_command};
+        let mut cmd = Command {
+            id: Uuid::now_v7(),
+            argv: (0..2000).map(|i| format!("arg{i}")).collect(),
+            command_line: "é".repeat(MAX_LONG_FIELD_BYTES),
+            cwd: "/tmp/\0x".into(),
+            host: "h".repeat(MAX_FIELD_BYTES + 1),
+            ..Default::default()
+        };
+        assert!(check_command(&cmd).is_err());
+        cmd.fit();
+        check_command(&cmd).unwrap();
+        assert_eq!(cmd.argv.len(), MAX_ARGS);
+        assert_eq!(cmd.argv[MAX_ARGS - 2], "arg1022");
+        assert_eq!(cmd.argv[MAX_ARGS - 1], "…[truncated 977 arguments]");
+        assert!(
+            cmd.command_line.ends_with(" bytes]") && cmd.command_line.len() <= MAX_LONG_FIELD_BYTES
+        );
+        assert!(cmd.command_line.starts_with("éé"));
+        assert_eq!(cmd.cwd, "/tmp/\u{fffd}x");
+        assert!(
+            cmd.host.ends_with("…[truncated 42 bytes]") && cmd.host.len() <= MAX_FIELD_BYTES,
+            "{}",
+            &cmd.host[8000..]
+        );
+
+        // Bytes: the argument that crosses the limit is cut, the rest dropped, all counted.
+        let mut cmd = Command {
+            id: Uuid::now_v7(),
+            argv: vec![
+                "kubectl".into(),
+                "x".repeat(40_000),
+                "y".repeat(40_000),
+                "z".into(),
+            ],
+            ..Default::default()
+        };
+        cmd.fit();
+        check_command(&cmd).unwrap();
+        assert_eq!(cmd.argv.len(), 3);
+        assert_eq!(cmd.argv[1].len(), 40_000);
+        let total: usize = cmd.argv.iter().map(String::len).sum();
+        assert!(total <= MAX_ARGV_BYTES, "{total}");
+        let kept = cmd.argv[2].split('…').next().unwrap().len();
+        assert!(cmd.argv[2].ends_with(&format!("…[truncated {} bytes]", 40_001 - kept)));
+
+        // A record within the limits is left as it is.
+        let mut small = Command {
+            argv: vec!["kubectl".into(), "get".into()],
+            command_line: "kubectl get".into(),
+            ..Default::default()
+        };
+        let before = small.clone();
+        small.fit();
+        assert_eq!(small, before);
+
+        let mut call = ApiCall {
+            id: Uuid::now_v7(),
+            path: "/api/v1/namespaces/default/pods/".to_string() + &"p".repeat(10_000),
+            query: "labelSelector=".to_string() + &"a".repeat(70_000),
+            user_agent: "ua\0".into(),
+            ..Default::default()
+        };
+        assert!(check_call(&call).is_err());
+        call.fit();
+        check_call(&call).unwrap();
+        assert!(call.path.starts_with("/api/v1/namespaces/default/pods/ppp"));
+        assert!(call.path.contains("…[truncated "));
+        assert!(call.query.len() <= MAX_LONG_FIELD_BYTES);
     }
 
     #[test]

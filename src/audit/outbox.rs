@@ -109,7 +109,10 @@ impl AuditStore {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 call_seqs.push(r.get(27).map_err(|e| self.err(e))?);
-                calls.push(call_from_row(r).map_err(|e| self.err(e))?);
+                let mut call = call_from_row(r).map_err(|e| self.err(e))?;
+                // Records stored before the limits existed ship within them too.
+                call.fit();
+                calls.push(call);
             }
         }
         // With a full list of calls, only the commands written before its last call can be
@@ -131,7 +134,9 @@ impl AuditStore {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 command_seqs.push(r.get(12).map_err(|e| self.err(e))?);
-                commands.push(command_from_row(r).map_err(|e| self.err(e))?);
+                let mut command = command_from_row(r).map_err(|e| self.err(e))?;
+                command.fit();
+                commands.push(command);
             }
         }
         // The `max` lowest seqs of both lists together: then every record of the user up to

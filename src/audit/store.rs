@@ -920,6 +920,15 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
+    if !read_only && !path.exists() {
+        // Created 0600 before SQLite creates it (0644 less the umask): SQLite then gives the
+        // `-wal` and `-shm` files it makes beside it the same mode.
+        let _ = crate::fsutil::private_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path);
+    }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // The last connection to close would checkpoint the WAL into the database and fsync it: a
@@ -935,8 +944,16 @@ pub fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connect
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         #[cfg(unix)]
         {
+            // A store made by an older ztk: 0600 for it and its WAL and shared memory too.
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            let shared = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            if shared {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+                }
+            }
         }
     }
     Ok(conn)

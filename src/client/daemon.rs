@@ -149,7 +149,7 @@ impl ProxyFiles {
     fn open_lock(&self) -> Result<File, DaemonError> {
         self.create_dir()?;
         let path = self.lock_file();
-        std::fs::OpenOptions::new()
+        crate::fsutil::private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -195,7 +195,12 @@ impl ProxyFiles {
             });
         }
         let pid_file = self.pid_file();
-        let mut file = File::create(&pid_file).map_err(io("cannot write", &pid_file))?;
+        let mut file = crate::fsutil::private_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&pid_file)
+            .map_err(io("cannot write", &pid_file))?;
         writeln!(file, "{}", std::process::id()).map_err(io("cannot write", &pid_file))?;
         Ok(Running {
             _lock: lock,
@@ -212,7 +217,7 @@ impl ProxyFiles {
         // while the others wait here, then find it running (or try again themselves if it
         // failed), instead of racing for the proxy's lock and reporting that race as an error.
         let start_path = self.dir.join("start.lock");
-        let start_lock = std::fs::OpenOptions::new()
+        let start_lock = crate::fsutil::private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -223,11 +228,17 @@ impl ProxyFiles {
             return Ok(pid);
         }
         let log_path = self.log_file();
-        let log = std::fs::OpenOptions::new()
+        let log = crate::fsutil::private_options()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(io("cannot open", &log_path))?;
+        // A log from an older ztk may be 0644: the proxy's messages name users and clusters.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = log.set_permissions(std::fs::Permissions::from_mode(0o600));
+        }
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("proxy")

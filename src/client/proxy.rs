@@ -353,6 +353,7 @@ async fn handle(
                 ApiCall::begin(req.method(), path, query, &info, req.headers(), peer.ip());
             call.cluster = cluster.clone();
             call.user = ctx.access.user();
+            call.fit();
             let message = format!("ztk: refused an ambiguous request: {ambiguity}");
             call.refuse(400, "deny", &message, start.elapsed());
             ctx.sink.record_call(call);
@@ -369,6 +370,8 @@ async fn handle(
         req.headers(),
         peer.ip(),
     );
+    // Within the gateway's limits (a long path or query is cut, marked): the record ships.
+    call.fit();
     call.cluster = cluster.clone();
     call.request_id = Some(call.id);
     call.command_id = None;

@@ -109,7 +109,7 @@ fn record_command(paths: &Paths, user: &str, cluster: &str, parent: Parent) -> R
     // Shown as `ztk kubectl` records it, whichever copy of kubectl ran.
     argv[0] = "kubectl".into();
     let argv = redact_argv(&argv);
-    let command = Command {
+    let mut command = Command {
         id: Uuid::now_v7(),
         started_us: now_us(),
         ended_us: None,
@@ -123,6 +123,8 @@ fn record_command(paths: &Paths, user: &str, cluster: &str, parent: Parent) -> R
         cwd: parent.cwd,
         host: crate::fsutil::hostname(),
     };
+    // Within the gateway's limits, cut with a marker: the record always ships.
+    command.fit();
     let store = AuditStore::open(&paths.audit_db())?;
     store.upsert_commands(std::slice::from_ref(&command))?;
     Ok(command.id)

@@ -91,7 +91,7 @@ impl Demo {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let tmp = tempfile::Builder::new().prefix("ztk-demo-").tempdir()?;
+    let tmp = crate::fsutil::private_tempdir_in(&std::env::temp_dir(), "ztk-demo-")?;
     let demo = Demo {
         exe: std::env::current_exe().context("cannot find the ztk binary")?,
         dir: tmp.path().to_path_buf(),

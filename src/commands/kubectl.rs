@@ -105,6 +105,8 @@ pub async fn run(args: Args) -> Result<i32> {
             .unwrap_or_default(),
         host: crate::fsutil::hostname(),
     };
+    // Within the gateway's limits, cut with a marker: the record always ships.
+    command.fit();
     // The writer's thread opens the store and commits the command first, the proof that the
     // store takes writes at all. Fail-closed waits for that commit before kubectl starts (a
     // crash then still leaves the command in the log); best-effort starts kubectl meanwhile and
@@ -306,8 +308,8 @@ fn link_discovery_cache(
     let kept = paths.data_dir.join("kubectl-cache").join(cluster);
     let host_dir = cache_dir.join("discovery");
     let link = host_dir.join(format!("{}_{}", addr.ip(), addr.port()));
-    let made =
-        crate::fsutil::create_private_dir(&kept).and_then(|_| std::fs::create_dir_all(&host_dir));
+    let made = crate::fsutil::create_private_dir(&kept)
+        .and_then(|_| crate::fsutil::create_private_dir(&host_dir));
     #[cfg(unix)]
     let linked = made.and_then(|_| std::os::unix::fs::symlink(&kept, &link));
     #[cfg(not(unix))]
@@ -357,7 +359,7 @@ async fn wait_forwarding_signals(
 fn write_run_dir(paths: &Paths, kubeconfig: &[u8]) -> Result<(tempfile::TempDir, PathBuf)> {
     let attempt = |parent: &std::path::Path| -> Result<(tempfile::TempDir, PathBuf)> {
         crate::fsutil::create_private_dir(parent)?;
-        let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
+        let dir = crate::fsutil::private_tempdir_in(parent, "run-")?;
         let path = dir.path().join("kubeconfig");
         // Removed when the run ends: written once, without the fsync an atomic write costs.
         crate::fsutil::write_new_private(&path, kubeconfig)?;

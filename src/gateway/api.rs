@@ -339,6 +339,10 @@ async fn audit_request<Q: AuditRequest>(
             protocol::MAX_PAGE
         )));
     }
+    query
+        .filter_mut()
+        .check()
+        .map_err(|e| bad_request(e.to_string()))?;
     restrict_to_own(gateway, &session, query.filter_mut())?;
     Ok(query)
 }

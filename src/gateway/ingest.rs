@@ -146,6 +146,9 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         Ok(Ok((_, _, Err(err @ IngestError::Foreign { .. }), _, _))) => forbidden(format!(
             "{err}; a record may only be sent by its own user; nothing was stored"
         )),
+        Ok(Ok((_, _, Err(IngestError::Invalid(err)), _, _))) => {
+            bad_request(format!("{err}; nothing was stored"))
+        }
         Ok(Ok((_, _, Err(IngestError::Store(err)), _, _))) => {
             tracing::error!("could not store an audit batch: {err}");
             body::status_response(

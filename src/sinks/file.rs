@@ -1,6 +1,6 @@
 //! The file sink: JSON lines, rotated by size, a fixed number of old files kept.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -68,7 +68,7 @@ impl FileState {
             |what: &str, e: std::io::Error| SinkError(format!("{what} {}: {e}", path.display()));
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)
+                crate::fsutil::create_private_dir(dir)
                     .map_err(|e| io("cannot create the directory of", e))?;
             }
             let file = open_append(&self.path).map_err(|e| io("cannot open", e))?;
@@ -135,14 +135,10 @@ impl FileState {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
+    crate::fsutil::private_options()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::audit::format::printable;
 use crate::audit::model::{format_time_us, STREAM_OPEN};
 use crate::audit::{Record, Sequenced};
 
@@ -28,7 +29,8 @@ pub fn record_time_us(record: &Sequenced) -> i64 {
 }
 
 /// `alice delete pods/web-1 -n prod on cluster dev: 200`, or for a command
-/// `alice ran "kubectl get pods" on cluster dev: exit 0`. Always one line.
+/// `alice ran "kubectl get pods" on cluster dev: exit 0`. Always one line, escaped for a
+/// terminal (`audit::format::printable`).
 pub fn summary(record: &Sequenced) -> String {
     let line = match &record.record {
         Record::Call(row) => {
@@ -59,13 +61,8 @@ pub fn summary(record: &Sequenced) -> String {
             )
         }
     };
-    one_line(&line)
-}
-
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    // One line, and nothing in it that a terminal would act on.
+    printable(&line).into_owned()
 }
 
 /// Facility `authpriv` (10): security and authorization messages.
@@ -270,6 +267,21 @@ mod tests {
         assert_eq!(
             summary(&cmd),
             "bob ran \"kubectl get po\" on cluster dev: exit 1"
+        );
+    }
+
+    #[test]
+    fn summaries_are_one_line_without_terminal_controls() {
+        let mut record = call();
+        let Record::Call(row) = &mut record.record else {
+            unreachable!()
+        };
+        row.call.name = "web\x1b[2J\x1b]52;c;aGVsbG8=\x07".into();
+        row.call.user = "eve\u{202e}".into();
+        let line = summary(&record);
+        assert_eq!(
+            line,
+            r"eve\u{202e} delete pods/web\x1b[2J\x1b]52;c;aGVsbG8=\x07 -n prod on cluster dev: 200"
         );
     }
 

@@ -1061,21 +1061,21 @@ pub(crate) mod tests {
 
     /// An app on `view` whose first page (`n` rows, more behind them) has arrived.
     pub fn loaded(view: View, n: u64, more: bool) -> App {
-        let mut app = App::new(SourceKind::Local, view, "").unwrap();
-        app.now_us = || NOW;
-        app.resize(80, 24);
-        let fetch = one_fetch(&mut app);
         let make = if view == View::Commands {
             command
         } else {
             call
         };
-        app.data(rows(
-            fetch.screen,
-            FetchKind::Reset,
-            (0..n).map(make).collect(),
-            more,
-        ));
+        loaded_with(view, (0..n).map(make).collect(), more)
+    }
+
+    /// An app on `view` whose first page, these records, has arrived.
+    pub fn loaded_with(view: View, records: Vec<Record>, more: bool) -> App {
+        let mut app = App::new(SourceKind::Local, view, "").unwrap();
+        app.now_us = || NOW;
+        app.resize(80, 24);
+        let fetch = one_fetch(&mut app);
+        app.data(rows(fetch.screen, FetchKind::Reset, records, more));
         let _ = app.take_effects();
         app
     }

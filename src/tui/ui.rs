@@ -6,7 +6,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use crate::audit::format::format_duration_us;
+use std::borrow::Cow;
+
+use crate::audit::format::{format_duration_us, printable};
 use crate::audit::model::format_time_us;
 use crate::protocol::View;
 
@@ -136,7 +138,7 @@ fn draw_title(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     match app.screen() {
         Screen::List(list) => {
             let what = match (&list.within, list.view) {
-                (Some((_, line)), _) => format!("calls of `{line}`"),
+                (Some((_, line)), _) => format!("calls of `{}`", printable(line)),
                 (None, View::Commands) => "commands".to_string(),
                 (None, View::Calls) => "API calls".to_string(),
             };
@@ -180,7 +182,7 @@ fn draw_filter(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             let shown = if query.is_empty() {
                 Span::styled("(none: / to filter)", theme.fg(Color::DarkGray))
             } else {
-                Span::raw(query.to_string())
+                Span::raw(printable(query).into_owned())
             };
             Line::from(vec![Span::styled("filter: ", theme.header()), shown])
         }
@@ -224,8 +226,12 @@ fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             None,
         ),
         _ => match &app.status {
-            Some((text, Level::Error)) => (Line::styled(text.clone(), theme.error()), None),
-            Some((text, Level::Info)) => (Line::raw(text.clone()), None),
+            // Messages may quote a record or a gateway's answer.
+            Some((text, Level::Error)) => (
+                Line::styled(printable(text).into_owned(), theme.error()),
+                None,
+            ),
+            Some((text, Level::Info)) => (Line::raw(printable(text).into_owned()), None),
             None => {
                 let hints = match app.screen() {
                     Screen::List(_) => "? help  / filter  Enter open  Tab view  s sort  t time  y copy  e export  q quit",
@@ -284,9 +290,12 @@ fn draw_table(frame: &mut Frame, app: &App, list: &ListScreen, theme: &Theme, ar
     );
     if empty && area.height > 2 {
         let (text, style) = match &list.failed {
-            Some(message) => (message.as_str(), theme.error()),
-            None if list.loading || !list.loaded => ("loading…", theme.fg(Color::DarkGray)),
-            None => ("no records match the filter", theme.fg(Color::DarkGray)),
+            Some(message) => (printable(message), theme.error()),
+            None if list.loading || !list.loaded => ("loading…".into(), theme.fg(Color::DarkGray)),
+            None => (
+                "no records match the filter".into(),
+                theme.fg(Color::DarkGray),
+            ),
         };
         let inner = Rect {
             y: area.y + 2,
@@ -336,11 +345,21 @@ fn cell(record: &Record, col: Col, theme: &Theme) -> Cell<'static> {
         },
         _ => Style::default(),
     };
-    Cell::from(text).style(style)
+    Cell::from(printable(&text).into_owned()).style(style)
 }
 
-/// Every field of a record, one per line.
+/// Every field of a record, one per line, escaped for the terminal (`printable`).
 pub fn detail_lines(record: &Record) -> Vec<(&'static str, String)> {
+    let mut lines = raw_detail_lines(record);
+    for (_, value) in &mut lines {
+        if let Cow::Owned(escaped) = printable(value) {
+            *value = escaped;
+        }
+    }
+    lines
+}
+
+fn raw_detail_lines(record: &Record) -> Vec<(&'static str, String)> {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let dur = |us: i64| format!("{} ({us} µs)", format_duration_us(us));
     match record {
@@ -655,6 +674,57 @@ sorted by TIME (UTC) (the 30 loaded rows)",
             lines[4].trim(),
             "no gateway session: not logged in (run `ztk login`)"
         );
+    }
+
+    #[test]
+    fn control_characters_in_records_are_drawn_escaped() {
+        use crate::tui::app::tests::{call, command, loaded_with};
+        let hostile = "kubectl get \x1b[2J\x1b]52;c;aGVsbG8=\x07 \u{202e}x";
+        let escaped = r"kubectl get \x1b[2J\x1b]52;c;aGVsbG8=\x07 \u{202e}x";
+        let Record::Call(mut row) = call(0) else {
+            unreachable!()
+        };
+        row.command_line = Some(hostile.into());
+        row.call.name = "web\u{9b}0".into();
+        row.call.user_agent = "ua\x1b[31m".into();
+        let mut app = loaded_with(View::Calls, vec![Record::Call(row)], false);
+        let (lines, buffer) = render(&mut app, 200, 12);
+        let text = lines.join("\n");
+        assert!(text.contains(escaped), "{text}");
+        assert!(text.contains(r"web\u{9b}0"), "{text}");
+        let raw = |b: &ratatui::buffer::Buffer| {
+            b.content().iter().any(|c| {
+                c.symbol()
+                    .chars()
+                    .any(|ch| ch.is_control() || ch == '\u{202e}')
+            })
+        };
+        assert!(!raw(&buffer), "a raw control character reached the screen");
+        // The detail pane.
+        app.key(key(KeyCode::Enter));
+        let (lines, buffer) = render(&mut app, 200, 40);
+        let text = lines.join("\n");
+        assert!(text.contains(&format!("command line  {escaped}")), "{text}");
+        assert!(text.contains(r"user agent  ua\x1b[31m"), "{text}");
+        assert!(!raw(&buffer));
+
+        let Record::Command(mut row) = command(0) else {
+            unreachable!()
+        };
+        row.command.command_line = hostile.into();
+        row.command.cwd = "/tmp/\x1b]0;title\x07".into();
+        let mut app = loaded_with(View::Commands, vec![Record::Command(row)], false);
+        let (lines, buffer) = render(&mut app, 120, 12);
+        assert!(
+            lines.join("\n").contains(r"kubectl get \x1b[2J\x1b]52;c"),
+            "{lines:?}"
+        );
+        assert!(!raw(&buffer));
+        app.key(key(KeyCode::Enter));
+        let (lines, buffer) = render(&mut app, 120, 40);
+        let text = lines.join("\n");
+        assert!(text.contains(r"calls of `kubectl get \x1b[2J"), "{text}");
+        assert!(!raw(&buffer));
     }
 
     #[test]

@@ -431,3 +431,131 @@ fn exports_survive_hostile_strings_and_read_back_with_a_real_csv_parser() {
         .failure();
     assert_eq!(code, 2);
 }
+
+#[test]
+fn tables_and_show_escape_terminal_control_characters_of_records() {
+    let env = Env::start();
+    env.add_user("root", &["ztk-admins"]);
+    env.login();
+    // A clear-screen and an OSC 52 clipboard write in argv, as a hostile user could record them;
+    // kubectl asks for pods of those names, so the calls carry them too.
+    let clear = "\x1b[2J";
+    let clipboard = "\x1b]52;c;aGVsbG8=\x07";
+    let out = env
+        .kubectl(&["get", "po", clear, clipboard, "-n", "dev"])
+        .output();
+    assert!(!out.status.success());
+    let commands = ndjson(&env.ztk(&["audit", "list", "-o", "ndjson"]).success());
+    let id = commands[0]["id"].as_str().unwrap().to_string();
+    // Machine formats keep the exact data.
+    assert!(
+        commands[0]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == clipboard),
+        "{}",
+        commands[0]
+    );
+
+    let outputs = [
+        env.ztk(&["audit", "list", "-o", "table"]).success(),
+        env.ztk(&["audit", "list", "-o", "wide"]).success(),
+        env.ztk(&["audit", "list", "--view", "calls", "-o", "wide"])
+            .success(),
+        env.ztk(&["audit", "show", &id, "-o", "table"]).success(),
+        env.ztk(&["audit", "show", &id, "-o", "wide"]).success(),
+        env.ztk(&["audit", "list", "--remote", "-o", "table"])
+            .success(),
+        env.ztk(&["audit", "list", "--remote", "--view", "calls", "-o", "wide"])
+            .success(),
+        env.ztk(&["audit", "show", &id, "--remote", "-o", "table"])
+            .success(),
+        env.gateway_cmd(&["audit", "-o", "wide"]).success(),
+        env.gateway_cmd(&["audit", "--view", "calls", "-o", "wide"])
+            .success(),
+    ];
+    for (i, text) in outputs.iter().enumerate() {
+        assert!(
+            !text.contains(['\x1b', '\x07']),
+            "output {i} holds a raw control character:\n{text:?}"
+        );
+        assert!(
+            text.contains(r"\x1b"),
+            "output {i} shows the escape:\n{text}"
+        );
+    }
+    assert!(
+        outputs[3].contains(r"\x1b]52;c;aGVsbG8=\x07"),
+        "{}",
+        outputs[3]
+    );
+}
+
+#[test]
+fn filters_with_too_many_values_are_usage_errors_and_the_api_answers_400() {
+    let env = Env::start();
+    env.login();
+    let mut args = vec!["audit", "list", "--remote"];
+    let users: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        args.extend(["--user", u.as_str()]);
+    }
+    let (code, out) = env.ztk(&args).failure();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("too many values for user: 1000, at most 100"),
+        "{out}"
+    );
+    // Locally too, and in the TUI's filter language.
+    let mut args = vec!["audit", "list", "--namespace", "a"];
+    for _ in 0..101 {
+        args.extend(["--verb", "get"]);
+    }
+    let (code, out) = env.ztk(&args).failure();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("too many values for verb"), "{out}");
+    let query = format!("ns:{}", users[..101].join(","));
+    let (code, out) = env.ztk(&["audit", "tui", "--filter", &query]).failure();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("too many values for namespace"), "{out}");
+
+    // The gateway checks the same bounds: 400 with a Kubernetes Status, not a 500.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
+    let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
+    rt.block_on(async {
+        let token = api
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
+        let query = ztk::protocol::AuditQuery {
+            view: ztk::protocol::View::Calls,
+            filter: ztk::audit::Filter {
+                namespaces: users.clone(),
+                ..Default::default()
+            },
+            after: None,
+            limit: 10,
+        };
+        let err = api
+            .query::<ztk::audit::CallRow>(&token, &query)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("400") && err.contains("too many values for namespace"),
+            "{err}"
+        );
+        let tail = ztk::protocol::AuditTail {
+            filter: query.filter.clone(),
+            after_seq: Some(0),
+            wait_ms: 0,
+            limit: 10,
+        };
+        let err = api.tail(&token, &tail).await.unwrap_err().to_string();
+        assert!(err.contains("400"), "{err}");
+    });
+}

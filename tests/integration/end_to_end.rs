@@ -400,3 +400,85 @@ fn status_and_logout() {
     // The token file is gone; the session is revoked at the gateway too.
     assert!(!env.path("client/data/session-token").exists());
 }
+
+/// Every directory ztk makes is 0700 and every file 0600 — the client's config and data dirs
+/// after `ztk kubectl` and plain kubectl (run dirs, the kubectl cache, the persistent proxy's
+/// log, lock and pid files, the audit store with its WAL), and the gateway's data_dir —
+/// except the certificates meant to be handed out.
+#[cfg(unix)]
+#[test]
+fn everything_ztk_creates_is_private_except_public_certificates() {
+    use std::os::unix::fs::PermissionsExt;
+    // Whatever the umask, which the test's children inherit: a usual one here.
+    let old = unsafe { libc::umask(0o022) };
+    let env = Env::start();
+    env.login();
+    env.kubectl(&["get", "po", "-n", "dev"]).success();
+    // The run directory lives only as long as its run: kubectl (a wrapper) reports its mode.
+    let wrapper = env.path("kubectl-wrapper.sh");
+    let seen_by_kubectl = env.path("run-modes");
+    write(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nstat -c '%a %n' \"$(dirname \"$KUBECONFIG\")\" \"$KUBECONFIG\" \"$KUBECACHEDIR\"/discovery > {}\nexec kubectl \"$@\"\n",
+            seen_by_kubectl.display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.kubectl(&["get", "ns"])
+        .env("ZTK_KUBECTL", &wrapper)
+        .success();
+    let modes = std::fs::read_to_string(&seen_by_kubectl).unwrap();
+    let modes: Vec<&str> = modes
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(modes, ["700", "600", "700"], "run dir, kubeconfig, cache");
+    env.setup_plain();
+    env.plain("kubectl", &["get", "po", "-n", "dev"]).success();
+    // The proxy's records and the command's end are in the store: the WAL and SHM exist.
+    env.ztk(&["audit", "push"]).success();
+    unsafe { libc::umask(old) };
+
+    let public = ["gw/ca.pem", "gw/server.pem", "client/config/gateway-ca.pem"];
+    let mut seen = 0;
+    let mut problems = Vec::new();
+    let mut stack = vec![env.path("client"), env.path("gw"), env.path("home/.kube")];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let rel = path.strip_prefix(env.dir.path()).unwrap().to_str().unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        seen += 1;
+        let mode = meta.permissions().mode() & 0o777;
+        let allowed = public.contains(&rel);
+        if mode & 0o077 != 0 && !allowed {
+            problems.push(format!("{rel}: {mode:o}"));
+        }
+        // kubectl's own discovery cache, inside ztk's 0700 kubectl-cache/CLUSTER directory:
+        // kubectl makes its files 0640 and directories 0750; they are unreachable to others.
+        let kubectls =
+            rel.starts_with("client/data/kubectl-cache/") && rel.matches('/').count() >= 3;
+        if meta.is_dir() && !kubectls {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+    }
+    assert!(problems.is_empty(), "readable by others: {problems:#?}");
+    for must in [
+        "client/data/audit.db-wal",
+        "client/data/audit.db-shm",
+        "client/data/proxy/proxy.log",
+        "client/data/kubectl-cache/sandbox",
+        "gw/audit.db-wal",
+        "gw/gateway.db",
+    ] {
+        assert!(
+            env.path(must).exists(),
+            "{must} was not made, so not checked"
+        );
+    }
+    assert!(seen > 20, "{seen}");
+}

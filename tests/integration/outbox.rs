@@ -402,6 +402,142 @@ fn repeated_invalid_and_foreign_batches() {
     assert_eq!(count(&env, "client_calls"), 2);
 }
 
+#[test]
+fn nul_characters_and_oversized_fields_are_refused_and_the_clients_own_records_fit() {
+    let env = Env::start();
+    env.add_user("bob", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
+    let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
+    rt.block_on(async {
+        let token = api
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
+        let refused = |err: anyhow::Error, id: Uuid, field: &str| {
+            let text = err.to_string();
+            assert!(
+                text.contains("400") && text.contains(&id.to_string()) && text.contains(field),
+                "{text}"
+            );
+            assert!(
+                !text.contains("hidden"),
+                "the content is not echoed: {text}"
+            );
+            text
+        };
+        // A NUL in any string field: 400 naming the record and the field.
+        let mut nul = call("alice");
+        nul.reason = "hidden\0".into();
+        let err = api
+            .ingest(
+                &token,
+                &batch(vec![call("alice"), nul.clone()], vec![]),
+                true,
+            )
+            .await
+            .unwrap_err();
+        refused(err.into(), nul.id, "reason");
+        let cmd = Command {
+            id: Uuid::now_v7(),
+            started_us: ztk::audit::model::now_us(),
+            user: "alice".into(),
+            cluster: "sandbox".into(),
+            argv: vec!["kubectl".into(), "hidden\0".into()],
+            command_line: "kubectl get po".into(),
+            ..Default::default()
+        };
+        let err = api
+            .ingest(&token, &batch(vec![], vec![cmd.clone()]), false)
+            .await
+            .unwrap_err();
+        refused(err.into(), cmd.id, "argv[1]");
+        // Fields beyond their limits: 400 naming the field and the limit.
+        let mut long = call("alice");
+        long.user_agent = "hidden".repeat(2000);
+        let err = api
+            .ingest(&token, &batch(vec![long.clone()], vec![]), true)
+            .await
+            .unwrap_err();
+        let text = refused(err.into(), long.id, "user_agent");
+        assert!(text.contains("8192"), "{text}");
+        let many = Command {
+            id: Uuid::now_v7(),
+            argv: vec!["a".into(); 1025],
+            ..cmd.clone()
+        };
+        let err = api
+            .ingest(&token, &batch(vec![], vec![many.clone()]), true)
+            .await
+            .unwrap_err();
+        let text = refused(err.into(), many.id, "argv");
+        assert!(text.contains("1024"), "{text}");
+        assert_eq!(
+            (count(&env, "client_calls"), count(&env, "commands")),
+            (0, 0)
+        );
+
+        // An id of Alice's re-used by Bob: 403, without saying whose it is.
+        let first = call("alice");
+        api.ingest(&token, &batch(vec![first.clone()], vec![]), true)
+            .await
+            .unwrap();
+        let bob = api
+            .login("bob", PASSWORD, None)
+            .await
+            .unwrap()
+            .token
+            .unwrap();
+        let stolen = ApiCall {
+            user: "bob".into(),
+            ..first
+        };
+        let err = api
+            .ingest(&bob, &batch(vec![stolen], vec![]), true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("403") && err.contains("another user's record") && !err.contains("alice"),
+            "{err}"
+        );
+    });
+
+    // The client's own records of an over-long command line are cut to the limits, marked,
+    // and accepted: 1,100 arguments, and one argument of 70,000 bytes.
+    env.login();
+    let many: Vec<String> = (0..1100).map(|i| format!("a{i}")).collect();
+    let mut args = vec!["version", "--client"];
+    args.extend(many.iter().map(String::as_str));
+    let _ = env.kubectl(&args).output();
+    let long = "x".repeat(70_000);
+    let _ = env.kubectl(&["version", "--client", &long]).output();
+    env.ztk(&["audit", "push"]).success();
+    assert_eq!(env.local_store().pending_count("alice").unwrap(), 0);
+    let conn = rusqlite::Connection::open(gateway_db(&env)).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT argv, command_line FROM commands WHERE user = 'alice' ORDER BY started_us")
+        .unwrap();
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "both commands reached the gateway");
+    let argv: Vec<String> = serde_json::from_str(&rows[0].0).unwrap();
+    assert_eq!(argv.len(), 1024);
+    assert_eq!(argv[1023], "…[truncated 80 arguments]");
+    let argv: Vec<String> = serde_json::from_str(&rows[1].0).unwrap();
+    assert!(
+        argv[3].contains("…[truncated "),
+        "{}",
+        &argv[3][argv[3].len() - 40..]
+    );
+    assert!(rows[1].1.len() <= 64 * 1024 && rows[1].1.contains("…[truncated "));
+}
+
 /// POSTs raw bytes to the ingest endpoint; returns the status and body.
 async fn raw_post(env: &Env, token: &str, body: Vec<u8>, content_type: &str) -> (u16, String) {
     use http_body_util::BodyExt;

@@ -107,7 +107,7 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn to_filter(&self) -> Result<Filter, filter::FilterError> {
-        Ok(Filter {
+        let filter = Filter {
             since_us: self
                 .since
                 .as_deref()
@@ -141,7 +141,9 @@ impl FilterArgs {
                 .transpose()?,
             command_id: None,
             limit: None,
-        })
+        };
+        filter.check()?;
+        Ok(filter)
     }
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{default_format, local_store, remote_pages};
 use crate::audit::filter::Filter;
-use crate::audit::format::{Emitter, Format};
+use crate::audit::format::{printable, Emitter, Format};
 use crate::audit::{CallRow, CommandRow};
 use crate::cli::UsageError;
 use crate::protocol::View;
@@ -101,10 +101,10 @@ pub fn run(args: ShowArgs) -> Result<i32> {
         }
         Format::Table | Format::Wide => {
             let c = &command.command;
-            writeln!(lock, "Command:   {}", c.command_line)?;
+            writeln!(lock, "Command:   {}", printable(&c.command_line))?;
             writeln!(lock, "ID:        {}", c.id)?;
-            writeln!(lock, "User:      {}", c.user)?;
-            writeln!(lock, "Cluster:   {}", c.cluster)?;
+            writeln!(lock, "User:      {}", printable(&c.user))?;
+            writeln!(lock, "Cluster:   {}", printable(&c.cluster))?;
             writeln!(
                 lock,
                 "Started:   {}",
@@ -130,7 +130,12 @@ pub fn run(args: ShowArgs) -> Result<i32> {
                 command.calls,
                 command.status_summary()
             )?;
-            writeln!(lock, "Host:      {}  Directory: {}", c.host, c.cwd)?;
+            writeln!(
+                lock,
+                "Host:      {}  Directory: {}",
+                printable(&c.host),
+                printable(&c.cwd)
+            )?;
             let mut out = Emitter::new(format, &mut lock);
             for call in calls.iter().rev() {
                 out.call(call)?;

@@ -74,7 +74,7 @@ fn print_user(s: &OutboxStatus, login: Option<&str>) {
     } else {
         " (not logged in: ships after `ztk login` as this user)"
     };
-    println!("\n{who}{note}");
+    println!("\n{}{note}", crate::audit::format::printable(who));
     println!(
         "  pending:        {} ({} calls, {} commands)",
         s.pending(),
@@ -87,7 +87,11 @@ fn print_user(s: &OutboxStatus, login: Option<&str>) {
     }
     println!("  last success:   {}", time(s.last_success_us));
     match (&s.last_error, s.last_error_us) {
-        (Some(err), Some(at)) => println!("  last error:     {} at {}", err, format_time_us(at)),
+        (Some(err), Some(at)) => println!(
+            "  last error:     {} at {}",
+            crate::audit::format::printable(err),
+            format_time_us(at)
+        ),
         _ => println!("  last error:     none"),
     }
 }

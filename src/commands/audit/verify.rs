@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::local_store;
 use crate::audit::chain::Report;
+use crate::audit::format::printable;
 use crate::audit::model::format_time_us;
 use crate::audit::AuditStore;
 use crate::cli::UsageError;
@@ -93,7 +94,8 @@ fn print_report(what: &str, r: &Report) {
         );
     } else {
         let first = &r.problems[0];
-        println!("TAMPERED: {what}: {first}");
+        // A problem names records of the store that failed: their ids may hold anything.
+        println!("TAMPERED: {what}: {}", printable(&first.to_string()));
         println!(
             "{} problem(s) in {} records ({} calls, {} commands), {} chain entries; {head}{pruned}",
             r.problem_count,
@@ -103,7 +105,7 @@ fn print_report(what: &str, r: &Report) {
             r.entries
         );
         for p in r.problems.iter().skip(1) {
-            println!("  {p}");
+            println!("  {}", printable(&p.to_string()));
         }
         if r.problem_count > r.problems.len() as u64 {
             println!(

@@ -145,7 +145,10 @@ pub fn run(command: SinksCommand) -> Result<i32> {
                     s.delivered.to_string(),
                     s.last_success.clone().unwrap_or_else(|| "never".into()),
                     match (&s.last_error, &s.last_error_at) {
-                        (Some(e), Some(at)) if s.failing => format!("{at} {e}"),
+                        // A receiver's answer may be quoted in the error: shown escaped.
+                        (Some(e), Some(at)) if s.failing => {
+                            format!("{at} {}", crate::audit::format::printable(e))
+                        }
                         (Some(_), Some(at)) => format!("{at} (recovered)"),
                         _ => "-".into(),
                     },
