@@ -46,7 +46,10 @@ fn main() {
     }
     // What kubectl sends most: a list with a selector and a limit, and a watch.
     let requests = [
-        ("/api/v1/namespaces/dev/pods", Some("labelSelector=app%3Dweb&limit=500")),
+        (
+            "/api/v1/namespaces/dev/pods",
+            Some("labelSelector=app%3Dweb&limit=500"),
+        ),
         (
             "/apis/apps/v1/namespaces/dev/deployments",
             Some("allowWatchBookmarks=true&resourceVersion=123&watch=true&timeoutSeconds=300"),

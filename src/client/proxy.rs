@@ -353,6 +353,11 @@ async fn handle(
                 ApiCall::begin(req.method(), path, query, &info, req.headers(), peer.ip());
             call.cluster = cluster.clone();
             call.user = ctx.access.user();
+            call.request_id = Some(call.id);
+            call.command_id = match &ctx.access {
+                Access::Run { command_id, .. } => Some(*command_id),
+                Access::Issued { .. } => None,
+            };
             call.fit();
             let message = format!("ztk: refused an ambiguous request: {ambiguity}");
             call.refuse(400, "deny", &message, start.elapsed());
