@@ -122,7 +122,7 @@ fn fifty_clients_calling_while_the_gateway_ingests_lose_and_repeat_nothing() {
             .env("ZTK_DATA_DIR", &paths.data_dir)
             .env("ZTK_TOKEN_STORE", "file")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(paths.data_dir.join("proxy.stderr")).unwrap())
             .spawn()
             .unwrap();
         starting.push((paths, proxy));
@@ -130,7 +130,10 @@ fn fifty_clients_calling_while_the_gateway_ingests_lose_and_repeat_nothing() {
     let mut clients = Vec::new();
     for (paths, mut proxy) in starting {
         let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let stderr = std::fs::read_to_string(paths.data_dir.join("proxy.stderr"));
+            panic!("a proxy ended before it listened: {stderr:?}");
+        };
         let port: u16 = line
             .split("127.0.0.1:")
             .nth(1)
