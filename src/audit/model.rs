@@ -12,7 +12,7 @@ use http::HeaderMap;
 use crate::audit::redact::redact_query;
 use crate::protocol;
 use crate::relay::Outcome;
-use crate::request_info::RequestInfo;
+use crate::request_info::{Ambiguity, ParsedRequest, RequestInfo};
 
 /// How a user reached the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -111,6 +111,33 @@ pub struct ApiCall {
 }
 
 impl ApiCall {
+    /// Adds `text` to the record's reason (after what it already says).
+    pub fn note(&mut self, text: &str) {
+        if !self.reason.is_empty() {
+            self.reason.push_str("; ");
+        }
+        self.reason.push_str(text);
+    }
+
+    /// Starts the record of a call from the hop's one parse of it: the canonical request, or,
+    /// for a request refused as ambiguous, the request as it was sent (named leniently).
+    pub fn begin_parsed(
+        method: &http::Method,
+        raw_path: &str,
+        raw_query: Option<&str>,
+        parsed: &Result<ParsedRequest, Ambiguity>,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> ApiCall {
+        match parsed {
+            Ok(p) => Self::begin(method, &p.path, p.query.as_deref(), &p.info, headers, peer),
+            Err(_) => {
+                let info = RequestInfo::parse(method.as_str(), raw_path, raw_query);
+                Self::begin(method, raw_path, raw_query, &info, headers, peer)
+            }
+        }
+    }
+
     /// Starts the record of a call as it arrived at this hop: who sent what, named by the
     /// apiserver's rules. The caller fills in user and cluster, then `finish` or `refuse`.
     pub fn begin(

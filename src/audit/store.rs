@@ -519,30 +519,31 @@ impl AuditStore {
     }
 
     /// The owners of the command ids used since `since_us` (commands started then, and the
-    /// ids the gateway's own call records carry), at most `limit` of each, newest first: the
-    /// gateway's table of command owners after a restart.
+    /// ids the gateway's own call records carry), with when each was used, at most `limit` of
+    /// each, newest first: the gateway's table of command owners after a restart.
     pub fn command_owners_since(
         &self,
         since_us: i64,
         limit: usize,
-    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+    ) -> Result<Vec<(Uuid, String, i64)>, StoreError> {
         let conn = self.connect(true)?;
         let mut owners = Vec::new();
         for sql in [
-            "SELECT id, user FROM commands WHERE started_us >= ?1 ORDER BY started_us DESC LIMIT ?2",
-            "SELECT command_id, user FROM api_calls WHERE time_us >= ?1 AND command_id IS NOT NULL \
-             ORDER BY time_us DESC LIMIT ?2",
+            "SELECT id, user, started_us FROM commands WHERE started_us >= ?1 \
+             ORDER BY started_us DESC LIMIT ?2",
+            "SELECT command_id, user, time_us FROM api_calls \
+             WHERE time_us >= ?1 AND command_id IS NOT NULL ORDER BY time_us DESC LIMIT ?2",
         ] {
             let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
             let rows = stmt
                 .query_map(rusqlite::params![since_us, limit as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
                 })
                 .map_err(|e| self.err(e))?;
             for row in rows {
-                let (id, user) = row.map_err(|e| self.err(e))?;
+                let (id, user, at) = row.map_err(|e| self.err(e))?;
                 if let Ok(id) = Uuid::parse_str(&id) {
-                    owners.push((id, user));
+                    owners.push((id, user, at));
                 }
             }
         }

@@ -30,7 +30,7 @@ use crate::client::config::{ClientConfig, Paths};
 use crate::client::credential::{constant_time_eq, CredentialKey};
 use crate::protocol::{COMMAND_ID_HEADER, KUBE_PREFIX, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
-use crate::request_info::{ParsedRequest, RequestInfo};
+use crate::request_info::ParsedRequest;
 use crate::tls;
 
 /// Who may use the proxy, and where their calls go.
@@ -48,16 +48,6 @@ pub enum Access {
         key: CredentialKey,
         session: Box<SessionSource>,
     },
-}
-
-impl Access {
-    /// The user this proxy records calls for.
-    fn user(&self) -> String {
-        match self {
-            Access::Run { user, .. } => user.clone(),
-            Access::Issued { session, .. } => session.user(),
-        }
-    }
 }
 
 /// What the proxy needs to relay and record calls.
@@ -345,36 +335,9 @@ async fn handle(
         None => (path_and_query.as_str(), None),
     };
     // Parsed once: the record names, and the gateway receives, the canonical request.
-    let parsed = match ParsedRequest::parse(req.method().as_str(), path, query) {
-        Ok(parsed) => parsed,
-        Err(ambiguity) => {
-            let info = RequestInfo::parse(req.method().as_str(), path, query);
-            let mut call =
-                ApiCall::begin(req.method(), path, query, &info, req.headers(), peer.ip());
-            call.cluster = cluster.clone();
-            call.user = ctx.access.user();
-            call.request_id = Some(call.id);
-            call.command_id = match &ctx.access {
-                Access::Run { command_id, .. } => Some(*command_id),
-                Access::Issued { .. } => None,
-            };
-            call.fit();
-            let message = format!("ztk: refused an ambiguous request: {ambiguity}");
-            call.refuse(400, "deny", &message, start.elapsed());
-            ctx.sink.record_call(call);
-            return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &message);
-        }
-    };
-    let path_and_query = parsed.path_and_query();
-    let info = &parsed.info;
-    let mut call = ApiCall::begin(
-        req.method(),
-        &parsed.path,
-        parsed.query.as_deref(),
-        info,
-        req.headers(),
-        peer.ip(),
-    );
+    let parsed = ParsedRequest::parse(req.method().as_str(), path, query);
+    let mut call =
+        ApiCall::begin_parsed(req.method(), path, query, &parsed, req.headers(), peer.ip());
     // Within the gateway's limits (a long path or query is cut, marked): the record ships.
     call.fit();
     call.cluster = cluster.clone();
@@ -426,6 +389,15 @@ async fn handle(
     };
     call.user = user;
     call.command_id = command_id;
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(ambiguity) => {
+            let message = format!("ztk: refused an ambiguous request: {ambiguity}");
+            call.refuse(400, "deny", &message, start.elapsed());
+            ctx.sink.record_call(call);
+            return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &message);
+        }
+    };
     if ctx.fail_closed {
         // Fail-closed: the call's record is on disk before the call goes anywhere (the final
         // record replaces it); a store that cannot take it refuses the call.
@@ -452,7 +424,6 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         extra.insert(REQUEST_ID_HEADER, v);
     }
-    let long_lived = parsed.long_lived;
     let done_ctx = ctx.clone();
     let done = move |outcome: crate::relay::Outcome| {
         let last = !outcome.open;
@@ -471,33 +442,22 @@ async fn handle(
         done_ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
         done_ctx.finished.notify_waiters();
     };
-    match (&ctx.access, upstream) {
-        (_, Some(upstream)) => {
-            crate::relay::relay(
-                &upstream,
-                req,
-                &path_and_query,
-                long_lived,
-                extra,
-                None,
-                done,
-            )
-            .await
-        }
-        (Access::Run { upstream, .. }, None) => {
-            crate::relay::relay(
-                upstream,
-                req,
-                &path_and_query,
-                long_lived,
-                extra,
-                None,
-                done,
-            )
-            .await
-        }
+    let upstream: &Upstream = match (&ctx.access, &upstream) {
+        (_, Some(upstream)) => upstream,
+        (Access::Run { upstream, .. }, None) => upstream,
         (Access::Issued { .. }, None) => unreachable!("issued access always resolves an upstream"),
-    }
+    };
+    let path_and_query = parsed.path_and_query();
+    crate::relay::relay(
+        upstream,
+        req,
+        &path_and_query,
+        parsed.long_lived,
+        extra,
+        None,
+        done,
+    )
+    .await
 }
 
 #[cfg(test)]

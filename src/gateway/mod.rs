@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use crate::audit::{ApiCall, AuditSink, AuditStore, AuditWriter};
 use crate::body::{self, Body};
 use crate::protocol::{self, COMMAND_ID_HEADER, REQUEST_ID_HEADER};
-use crate::request_info::{ParsedRequest, RequestInfo};
+use crate::request_info::ParsedRequest;
 use crate::tls;
 use authz::{Decision, Impersonation};
 use clusters::Cluster;
@@ -158,8 +158,8 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     )?);
     let command_owners = owners::CommandOwners::default();
     let since = crate::audit::model::now_us() - owners::KEEP_US;
-    for (id, user) in audit_store.command_owners_since(since, 100_000)? {
-        command_owners.claim(id, &user, since);
+    for (id, user, used_us) in audit_store.command_owners_since(since, 100_000)? {
+        command_owners.claim(id, &user, used_us);
     }
     let clusters = clusters::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -296,43 +296,17 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn unauthenticated(message: String) -> Refusal {
-        let status = StatusCode::UNAUTHORIZED;
+    /// A refusal with `status`; the audit decision follows from it (401: unauthenticated,
+    /// 503: unavailable, any other: deny).
+    fn new(status: StatusCode, message: String) -> Refusal {
+        let decision = match status {
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "deny",
+        };
         Refusal {
             status,
-            decision: "unauthenticated",
-            message,
-        }
-    }
-    fn bad_request(message: String) -> Refusal {
-        let status = StatusCode::BAD_REQUEST;
-        Refusal {
-            status,
-            decision: "deny",
-            message,
-        }
-    }
-    fn not_found(message: String) -> Refusal {
-        let status = StatusCode::NOT_FOUND;
-        Refusal {
-            status,
-            decision: "deny",
-            message,
-        }
-    }
-    fn forbidden(message: String) -> Refusal {
-        let status = StatusCode::FORBIDDEN;
-        Refusal {
-            status,
-            decision: "deny",
-            message,
-        }
-    }
-    fn unavailable(message: String) -> Refusal {
-        let status = StatusCode::SERVICE_UNAVAILABLE;
-        Refusal {
-            status,
-            decision: "unavailable",
+            decision,
             message,
         }
     }
@@ -344,10 +318,18 @@ impl Refusal {
             StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
             _ => "ServiceUnavailable",
         }
     }
+}
+
+/// `admit`'s answer for a refused request: the record so far and the refusal.
+fn refused(
+    call: ApiCall,
+    status: StatusCode,
+    message: String,
+) -> Result<Admitted, Box<(ApiCall, Refusal)>> {
+    Err(Box::new((call, Refusal::new(status, message))))
 }
 
 /// Rewrites the headers of an admitted request for the cluster: the client's token and ztk's
@@ -610,27 +592,15 @@ impl Gateway {
         let headers = req.headers();
         let method = req.method();
         let parsed = ParsedRequest::parse(method.as_str(), raw_path, uri.query());
-        let mut call = match &parsed {
-            Ok(p) => ApiCall::begin(
-                method,
-                &p.path,
-                p.query.as_deref(),
-                &p.info,
-                headers,
-                peer.ip(),
-            ),
-            Err(_) => {
-                let info = RequestInfo::parse(method.as_str(), raw_path, uri.query());
-                ApiCall::begin(method, raw_path, uri.query(), &info, headers, peer.ip())
-            }
-        };
+        let mut call =
+            ApiCall::begin_parsed(method, raw_path, uri.query(), &parsed, headers, peer.ip());
         call.cluster = cluster_name.to_string();
         // A command id from a client is taken only when it is the caller's (below).
         let claimed_command = call.command_id.take();
 
         let session = match self.authenticate(headers) {
             Ok(session) => session,
-            Err(message) => return Err(Box::new((call, Refusal::unauthenticated(message)))),
+            Err(message) => return refused(call, StatusCode::UNAUTHORIZED, message),
         };
         call.user = session.user.clone();
         if let Some(command) = claimed_command {
@@ -641,12 +611,7 @@ impl Gateway {
                 owners::Claim::Accepted => call.command_id = Some(command),
                 owners::Claim::Foreign => {
                     tracing::warn!(user = %session.user, %command, "refused a command id that belongs to another user");
-                    let note = format!("the client's command id {command} belongs to another user's command and was not linked");
-                    call.reason = if call.reason.is_empty() {
-                        note
-                    } else {
-                        format!("{}; {note}", call.reason)
-                    };
+                    call.note(&format!("the client's command id {command} belongs to another user's command and was not linked"));
                 }
             }
         }
@@ -654,22 +619,19 @@ impl Gateway {
             Ok(parsed) => parsed,
             Err(ambiguity) => {
                 let message = format!("ztk: refused an ambiguous request: {ambiguity}");
-                return Err(Box::new((call, Refusal::bad_request(message))));
+                return refused(call, StatusCode::BAD_REQUEST, message);
             }
         };
         let Some(cluster) = self.clusters.get(cluster_name).cloned() else {
             let message = format!(
                 "ztk: the gateway has no cluster {cluster_name:?}; `ztk status` lists the clusters you can use"
             );
-            return Err(Box::new((call, Refusal::not_found(message))));
+            return refused(call, StatusCode::NOT_FOUND, message);
         };
         let impersonation = match Impersonation::from_headers(headers) {
             Ok(impersonation) => impersonation,
             Err(message) => {
-                return Err(Box::new((
-                    call,
-                    Refusal::bad_request(format!("ztk: {message}")),
-                )))
+                return refused(call, StatusCode::BAD_REQUEST, format!("ztk: {message}"))
             }
         };
         let who = Identity {
@@ -686,24 +648,21 @@ impl Gateway {
         ) {
             Decision::Allow { identity, note } => {
                 if let Some(note) = note {
-                    call.reason = if call.reason.is_empty() {
-                        note
-                    } else {
-                        format!("{note}; {}", call.reason)
-                    };
+                    call.note(&note);
                 }
                 identity
             }
             Decision::Deny(reason) => {
-                let refusal = Refusal::forbidden(format!("ztk: forbidden: {reason}"));
-                return Err(Box::new((call, refusal)));
+                let message = format!("ztk: forbidden: {reason}");
+                return refused(call, StatusCode::FORBIDDEN, message);
             }
         };
         if self.audit_mode == config::AuditMode::FailClosed && !self.audit.healthy() {
-            return Err(Box::new((
+            return refused(
                 call,
-                Refusal::unavailable(audit::AUDIT_DOWN.to_string()),
-            )));
+                StatusCode::SERVICE_UNAVAILABLE,
+                audit::AUDIT_DOWN.to_string(),
+            );
         }
         // What the cluster sees: the acting identity on an impersonating cluster (so that its
         // RBAC applies on top of ztk's), else exactly the impersonation that was authorized.
@@ -718,10 +677,7 @@ impl Gateway {
         };
         if let Some(imp) = &forward_impersonation {
             if let Err(message) = imp.check_sendable() {
-                return Err(Box::new((
-                    call,
-                    Refusal::bad_request(format!("ztk: {message}")),
-                )));
+                return refused(call, StatusCode::BAD_REQUEST, format!("ztk: {message}"));
             }
         }
         Ok(Admitted {

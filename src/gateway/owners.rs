@@ -39,7 +39,7 @@ impl CommandOwners {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         match ids.get_mut(&id) {
             Some((owner, seen)) if &**owner == user => {
-                *seen = now_us;
+                *seen = (*seen).max(now_us);
                 Claim::Accepted
             }
             Some(_) => Claim::Foreign,

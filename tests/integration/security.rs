@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::harness::{write, Env, PASSWORD};
+use crate::harness::{https_client, write, Env, PASSWORD};
 use ztk::audit::Filter;
 
 /// An HTTPS server on a loopback port that answers every request with JSON naming what it
@@ -151,16 +151,7 @@ impl Answer {
 impl Raw {
     fn new(env: &Env) -> Raw {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
-        let tls = ztk::tls::client_config(&roots, None).unwrap();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
+        let client = https_client(std::fs::read(env.ca_file()).unwrap());
         Raw {
             rt,
             url: env.url.clone(),
@@ -422,7 +413,7 @@ fn revocation_closes_watches_however_spelled() {
 /// Finding 9: a client cannot put its calls under another user's command.
 #[test]
 fn a_command_id_is_taken_only_from_its_owner() {
-    let (env, _echo) = env_with_echo("");
+    let (mut env, _echo) = env_with_echo("");
     env.login();
     env.kubectl(&["--cluster", "sandbox", "get", "pods", "-n", "dev"])
         .success();
@@ -479,6 +470,23 @@ fn a_command_id_is_taken_only_from_its_owner() {
     assert!(bobs
         .iter()
         .any(|r| r.call.command_id.map(|c| c.to_string()) == Some(own.clone())));
+    // After a restart the gateway still knows whose the id is (from its store).
+    env.restart_gateway();
+    let raw = Raw::new(&env);
+    raw.send(
+        "GET",
+        "/k8s/sandbox/api/v1/namespaces/dev/pods",
+        &[("authorization", &auth), ("ztk-command-id", &cmd)],
+        None,
+    );
+    let bobs = env.gateway_calls(
+        &Filter {
+            users: vec!["bob".into()],
+            ..Default::default()
+        },
+        3,
+    );
+    assert!(bobs.iter().all(|r| r.call.command_id != Some(command)));
 }
 
 /// Finding 7: failed logins are throttled per user and per address, logged and audited.
