@@ -230,8 +230,8 @@ async fn cancelled(mut cancel: Cancel) {
 
 /// Relays `req` to `upstream` at `path_and_query` (relative to the upstream's prefix), adding
 /// `extra` headers. `long_lived` (a watch, followed logs: from the request's one parse) sends it
-/// over the HTTP/2 client, where such streams share a connection. Calls `done` exactly once with the final outcome, when the exchange is over;
-/// for an upgraded stream (exec, attach, port-forward) it is called once before that, with
+/// over the HTTP/2 client, where such streams share a connection. Calls `done` exactly once
+/// with the final outcome, when the exchange is over; for an upgraded stream (exec, attach, port-forward) it is called once before that, with
 /// `open: true`, when the stream starts. With `cancel`, the stream ends when it fires.
 pub async fn relay<F>(
     upstream: &Upstream,

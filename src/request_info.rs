@@ -4,6 +4,8 @@
 //! access rules use the same verbs and resources as the cluster itself. Both hops parse the path:
 //! the client to label its own records, the gateway to authorize and audit.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// What a request does, in the apiserver's terms.
@@ -239,13 +241,11 @@ impl ParsedRequest {
         raw_query: Option<&str>,
     ) -> Result<ParsedRequest, Ambiguity> {
         let path = canonical_path(raw_path)?;
-        let query = match raw_query {
+        let (query, follow) = match raw_query {
             Some(q) => canonical_query(q)?,
-            None => None,
+            None => (None, false),
         };
         let info = RequestInfo::parse(method, &decoded_path(&path), query.as_deref());
-        let params = QueryParams(query.as_deref().unwrap_or(""));
-        let follow = params.get("follow").is_some_and(|v| go_bool(&v));
         let long_lived = info.verb == "watch"
             || info.verb == "proxy"
             || info.subresource == "proxy"
@@ -293,52 +293,63 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-fn strict_decode(s: &str, what: &'static str) -> Result<String, Ambiguity> {
+/// Decodes `s` once, refusing an invalid escape, text that is not UTF-8, a NUL, and (unless
+/// `any_text`: a query value may hold an exec command's newline) any control character. Borrows
+/// when there is nothing to decode.
+fn strict_decode<'a>(
+    s: &'a str,
+    what: &'static str,
+    any_text: bool,
+) -> Result<Cow<'a, str>, Ambiguity> {
     let bytes = s.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).unwrap_or(b"");
-            if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
-                return Err(Ambiguity::BadEncoding(what));
-            }
-            i += 3;
-        } else {
-            i += 1;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'%') {
+        let hex = bytes.get(i + at + 1..i + at + 3).unwrap_or(b"");
+        if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(Ambiguity::BadEncoding(what));
         }
+        i += at + 3;
     }
     let decoded = percent_encoding::percent_decode_str(s)
         .decode_utf8()
-        .map_err(|_| Ambiguity::BadEncoding(what))?
-        .into_owned();
-    // A query value may hold any text (an exec command's newline); a NUL, nowhere.
-    let refused = |c: char| c == '\0' || (what != "query value" && c.is_control());
-    if decoded.chars().any(refused) {
+        .map_err(|_| Ambiguity::BadEncoding(what))?;
+    let refused = |c: char| c == '\0' || (!any_text && c.is_control());
+    if decoded.contains(refused) {
         return Err(Ambiguity::ControlCharacter(what));
     }
     Ok(decoded)
+}
+
+/// A query key or value decoded once: `+` is a space, as Go's `url.ParseQuery` reads it.
+fn decode_form<'a>(
+    s: &'a str,
+    what: &'static str,
+    any_text: bool,
+) -> Result<Cow<'a, str>, Ambiguity> {
+    if !s.contains('+') {
+        return strict_decode(s, what, any_text);
+    }
+    let spaced = s.replace('+', " ");
+    strict_decode(&spaced, what, any_text).map(|d| Cow::Owned(d.into_owned()))
 }
 
 fn canonical_path(raw: &str) -> Result<String, Ambiguity> {
     let Some(rest) = raw.strip_prefix('/') else {
         return Err(Ambiguity::Relative);
     };
-    if rest.is_empty() {
-        return Ok("/".to_string());
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
     let mut out = String::with_capacity(raw.len());
-    for (i, raw_segment) in segments.iter().enumerate() {
+    let mut segments = rest.split('/').peekable();
+    while let Some(raw_segment) = segments.next() {
         out.push('/');
         if raw_segment.is_empty() {
-            // A trailing slash names the same thing for the apiserver; an inner one does not.
-            if i == last {
-                continue;
+            // `/` itself, or a trailing slash, names the same thing for the apiserver; an inner
+            // empty segment does not.
+            if segments.peek().is_none() {
+                break;
             }
             return Err(Ambiguity::EmptySegment);
         }
-        let segment = strict_decode(raw_segment, "path")?;
+        let segment = strict_decode(raw_segment, "path", false)?;
         if segment.contains('/') {
             return Err(Ambiguity::EncodedSlash);
         }
@@ -346,7 +357,7 @@ fn canonical_path(raw: &str) -> Result<String, Ambiguity> {
             return Err(Ambiguity::Semicolon);
         }
         if segment == "." || segment == ".." {
-            return Err(Ambiguity::DotSegment(segment));
+            return Err(Ambiguity::DotSegment(segment.into_owned()));
         }
         out.extend(percent_encoding::utf8_percent_encode(&segment, SEGMENT));
     }
@@ -354,15 +365,15 @@ fn canonical_path(raw: &str) -> Result<String, Ambiguity> {
 }
 
 /// The decoded form of a canonical path (whose segments hold no encoded '/').
-fn decoded_path(canonical: &str) -> String {
-    percent_encoding::percent_decode_str(canonical)
-        .decode_utf8_lossy()
-        .into_owned()
+fn decoded_path(canonical: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(canonical).decode_utf8_lossy()
 }
 
-fn canonical_query(raw: &str) -> Result<Option<String>, Ambiguity> {
-    let mut seen: Vec<String> = Vec::new();
+/// The canonical query, and whether it asks to follow (`follow=true`).
+fn canonical_query(raw: &str) -> Result<(Option<String>, bool), Ambiguity> {
+    let mut seen: Vec<Cow<str>> = Vec::new();
     let mut out = String::with_capacity(raw.len());
+    let mut follow = false;
     for pair in raw.split('&') {
         if pair.is_empty() {
             continue;
@@ -371,16 +382,12 @@ fn canonical_query(raw: &str) -> Result<Option<String>, Ambiguity> {
             return Err(Ambiguity::QuerySemicolon);
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = strict_decode(&k.replace('+', " "), "query")?;
-        let mut value = strict_decode(&v.replace('+', " "), "query value")?;
-        if !LIST_PARAMETERS.contains(&key.as_str()) {
-            if seen.contains(&key) {
-                return Err(Ambiguity::RepeatedParameter(key));
-            }
-            seen.push(key.clone());
-        }
-        if BOOLEAN_PARAMETERS.contains(&key.as_str()) {
-            value = go_bool(&value).to_string();
+        let key = decode_form(k, "query", false)?;
+        let mut value = decode_form(v, "query value", true)?;
+        if BOOLEAN_PARAMETERS.contains(&&*key) {
+            let yes = go_bool(&value);
+            follow |= yes && key == "follow";
+            value = Cow::Borrowed(if yes { "true" } else { "false" });
         }
         if !out.is_empty() {
             out.push('&');
@@ -388,8 +395,14 @@ fn canonical_query(raw: &str) -> Result<Option<String>, Ambiguity> {
         out.extend(percent_encoding::utf8_percent_encode(&key, QUERY));
         out.push('=');
         out.extend(percent_encoding::utf8_percent_encode(&value, QUERY));
+        if !LIST_PARAMETERS.contains(&&*key) {
+            if seen.contains(&key) {
+                return Err(Ambiguity::RepeatedParameter(key.into_owned()));
+            }
+            seen.push(key);
+        }
     }
-    Ok((!out.is_empty()).then_some(out))
+    Ok(((!out.is_empty()).then_some(out), follow))
 }
 
 #[cfg(test)]
@@ -982,5 +995,31 @@ mod tests {
         let p = strict("GET", "/api/v1/namespaces/dev/services/web:80/proxy/a%20b").unwrap();
         assert_eq!(p.path, "/api/v1/namespaces/dev/services/web:80/proxy/a%20b");
         assert!(p.long_lived);
+    }
+
+    /// The cases the relay's own detection was tested with, before the parse decided.
+    #[test]
+    fn long_lived_requests_are_told_apart() {
+        for long in [
+            "/api/v1/pods?watch=true",
+            "/api/v1/namespaces/dev/pods?labelSelector=a%3Db&watch=1&resourceVersion=5",
+            "/api/v1/watch/namespaces/dev/pods",
+            "/apis/apps/v1/watch/deployments",
+            "/api/v1/namespaces/dev/pods/p/log?follow=true&container=c",
+        ] {
+            assert!(strict("GET", long).unwrap().long_lived, "{long}");
+        }
+        for short in [
+            "/api/v1/pods",
+            "/api/v1/pods?watch=false",
+            "/api/v1/pods?watch=0&limit=500",
+            "/api/v1/namespaces/dev/pods/p/log?follow=false",
+            "/api/v1/namespaces/watch/pods",
+            "/apis/watch/v1/things",
+            "/version?timeout=5s",
+            "/",
+        ] {
+            assert!(!strict("GET", short).unwrap().long_lived, "{short}");
+        }
     }
 }
