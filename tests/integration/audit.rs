@@ -522,8 +522,7 @@ fn filters_with_too_many_values_are_usage_errors_and_the_api_answers_400() {
 
     // The gateway checks the same bounds: 400 with a Kubernetes Status, not a 500.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
-    let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
+    let api = env.gateway_api();
     rt.block_on(async {
         let token = api
             .login("alice", PASSWORD, None)

@@ -148,6 +148,12 @@ impl Env {
         self.path("gw/ca.pem")
     }
 
+    /// The gateway's API client, trusting the gateway's CA.
+    pub fn gateway_api(&self) -> ztk::client::api::GatewayApi {
+        let roots = ztk::tls::Roots::Pem(std::fs::read(self.ca_file()).unwrap());
+        ztk::client::api::GatewayApi::new(&self.url, &roots).unwrap()
+    }
+
     /// A ztk command with the client's dirs (and HOME) inside the test's temp dir.
     pub fn ztk(&self, args: &[&str]) -> Cmd {
         let mut cmd = Command::new(ztk_bin());
@@ -434,4 +440,26 @@ impl Cmd {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
+}
+
+/// An HTTPS client (HTTP/1.1) that trusts `ca_pem` and sends exactly the request it is given:
+/// for what kubectl never sends.
+pub fn https_client<B>(
+    ca_pem: Vec<u8>,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    B,
+>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
+    let tls = ztk::tls::client_config(&ztk::tls::Roots::Pem(ca_pem), None).unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
 }

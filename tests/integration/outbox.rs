@@ -288,8 +288,7 @@ fn repeated_invalid_and_foreign_batches() {
     let env = Env::start();
     env.add_user("bob", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
-    let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
+    let api = env.gateway_api();
     rt.block_on(async {
         let token = api
             .login("alice", PASSWORD, None)
@@ -407,8 +406,7 @@ fn nul_characters_and_oversized_fields_are_refused_and_the_clients_own_records_f
     let env = Env::start();
     env.add_user("bob", &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
-    let api = ztk::client::api::GatewayApi::new(&env.url, &roots).unwrap();
+    let api = env.gateway_api();
     rt.block_on(async {
         let token = api
             .login("alice", PASSWORD, None)
@@ -541,16 +539,7 @@ fn nul_characters_and_oversized_fields_are_refused_and_the_clients_own_records_f
 /// POSTs raw bytes to the ingest endpoint; returns the status and body.
 async fn raw_post(env: &Env, token: &str, body: Vec<u8>, content_type: &str) -> (u16, String) {
     use http_body_util::BodyExt;
-    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
-    let tls = ztk::tls::client_config(&roots, None).unwrap();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
+    let client = https_client(std::fs::read(env.ca_file()).unwrap());
     let req = http::Request::post(format!("{}{}", env.url, ztk::protocol::INGEST_PATH))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", content_type)

@@ -46,17 +46,6 @@ type HttpsClient = hyper_util::client::legacy::Client<
     http_body_util::Empty<bytes::Bytes>,
 >;
 
-fn https_client(ca_pem: Vec<u8>) -> HttpsClient {
-    let tls = ztk::tls::client_config(&ztk::tls::Roots::Pem(ca_pem), None).unwrap();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector)
-}
-
 async fn get(client: &HttpsClient, url: &str, token: &str) -> (u16, bytes::Bytes) {
     let req = http::Request::get(url)
         .header("authorization", format!("Bearer {token}"))
