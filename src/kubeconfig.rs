@@ -67,6 +67,8 @@ pub struct Cluster {
     pub insecure_skip_tls_verify: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,8 +93,49 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<serde_json::Value>,
+    pub exec: Option<ExecConfig>,
+    /// The legacy in-tree providers (gcp, azure, oidc): only named, to refuse them clearly.
+    #[serde(
+        rename = "auth-provider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_provider: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
+
+/// An exec credential plugin (`users[].user.exec`), as client-go reads it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecConfig {
+    pub api_version: String,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<ExecEnv>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_hint: Option<String>,
+    #[serde(default)]
+    pub provide_cluster_info: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecEnv {
+    pub name: String,
+    pub value: String,
+}
+
+/// The exec credential API versions ztk speaks (client-go's v1 and v1beta1).
+pub const EXEC_API_VERSIONS: [&str; 2] = [
+    "client.authentication.k8s.io/v1",
+    "client.authentication.k8s.io/v1beta1",
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NamedContext {
@@ -108,14 +151,54 @@ pub struct Context {
     pub namespace: Option<String>,
 }
 
-/// What the gateway needs to reach a cluster: its server, CA and credential, resolved to bytes.
+/// What the gateway needs to reach a cluster: its server, how to trust it, the way there and
+/// the credential, with files resolved (relative to the kubeconfig's directory).
 #[derive(Debug, Clone)]
 pub struct ResolvedCluster {
     pub server: String,
     pub ca_pem: Option<Vec<u8>>,
-    pub bearer_token: Option<String>,
-    pub client_cert_pem: Option<Vec<u8>>,
-    pub client_key_pem: Option<Vec<u8>>,
+    /// `insecure-skip-tls-verify`: only returned when the caller allowed it.
+    pub insecure: bool,
+    pub tls_server_name: Option<String>,
+    pub proxy_url: Option<String>,
+    pub credential: CredentialSource,
+    /// A static client certificate and key (PEM), presented with any token.
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where the bearer token or client certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialSource {
+    /// Nothing beyond a static client certificate (if any).
+    None,
+    Token(String),
+    /// A file re-read when it changes (projected service-account tokens rotate).
+    TokenFile(PathBuf),
+    /// An exec plugin, run with `dir` as the base for a relative command.
+    Exec {
+        config: ExecConfig,
+        dir: PathBuf,
+    },
+}
+
+impl CredentialSource {
+    /// A name for the kind of credential, never its value.
+    pub fn kind(&self, client_cert: bool) -> String {
+        let cert = if client_cert {
+            " + client certificate"
+        } else {
+            ""
+        };
+        match self {
+            CredentialSource::None if client_cert => "client certificate".into(),
+            CredentialSource::None => "none".into(),
+            CredentialSource::Token(_) => format!("token{cert}"),
+            CredentialSource::TokenFile(path) => format!("token file {}{cert}", path.display()),
+            CredentialSource::Exec { config, .. } => {
+                format!("exec plugin {} ({})", config.command, config.api_version)
+            }
+        }
+    }
 }
 
 impl Kubeconfig {
@@ -132,10 +215,12 @@ impl Kubeconfig {
 
     /// Resolves `context` (or the current context) to a server and credential. File references
     /// are relative to the kubeconfig's directory, as kubectl treats them.
+    /// `insecure-skip-tls-verify` is refused unless `allow_insecure`.
     pub fn resolve(
         &self,
         path: &Path,
         context: Option<&str>,
+        allow_insecure: bool,
     ) -> Result<ResolvedCluster, KubeconfigError> {
         let invalid = |message: String| KubeconfigError::Invalid {
             path: path.to_path_buf(),
@@ -180,26 +265,35 @@ impl Kubeconfig {
                 .map_err(|e| invalid(format!("{field} is not valid base64: {e}")))
         };
         let c = &cluster.cluster;
-        if c.insecure_skip_tls_verify {
+        let user_name = &ctx.context.user;
+        if c.insecure_skip_tls_verify && !allow_insecure {
             return Err(invalid(format!(
-                "cluster {:?} sets insecure-skip-tls-verify; ztk always verifies TLS, give certificate-authority instead",
+                "cluster {:?} sets insecure-skip-tls-verify; ztk verifies TLS: give certificate-authority(-data), or set `allow_insecure = true` on the gateway's cluster entry to accept it knowingly",
                 cluster.name
             )));
         }
-        if user.exec.is_some() {
+        if c.insecure_skip_tls_verify
+            && (c.certificate_authority.is_some() || c.certificate_authority_data.is_some())
+        {
+            // kubectl refuses this combination too.
             return Err(invalid(format!(
-                "user {:?} uses an exec plugin; the gateway needs a static credential (token or client certificate)",
-                ctx.context.user
+                "cluster {:?} sets both insecure-skip-tls-verify and a certificate authority; keep one",
+                cluster.name
+            )));
+        }
+        if user.auth_provider.is_some() {
+            return Err(invalid(format!(
+                "user {user_name:?} uses a legacy auth-provider, which kubectl removed in 1.26; use the provider's exec plugin (gke-gcloud-auth-plugin, kubelogin, ...)"
+            )));
+        }
+        if user.username.is_some() || user.password.is_some() {
+            return Err(invalid(format!(
+                "user {user_name:?} uses basic authentication, which Kubernetes removed in 1.19; give a token, a client certificate or an exec plugin"
             )));
         }
         let ca_pem = match (&c.certificate_authority_data, &c.certificate_authority) {
             (Some(data), _) => Some(decode("certificate-authority-data", data)?),
             (None, Some(file)) => Some(read(file)?),
-            (None, None) => None,
-        };
-        let bearer_token = match (&user.token, &user.token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(file)) => Some(String::from_utf8_lossy(&read(file)?).trim().to_string()),
             (None, None) => None,
         };
         let client_cert_pem = match (&user.client_certificate_data, &user.client_certificate) {
@@ -212,22 +306,85 @@ impl Kubeconfig {
             (None, Some(file)) => Some(read(file)?),
             (None, None) => None,
         };
-        if client_cert_pem.is_some() != client_key_pem.is_some() {
-            return Err(invalid(format!("user {:?} has a client certificate without its key, or a key without its certificate", ctx.context.user)));
-        }
+        let client_cert = match (client_cert_pem, client_key_pem) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "user {user_name:?} has a client certificate without its key, or a key without its certificate"
+                )))
+            }
+        };
+        let credential = match (&user.token, &user.token_file, &user.exec) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "user {user_name:?} has both a token and an exec plugin; keep one"
+                )))
+            }
+            (_, _, Some(exec)) => {
+                if client_cert.is_some() {
+                    return Err(invalid(format!(
+                        "user {user_name:?} has both a client certificate and an exec plugin; keep one"
+                    )));
+                }
+                check_exec(exec).map_err(|m| invalid(format!("user {user_name:?}: {m}")))?;
+                CredentialSource::Exec {
+                    config: exec.clone(),
+                    dir: base.to_path_buf(),
+                }
+            }
+            // kubectl prefers the token when both are set.
+            (Some(token), _, None) => CredentialSource::Token(token.clone()),
+            (None, Some(file), None) => CredentialSource::TokenFile(base.join(file)),
+            (None, None, None) => CredentialSource::None,
+        };
         if !c.server.starts_with("https://") && !c.server.starts_with("http://") {
             return Err(invalid(format!(
                 "cluster {:?} server {:?} is not an http(s) URL",
                 cluster.name, c.server
             )));
         }
+        if let Some(proxy) = &c.proxy_url {
+            let scheme = proxy.split("://").next().unwrap_or_default();
+            if !matches!(scheme, "http" | "socks5" | "socks5h") || !proxy.contains("://") {
+                return Err(invalid(format!(
+                    "cluster {:?} proxy-url {proxy:?}: ztk supports http:// (CONNECT) and socks5:// proxies",
+                    cluster.name
+                )));
+            }
+        }
         Ok(ResolvedCluster {
             server: c.server.clone(),
             ca_pem,
-            bearer_token,
-            client_cert_pem,
-            client_key_pem,
+            insecure: c.insecure_skip_tls_verify,
+            tls_server_name: c.tls_server_name.clone().filter(|n| !n.is_empty()),
+            proxy_url: c.proxy_url.clone().filter(|p| !p.is_empty()),
+            credential,
+            client_cert,
         })
+    }
+}
+
+/// What client-go checks of an exec plugin before running it, and what cannot work on a server.
+fn check_exec(exec: &ExecConfig) -> Result<(), String> {
+    if exec.command.is_empty() {
+        return Err("the exec plugin has no command".into());
+    }
+    if !EXEC_API_VERSIONS.contains(&exec.api_version.as_str()) {
+        return Err(format!(
+            "exec plugin apiVersion {:?} is not supported; use client.authentication.k8s.io/v1 or v1beta1 (v1alpha1 was removed from kubectl in 1.24)",
+            exec.api_version
+        ));
+    }
+    match exec.interactive_mode.as_deref() {
+        None | Some("") | Some("Never") | Some("IfAvailable") => Ok(()),
+        Some("Always") => Err(format!(
+            "the exec plugin {:?} has interactiveMode: Always: it needs a person at a terminal, which a gateway never has; use a non-interactive credential (a service account, workload identity, or a plugin mode that needs no prompt)",
+            exec.command
+        )),
+        Some(other) => Err(format!(
+            "exec plugin interactiveMode {other:?} is not one of Never, IfAvailable, Always"
+        )),
     }
 }
 
@@ -294,11 +451,85 @@ contexts:
         let path = dir.path().join("config");
         std::fs::write(&path, yaml).unwrap();
         let kc = Kubeconfig::load(&path).unwrap();
-        let r = kc.resolve(&path, None).unwrap();
+        let r = kc.resolve(&path, None, false).unwrap();
         assert_eq!(r.server, "https://10.0.0.1:6443");
         assert_eq!(r.ca_pem.as_deref(), Some(&b"CA"[..]));
-        assert_eq!(r.bearer_token.as_deref(), Some("secret"));
-        let err = kc.resolve(&path, Some("nope")).unwrap_err().to_string();
+        assert_eq!(
+            r.credential,
+            CredentialSource::TokenFile(dir.path().join("tok"))
+        );
+        let err = kc
+            .resolve(&path, Some("nope"), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("context \"nope\" not found"), "{err}");
+    }
+
+    fn load(dir: &Path, user: &str, cluster: &str) -> (Kubeconfig, PathBuf) {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c1\n  cluster: {cluster}\nusers:\n- name: u1\n  user: {user}\ncontexts:\n- name: a\n  context: {{cluster: c1, user: u1}}\n"
+        );
+        let path = dir.join("config");
+        std::fs::write(&path, yaml).unwrap();
+        (Kubeconfig::load(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn reads_exec_plugins_as_eks_writes_them_and_refuses_what_cannot_work_on_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = "{server: \"https://x.eks.amazonaws.com\"}";
+        let eks = "{exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: aws, args: [--region, eu-west-1, eks, get-token, --cluster-name, prod], env: [{name: AWS_PROFILE, value: ops}]}}";
+        let (kc, path) = load(dir.path(), eks, server);
+        let r = kc.resolve(&path, None, false).unwrap();
+        let CredentialSource::Exec { config, dir: base } = &r.credential else {
+            panic!("{:?}", r.credential)
+        };
+        assert_eq!(config.command, "aws");
+        assert_eq!(config.args.len(), 6);
+        assert_eq!(config.env[0].name, "AWS_PROFILE");
+        assert_eq!(base, dir.path());
+        assert_eq!(
+            r.credential.kind(false),
+            "exec plugin aws (client.authentication.k8s.io/v1beta1)"
+        );
+
+        let always = "{exec: {apiVersion: client.authentication.k8s.io/v1, command: kubelogin, interactiveMode: Always}}";
+        let (kc, path) = load(dir.path(), always, server);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("interactiveMode: Always"), "{err}");
+
+        let alpha = "{exec: {apiVersion: client.authentication.k8s.io/v1alpha1, command: x}}";
+        let (kc, path) = load(dir.path(), alpha, server);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("v1alpha1"), "{err}");
+
+        let both = "{token: t, exec: {apiVersion: client.authentication.k8s.io/v1, command: x}}";
+        let (kc, path) = load(dir.path(), both, server);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("both a token and an exec plugin"), "{err}");
+
+        let legacy = "{auth-provider: {name: gcp}}";
+        let (kc, path) = load(dir.path(), legacy, server);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("auth-provider"), "{err}");
+    }
+
+    #[test]
+    fn insecure_skip_tls_verify_needs_the_gateway_to_allow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let insecure = "{server: \"https://10.0.0.1\", insecure-skip-tls-verify: true, tls-server-name: api.internal, proxy-url: \"socks5://127.0.0.1:1080\"}";
+        let (kc, path) = load(dir.path(), "{token: t}", insecure);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("allow_insecure = true"), "{err}");
+        let r = kc.resolve(&path, None, true).unwrap();
+        assert!(r.insecure);
+        assert_eq!(r.tls_server_name.as_deref(), Some("api.internal"));
+        assert_eq!(r.proxy_url.as_deref(), Some("socks5://127.0.0.1:1080"));
+        assert_eq!(r.credential, CredentialSource::Token("t".into()));
+
+        let ftp = "{server: \"https://10.0.0.1\", proxy-url: \"ftp://p:1\"}";
+        let (kc, path) = load(dir.path(), "{token: t}", ftp);
+        let err = kc.resolve(&path, None, false).unwrap_err().to_string();
+        assert!(err.contains("proxy-url"), "{err}");
     }
 }

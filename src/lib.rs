@@ -6,6 +6,7 @@ pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod client;
+pub mod cluster_auth;
 pub mod commands;
 pub mod fsutil;
 pub mod gateway;

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,18 +20,29 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{self, Body, BodyError};
 
+pub mod dial;
 mod pool;
+
+pub use dial::{Dialer, Proxy};
+
+/// The HTTP client type of the relay's connections (TLS over [`Dialer`]).
+pub type HttpsClient = Client<HttpsConnector<Dialer>, Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("invalid upstream URL {0:?}: use https://host[:port][/path]")]
     BadUrl(String),
+    #[error("invalid tls-server-name {0:?}")]
+    BadServerName(String),
+    #[error(transparent)]
+    Proxy(#[from] dial::ProxyError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Where requests are relayed to, with the credential to present there.
@@ -42,25 +53,138 @@ pub struct Upstream {
     authority: http::uri::Authority,
     /// Path prefix prepended to every relayed path (no trailing slash).
     prefix: String,
+    /// `scheme://authority/`: what the connectors dial.
+    origin: Uri,
+    /// The clients and pool; replaced when the credential's client certificate changes.
+    transport: std::sync::RwLock<Arc<Transport>>,
+    /// How to build a transport again (a cluster's trust, server name, proxy).
+    reach: Reach,
+    auth: Auth,
+    health: Arc<Health>,
+    /// A cluster reached with the gateway's own credential: its 401 is about that credential,
+    /// not the user's session, and must not reach the client as one (kubectl would tell the user
+    /// to log in).
+    answers_for_credential: bool,
+}
+
+/// The connections to one upstream.
+struct Transport {
     /// HTTP/2 when the upstream offers it, else HTTP/1.1: for long-lived responses (watches,
     /// followed logs), so that a thousand open watches share one connection.
-    streams_client: Client<HttpsConnector<HttpConnector>, Body>,
+    streams_client: HttpsClient,
     /// HTTP/1.1 only, kept-alive connections for short requests (an HTTP/1.1 exchange costs
     /// less CPU and latency than an HTTP/2 stream).
     short: Arc<pool::Pool>,
     /// HTTP/1.1 only, hyper-util's pooled client: for upgrades (which cannot ride on HTTP/2)
     /// and for other callers' requests to the same server.
-    h1_client: Client<HttpsConnector<HttpConnector>, Body>,
+    h1_client: HttpsClient,
+    /// The credential's client certificate these connections present.
+    cert_generation: u64,
+}
+
+/// What a transport is built from.
+#[derive(Clone, Default)]
+pub struct Reach {
+    /// How the server is trusted; `None`: the TLS config given to [`Upstream::new`].
+    pub trust: Option<crate::tls::ServerTrust>,
+    /// A static client certificate and key (PEM), when the credential brings none.
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// `tls-server-name`: the name sent (SNI) and verified instead of the URL's host.
+    pub server_name: Option<String>,
+    pub proxy: Option<Proxy>,
+}
+
+enum Auth {
     /// Replaces whatever `Authorization` the client sent.
+    Fixed(Option<HeaderValue>),
+    /// A cluster credential that can change (token file, exec plugin).
+    Cluster(Arc<crate::cluster_auth::ClusterAuth>),
+}
+
+/// How calls to an upstream have gone lately, for `ztk gateway clusters status`.
+#[derive(Default)]
+pub struct Health {
+    /// Microseconds since the epoch of the last answer (any status but 401 and 5xx).
+    last_ok_us: AtomicI64,
+    last_error: Mutex<Option<(i64, String)>>,
+}
+
+impl Health {
+    fn ok(&self) {
+        self.last_ok_us
+            .store(crate::audit::model::now_us(), Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, message: &str) {
+        let now = crate::audit::model::now_us();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, message.into()));
+    }
+
+    /// The last answer and the last failure, in microseconds since the epoch.
+    pub fn snapshot(&self) -> (Option<i64>, Option<(i64, String)>) {
+        let ok = self.last_ok_us.load(Ordering::Relaxed);
+        let err = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ((ok > 0).then_some(ok), err)
+    }
+}
+
+/// The credential and connections for one exchange.
+struct Prepared {
+    transport: Arc<Transport>,
     authorization: Option<HeaderValue>,
+    generation: u64,
 }
 
 impl Upstream {
+    /// An upstream reached with one TLS config and a fixed credential (the gateway, as the
+    /// local proxy reaches it; tests).
     pub fn new(
         label: impl Into<String>,
         base: &str,
         tls: rustls::ClientConfig,
         authorization: Option<HeaderValue>,
+    ) -> Result<Upstream, RelayError> {
+        Upstream::build(
+            label.into(),
+            base,
+            Some(tls),
+            Reach::default(),
+            Auth::Fixed(authorization),
+        )
+    }
+
+    /// A cluster: trusted and reached as `reach` says, with `auth`'s credential, kept current.
+    pub fn cluster(
+        label: impl Into<String>,
+        base: &str,
+        reach: Reach,
+        auth: Arc<crate::cluster_auth::ClusterAuth>,
+    ) -> Result<Upstream, RelayError> {
+        let auth = if auth.is_dynamic() {
+            Auth::Cluster(auth)
+        } else {
+            Auth::Fixed(auth.fixed_authorization())
+        };
+        Ok(Upstream::build(label.into(), base, None, reach, auth)?.with_own_credential())
+    }
+
+    /// Marks the upstream as a cluster reached with the gateway's own credential: a 401 from it
+    /// is answered `503` naming the cluster (see `answers_for_credential`).
+    pub fn with_own_credential(mut self) -> Upstream {
+        self.answers_for_credential = true;
+        self
+    }
+
+    fn build(
+        label: String,
+        base: &str,
+        tls: Option<rustls::ClientConfig>,
+        reach: Reach,
+        auth: Auth,
     ) -> Result<Upstream, RelayError> {
         let uri: Uri = base
             .parse()
@@ -76,6 +200,10 @@ impl Upstream {
         if scheme != http::uri::Scheme::HTTPS && scheme != http::uri::Scheme::HTTP {
             return Err(RelayError::BadUrl(base.to_string()));
         }
+        if let Some(name) = &reach.server_name {
+            rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|_| RelayError::BadServerName(name.clone()))?;
+        }
         let prefix = uri.path().trim_end_matches('/').to_string();
         let origin = Uri::builder()
             .scheme(scheme.clone())
@@ -83,15 +211,22 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|_| RelayError::BadUrl(base.to_string()))?;
+        let tls = match tls {
+            Some(tls) => tls,
+            None => reach.tls_config(None)?,
+        };
+        let transport = Transport::new(&origin, &reach, tls, 0);
         Ok(Upstream {
-            short: Arc::new(pool::Pool::new(connector(tls.clone(), false), origin)),
-            label: label.into(),
+            label,
             scheme,
             authority,
             prefix,
-            streams_client: build_client(tls.clone(), true),
-            h1_client: build_client(tls, false),
-            authorization,
+            origin,
+            transport: std::sync::RwLock::new(Arc::new(transport)),
+            reach,
+            auth,
+            health: Arc::new(Health::default()),
+            answers_for_credential: false,
         })
     }
 
@@ -99,37 +234,129 @@ impl Upstream {
         &self.label
     }
 
+    /// How calls to this upstream have gone.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// The HTTP/1.1 client with its pool of connections to this upstream, for other requests to
     /// the same server: they reuse a connection the relay already opened instead of a new TLS
     /// handshake.
-    pub fn h1_client(&self) -> Client<HttpsConnector<HttpConnector>, Body> {
-        self.h1_client.clone()
+    pub fn h1_client(&self) -> HttpsClient {
+        self.current_transport().h1_client.clone()
+    }
+
+    fn current_transport(&self) -> Arc<Transport> {
+        self.transport
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The credential to present and the connections to use, refreshing the credential when
+    /// it is due; the error names the upstream.
+    async fn prepare(&self) -> Result<Prepared, String> {
+        let cluster_auth = match &self.auth {
+            Auth::Fixed(authorization) => {
+                return Ok(Prepared {
+                    transport: self.current_transport(),
+                    authorization: authorization.clone(),
+                    generation: 0,
+                })
+            }
+            Auth::Cluster(auth) => auth.clone(),
+        };
+        let presented = cluster_auth
+            .current()
+            .await
+            .map_err(|e| format!("{} has no usable credential: {e}", self.label))?;
+        let mut transport = self.current_transport();
+        if transport.cert_generation != presented.cert_generation {
+            // New client certificate: new connections (the old ones finish what they carry).
+            let mut slot = self.transport.write().unwrap_or_else(|e| e.into_inner());
+            if slot.cert_generation != presented.cert_generation {
+                let tls = self
+                    .reach
+                    .tls_config(presented.client_cert.as_deref())
+                    .map_err(|e| format!("{}: {e}", self.label))?;
+                *slot = Arc::new(Transport::new(
+                    &self.origin,
+                    &self.reach,
+                    tls,
+                    presented.cert_generation,
+                ));
+            }
+            transport = slot.clone();
+        }
+        Ok(Prepared {
+            transport,
+            authorization: presented.authorization,
+            generation: presented.generation,
+        })
+    }
+
+    fn rejected(&self, generation: u64) {
+        if let Auth::Cluster(auth) = &self.auth {
+            auth.rejected(generation);
+        }
     }
 }
 
-fn connector(tls: rustls::ClientConfig, http2: bool) -> HttpsConnector<HttpConnector> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+impl Transport {
+    fn new(origin: &Uri, reach: &Reach, tls: rustls::ClientConfig, cert_generation: u64) -> Self {
+        let connector = |http2: bool| connector(tls.clone(), http2, reach);
+        Transport {
+            short: Arc::new(pool::Pool::new(connector(false), origin.clone())),
+            streams_client: build_client(connector(true)),
+            h1_client: build_client(connector(false)),
+            cert_generation,
+        }
+    }
+}
+
+impl Reach {
+    /// The TLS config for this trust, with `cert` (from the credential) or the static one.
+    fn tls_config(
+        &self,
+        cert: Option<&(Vec<u8>, Vec<u8>)>,
+    ) -> Result<rustls::ClientConfig, RelayError> {
+        let trust = self
+            .trust
+            .clone()
+            .unwrap_or(crate::tls::ServerTrust::Verify(crate::tls::Roots::System));
+        let cert = cert.or(self.client_cert.as_ref());
+        Ok(crate::tls::cluster_client_config(
+            &trust,
+            cert.map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )?)
+    }
+}
+
+fn connector(tls: rustls::ClientConfig, http2: bool, reach: &Reach) -> HttpsConnector<Dialer> {
+    let dialer = Dialer::new(reach.proxy.clone());
+    let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1();
+        .https_or_http();
+    if let Some(name) = reach
+        .server_name
+        .as_ref()
+        .and_then(|n| rustls::pki_types::ServerName::try_from(n.clone()).ok())
+    {
+        builder =
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let builder = builder.enable_http1();
     if http2 {
-        builder.enable_http2().wrap_connector(http)
+        builder.enable_http2().wrap_connector(dialer)
     } else {
-        builder.wrap_connector(http)
+        builder.wrap_connector(dialer)
     }
 }
 
-fn build_client(
-    tls: rustls::ClientConfig,
-    http2: bool,
-) -> Client<HttpsConnector<HttpConnector>, Body> {
+fn build_client(connector: HttpsConnector<Dialer>) -> HttpsClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector(tls, http2))
+        .build(connector)
 }
 
 /// How a relayed exchange ended.
@@ -277,12 +504,25 @@ where
             return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &msg);
         }
     };
+    // The credential (refreshed if due) and the connections that present it.
+    let prepared = match upstream.prepare().await {
+        Ok(prepared) => prepared,
+        Err(msg) => {
+            upstream.health.failed(&msg);
+            done(outcome(503, &bytes_in, 0, start, Some(msg.clone())));
+            return body::refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                &format!("ztk: {msg}"),
+            );
+        }
+    };
     // The client picks HTTP/2 or HTTP/1.1 per connection; the request itself must not insist.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::AUTHORIZATION);
-    if let Some(auth) = &upstream.authorization {
+    if let Some(auth) = &prepared.authorization {
         parts.headers.insert(header::AUTHORIZATION, auth.clone());
     }
     for (name, value) in extra.iter() {
@@ -293,34 +533,61 @@ where
     // Send-ness to a lifetime); the pool and the clients are cheap shared handles.
     let label = upstream.label.clone();
     let req = Request::from_parts(parts, body);
+    let transport = prepared.transport;
     let sent = if short {
-        let pool = upstream.short.clone();
+        let pool = transport.short.clone();
         match pool.send(req).await {
             Ok((resp, lease)) => Ok((resp, Some(lease))),
-            Err(err) => Err(failure_message(&label, &*err)),
+            Err(err) => Err(failure(&label, &*err)),
         }
     } else {
         let client = if upgrade {
-            upstream.h1_client.clone()
+            transport.h1_client.clone()
         } else {
-            upstream.streams_client.clone()
+            transport.streams_client.clone()
         };
         match client.request(req).await {
             Ok(resp) => Ok((resp, None)),
-            Err(err) => Err(failure_message(&label, &err)),
+            Err(err) => Err(failure(&label, &err)),
         }
     };
     let (mut resp, lease) = match sent {
         Ok(sent) => sent,
-        Err(msg) => {
-            done(outcome(502, &bytes_in, 0, start, Some(msg.clone())));
-            return body::refusal(
-                StatusCode::BAD_GATEWAY,
-                "ServiceUnavailable",
-                &format!("ztk: {msg}"),
-            );
+        Err((msg, unreachable)) => {
+            upstream.health.failed(&msg);
+            // Not reached at all: unavailable; reached, then lost: a bad gateway.
+            let status = if unreachable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            done(outcome(
+                status.as_u16(),
+                &bytes_in,
+                0,
+                start,
+                Some(msg.clone()),
+            ));
+            return body::refusal(status, "ServiceUnavailable", &format!("ztk: {msg}"));
         }
     };
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        // The upstream refused the credential itself: refresh it before the next call.
+        upstream.rejected(prepared.generation);
+        let msg = format!("{label} refused the gateway's credential (401 Unauthorized)");
+        upstream.health.failed(&msg);
+        if upstream.answers_for_credential {
+            drop(resp);
+            done(outcome(503, &bytes_in, 0, start, Some(msg.clone())));
+            return body::refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                &format!("ztk: {msg}; an administrator must renew it (`ztk gateway clusters status` shows the cluster's state)"),
+            );
+        }
+    } else {
+        upstream.health.ok();
+    }
 
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -523,6 +790,22 @@ fn outcome(
         error,
         open: false,
     }
+}
+
+/// Why a request got no answer from `label`, and whether no connection could be made at all.
+fn failure(label: &str, err: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut cause = Some(err);
+    let mut unreachable = false;
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|e| e.is_connect())
+            || e.downcast_ref::<pool::ConnectError>().is_some()
+        {
+            unreachable = true;
+        }
+        cause = e.source();
+    }
+    (failure_message(label, err), unreachable)
 }
 
 /// Why a request got no answer from `label`, for the client and the record. An upstream that

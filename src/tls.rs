@@ -122,6 +122,27 @@ impl Ca {
     }
 }
 
+/// One self-signed certificate that is both a CA (CA:TRUE) and the server's certificate for
+/// `names`, as lab clusters and appliances often serve (the sandbox's `--self-signed`).
+pub fn self_signed_ca_server(names: &[String]) -> Result<CertKey, TlsError> {
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cn = names.first().map(String::as_str).unwrap_or("ztk");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    (params.not_before, params.not_after) = validity(825);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(CertKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
     (
@@ -230,6 +251,211 @@ pub fn client_config(
     roots: &Roots,
     client_cert: Option<(&[u8], &[u8])>,
 ) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder().with_root_certificates(root_store(roots)?);
+    with_client_cert(builder, client_cert)
+}
+
+/// How a cluster's server is trusted, as its kubeconfig says.
+#[derive(Clone, Debug)]
+pub enum ServerTrust {
+    /// Full verification against these roots; a presented certificate byte-equal to one of
+    /// the trusted ones is accepted as kubectl accepts it (see [`KubeVerifier`]).
+    Verify(Roots),
+    /// `insecure-skip-tls-verify`, allowed by the gateway's config: any certificate.
+    Insecure,
+}
+
+/// The client config for a cluster: [`ServerTrust`] and an optional client certificate.
+pub fn cluster_client_config(
+    trust: &ServerTrust,
+    client_cert: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match trust {
+        ServerTrust::Verify(roots) => {
+            let store = root_store(roots)?;
+            let trusted: Vec<Vec<u8>> = match roots {
+                Roots::Pem(pem) => parse_certs(pem, "CA bundle")?
+                    .into_iter()
+                    .map(|c| c.as_ref().to_vec())
+                    .collect(),
+                Roots::System => Vec::new(),
+            };
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(store),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            Arc::new(KubeVerifier { inner, trusted })
+        }
+        ServerTrust::Insecure => Arc::new(AnyCertificate { provider }),
+    };
+    let builder = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    with_client_cert(builder, client_cert)
+}
+
+fn with_client_cert(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    client_cert: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(match client_cert {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            parse_certs(cert, "client certificate")?,
+            parse_key(key, "client key")?,
+        )?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// rustls's WebPKI verification, plus what Go's crypto/x509 (so kubectl) also accepts: a server
+/// certificate that *is* one of the trusted certificates, byte for byte — lab clusters and
+/// appliances often serve one self-signed CA:TRUE certificate and put it in
+/// `certificate-authority-data`, which WebPKI refuses as `CaUsedAsEndEntity`. Such a
+/// certificate must still be valid now, name the server, and (when it lists extended key
+/// usages) allow server authentication, as Go checks.
+#[derive(Debug)]
+pub struct KubeVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    trusted: Vec<Vec<u8>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for KubeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => Ok(verified),
+            Err(err) if self.trusted.iter().any(|t| t == end_entity.as_ref()) => {
+                check_pinned_leaf(end_entity, server_name, now).map_err(|reason| {
+                    tracing::debug!("trusted server certificate refused: {reason} (after {err})");
+                    reason
+                })?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The checks Go makes of a leaf found in the trust store: validity period, name, usage.
+fn check_pinned_leaf(
+    der: &CertificateDer<'_>,
+    server_name: &rustls::pki_types::ServerName<'_>,
+    now: rustls::pki_types::UnixTime,
+) -> Result<(), rustls::Error> {
+    use rustls::{CertificateError, Error};
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let now_asn1 = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64)
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if now_asn1 < cert.validity().not_before {
+        return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
+    }
+    if now_asn1 > cert.validity().not_after {
+        return Err(Error::InvalidCertificate(CertificateError::Expired));
+    }
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        if !eku.value.any && !eku.value.server_auth {
+            return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
+        }
+    }
+    let ee = webpki::EndEntityCert::try_from(der)
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    ee.verify_is_valid_for_subject_name(server_name)
+        .map_err(|_| Error::InvalidCertificate(CertificateError::NotValidForName))
+}
+
+/// `insecure-skip-tls-verify`: any certificate, though the handshake's signatures are still
+/// checked against it (as Go's `InsecureSkipVerify` does).
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn root_store(roots: &Roots) -> Result<rustls::RootCertStore, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     match roots {
         Roots::System => {
@@ -247,14 +473,7 @@ pub fn client_config(
             }
         }
     }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(store);
-    Ok(match client_cert {
-        Some((cert, key)) => builder.with_client_auth_cert(
-            parse_certs(cert, "client certificate")?,
-            parse_key(key, "client key")?,
-        )?,
-        None => builder.with_no_client_auth(),
-    })
+    Ok(store)
 }
 
 /// Writes `data` to `path` readable by the owner only (secrets: keys, tokens, kubeconfigs).

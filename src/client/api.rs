@@ -5,12 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{self, Body};
+use crate::body;
 use crate::protocol::{self, EncodedBatch, IngestAck, IngestBatch, LoginRequest, SessionInfo};
 use crate::tls::Roots;
 
@@ -41,7 +39,7 @@ pub enum ApiError {
 
 pub struct GatewayApi {
     base: String,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: crate::relay::HttpsClient,
     timeout: Duration,
 }
 
@@ -62,13 +60,10 @@ impl GatewayApi {
     pub fn new(base: &str, roots: &Roots) -> Result<GatewayApi, ApiError> {
         let base = normalize_url(base)?;
         let tls = crate::tls::client_config(roots, None)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        // A request's headers and body can leave in two writes; with Nagle's algorithm the
-        // second waits for the gateway's delayed ACK (40 ms on Linux) — seen on every
-        // `ztk kubectl` exit, shipping its records.
-        http.set_nodelay(true);
+        // With TCP_NODELAY: a request's headers and body can leave in two writes; with Nagle's
+        // algorithm the second waits for the gateway's delayed ACK (40 ms on Linux) — seen on
+        // every `ztk kubectl` exit, shipping its records.
+        let http = crate::relay::Dialer::new(None).connect_timeout(Duration::from_secs(5));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -85,7 +80,7 @@ impl GatewayApi {
     /// Talks to the gateway at `base` over `client`'s connections (see `Upstream::h1_client`).
     pub fn with_client(
         base: &str,
-        client: Client<HttpsConnector<HttpConnector>, Body>,
+        client: crate::relay::HttpsClient,
     ) -> Result<GatewayApi, ApiError> {
         Ok(GatewayApi {
             base: normalize_url(base)?,

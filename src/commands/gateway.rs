@@ -1,5 +1,6 @@
 //! `ztk gateway`: run the gateway and manage its users, sessions, roles and bindings.
 
+mod clusters;
 mod sinks;
 
 use std::io::Read;
@@ -36,6 +37,9 @@ enum GatewayCommand {
     /// Manage roles and role bindings; changes take effect in a running gateway within a second.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Inspect how the gateway reaches its clusters (run on the gateway host).
+    #[command(subcommand)]
+    Clusters(clusters::ClustersCommand),
     /// Inspect the SIEM sinks that stream the audit trail (run on the gateway host).
     #[command(subcommand)]
     Sinks(sinks::SinksCommand),
@@ -344,6 +348,7 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         GatewayCommand::Sinks(command) => sinks::run(command),
+        GatewayCommand::Clusters(command) => clusters::run(command),
         GatewayCommand::Audit(AuditArgs {
             command: Some(AuditCommand::Verify { json, config }),
             ..
@@ -419,9 +424,15 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
     }
     for cluster in running.gateway.clusters.values() {
         println!(
-            "ztk gateway: cluster {} -> {}",
-            cluster.name, cluster.description
+            "ztk gateway: cluster {} -> {} ({})",
+            cluster.name, cluster.description, cluster.reach.source
         );
+        if cluster.reach.insecure {
+            println!(
+                "ztk gateway: WARNING: cluster {} is reached WITHOUT TLS verification (insecure-skip-tls-verify, allowed by allow_insecure = true); anyone on the path can read and change its traffic",
+                cluster.name
+            );
+        }
     }
     let sinks = crate::sinks::start(&running.gateway.audit_store, &cfg.sinks)
         .with_context(|| format!("cannot start the sinks of {}", cfg.path.display()))?;

@@ -29,6 +29,14 @@ enum SandboxCommand {
         /// Put a client certificate in the kubeconfig instead of a bearer token.
         #[arg(long)]
         client_cert: bool,
+        /// Serve one self-signed CA:TRUE certificate (also the kubeconfig's CA), as many lab
+        /// clusters and appliances do.
+        #[arg(long)]
+        self_signed: bool,
+        /// A name or address for the server certificate (repeatable; default 127.0.0.1 and
+        /// localhost). With names the URL does not carry, the kubeconfig needs `tls-server-name`.
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
     },
 }
 
@@ -37,9 +45,15 @@ pub fn run(args: Args) -> Result<i32> {
         listen,
         kubeconfig,
         client_cert,
+        self_signed,
+        tls_names,
     } = args.command;
     crate::cli::block_on(async move {
-        let server = crate::sandbox::server::start(listen)
+        let tls = crate::sandbox::server::ServeTls {
+            names: tls_names,
+            self_signed,
+        };
+        let server = crate::sandbox::server::start_with(listen, tls)
             .await
             .with_context(|| format!("cannot serve the sandbox on {listen}"))?;
         let config = server.kubeconfig("ztk-sandbox", client_cert);

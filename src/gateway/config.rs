@@ -133,6 +133,12 @@ struct RawCluster {
     context: Option<String>,
     #[serde(default)]
     sandbox: bool,
+    /// Inside a pod: the pod's service account and `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    #[serde(default)]
+    incluster: bool,
+    /// Accept the kubeconfig's `insecure-skip-tls-verify` (warned about at start).
+    #[serde(default)]
+    allow_insecure: bool,
     /// Act on the cluster as the user: send `Impersonate-User`/`Impersonate-Group` so the
     /// cluster's own RBAC applies too (the gateway's credential needs the impersonate verb).
     #[serde(default)]
@@ -231,12 +237,42 @@ pub struct ClusterConfig {
     pub impersonate: bool,
 }
 
+impl ClusterConfig {
+    /// How the cluster is reached, from the config alone (before the gateway starts).
+    pub fn source(&self) -> String {
+        match &self.kind {
+            ClusterKind::Kubeconfig {
+                path,
+                context,
+                allow_insecure,
+            } => format!(
+                "kubeconfig {}{}{}",
+                path.display(),
+                match context {
+                    Some(c) => format!(" context {c}"),
+                    None => String::new(),
+                },
+                if *allow_insecure {
+                    " (allow_insecure)"
+                } else {
+                    ""
+                }
+            ),
+            ClusterKind::InCluster => "in-cluster service account".into(),
+            ClusterKind::Sandbox => "built-in sandbox".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ClusterKind {
     Kubeconfig {
         path: PathBuf,
         context: Option<String>,
+        allow_insecure: bool,
     },
+    /// The service account of the pod the gateway runs in.
+    InCluster,
     Sandbox,
 }
 
@@ -327,22 +363,30 @@ impl GatewayConfig {
                     "key `{key}.name`: cluster {name:?} is defined twice"
                 )));
             }
-            let kind = match (c.kubeconfig, c.sandbox) {
-                (Some(kc), false) => ClusterKind::Kubeconfig {
+            let sources = [c.kubeconfig.is_some(), c.sandbox, c.incluster];
+            if sources.iter().filter(|set| **set).count() != 1 {
+                return Err(invalid(format!(
+                    "key `{key}` ({name}): set exactly one of `kubeconfig = \"PATH\"`, `incluster = true` or `sandbox = true`"
+                )));
+            }
+            if c.context.is_some() && c.kubeconfig.is_none() {
+                return Err(invalid(format!(
+                    "key `{key}.context` ({name}): `context` picks a context of `kubeconfig`; set one"
+                )));
+            }
+            if c.allow_insecure && c.kubeconfig.is_none() {
+                return Err(invalid(format!(
+                    "key `{key}.allow_insecure` ({name}): only a `kubeconfig` cluster can skip TLS verification"
+                )));
+            }
+            let kind = match c.kubeconfig {
+                Some(kc) => ClusterKind::Kubeconfig {
                     path: resolve(&kc),
                     context: c.context,
+                    allow_insecure: c.allow_insecure,
                 },
-                (None, true) => ClusterKind::Sandbox,
-                (Some(_), true) => {
-                    return Err(invalid(format!(
-                    "key `{key}` ({name}): set either `kubeconfig` or `sandbox = true`, not both"
-                )))
-                }
-                (None, false) => {
-                    return Err(invalid(format!(
-                        "key `{key}` ({name}): set `kubeconfig = \"PATH\"` or `sandbox = true`"
-                    )))
-                }
+                None if c.incluster => ClusterKind::InCluster,
+                None => ClusterKind::Sandbox,
             };
             clusters.push(ClusterConfig {
                 name,

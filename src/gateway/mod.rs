@@ -82,6 +82,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
     checkpoints: tokio::task::JoinHandle<()>,
+    cluster_status: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -96,6 +97,7 @@ impl Running {
         self.server.abort();
         self.watcher.abort();
         self.checkpoints.abort();
+        self.cluster_status.abort();
         let (store, key) = (
             self.gateway.audit_store.clone(),
             self.gateway.audit_key.clone(),
@@ -199,6 +201,9 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         audit_key,
         config.audit_checkpoint_interval,
     ));
+    clusters::probe_all(&gateway.clusters);
+    let cluster_status =
+        clusters::write_status_loop(gateway.clusters.clone(), config.data_dir.clone());
     let handler_gateway = gateway.clone();
     let limits = crate::serve::Limits {
         header_read_timeout: config.limits.header_read_timeout,
@@ -223,6 +228,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         server,
         watcher,
         checkpoints,
+        cluster_status,
     })
 }
 

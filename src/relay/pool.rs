@@ -18,8 +18,9 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
+
+use super::dial::Dialer;
 
 use crate::body::Body;
 
@@ -34,8 +35,13 @@ const MAX_IDLE: usize = 256;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// No connection to the upstream could be made (so the request never went out).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(BoxError);
+
 pub struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<Dialer>,
     /// `scheme://authority`: what the connector dials.
     origin: Uri,
     host: HeaderValue,
@@ -56,7 +62,7 @@ pub struct Lease {
 }
 
 impl Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Pool {
+    pub fn new(connector: HttpsConnector<Dialer>, origin: Uri) -> Pool {
         Pool {
             host: host_header(&origin),
             connector,
@@ -124,8 +130,13 @@ impl Pool {
 
     async fn connect(self: &Arc<Self>) -> Result<SendRequest<Body>, BoxError> {
         let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-        let io = connector.call(self.origin.clone()).await?;
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(ConnectError)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(ConnectError)?;
         let (sender, conn) = http1::handshake(io).await?;
         tokio::spawn(async move {
             if let Err(err) = conn.await {
@@ -266,8 +277,7 @@ mod tests {
     }
 
     fn pool(origin: Uri) -> Arc<Pool> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
+        let http = Dialer::new(None);
         // Plain HTTP here: the TLS settings only have to be valid.
         let ca = crate::tls::Ca::generate("test CA").unwrap();
         let roots = crate::tls::Roots::Pem(ca.cert_pem().into_bytes());

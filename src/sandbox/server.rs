@@ -49,14 +49,40 @@ impl SandboxServer {
     }
 }
 
+/// How the sandbox presents itself over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ServeTls {
+    /// Names and addresses in its certificate (default: 127.0.0.1 and localhost).
+    pub names: Vec<String>,
+    /// One self-signed CA:TRUE certificate as the server certificate, and in the kubeconfig as
+    /// `certificate-authority-data` (as many lab clusters and appliances do).
+    pub self_signed: bool,
+}
+
 /// Starts a fresh sandbox on `listen` (e.g. 127.0.0.1:0).
 pub async fn start(listen: SocketAddr) -> anyhow::Result<SandboxServer> {
+    start_with(listen, ServeTls::default()).await
+}
+
+/// Starts a fresh sandbox on `listen` with `tls`'s certificate.
+pub async fn start_with(listen: SocketAddr, tls_opts: ServeTls) -> anyhow::Result<SandboxServer> {
     let mut raw = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let sandbox = Sandbox::new(token.clone());
     let ca = tls::Ca::generate("ztk sandbox CA")?;
-    let leaf = ca.issue_server(&["127.0.0.1".into(), "localhost".into()])?;
+    let names = if tls_opts.names.is_empty() {
+        vec!["127.0.0.1".to_string(), "localhost".to_string()]
+    } else {
+        tls_opts.names.clone()
+    };
+    let (leaf, server_ca_pem) = if tls_opts.self_signed {
+        let own = tls::self_signed_ca_server(&names)?;
+        let pem = own.cert_pem.clone();
+        (own, pem)
+    } else {
+        (ca.issue_server(&names)?, ca.cert_pem())
+    };
     let client = ca.issue_client("ztk-gateway")?;
     let server_tls = tls::server_config_with_client_ca(
         leaf.cert_pem.as_bytes(),
@@ -84,7 +110,7 @@ pub async fn start(listen: SocketAddr) -> anyhow::Result<SandboxServer> {
     ));
     Ok(SandboxServer {
         addr,
-        ca_pem: ca.cert_pem(),
+        ca_pem: server_ca_pem,
         token,
         client,
         task,

@@ -112,13 +112,21 @@ impl Env {
     }
 
     pub fn serve(&mut self) {
-        let mut child = self
-            .ztk(&[
-                "gateway",
-                "serve",
-                "--config",
-                self.config.to_str().unwrap(),
-            ])
+        self.serve_with(&[]);
+    }
+
+    /// Starts the gateway with extra environment variables.
+    pub fn serve_with(&mut self, env: &[(&str, String)]) {
+        let mut cmd = self.ztk(&[
+            "gateway",
+            "serve",
+            "--config",
+            self.config.to_str().unwrap(),
+        ]);
+        for (key, value) in env {
+            cmd = cmd.env(key, value);
+        }
+        let mut child = cmd
             .cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -6,6 +6,7 @@ mod harness;
 mod access;
 mod audit;
 mod cli;
+mod clusters;
 mod end_to_end;
 mod failures;
 mod integrity;

@@ -1,0 +1,322 @@
+//! Opening the TCP connection under the relay's TLS: directly, or through a cluster's
+//! `proxy-url` (an HTTP proxy's `CONNECT`, or SOCKS5), as kubectl does.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::pool::BoxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid proxy-url {0:?}: use http://[user:password@]host:port or socks5://[user:password@]host:port")]
+    BadUrl(String),
+    #[error("the proxy {proxy} refused CONNECT to {target}: {status}")]
+    Refused {
+        proxy: String,
+        target: String,
+        status: String,
+    },
+    #[error("the SOCKS5 proxy {proxy} {message}")]
+    Socks { proxy: String, message: String },
+    #[error("the proxy {proxy} sent an invalid answer")]
+    Garbled { proxy: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ProxyKind {
+    /// `http://`: `CONNECT host:port`.
+    Connect,
+    /// `socks5://` and `socks5h://`: the proxy resolves names in both cases.
+    Socks5,
+}
+
+/// A proxy from a kubeconfig's `proxy-url`.
+#[derive(Clone)]
+pub struct Proxy {
+    kind: ProxyKind,
+    /// The proxy itself, as the connector dials it (`http://host:port`).
+    address: Uri,
+    /// For messages: the URL without credentials.
+    shown: String,
+    credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Proxy {
+    pub fn parse(url: &str) -> Result<Proxy, ProxyError> {
+        let bad = || ProxyError::BadUrl(strip_credentials(url));
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let kind = match scheme {
+            "http" => ProxyKind::Connect,
+            "socks5" | "socks5h" => ProxyKind::Socks5,
+            _ => return Err(bad()),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, rest),
+        };
+        let credentials = userinfo.map(|u| {
+            let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(user), decode(pass))
+        });
+        let default_port = if kind == ProxyKind::Connect { 80 } else { 1080 };
+        let address: Uri = format!("http://{hostport}").parse().map_err(|_| bad())?;
+        let host = address.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        let port = address.port_u16().unwrap_or(default_port);
+        let address: Uri = format!("http://{host}:{port}").parse().map_err(|_| bad())?;
+        Ok(Proxy {
+            kind,
+            shown: format!("{scheme}://{host}:{port}"),
+            address,
+            credentials,
+        })
+    }
+}
+
+fn strip_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_string(),
+    }
+}
+
+/// The connector under the relay's TLS: plain TCP, or through a proxy.
+#[derive(Clone)]
+pub struct Dialer {
+    tcp: HttpConnector,
+    proxy: Option<Arc<Proxy>>,
+}
+
+impl Dialer {
+    pub fn new(proxy: Option<Proxy>) -> Dialer {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        Dialer {
+            tcp,
+            proxy: proxy.map(Arc::new),
+        }
+    }
+
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Dialer {
+        self.tcp.set_connect_timeout(Some(timeout));
+        self
+    }
+}
+
+impl Service<Uri> for Dialer {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, target: Uri) -> Self::Future {
+        let mut tcp = self.tcp.clone();
+        let proxy = self.proxy.clone();
+        Box::pin(async move {
+            let Some(proxy) = proxy else {
+                return Ok(tcp.call(target).await?);
+            };
+            let host = target.host().unwrap_or_default().trim_matches(['[', ']']);
+            let port = target.port_u16().unwrap_or(match target.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            let stream = tcp.call(proxy.address.clone()).await?.into_inner();
+            let stream = match proxy.kind {
+                ProxyKind::Connect => connect_tunnel(stream, &proxy, host, port).await?,
+                ProxyKind::Socks5 => socks5(stream, &proxy, host, port).await?,
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// `CONNECT host:port`, then the stream is the tunnel.
+async fn connect_tunnel(
+    mut stream: TcpStream,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, BoxError> {
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some((user, pass)) = &proxy.credentials {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    // Read the answer's head byte by byte: whatever follows it belongs to the tunnel.
+    let mut head = Vec::with_capacity(128);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 || stream.read(&mut byte).await? == 0 {
+            return Err(ProxyError::Garbled {
+                proxy: proxy.shown.clone(),
+            }
+            .into());
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(ProxyError::Garbled {
+            proxy: proxy.shown.clone(),
+        }
+        .into());
+    }
+    if !code.starts_with('2') || code.len() != 3 {
+        return Err(ProxyError::Refused {
+            proxy: proxy.shown.clone(),
+            target: authority,
+            status: crate::audit::format::printable(status_line.trim()).into_owned(),
+        }
+        .into());
+    }
+    Ok(stream)
+}
+
+/// RFC 1928 (and 1929 for a user name and password): CONNECT by domain name or address.
+async fn socks5(
+    mut stream: TcpStream,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, BoxError> {
+    let fail = |message: &str| ProxyError::Socks {
+        proxy: proxy.shown.clone(),
+        message: message.to_string(),
+    };
+    let method = if proxy.credentials.is_some() { 2 } else { 0 };
+    stream.write_all(&[5, 1, method]).await?;
+    let mut answer = [0u8; 2];
+    stream.read_exact(&mut answer).await?;
+    if answer[0] != 5 || answer[1] != method {
+        return Err(fail("accepts none of the authentication methods ztk offered").into());
+    }
+    if let Some((user, pass)) = &proxy.credentials {
+        if user.len() > 255 || pass.len() > 255 {
+            return Err(fail("user name or password is longer than 255 bytes").into());
+        }
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass.as_bytes());
+        stream.write_all(&auth).await?;
+        stream.read_exact(&mut answer).await?;
+        if answer[1] != 0 {
+            return Err(fail("refused the user name and password").into());
+        }
+    }
+    let mut request = vec![5, 1, 0];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            if host.len() > 255 {
+                return Err(fail("cannot take a host name longer than 255 bytes").into());
+            }
+            request.push(3);
+            request.push(host.len() as u8);
+            request.extend_from_slice(host.as_bytes());
+        }
+    }
+    request.extend_from_slice(&port.to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await?;
+    if reply[0] != 5 {
+        return Err(fail("sent an invalid answer").into());
+    }
+    if reply[1] != 0 {
+        let reason = match reply[1] {
+            1 => "general failure",
+            2 => "connection not allowed by its rules",
+            3 => "network unreachable",
+            4 => "host unreachable",
+            5 => "connection refused",
+            6 => "TTL expired",
+            7 => "command not supported",
+            8 => "address type not supported",
+            _ => "unknown error",
+        };
+        return Err(fail(&format!("could not connect to {host}:{port}: {reason}")).into());
+    }
+    // The bound address that follows the reply: skip it.
+    let skip = match reply[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            len[0] as usize
+        }
+        _ => return Err(fail("sent an invalid address type").into()),
+    };
+    let mut rest = vec![0u8; skip + 2];
+    stream.read_exact(&mut rest).await?;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proxy_urls_and_never_shows_their_password() {
+        let p = Proxy::parse("http://alice:s%40cret@proxy.corp:3128").unwrap();
+        assert_eq!(p.kind, ProxyKind::Connect);
+        assert_eq!(p.shown, "http://proxy.corp:3128");
+        assert_eq!(
+            p.credentials,
+            Some(("alice".to_string(), "s@cret".to_string()))
+        );
+        assert_eq!(format!("{p:?}"), "http://proxy.corp:3128");
+        let s = Proxy::parse("socks5://127.0.0.1").unwrap();
+        assert_eq!(s.kind, ProxyKind::Socks5);
+        assert_eq!(s.address.port_u16(), Some(1080));
+        let err = Proxy::parse("https://u:pw@p:1").unwrap_err().to_string();
+        assert!(!err.contains("pw"), "{err}");
+        assert!(Proxy::parse("http://").is_err());
+    }
+}
