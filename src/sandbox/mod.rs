@@ -36,6 +36,7 @@ mod api;
 mod controller;
 pub mod discovery;
 mod exec;
+mod metrics;
 mod openapi_schema;
 mod patch;
 mod proto;
@@ -299,6 +300,12 @@ impl Sandbox {
             body,
             impersonated: impersonated(&parts.headers),
         };
+        if res.group == metrics::GROUP {
+            if legacy_watch {
+                return method_not_allowed(&parts.method);
+            }
+            return metrics::handle(&req, &parts.method);
+        }
         let watch = legacy_watch
             || query
                 .get("watch")
