@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::controller;
 use super::discovery::ResourceInfo;
+use super::ephemeral;
 use super::patch;
 use super::proto;
 use super::selector::{FieldSelector, LabelSelector};
@@ -327,6 +328,27 @@ fn merge_for_update(
         new["metadata"]["namespace"] = json!(req.ns());
     }
     let has_status_sub = req.res.subresources.iter().any(|s| s.name == "status");
+    if req.sub == Some("ephemeralcontainers") {
+        let out = ephemeral::prepare_update(current, &new);
+        let errs = ephemeral::validate_update(current, &out);
+        if !errs.is_empty() {
+            return Err(super::invalid(req.res, req.name(), &errs));
+        }
+        return Ok(out);
+    }
+    if req.res.group.is_empty() && req.res.kind == "Pod" && req.sub.is_none() {
+        // Ephemeral containers change only through their subresource.
+        match current.pointer("/spec/ephemeralContainers") {
+            Some(ecs) if new["spec"].is_object() => {
+                new["spec"]["ephemeralContainers"] = ecs.clone()
+            }
+            _ => {
+                if let Some(spec) = new["spec"].as_object_mut() {
+                    spec.remove("ephemeralContainers");
+                }
+            }
+        }
+    }
     if req.sub == Some("status") {
         let mut out = current.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);

@@ -35,6 +35,7 @@
 mod api;
 mod controller;
 pub mod discovery;
+mod ephemeral;
 mod exec;
 mod metrics;
 mod openapi_schema;
@@ -319,12 +320,20 @@ impl Sandbox {
             (&Method::GET | &Method::HEAD, Some(_), Some("log")) if res.kind == "Pod" => {
                 stream::logs(&req)
             }
-            (&Method::GET | &Method::HEAD, Some(_), None | Some("status")) => api::get(&req),
+            (
+                &Method::GET | &Method::HEAD,
+                Some(_),
+                None | Some("status" | "ephemeralcontainers"),
+            ) => api::get(&req),
             (&Method::GET | &Method::HEAD, Some(_), Some("scale")) => api::get_scale(&req),
             (&Method::POST, None, None) => api::create(&req),
-            (&Method::PUT, Some(_), None | Some("status")) => api::update(&req),
+            (&Method::PUT, Some(_), None | Some("status" | "ephemeralcontainers")) => {
+                api::update(&req)
+            }
             (&Method::PUT, Some(_), Some("scale")) => api::update_scale(&req, false),
-            (&Method::PATCH, Some(_), None | Some("status")) => api::patch(&req),
+            (&Method::PATCH, Some(_), None | Some("status" | "ephemeralcontainers")) => {
+                api::patch(&req)
+            }
             (&Method::PATCH, Some(_), Some("scale")) => api::update_scale(&req, true),
             (&Method::DELETE, Some(_), None) => api::delete(&req),
             (&Method::DELETE, None, None) => api::delete_collection(&req),
@@ -440,6 +449,38 @@ fn status_with_details(
 ) -> Response<Body> {
     let mut v = body::status_value(code, reason, message);
     v["details"] = json!({"name": name, "group": res.group, "kind": res.name});
+    body::json_response(code, &v)
+}
+
+/// The apiserver's 422 for field errors (each `field: Type: detail`): the joined message, and
+/// one cause per error, from which kubectl prints them.
+fn invalid(res: &ResourceInfo, name: &str, errs: &[String]) -> Response<Body> {
+    let causes: Vec<Value> = errs
+        .iter()
+        .map(|e| {
+            let (field, body) = e.split_once(": ").unwrap_or(("", e));
+            let reason = match body.split(':').next().unwrap_or("") {
+                "Required value" => "FieldValueRequired",
+                "Duplicate value" => "FieldValueDuplicate",
+                "Not found" => "FieldValueNotFound",
+                "Forbidden" => "FieldValueForbidden",
+                "Unsupported value" => "FieldValueNotSupported",
+                _ => "FieldValueInvalid",
+            };
+            json!({"reason": reason, "message": body, "field": field})
+        })
+        .collect();
+    let joined = match errs {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let code = StatusCode::UNPROCESSABLE_ENTITY;
+    let mut v = body::status_value(
+        code,
+        "Invalid",
+        &format!("{} \"{name}\" is invalid: {joined}", res.kind),
+    );
+    v["details"] = json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes});
     body::json_response(code, &v)
 }
 
