@@ -418,7 +418,11 @@ mod tests {
         assert!(!is_interactive_shell(&p["spec"]["ephemeralContainers"][1]));
         let started = state_of(&p, 0);
         run_ephemeral(&mut p);
-        assert_eq!(state_of(&p, 0), started, "a started container is left alone");
+        assert_eq!(
+            state_of(&p, 0),
+            started,
+            "a started container is left alone"
+        );
         terminate(&mut p, "interactive", 3);
         assert_eq!(state_of(&p, 0)["terminated"]["exitCode"], 3);
         assert_eq!(state_of(&p, 0)["terminated"]["reason"], "Error");

@@ -37,6 +37,7 @@ mod controller;
 pub mod discovery;
 mod ephemeral;
 mod exec;
+mod managed;
 mod metrics;
 mod openapi_schema;
 mod patch;
@@ -300,6 +301,11 @@ impl Sandbox {
                 .unwrap_or(""),
             body,
             impersonated: impersonated(&parts.headers),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
         };
         if res.group == metrics::GROUP {
             if legacy_watch {
