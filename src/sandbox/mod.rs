@@ -966,6 +966,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ephemeral_containers_subresource() {
+        let sb = Sandbox::new(TOKEN.into());
+        let url = "/api/v1/namespaces/dev/pods/debug-shell/ephemeralcontainers";
+        let (code, v) = call_json(&sb, "GET", url, &[], "").await;
+        assert_eq!((code, v["kind"].as_str()), (StatusCode::OK, Some("Pod")));
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/strategic-merge-patch+json")],
+            r#"{"spec":{"ephemeralContainers":[{"name":"dbg","image":"busybox","stdin":true}]},"metadata":{"labels":{"x":"y"}}}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert!(
+            v["metadata"]["labels"].get("x").is_none(),
+            "only ephemeral containers change"
+        );
+        assert!(v["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object());
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/json-patch+json")],
+            r#"[{"op":"add","path":"/spec/ephemeralContainers/-","value":{"name":"two","image":"alpine"}}]"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["spec"]["ephemeralContainers"].as_array().unwrap().len(),
+            2
+        );
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/merge-patch+json")],
+            r#"{"spec":{"ephemeralContainers":[{"name":"two","image":"alpine"}]}}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            v["details"]["causes"][0]["message"],
+            "Forbidden: existing ephemeral containers \"dbg\" may not be removed\n"
+        );
+        let (_, mut pod) = call_json(&sb, "GET", url, &[], "").await;
+        pod["spec"]["ephemeralContainers"][1]["image"] = json!("ubuntu");
+        let (code, v) = call_json(&sb, "PUT", url, &[], &pod.to_string()).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"two\" may not be changed"));
+        let (code, _) = call_json(&sb, "DELETE", url, &[], "").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
     async fn watch_streams_events() {
         let sb = Sandbox::new(TOKEN.into());
         let (_, list) = call_json(&sb, "GET", "/api/v1/namespaces/dev/configmaps", &[], "").await;
