@@ -6,6 +6,10 @@
 //! created, read, listed, watched, patched and deleted, and a few controllers (deployments,
 //! replicasets, the "kubelet", namespace deletion) keep objects plausible.
 //!
+//! Beyond CRUD: server-side apply with `managedFields` and conflicts (`managed.rs`), ephemeral
+//! containers and interactive attach for `kubectl debug` (`ephemeral.rs`, `exec.rs`), and the
+//! `metrics.k8s.io` API of metrics-server for `kubectl top` (`metrics.rs`).
+//!
 //! # Seeded objects
 //!
 //! A new sandbox holds (all names are stable across runs: generated pod names derive from a
