@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 
 use super::controller;
 use super::discovery::ResourceInfo;
+use super::ephemeral;
+use super::managed;
 use super::patch;
 use super::proto;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{res_key, StoreError};
+use super::store::{now_rfc3339, res_key, StoreError};
 use super::table::{self, IncludeObject};
 use super::{bad_request, json_ok, status, store_error, wants_table, Sandbox};
 use crate::body::{self, Body};
@@ -35,6 +37,7 @@ pub struct Req<'a> {
     pub body: Bytes,
     /// Who the request acts as, from its `Impersonate-*` headers.
     pub impersonated: Option<(String, Vec<String>)>,
+    pub user_agent: &'a str,
 }
 
 impl Req<'_> {
@@ -66,6 +69,45 @@ impl Req<'_> {
 
     pub fn include(&self) -> IncludeObject {
         IncludeObject::parse(self.query.get("includeObject").map(String::as_str))
+    }
+
+    /// Who `managedFields` says made a change: the `fieldManager` parameter, else the first
+    /// word of the User-Agent (`kubectl`), as the apiserver derives it.
+    fn manager(&self) -> String {
+        match self.query.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) => m.clone(),
+            None => self
+                .user_agent
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(128)
+                .collect(),
+        }
+    }
+
+    fn scope(&self) -> managed::Scope {
+        if self.sub == Some("status") {
+            managed::Scope::Status
+        } else {
+            managed::Scope::Main {
+                status_is_sub: self.res.subresources.iter().any(|s| s.name == "status"),
+            }
+        }
+    }
+
+    /// Records this request's change of `old` into `new` in `new`'s managedFields.
+    fn track(&self, old: Option<&Value>, new: &mut Value, subresource: &str) {
+        managed::track_update(
+            old,
+            new,
+            &self.manager(),
+            &self.res.api_version(),
+            subresource,
+            self.scope(),
+            &now_rfc3339(),
+        );
     }
 
     fn dry_run(&self) -> bool {
@@ -234,7 +276,8 @@ pub fn create(req: &Req<'_>) -> Response<Body> {
         }
     }
     let name = meta["name"].as_str().unwrap_or_default().to_string();
-    let obj = present(req.res, obj);
+    let mut obj = present(req.res, obj);
+    req.track(None, &mut obj, "");
     let store = &req.sandbox.store;
     if req.res.namespaced
         && store
@@ -327,6 +370,27 @@ fn merge_for_update(
         new["metadata"]["namespace"] = json!(req.ns());
     }
     let has_status_sub = req.res.subresources.iter().any(|s| s.name == "status");
+    if req.sub == Some("ephemeralcontainers") {
+        let out = ephemeral::prepare_update(current, &new);
+        let errs = ephemeral::validate_update(current, &out);
+        if !errs.is_empty() {
+            return Err(super::invalid(req.res, req.name(), &errs));
+        }
+        return Ok(out);
+    }
+    if req.res.group.is_empty() && req.res.kind == "Pod" && req.sub.is_none() {
+        // Ephemeral containers change only through their subresource.
+        match current.pointer("/spec/ephemeralContainers") {
+            Some(ecs) if new["spec"].is_object() => {
+                new["spec"]["ephemeralContainers"] = ecs.clone()
+            }
+            _ => {
+                if let Some(spec) = new["spec"].as_object_mut() {
+                    spec.remove("ephemeralContainers");
+                }
+            }
+        }
+    }
     if req.sub == Some("status") {
         let mut out = current.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
@@ -358,7 +422,8 @@ pub fn update(req: &Req<'_>) -> Response<Body> {
         let Some(current) = txn.get(&key, req.ns(), req.name()).cloned() else {
             return Err(store_error(StoreError::NotFound, req.res, req.name()));
         };
-        let merged = merge_for_update(req, &current, new)?;
+        let mut merged = merge_for_update(req, &current, new)?;
+        req.track(Some(&current), &mut merged, req.sub.unwrap_or(""));
         if req.dry_run() {
             return Ok(merged);
         }
@@ -395,13 +460,18 @@ fn apply_patch(req: &Req<'_>, current: &Value) -> Result<Value, Response<Body>> 
 }
 
 pub fn patch(req: &Req<'_>) -> Response<Body> {
+    let media = req.content_type.split(';').next().unwrap_or("").trim();
+    if media == "application/apply-patch+yaml" {
+        return apply(req);
+    }
     let key = req.key();
     let result = req.sandbox.store.write(|txn| {
         let Some(current) = txn.get(&key, req.ns(), req.name()).cloned() else {
             return Err(store_error(StoreError::NotFound, req.res, req.name()));
         };
         let patched = apply_patch(req, &current)?;
-        let merged = merge_for_update(req, &current, patched)?;
+        let mut merged = merge_for_update(req, &current, patched)?;
+        req.track(Some(&current), &mut merged, req.sub.unwrap_or(""));
         if req.dry_run() {
             return Ok(merged);
         }
@@ -538,8 +608,9 @@ pub fn update_scale(req: &Req<'_>, is_patch: bool) -> Response<Body> {
                     "Scale.spec.replicas: Invalid value: must be greater than or equal to 0",
                 )
             })?;
-        let mut obj = current;
+        let mut obj = current.clone();
         obj["spec"]["replicas"] = json!(replicas);
+        req.track(Some(&current), &mut obj, "scale");
         if let Some(rv) = new_scale
             .pointer("/metadata/resourceVersion")
             .filter(|v| v.is_string())
@@ -550,6 +621,141 @@ pub fn update_scale(req: &Req<'_>, is_patch: bool) -> Response<Body> {
     });
     match result {
         Ok(obj) => json_ok(&scale_of(&obj)),
+        Err(resp) => resp,
+    }
+}
+
+/// Server-side apply: `PATCH` with `application/apply-patch+yaml` (YAML or JSON), creating the
+/// object when it is missing. See `managed` for the merge and conflict rules.
+pub fn apply(req: &Req<'_>) -> Response<Body> {
+    let Some(manager) = req.query.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+    };
+    let force = req
+        .query
+        .get("force")
+        .is_some_and(|f| crate::request_info::go_bool(f));
+    let applied: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(_) => match serde_yaml_ng::from_slice::<Value>(&req.body) {
+            Ok(v) => v,
+            Err(e) => return bad_request(&format!("error decoding YAML: {e}")),
+        },
+    };
+    if !applied.is_object() {
+        return bad_request("the apply configuration must be an object");
+    }
+    let (api_version, kind) = (
+        applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        applied.get("kind").and_then(Value::as_str).unwrap_or(""),
+    );
+    if api_version.is_empty() || kind.is_empty() {
+        return bad_request("apiVersion and kind must be set in an apply configuration");
+    }
+    if api_version != req.res.api_version() || kind != req.res.kind {
+        return bad_request(&format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind {kind:?} is not {:?}",
+            req.res.api_version(),
+            req.res.kind
+        ));
+    }
+    match applied.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n == req.name() => {}
+        Some(n) => {
+            return bad_request(&format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                req.name()
+            ))
+        }
+        None => return bad_request("metadata.name must be set in an apply configuration"),
+    }
+    if let Some(ns) = applied
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+    {
+        if req.res.namespaced && !ns.is_empty() && ns != req.ns() {
+            return bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            );
+        }
+    }
+    let key = req.key();
+    let now = now_rfc3339();
+    let result = req.sandbox.store.write(|txn| {
+        let current = txn.get(&key, req.ns(), req.name()).cloned();
+        if current.is_none() && req.sub.is_some() {
+            return Err(store_error(StoreError::NotFound, req.res, req.name()));
+        }
+        // A resourceVersion in the configuration is a precondition (`kubectl diff` locks so).
+        let wanted_rv = applied
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty());
+        if let Some(rv) = wanted_rv {
+            let live_rv = current
+                .as_ref()
+                .and_then(|c| c.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str);
+            if live_rv != Some(rv) {
+                return Err(store_error(StoreError::Conflict, req.res, req.name()));
+            }
+        }
+        let mut merged = managed::apply(
+            current.as_ref(),
+            &applied,
+            manager,
+            force,
+            req.scope(),
+            &now,
+        )
+        .map_err(|c| {
+            let mut v = body::status_value(StatusCode::CONFLICT, "Conflict", &c.message());
+            v["details"] = json!({"causes": c.causes()});
+            body::json_response(StatusCode::CONFLICT, &v)
+        })?;
+        match current {
+            None => {
+                if req.res.namespaced && txn.get(&res_key("", "namespaces"), "", req.ns()).is_none()
+                {
+                    return Err(status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("namespaces \"{}\" not found", req.ns()),
+                    ));
+                }
+                merged["metadata"]["name"] = json!(req.name());
+                if req.res.namespaced {
+                    merged["metadata"]["namespace"] = json!(req.ns());
+                }
+                let mut obj = present(req.res, merged);
+                if req.dry_run() {
+                    controller::default_on_create(&key, &mut obj);
+                    return Ok((StatusCode::CREATED, obj));
+                }
+                controller::create(txn, &key, obj)
+                    .map(|o| (StatusCode::CREATED, o))
+                    .map_err(|e| store_error(e, req.res, req.name()))
+            }
+            Some(current) => {
+                let merged = merge_for_update(req, &current, merged)?;
+                if req.dry_run() || merged == current {
+                    return Ok((StatusCode::OK, merged));
+                }
+                controller::update(txn, &key, merged)
+                    .map(|o| (StatusCode::OK, o))
+                    .map_err(|e| store_error(e, req.res, req.name()))
+            }
+        }
+    });
+    match result {
+        Ok((code, obj)) => object_response(code, req, obj),
         Err(resp) => resp,
     }
 }

@@ -197,6 +197,9 @@ pub fn update(txn: &mut Txn<'_>, res: &str, mut obj: Value) -> Result<Value, Sto
     if res == "/secrets" {
         normalize_secret(&mut obj);
     }
+    if res == PODS {
+        super::ephemeral::run_ephemeral(&mut obj);
+    }
     let updated = txn.update(res, obj)?;
     after_write(txn, res, &updated);
     Ok(current(txn, res, &updated))

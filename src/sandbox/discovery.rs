@@ -83,6 +83,12 @@ const FIXTURES: &[(&str, &str)] = &[
         "flowcontrol.apiserver.k8s.io/v1",
         include_str!("discovery/apis__flowcontrol.apiserver.k8s.io__v1.json"),
     ),
+    // An aggregated API (metrics-server behind an APIService): listed last, as the aggregator
+    // orders local groups before aggregated ones.
+    (
+        "metrics.k8s.io/v1beta1",
+        include_str!("discovery/apis__metrics.k8s.io__v1beta1.json"),
+    ),
 ];
 
 pub const AGGREGATED_V2_CONTENT_TYPE: &str =
@@ -206,11 +212,9 @@ impl Discovery {
                 here.push(ResourceInfo {
                     group: group.to_string(),
                     version: version.to_string(),
-                    singular: r["singularName"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .unwrap_or_else(|| r["kind"].as_str().unwrap_or_default().to_lowercase()),
+                    // Empty where the server says so (metrics-server), as aggregated
+                    // discovery then reports it.
+                    singular: r["singularName"].as_str().unwrap_or_default().to_string(),
                     name,
                     kind: r["kind"].as_str().unwrap_or_default().to_string(),
                     namespaced: r["namespaced"].as_bool().unwrap_or(false),

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{spdy, status, Sandbox};
+use super::{ephemeral, spdy, status, Sandbox};
 use crate::body::{self, Body};
 
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -40,6 +40,8 @@ pub struct Filesystems(Mutex<HashMap<String, Fs>>);
 struct Fs {
     files: BTreeMap<String, Vec<u8>>,
     dirs: std::collections::BTreeSet<String>,
+    /// What the pod's attached shells printed, by container: their log.
+    logs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Fs {
@@ -59,7 +61,11 @@ impl Fs {
             .into_iter()
             .map(String::from)
             .collect();
-        Fs { files, dirs }
+        Fs {
+            files,
+            dirs,
+            logs: BTreeMap::new(),
+        }
     }
 
     fn is_dir(&self, path: &str) -> bool {
@@ -128,17 +134,16 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
         .map(String::from)
         .collect();
     let (ns, pod, sub) = (segs[3].clone(), segs[5].clone(), segs[6].clone());
-    if sandbox
+    let Some(pod_obj) = sandbox
         .store
         .get(&super::store::res_key("", "pods"), &ns, &pod)
-        .is_none()
-    {
+    else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("pods \"{pod}\" not found"),
         );
-    }
+    };
     let transport = transport(&req).expect("checked by is_exec");
     let portforward = sub == "portforward";
     // WebSocket names its subprotocol; SPDY negotiates X-Stream-Protocol-Version.
@@ -175,6 +180,7 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
     let mut stdin = false;
     let mut tty = false;
     let mut stderr = false;
+    let mut container = None;
     for (k, v) in form_urlencoded(req.uri().query().unwrap_or("")) {
         let on = v == "true" || v == "1";
         match k.as_str() {
@@ -182,23 +188,59 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
             "stdin" => stdin = on,
             "tty" => tty = on,
             "stderr" => stderr = on,
+            "container" if !v.is_empty() => container = Some(v),
             _ => {}
         }
     }
+    // The apiserver checks the container name against the pod (all three kinds of container).
+    let spec = match &container {
+        Some(name) => match ephemeral::find_container(&pod_obj, name) {
+            Some(c) => Some(c),
+            None if portforward => None,
+            None => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("container {name} is not valid for pod {pod}"),
+                )
+            }
+        },
+        None => pod_obj.pointer("/spec/containers/0"),
+    };
+    let container_name = spec
+        .and_then(|c| c.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut interactive = false;
     if sub == "attach" {
-        // The pod's "main process": echoes its input, or says hello and ends.
-        command = if stdin {
-            vec!["cat".into()]
-        } else {
-            vec!["echo".into(), format!("attached to {pod}")]
-        };
+        match spec {
+            // A shell that reads its stdin (`kubectl debug -it`, `kubectl run -it … -- sh`):
+            // the session talks to it line by line.
+            Some(c) if stdin && ephemeral::is_interactive_shell(c) => {
+                interactive = true;
+                command = ephemeral::argv(c);
+            }
+            // Any other "main process" echoes its input, or says hello and ends.
+            _ => {
+                command = if stdin {
+                    vec!["cat".into()]
+                } else {
+                    vec!["echo".into(), format!("attached to {pod}")]
+                };
+            }
+        }
     }
+    let ephemeral = ephemeral::is_ephemeral(&pod_obj, &container_name);
     let upgrade = hyper::upgrade::on(&mut req);
     let v5 = protocol.starts_with("v5");
     let exec = Exec {
         sandbox,
         ns,
         pod,
+        container: container_name,
+        ephemeral,
+        attached: interactive,
         command,
         stdin,
         stderr: stderr && !tty,
@@ -208,9 +250,16 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
         let Ok(upgraded) = upgrade.await else { return };
         let io = TokioIo::new(upgraded);
         match (transport, portforward) {
+            (Transport::WebSocket, false) if interactive => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                ws_interactive(exec, ws, v5).await;
+            }
             (Transport::WebSocket, false) => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
                 run_session(exec, ws, v5).await;
+            }
+            (Transport::Spdy, false) if interactive => {
+                spdy_interactive(exec, spdy::Conn::new(io)).await
             }
             (Transport::WebSocket, true) => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
@@ -251,6 +300,12 @@ struct Exec {
     sandbox: Arc<Sandbox>,
     ns: String,
     pod: String,
+    container: String,
+    /// The container is an ephemeral one (`kubectl debug`): its shell's end is its end.
+    ephemeral: bool,
+    /// An attach to an interactive shell: the runtime's attach ends with the streams and says
+    /// nothing of the process's exit code (exec does).
+    attached: bool,
     command: Vec<String>,
     stdin: bool,
     stderr: bool,
@@ -258,6 +313,31 @@ struct Exec {
 }
 
 impl Exec {
+    /// Runs `script` (one line typed into an interactive shell): stdout, stderr, exit code, and
+    /// the shell's own exit code if the line ended it (`exit`).
+    fn run_line(&self, script: &str) -> (Vec<u8>, Vec<u8>, i32, Option<i32>) {
+        let mut all = self
+            .sandbox
+            .files
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fs = all
+            .entry(format!("{}/{}", self.ns, self.pod))
+            .or_insert_with(|| Fs::seed(&self.pod));
+        let mut shell = Shell {
+            fs,
+            pod: &self.pod,
+            ns: &self.ns,
+            stdin: b"",
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            exit: None,
+        };
+        let code = shell.script(script);
+        (shell.stdout, shell.stderr, code, shell.exit)
+    }
+
     /// Runs the command on the pod's files: stdout, stderr, exit code.
     fn run(&self, input: &[u8]) -> (Vec<u8>, Vec<u8>, i32) {
         let mut all = self
@@ -276,6 +356,7 @@ impl Exec {
             stdin: input,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            exit: None,
         };
         let code = shell.run(&self.command);
         let (mut stdout, stderr) = (shell.stdout, shell.stderr);
@@ -289,7 +370,7 @@ impl Exec {
 
     /// The Status the client reads from the error stream.
     fn status(&self, code: i32) -> serde_json::Value {
-        if code == 0 {
+        if code == 0 || self.attached {
             json!({"metadata": {}, "status": "Success"})
         } else {
             json!({
@@ -545,6 +626,391 @@ where
     while let Some(Ok(_)) = ws.next().await {}
 }
 
+/// A shell talking to an attached client line by line, as busybox `sh` does: with a terminal
+/// it echoes what is typed, prints `/ # ` and ends lines with CRLF; reading a pipe it prints
+/// only what the commands print.
+struct Interactive {
+    tty: bool,
+    line: Vec<u8>,
+    /// The last byte was a CR (a terminal's Enter); a LF right after it is the same Enter.
+    after_cr: bool,
+    last_code: i32,
+    exit: Option<i32>,
+}
+
+const PROMPT: &[u8] = b"/ # ";
+
+impl Interactive {
+    fn new(tty: bool) -> Interactive {
+        Interactive {
+            tty,
+            line: Vec::new(),
+            after_cr: false,
+            last_code: 0,
+            exit: None,
+        }
+    }
+
+    fn greeting(&self) -> Vec<u8> {
+        if self.tty {
+            PROMPT.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn run(&mut self, exec: &Exec, out: &mut Vec<u8>, err: &mut Vec<u8>) {
+        let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+        let (stdout, stderr, code, exit) = exec.run_line(&line);
+        if self.tty {
+            // The terminal's output processing (onlcr), one stream for both.
+            for data in [stdout, stderr] {
+                for b in data {
+                    if b == b'\n' {
+                        out.push(b'\r');
+                    }
+                    out.push(b);
+                }
+            }
+        } else {
+            out.extend_from_slice(&stdout);
+            err.extend_from_slice(&stderr);
+        }
+        if !line.trim().is_empty() {
+            self.last_code = code;
+        }
+        self.exit = exit;
+    }
+
+    /// Typed or piped input in, (stdout, stderr) out.
+    fn feed(&mut self, exec: &Exec, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for &b in data {
+            if self.exit.is_some() {
+                break;
+            }
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            match b {
+                b'\n' if after_cr => {}
+                b'\r' | b'\n' => {
+                    if self.tty {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    self.run(exec, &mut out, &mut err);
+                    if self.tty && self.exit.is_none() {
+                        out.extend_from_slice(PROMPT);
+                    }
+                }
+                0x7f | 0x08 if self.tty => {
+                    if self.line.pop().is_some() {
+                        out.extend_from_slice(b"\x08 \x08");
+                    }
+                }
+                0x03 if self.tty => {
+                    self.line.clear();
+                    out.extend_from_slice(b"^C\r\n");
+                    out.extend_from_slice(PROMPT);
+                }
+                0x04 if self.tty && self.line.is_empty() => {
+                    out.extend_from_slice(b"\r\n");
+                    self.exit = Some(self.last_code);
+                }
+                _ => {
+                    self.line.push(b);
+                    if self.tty {
+                        out.push(b);
+                    }
+                }
+            }
+        }
+        (out, err)
+    }
+
+    /// End of input: what is left of the line runs, then the shell exits.
+    fn finish(&mut self, exec: &Exec) -> (Vec<u8>, Vec<u8>, i32) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        if self.exit.is_none() && !self.line.is_empty() {
+            self.run(exec, &mut out, &mut err);
+        }
+        let code = self.exit.unwrap_or(self.last_code);
+        (out, err, code)
+    }
+}
+
+impl Exec {
+    /// Keeps what an attached shell printed as its container's log.
+    fn record(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let mut all = self
+            .sandbox
+            .files
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fs = all
+            .entry(format!("{}/{}", self.ns, self.pod))
+            .or_insert_with(|| Fs::seed(&self.pod));
+        let log = fs.logs.entry(self.container.clone()).or_default();
+        log.extend_from_slice(data);
+        // Like a kubelet's log rotation, keep the recent part only.
+        if log.len() > 1 << 20 {
+            log.drain(..log.len() - (1 << 19));
+        }
+    }
+
+    /// The attached process ended with `code`: an ephemeral container terminates (it is never
+    /// restarted).
+    fn ended(&self, code: i32) {
+        if !self.ephemeral {
+            return;
+        }
+        self.sandbox.store.write(|txn| {
+            if let Some(mut pod) = txn.get("/pods", &self.ns, &self.pod).cloned() {
+                ephemeral::terminate(&mut pod, &self.container, code);
+                let _ = txn.update("/pods", pod);
+            }
+        });
+    }
+
+    /// Where stderr goes: its own stream if the client asked for one, else nowhere a client
+    /// reads (a terminal merges it into stdout before this).
+    fn split_err(&self, out: &mut Vec<u8>, err: Vec<u8>) -> Vec<u8> {
+        if self.stderr {
+            err
+        } else {
+            out.extend_from_slice(&err);
+            Vec::new()
+        }
+    }
+}
+
+/// An attached interactive shell over WebSocket: each line of stdin runs as it arrives.
+async fn ws_interactive<S>(exec: Exec, mut ws: WebSocketStream<S>, v5: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        ws: &mut WebSocketStream<S>,
+        channel: u8,
+        data: &[u8],
+    ) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        let mut msg = Vec::with_capacity(data.len() + 1);
+        msg.push(channel);
+        msg.extend_from_slice(data);
+        ws.send(Message::Binary(Bytes::from(msg))).await.is_ok()
+    }
+    // See `run_session`: kubectl before 1.33 drops what arrives before its readers exist.
+    tokio::time::sleep(EXEC_START).await;
+    let mut sh = Interactive::new(exec.tty);
+    if !send(&mut ws, 1, &sh.greeting()).await {
+        return;
+    }
+    while sh.exit.is_none() {
+        match ws.next().await {
+            Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                0 => {
+                    let (mut out, err) = sh.feed(&exec, &data[1..]);
+                    let err = exec.split_err(&mut out, err);
+                    exec.record(&out);
+                    exec.record(&err);
+                    if !send(&mut ws, 1, &out).await || !send(&mut ws, 2, &err).await {
+                        return;
+                    }
+                }
+                255 if v5 && data.get(1) == Some(&0) => break,
+                _ => {}
+            },
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            _ => {}
+        }
+    }
+    let (mut out, err, code) = sh.finish(&exec);
+    let err = exec.split_err(&mut out, err);
+    exec.record(&out);
+    exec.record(&err);
+    exec.ended(code);
+    let _ = send(&mut ws, 1, &out).await && send(&mut ws, 2, &err).await;
+    let mut msg = vec![3u8];
+    msg.extend_from_slice(exec.status(code).to_string().as_bytes());
+    let _ = ws.send(Message::Binary(Bytes::from(msg))).await;
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// An attached interactive shell over SPDY (`v4.channel.k8s.io`, kubectl before 1.30).
+async fn spdy_interactive<S: AsyncRead + AsyncWrite + Unpin>(exec: Exec, mut conn: spdy::Conn<S>) {
+    let mut expected = vec!["error", "stdout", "stdin"];
+    if exec.stderr {
+        expected.push("stderr");
+    }
+    if exec.tty {
+        expected.push("resize");
+    }
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut early = Vec::new();
+    let mut eof = false;
+    while !expected.iter().all(|t| ids.contains_key(*t)) {
+        match conn.read().await {
+            Ok(Some(spdy::Frame::SynStream { id, headers, fin })) => {
+                if conn.syn_reply(id, &[]).await.is_err() {
+                    return;
+                }
+                let kind = headers.get("streamtype").cloned().unwrap_or_default();
+                eof |= kind == "stdin" && fin;
+                ids.insert(kind, id);
+            }
+            Ok(Some(spdy::Frame::Data { id, data, fin })) => {
+                if ids.get("stdin") == Some(&id) {
+                    early.extend_from_slice(&data);
+                    eof |= fin;
+                }
+            }
+            Ok(Some(spdy::Frame::Ping(n))) => {
+                if conn.ping(n).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(spdy::Frame::Other)) => {}
+            Ok(Some(spdy::Frame::GoAway)) | Ok(None) | Err(_) => return,
+        }
+    }
+    let (stdout_id, stdin_id) = (ids["stdout"], ids["stdin"]);
+    let stderr_id = ids.get("stderr").copied();
+    let mut sh = Interactive::new(exec.tty);
+    let (mut out, mut err) = (sh.greeting(), Vec::new());
+    let (o, e) = sh.feed(&exec, &early);
+    out.extend(o);
+    err.extend(e);
+    let mut ok = true;
+    loop {
+        let e = exec.split_err(&mut out, std::mem::take(&mut err));
+        exec.record(&out);
+        exec.record(&e);
+        if !out.is_empty() {
+            ok &= conn
+                .data(stdout_id, &std::mem::take(&mut out), false)
+                .await
+                .is_ok();
+        }
+        if let (Some(id), false) = (stderr_id, e.is_empty()) {
+            ok &= conn.data(id, &e, false).await.is_ok();
+        }
+        if !ok {
+            return;
+        }
+        if eof || sh.exit.is_some() {
+            break;
+        }
+        match conn.read().await {
+            Ok(Some(spdy::Frame::Data { id, data, fin })) if id == stdin_id => {
+                let (o, e) = sh.feed(&exec, &data);
+                out = o;
+                err = e;
+                eof |= fin;
+            }
+            Ok(Some(spdy::Frame::SynStream { id, .. })) => {
+                if conn.syn_reply(id, &[]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(spdy::Frame::Ping(n))) => {
+                if conn.ping(n).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(spdy::Frame::GoAway)) | Ok(None) | Err(_) => break,
+            Ok(Some(_)) => {}
+        }
+    }
+    let (mut out, err, code) = sh.finish(&exec);
+    let err = exec.split_err(&mut out, err);
+    exec.record(&out);
+    exec.record(&err);
+    exec.ended(code);
+    let mut ok = conn.data(stdout_id, &out, true).await.is_ok();
+    if let Some(id) = stderr_id {
+        ok &= conn.data(id, &err, true).await.is_ok();
+    }
+    let status = if code == 0 || exec.attached {
+        Vec::new()
+    } else {
+        exec.status(code).to_string().into_bytes()
+    };
+    ok &= conn.data(ids["error"], &status, true).await.is_ok();
+    if !ok {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(frame)) = conn.read().await {
+            match frame {
+                spdy::Frame::Ping(n) => {
+                    let _ = conn.ping(n).await;
+                }
+                spdy::Frame::SynStream { id, .. } => {
+                    let _ = conn.syn_reply(id, &[]).await;
+                }
+                spdy::Frame::GoAway => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    conn.shutdown().await;
+}
+
+/// The log of an ephemeral container: what its attached shells printed, or else what its
+/// command prints (`kubectl debug POD --image=busybox -- ls /app`).
+pub fn ephemeral_log(
+    sandbox: &Arc<Sandbox>,
+    ns: &str,
+    pod: &str,
+    container: &serde_json::Value,
+) -> Vec<u8> {
+    let name = container["name"].as_str().unwrap_or_default();
+    let recorded = {
+        let all = sandbox.files.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(&format!("{ns}/{pod}"))
+            .and_then(|fs| fs.logs.get(name))
+            .cloned()
+    };
+    if let Some(log) = recorded {
+        return log;
+    }
+    let argv = ephemeral::argv(container);
+    if matches!(
+        argv.first().map(String::as_str),
+        Some("sh" | "bash" | "ash" | "zsh")
+    ) && argv.len() == 1
+    {
+        return Vec::new();
+    }
+    let exec = Exec {
+        sandbox: sandbox.clone(),
+        ns: ns.into(),
+        pod: pod.into(),
+        container: name.into(),
+        ephemeral: true,
+        attached: false,
+        command: argv,
+        stdin: false,
+        stderr: false,
+        tty: false,
+    };
+    let (mut out, err, _) = exec.run(b"");
+    out.extend(err);
+    out
+}
+
 /// Whether the command reads its standard input (so stdin must be read to its end first):
 /// `cat` without files, `tar x`, or a `sh -c` script with one of them.
 fn needs_stdin(command: &[String]) -> bool {
@@ -591,6 +1057,8 @@ struct Shell<'a> {
     stdin: &'a [u8],
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// Set by `exit`: the shell ends with this code.
+    exit: Option<i32>,
 }
 
 impl Shell<'_> {
@@ -613,6 +1081,24 @@ impl Shell<'_> {
             }
             "true" => 0,
             "false" => 1,
+            "exit" => match args.first().map(|a| a.parse::<i32>()) {
+                None => {
+                    self.exit = Some(0);
+                    0
+                }
+                Some(Ok(code)) => {
+                    self.exit = Some(code & 0xff);
+                    code & 0xff
+                }
+                Some(Err(_)) => {
+                    self.exit = Some(2);
+                    self.err(format!("sh: exit: Illegal number: {}", args[0]))
+                }
+            },
+            "whoami" => {
+                self.stdout.extend_from_slice(b"root\n");
+                0
+            }
             "hostname" => {
                 self.stdout
                     .extend_from_slice(format!("{}\n", self.pod).as_bytes());
@@ -708,6 +1194,9 @@ impl Shell<'_> {
                     }
                     if run_next && !words.is_empty() {
                         code = self.run(&words);
+                        if self.exit.is_some() {
+                            return code;
+                        }
                     }
                     words.clear();
                     run_next = c != '&' || code == 0;
@@ -898,6 +1387,7 @@ mod tests {
             stdin,
             stdout: vec![],
             stderr: vec![],
+            exit: None,
         };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let code = shell.run(&argv);

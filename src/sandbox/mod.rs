@@ -6,6 +6,10 @@
 //! created, read, listed, watched, patched and deleted, and a few controllers (deployments,
 //! replicasets, the "kubelet", namespace deletion) keep objects plausible.
 //!
+//! Beyond CRUD: server-side apply with `managedFields` and conflicts (`managed.rs`), ephemeral
+//! containers and interactive attach for `kubectl debug` (`ephemeral.rs`, `exec.rs`), and the
+//! `metrics.k8s.io` API of metrics-server for `kubectl top` (`metrics.rs`).
+//!
 //! # Seeded objects
 //!
 //! A new sandbox holds (all names are stable across runs: generated pod names derive from a
@@ -35,7 +39,10 @@
 mod api;
 mod controller;
 pub mod discovery;
+mod ephemeral;
 mod exec;
+mod managed;
+mod metrics;
 mod openapi_schema;
 mod patch;
 mod proto;
@@ -298,7 +305,18 @@ impl Sandbox {
                 .unwrap_or(""),
             body,
             impersonated: impersonated(&parts.headers),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
         };
+        if res.group == metrics::GROUP {
+            if legacy_watch {
+                return method_not_allowed(&parts.method);
+            }
+            return metrics::handle(&req, &parts.method);
+        }
         let watch = legacy_watch
             || query
                 .get("watch")
@@ -312,12 +330,20 @@ impl Sandbox {
             (&Method::GET | &Method::HEAD, Some(_), Some("log")) if res.kind == "Pod" => {
                 stream::logs(&req)
             }
-            (&Method::GET | &Method::HEAD, Some(_), None | Some("status")) => api::get(&req),
+            (
+                &Method::GET | &Method::HEAD,
+                Some(_),
+                None | Some("status" | "ephemeralcontainers"),
+            ) => api::get(&req),
             (&Method::GET | &Method::HEAD, Some(_), Some("scale")) => api::get_scale(&req),
             (&Method::POST, None, None) => api::create(&req),
-            (&Method::PUT, Some(_), None | Some("status")) => api::update(&req),
+            (&Method::PUT, Some(_), None | Some("status" | "ephemeralcontainers")) => {
+                api::update(&req)
+            }
             (&Method::PUT, Some(_), Some("scale")) => api::update_scale(&req, false),
-            (&Method::PATCH, Some(_), None | Some("status")) => api::patch(&req),
+            (&Method::PATCH, Some(_), None | Some("status" | "ephemeralcontainers")) => {
+                api::patch(&req)
+            }
             (&Method::PATCH, Some(_), Some("scale")) => api::update_scale(&req, true),
             (&Method::DELETE, Some(_), None) => api::delete(&req),
             (&Method::DELETE, None, None) => api::delete_collection(&req),
@@ -433,6 +459,38 @@ fn status_with_details(
 ) -> Response<Body> {
     let mut v = body::status_value(code, reason, message);
     v["details"] = json!({"name": name, "group": res.group, "kind": res.name});
+    body::json_response(code, &v)
+}
+
+/// The apiserver's 422 for field errors (each `field: Type: detail`): the joined message, and
+/// one cause per error, from which kubectl prints them.
+fn invalid(res: &ResourceInfo, name: &str, errs: &[String]) -> Response<Body> {
+    let causes: Vec<Value> = errs
+        .iter()
+        .map(|e| {
+            let (field, body) = e.split_once(": ").unwrap_or(("", e));
+            let reason = match body.split(':').next().unwrap_or("") {
+                "Required value" => "FieldValueRequired",
+                "Duplicate value" => "FieldValueDuplicate",
+                "Not found" => "FieldValueNotFound",
+                "Forbidden" => "FieldValueForbidden",
+                "Unsupported value" => "FieldValueNotSupported",
+                _ => "FieldValueInvalid",
+            };
+            json!({"reason": reason, "message": body, "field": field})
+        })
+        .collect();
+    let joined = match errs {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let code = StatusCode::UNPROCESSABLE_ENTITY;
+    let mut v = body::status_value(
+        code,
+        "Invalid",
+        &format!("{} \"{name}\" is invalid: {joined}", res.kind),
+    );
+    v["details"] = json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes});
     body::json_response(code, &v)
 }
 
@@ -909,6 +967,64 @@ mod tests {
         )
         .await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn ephemeral_containers_subresource() {
+        let sb = Sandbox::new(TOKEN.into());
+        let url = "/api/v1/namespaces/dev/pods/debug-shell/ephemeralcontainers";
+        let (code, v) = call_json(&sb, "GET", url, &[], "").await;
+        assert_eq!((code, v["kind"].as_str()), (StatusCode::OK, Some("Pod")));
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/strategic-merge-patch+json")],
+            r#"{"spec":{"ephemeralContainers":[{"name":"dbg","image":"busybox","stdin":true}]},"metadata":{"labels":{"x":"y"}}}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert!(
+            v["metadata"]["labels"].get("x").is_none(),
+            "only ephemeral containers change"
+        );
+        assert!(v["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object());
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/json-patch+json")],
+            r#"[{"op":"add","path":"/spec/ephemeralContainers/-","value":{"name":"two","image":"alpine"}}]"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["spec"]["ephemeralContainers"].as_array().unwrap().len(),
+            2
+        );
+        let (code, v) = call_json(
+            &sb,
+            "PATCH",
+            url,
+            &[("content-type", "application/merge-patch+json")],
+            r#"{"spec":{"ephemeralContainers":[{"name":"two","image":"alpine"}]}}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            v["details"]["causes"][0]["message"],
+            "Forbidden: existing ephemeral containers \"dbg\" may not be removed\n"
+        );
+        let (_, mut pod) = call_json(&sb, "GET", url, &[], "").await;
+        pod["spec"]["ephemeralContainers"][1]["image"] = json!("ubuntu");
+        let (code, v) = call_json(&sb, "PUT", url, &[], &pod.to_string()).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"two\" may not be changed"));
+        let (code, _) = call_json(&sb, "DELETE", url, &[], "").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[tokio::test]

@@ -158,7 +158,7 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, String> {
 }
 
 /// How a list field merges under strategic merge patch.
-enum ListStrategy {
+pub(super) enum ListStrategy {
     /// Elements are objects merged by this key.
     MergeKey(&'static str),
     /// A set of primitives (patchStrategy=merge without key), e.g. finalizers.
@@ -168,7 +168,7 @@ enum ListStrategy {
 
 /// The merge strategy of list `field` whose current/patch elements are `sample`.
 /// Mirrors the Go struct tags of k8s.io/api for the fields people actually patch.
-fn list_strategy(field: &str, sample: Option<&Value>) -> ListStrategy {
+pub(super) fn list_strategy(field: &str, sample: Option<&Value>) -> ListStrategy {
     let has = |k: &str| sample.is_some_and(|s| s.get(k).is_some());
     match field {
         "containers"

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use super::controller::{self, NODE_IP, NODE_NAME};
+use super::discovery::fnv64;
 use super::store::{Store, Txn};
 
 fn ago(secs: i64) -> String {
@@ -81,7 +82,11 @@ fn static_pod(name: &str, component: &str, image: &str, age: i64) -> Value {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": format!("{name}-{NODE_NAME}"), "namespace": "kube-system",
-                     "labels": {"component": component, "tier": "control-plane"}, "creationTimestamp": ago(age)},
+                     "labels": {"component": component, "tier": "control-plane"}, "creationTimestamp": ago(age),
+                     // The kubelet's mirror of a static pod (manifest in /etc/kubernetes/manifests).
+                     "annotations": {"kubernetes.io/config.mirror": format!("{:032x}", u128::from(fnv64(name.as_bytes()))),
+                                     "kubernetes.io/config.hash": format!("{:032x}", u128::from(fnv64(name.as_bytes()))),
+                                     "kubernetes.io/config.source": "file"}},
         "spec": {"nodeName": NODE_NAME, "hostNetwork": true, "priorityClassName": "system-node-critical",
                  "containers": [{"name": name, "image": image}]},
     })

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::api::{present, Req};
 use super::discovery::ResourceInfo;
+use super::ephemeral;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Event, StoreError};
 use super::table::{self, IncludeObject};
@@ -256,6 +257,28 @@ fn log_line(
     line
 }
 
+/// The log of an ephemeral container: what it printed (see `exec::ephemeral_log`), `tailLines`
+/// applied. It ends there, `follow` or not: a debugging shell logs nothing on its own.
+fn ephemeral_logs(req: &Req<'_>, container: &Value) -> Response<Body> {
+    let log = super::exec::ephemeral_log(req.sandbox, req.ns(), req.name(), container);
+    let text = String::from_utf8_lossy(&log).into_owned();
+    let text = match req
+        .query
+        .get("tailLines")
+        .and_then(|t| t.parse::<usize>().ok())
+    {
+        Some(n) => {
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            lines[lines.len().saturating_sub(n)..].concat()
+        }
+        None => text,
+    };
+    let mut resp = Response::new(crate::body::full(text));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
 /// `GET …/pods/<name>/log`: a deterministic log per pod and container.
 pub fn logs(req: &Req<'_>) -> Response<Body> {
     let Some(pod) = req.sandbox.store.get(&req.key(), req.ns(), req.name()) else {
@@ -271,6 +294,14 @@ pub fn logs(req: &Req<'_>) -> Response<Body> {
     let pod_name = req.name().to_string();
     let container = match req.query.get("container").filter(|c| !c.is_empty()) {
         Some(c) if containers.contains(c) => c.clone(),
+        Some(c) if ephemeral::is_ephemeral(&pod, c) => {
+            let spec = ephemeral::find_container(&pod, c)
+                .cloned()
+                .unwrap_or_default();
+            return ephemeral_logs(req, &spec);
+        }
+        // Init containers log like the others.
+        Some(c) if ephemeral::find_container(&pod, c).is_some() => c.clone(),
         Some(c) => {
             return bad_request(&format!("container {c} is not valid for pod {pod_name}"));
         }

@@ -417,7 +417,7 @@ fn columns_for(res: &ResourceInfo) -> (Vec<Value>, CellFn) {
     }
 }
 
-fn row_object(obj: &Value, include: IncludeObject) -> Value {
+pub fn row_object(obj: &Value, include: IncludeObject) -> Value {
     match include {
         IncludeObject::None => Value::Null,
         IncludeObject::Object => obj.clone(),
