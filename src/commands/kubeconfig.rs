@@ -45,9 +45,11 @@ pub async fn run(args: Args) -> Result<i32> {
     let old_port = files.port()?;
     let port = files.ensure_port(args.port)?;
     let ca_pem = files.ensure_tls()?;
-    if old_port.is_some_and(|p| p != port) {
-        if let Some(pid) = files.running()? {
+    if let Some(pid) = files.running()? {
+        if old_port.is_some_and(|p| p != port) {
             eprintln!("ztk: the running proxy (pid {pid}) still listens on the old port; run `ztk proxy stop` (the next kubectl starts it again)");
+        } else if pid != 0 && !files.accepts_current(pid) {
+            eprintln!("{}", super::credential::old_proxy_hint(pid));
         }
     }
     let exe = std::env::current_exe().context("cannot find the ztk executable")?;
