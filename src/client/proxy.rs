@@ -46,7 +46,8 @@ pub enum Access {
         cluster: String,
         upstream: Box<Upstream>,
     },
-    /// The persistent proxy: credentials from `ztk credential`, the session from the saved login.
+    /// The persistent proxy: credentials from `ztk credential` (each names its cluster, where
+    /// its calls go), the session from the saved login.
     Issued {
         key: CredentialKey,
         session: Box<SessionSource>,
@@ -311,6 +312,17 @@ fn route(path_and_query: &str) -> Route<'_> {
     Route::Prefixed(cluster, tail)
 }
 
+/// Whether `name` can stand as one segment of a URL path as it is (RFC 3986 unreserved
+/// characters, and not a dot segment).
+fn is_path_segment(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
 /// The cluster of a refused call that named none and presented no valid credential: the
 /// record must name one (the gateway's ingest requires it), and none can be trusted.
 const NO_CLUSTER: &str = "-";
@@ -416,6 +428,14 @@ async fn handle(
                 call.refuse(404, "deny", message, start.elapsed());
                 ctx.sink.record_call(call);
                 return body::refusal(StatusCode::NOT_FOUND, "NotFound", message);
+            }
+            // The name goes into the gateway's path (`/k8s/NAME/`): one plain segment only.
+            if !is_path_segment(&cluster) {
+                call.user = session.user();
+                let message = format!("ztk: the credential names the cluster {cluster:?}, which is no cluster name (letters, digits, '-', '.', '_', '~'); check the kubeconfig's `ztk credential --cluster` argument");
+                call.refuse(400, "deny", &message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &message);
             }
             match session.upstream(&cluster, credential).await {
                 Ok((user, upstream)) => (user, Some(upstream), verified.command_id),
@@ -530,5 +550,15 @@ mod tests {
         }
         assert_eq!(route("/k8s//api"), Route::NoName);
         assert_eq!(route("/k8s/?x"), Route::NoName);
+    }
+
+    #[test]
+    fn only_plain_segments_name_a_cluster_upstream() {
+        for ok in ["dev", "prod-eu-1", "a.b", "with_underscore", "~x"] {
+            assert!(super::is_path_segment(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a?b", "a%2Fb", "a b", "é", "a#b"] {
+            assert!(!super::is_path_segment(bad), "{bad}");
+        }
     }
 }

@@ -161,6 +161,9 @@ impl Entries {
         };
         for cluster in clusters {
             let name = format!("ztk-{cluster}");
+            // The proxy routes by the credential, which names the cluster (`kubectl get --raw`
+            // drops this path); the path is kept because kubectl keys its discovery cache by
+            // the whole server URL, so each cluster keeps a cache of its own.
             entries.clusters.push(map(vec![
                 ("name", name.clone().into()),
                 (

@@ -374,6 +374,15 @@ fn a_credential_never_reaches_another_cluster_and_bad_ones_are_refused_without_a
     let (code, _) = to_proxy(&env, "GET", &format!("/k8s/{cms}"), &credential);
     assert_eq!(code, 404);
 
+    // A credential for a name that is no path segment goes nowhere.
+    let odd = env
+        .ztk(&["credential", "--cluster", "../sandbox"])
+        .success();
+    let odd: Value = serde_json::from_str(&odd).unwrap();
+    let (code, body) = to_proxy(&env, "GET", cms, odd["status"]["token"].as_str().unwrap());
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no cluster name"), "{body}");
+
     // Forged, altered and expired credentials, on paths without the prefix.
     let files = ztk::client::daemon::ProxyFiles::new(&ztk::client::config::Paths {
         config_dir: env.path("client/config"),
