@@ -46,13 +46,19 @@ pub struct ProxyFiles {
 pub struct Running {
     _lock: File,
     pid_file: PathBuf,
+    formats_file: PathBuf,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.formats_file);
     }
 }
+
+/// The credential formats this build's proxy accepts, as it announces them in its formats file
+/// (`PID ztk1 ztk2`). A proxy from before `ztk2` writes no such file.
+const FORMATS: &str = "ztk1 ztk2";
 
 impl ProxyFiles {
     pub fn new(paths: &Paths) -> ProxyFiles {
@@ -87,6 +93,21 @@ impl ProxyFiles {
     }
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("proxy.log")
+    }
+    /// Written by a running proxy: its pid and the credential formats it accepts.
+    fn formats_file(&self) -> PathBuf {
+        self.dir.join("proxy.formats")
+    }
+
+    /// Whether the proxy running as `pid` accepts credentials that name their cluster (`ztk2`).
+    /// A proxy started by an older ztk (still running after an upgrade) does not: it announces
+    /// nothing, and any formats file left there names another pid.
+    pub fn accepts_current(&self, pid: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.formats_file()) else {
+            return false;
+        };
+        let mut words = text.split_whitespace();
+        words.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) && words.any(|w| w == "ztk2")
     }
 
     fn create_dir(&self) -> Result<(), DaemonError> {
@@ -194,6 +215,11 @@ impl ProxyFiles {
                 pid: self.read_pid().unwrap_or(0),
             });
         }
+        // The formats before the pid: whoever reads our pid can read what we accept.
+        let formats_file = self.formats_file();
+        let formats = format!("{} {FORMATS}\n", std::process::id());
+        crate::fsutil::write_private(&formats_file, formats.as_bytes())
+            .map_err(io("cannot write", &formats_file))?;
         let pid_file = self.pid_file();
         let mut file = crate::fsutil::private_options()
             .write(true)
@@ -205,6 +231,7 @@ impl ProxyFiles {
         Ok(Running {
             _lock: lock,
             pid_file,
+            formats_file,
         })
     }
 
@@ -368,5 +395,31 @@ fn try_flock(file: &File, exclusive: bool) -> bool {
     {
         let _ = (file, exclusive);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_proxy_announces_the_formats_it_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_dir: dir.path().join("config"),
+            data_dir: dir.path().join("data"),
+        };
+        let files = ProxyFiles::new(&paths);
+        let me = std::process::id();
+        assert!(!files.accepts_current(me), "nothing announced yet");
+        let running = files.acquire().unwrap();
+        assert!(files.accepts_current(me));
+        // A file left by another proxy names another pid: the running one is not that one.
+        assert!(!files.accepts_current(me + 1));
+        drop(running);
+        assert!(!files.accepts_current(me));
+        // A proxy from before `ztk2` wrote only its pid file.
+        std::fs::write(files.formats_file(), format!("{me} ztk1\n")).unwrap();
+        assert!(!files.accepts_current(me));
     }
 }

@@ -4,8 +4,11 @@
 //! - `ztk kubectl` starts one for a single kubectl run ([`Access::Run`]): kubectl presents a
 //!   per-run secret and every call belongs to that run's command.
 //! - `ztk proxy` is the persistent one behind the generated kubeconfig ([`Access::Issued`]):
-//!   clients present credentials issued by `ztk credential`, which name the command the plugin
-//!   recorded, and the cluster comes from the path (`/k8s/NAME/...`, the kubeconfig's server).
+//!   clients present credentials issued by `ztk credential`, which name the cluster and the
+//!   command the plugin recorded. The cluster comes from the credential: a path under the
+//!   kubeconfig's server (`/k8s/NAME/...`) must name the same cluster, and any other path
+//!   (`kubectl get --raw /metrics` drops the server's path, and so do clients that build URLs
+//!   from the host alone) goes to the credential's cluster.
 //!
 //! Either way the proxy checks the credential, tags each call with its command id and a request
 //! id, relays it to the gateway with the user's session token (which no client ever sees), and
@@ -27,7 +30,7 @@ use crate::audit::model::now_us;
 use crate::audit::{ApiCall, AuditSink};
 use crate::body::{self, Body};
 use crate::client::config::{ClientConfig, Paths};
-use crate::client::credential::{constant_time_eq, CredentialKey};
+use crate::client::credential::{constant_time_eq, CredentialKey, Rejected};
 use crate::protocol::{COMMAND_ID_HEADER, KUBE_PREFIX, REQUEST_ID_HEADER};
 use crate::relay::Upstream;
 use crate::request_info::ParsedRequest;
@@ -43,7 +46,8 @@ pub enum Access {
         cluster: String,
         upstream: Box<Upstream>,
     },
-    /// The persistent proxy: credentials from `ztk credential`, the session from the saved login.
+    /// The persistent proxy: credentials from `ztk credential` (each names its cluster, where
+    /// its calls go), the session from the saved login.
     Issued {
         key: CredentialKey,
         session: Box<SessionSource>,
@@ -279,21 +283,49 @@ impl LocalProxy {
     }
 }
 
+/// Where a request to the persistent proxy goes, as its path says.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    /// `/k8s/NAME/rest?query`: cluster NAME (the credential's, or refused), `/rest?query`.
+    Prefixed(&'a str, String),
+    /// Any other path (`/api/...`, `/readyz`, `/metrics`): the credential's cluster.
+    Bare,
+    /// `/k8s/` with no name after it.
+    NoName,
+}
+
 /// Splits `/k8s/NAME/rest?query` into the cluster and `/rest?query`.
-fn split_cluster(path_and_query: &str) -> Option<(&str, String)> {
-    let rest = path_and_query.strip_prefix(KUBE_PREFIX)?;
+fn route(path_and_query: &str) -> Route<'_> {
+    let Some(rest) = path_and_query.strip_prefix(KUBE_PREFIX) else {
+        return Route::Bare;
+    };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (cluster, tail) = rest.split_at(end);
     if cluster.is_empty() {
-        return None;
+        return Route::NoName;
     }
     let tail = if tail.starts_with('/') {
         tail.to_string()
     } else {
         format!("/{tail}")
     };
-    Some((cluster, tail))
+    Route::Prefixed(cluster, tail)
 }
+
+/// Whether `name` can stand as one segment of a URL path as it is (RFC 3986 unreserved
+/// characters, and not a dot segment).
+fn is_path_segment(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The cluster of a refused call that named none and presented no valid credential: the
+/// record must name one (the gateway's ingest requires it), and none can be trusted.
+const NO_CLUSTER: &str = "-";
 
 async fn handle(
     ctx: Arc<ProxyContext>,
@@ -320,14 +352,13 @@ async fn handle(
         .map(|pq| pq.as_str())
         .unwrap_or("/")
         .to_string();
-    let (cluster, path_and_query) = match &ctx.access {
-        Access::Run { cluster, .. } => (cluster.clone(), full),
-        Access::Issued { .. } => match split_cluster(&full) {
-            Some((cluster, rest)) => (cluster.to_string(), rest),
-            None => {
-                let message = "ztk: the proxy serves /k8s/CLUSTER/...; regenerate the kubeconfig with `ztk kubeconfig`";
-                return body::refusal(StatusCode::NOT_FOUND, "NotFound", message);
-            }
+    // The cluster the path names, if any; `ztk kubectl`'s proxy serves one cluster at its root.
+    let (path_cluster, path_and_query, no_name) = match &ctx.access {
+        Access::Run { cluster, .. } => (Some(cluster.clone()), full, false),
+        Access::Issued { .. } => match route(&full) {
+            Route::Prefixed(cluster, rest) => (Some(cluster.to_string()), rest, false),
+            Route::Bare => (None, full, false),
+            Route::NoName => (None, full, true),
         },
     };
     let (path, query) = match path_and_query.split_once('?') {
@@ -340,7 +371,7 @@ async fn handle(
         ApiCall::begin_parsed(req.method(), path, query, &parsed, req.headers(), peer.ip());
     // Within the gateway's limits (a long path or query is cut, marked): the record ships.
     call.fit();
-    call.cluster = cluster.clone();
+    call.cluster = path_cluster.clone().unwrap_or_else(|| NO_CLUSTER.into());
     call.request_id = Some(call.id);
     call.command_id = None;
     let id = call.id;
@@ -364,17 +395,48 @@ async fn handle(
             (user.clone(), None, Some(*command_id))
         }
         Access::Issued { key, session } => {
-            let verified = presented
-                .as_deref()
-                .and_then(|t| key.verify(t, &cluster, now_us()));
-            let Some(verified) = verified else {
-                call.user = session.user();
-                let message = "ztk: no valid ztk credential; use a kubeconfig from `ztk kubeconfig` (its exec plugin `ztk credential` supplies one)";
-                call.refuse(401, "unauthenticated", message, start.elapsed());
-                ctx.sink.record_call(call);
-                return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
-            };
             let credential = presented.as_deref().unwrap_or_default();
+            let verified = key.verify(credential, path_cluster.as_deref(), now_us());
+            let verified = match verified {
+                Ok(verified) => verified,
+                Err(rejected) => {
+                    call.user = session.user();
+                    let message = match rejected {
+                        Rejected::Invalid => "ztk: no valid ztk credential; use a kubeconfig from `ztk kubeconfig` (its exec plugin `ztk credential` supplies one)",
+                        // 401: client-go runs the exec plugin again for its next request.
+                        Rejected::NoCluster => "ztk: this credential is from an older `ztk credential` and does not name its cluster, so it serves only paths under the kubeconfig's server (/k8s/CLUSTER/...); run the command again (kubectl then gets a new credential)",
+                    };
+                    call.refuse(401, "unauthenticated", message, start.elapsed());
+                    ctx.sink.record_call(call);
+                    return body::refusal(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+                }
+            };
+            let cluster = verified.cluster;
+            // A credential serves its own cluster only, whatever the path asks for.
+            if path_cluster.as_ref().is_some_and(|named| *named != cluster) {
+                call.user = session.user();
+                let named = path_cluster.as_deref().unwrap_or_default();
+                let message = format!("ztk: this credential is for cluster {cluster:?}, not {named:?}; use the kubeconfig context of cluster {named:?} (ztk-{named})");
+                call.refuse(403, "deny", &message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::FORBIDDEN, "Forbidden", &message);
+            }
+            call.cluster = cluster.clone();
+            if no_name {
+                call.user = session.user();
+                let message = "ztk: no cluster named after /k8s/ in the path";
+                call.refuse(404, "deny", message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::NOT_FOUND, "NotFound", message);
+            }
+            // The name goes into the gateway's path (`/k8s/NAME/`): one plain segment only.
+            if !is_path_segment(&cluster) {
+                call.user = session.user();
+                let message = format!("ztk: the credential names the cluster {cluster:?}, which is no cluster name (letters, digits, '-', '.', '_', '~'); check the kubeconfig's `ztk credential --cluster` argument");
+                call.refuse(400, "deny", &message, start.elapsed());
+                ctx.sink.record_call(call);
+                return body::refusal(StatusCode::BAD_REQUEST, "BadRequest", &message);
+            }
             match session.upstream(&cluster, credential).await {
                 Ok((user, upstream)) => (user, Some(upstream), verified.command_id),
                 Err(err) => {
@@ -462,20 +524,41 @@ async fn handle(
 
 #[cfg(test)]
 mod tests {
-    use super::split_cluster;
+    use super::{route, Route};
 
     #[test]
-    fn splits_the_cluster_from_the_path() {
+    fn routes_by_the_cluster_in_the_path_or_the_credential() {
         assert_eq!(
-            split_cluster("/k8s/dev/api/v1/pods?watch=1"),
-            Some(("dev", "/api/v1/pods?watch=1".to_string()))
+            route("/k8s/dev/api/v1/pods?watch=1"),
+            Route::Prefixed("dev", "/api/v1/pods?watch=1".to_string())
         );
-        assert_eq!(split_cluster("/k8s/dev"), Some(("dev", "/".to_string())));
+        assert_eq!(route("/k8s/dev"), Route::Prefixed("dev", "/".to_string()));
         assert_eq!(
-            split_cluster("/k8s/dev?timeout=5s"),
-            Some(("dev", "/?timeout=5s".to_string()))
+            route("/k8s/dev?timeout=5s"),
+            Route::Prefixed("dev", "/?timeout=5s".to_string())
         );
-        assert_eq!(split_cluster("/api/v1/pods"), None);
-        assert_eq!(split_cluster("/k8s//api"), None);
+        // What `kubectl get --raw` and host-only clients send: the credential's cluster.
+        for bare in [
+            "/api/v1/pods",
+            "/readyz",
+            "/metrics",
+            "/version?timeout=5s",
+            "/",
+            "/k8s",
+        ] {
+            assert_eq!(route(bare), Route::Bare, "{bare}");
+        }
+        assert_eq!(route("/k8s//api"), Route::NoName);
+        assert_eq!(route("/k8s/?x"), Route::NoName);
+    }
+
+    #[test]
+    fn only_plain_segments_name_a_cluster_upstream() {
+        for ok in ["dev", "prod-eu-1", "a.b", "with_underscore", "~x"] {
+            assert!(super::is_path_segment(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a?b", "a%2Fb", "a b", "é", "a#b"] {
+            assert!(!super::is_path_segment(bad), "{bad}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::audit::model::now_us;
 use crate::audit::redact::{redact_argv, shell_join};
 use crate::audit::{AccessMethod, AuditStore, Command};
 use crate::client::config::Paths;
-use crate::client::credential::CredentialKey;
+use crate::client::credential::{CredentialKey, Format};
 use crate::client::daemon::ProxyFiles;
 use crate::client::token::require_session;
 
@@ -38,10 +38,15 @@ pub fn run(args: Args) -> Result<i32> {
     let (config, _token) = require_session(&paths)?;
     let files = ProxyFiles::new(&paths);
     let key = CredentialKey::load_or_create(&files.credential_key_file())?;
-    if files.running()?.is_none() {
-        let exe = std::env::current_exe().context("cannot find the ztk executable")?;
-        files.start_background(&exe)?;
-    }
+    let format = match files.running()? {
+        Some(pid) => proxy_format(&files, pid),
+        None => {
+            let exe = std::env::current_exe().context("cannot find the ztk executable")?;
+            files.start_background(&exe)?;
+            // This ztk's proxy (or one that a plugin beside us started from the same kubeconfig).
+            Format::V2
+        }
+    };
 
     let parent = Parent::read();
     let command_id = match parent.filter(Parent::is_kubectl) {
@@ -60,12 +65,30 @@ pub fn run(args: Args) -> Result<i32> {
         "apiVersion": "client.authentication.k8s.io/v1",
         "spec": {},
         "status": {
-            "token": key.issue(command_id, &args.cluster, expires_us),
+            "token": key.issue_as(format, command_id, &args.cluster, expires_us),
             "expirationTimestamp": rfc3339(expires_us),
         }
     });
     println!("{credential}");
     Ok(0)
+}
+
+/// The credential format the running proxy accepts: the current one, unless the proxy is from
+/// a ztk before it (still running after an upgrade), which would refuse it. That proxy gets the
+/// old format, and the user a hint: it serves kubeconfig paths as before, but not `--raw`.
+fn proxy_format(files: &ProxyFiles, pid: u32) -> Format {
+    // Pid 0: a proxy that has its lock but has not written its pid yet, one started by a plugin
+    // beside us a moment ago.
+    if pid == 0 || files.accepts_current(pid) {
+        return Format::V2;
+    }
+    eprintln!("{}", old_proxy_hint(pid));
+    Format::V1
+}
+
+/// What to do about a running proxy from an older ztk.
+pub fn old_proxy_hint(pid: u32) -> String {
+    format!("ztk: the running ztk proxy (pid {pid}) is from an older ztk and cannot serve `kubectl get --raw` or clients that drop the server's path; run `ztk proxy stop` (the next kubectl starts this version's)")
 }
 
 /// The process that ran the plugin: kubectl, or another client.

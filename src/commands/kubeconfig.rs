@@ -45,9 +45,11 @@ pub async fn run(args: Args) -> Result<i32> {
     let old_port = files.port()?;
     let port = files.ensure_port(args.port)?;
     let ca_pem = files.ensure_tls()?;
-    if old_port.is_some_and(|p| p != port) {
-        if let Some(pid) = files.running()? {
+    if let Some(pid) = files.running()? {
+        if old_port.is_some_and(|p| p != port) {
             eprintln!("ztk: the running proxy (pid {pid}) still listens on the old port; run `ztk proxy stop` (the next kubectl starts it again)");
+        } else if pid != 0 && !files.accepts_current(pid) {
+            eprintln!("{}", super::credential::old_proxy_hint(pid));
         }
     }
     let exe = std::env::current_exe().context("cannot find the ztk executable")?;
@@ -159,6 +161,9 @@ impl Entries {
         };
         for cluster in clusters {
             let name = format!("ztk-{cluster}");
+            // The proxy routes by the credential, which names the cluster (`kubectl get --raw`
+            // drops this path); the path is kept because kubectl keys its discovery cache by
+            // the whole server URL, so each cluster keeps a cache of its own.
             entries.clusters.push(map(vec![
                 ("name", name.clone().into()),
                 (

@@ -13,6 +13,7 @@ mod integrity;
 mod outbox;
 mod outbox_load;
 mod plain;
+mod raw;
 mod security;
 mod sinks;
 mod streams;

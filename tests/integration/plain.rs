@@ -83,7 +83,7 @@ fn plain_kubectl_is_relayed_and_recorded_with_its_command_line() {
     assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
     assert_eq!(credential["kind"], "ExecCredential");
     let issued = credential["status"]["token"].as_str().unwrap();
-    assert!(issued.starts_with("ztk1_") && !issued.contains(token));
+    assert!(issued.starts_with("ztk2_") && !issued.contains(token));
     assert!(credential["status"]["expirationTimestamp"]
         .as_str()
         .unwrap()
