@@ -148,6 +148,9 @@ _ztk() {
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
                 ;;
+            ztk__subcmd__gateway,clusters)
+                cmd="ztk__subcmd__gateway__subcmd__clusters"
+                ;;
             ztk__subcmd__gateway,help)
                 cmd="ztk__subcmd__gateway__subcmd__help"
                 ;;
@@ -178,8 +181,23 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__audit__subcmd__help,verify)
                 cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
+            ztk__subcmd__gateway__subcmd__clusters,help)
+                cmd="ztk__subcmd__gateway__subcmd__clusters__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__clusters,status)
+                cmd="ztk__subcmd__gateway__subcmd__clusters__subcmd__status"
+                ;;
+            ztk__subcmd__gateway__subcmd__clusters__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__clusters__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__clusters__subcmd__help,status)
+                cmd="ztk__subcmd__gateway__subcmd__clusters__subcmd__help__subcmd__status"
+                ;;
             ztk__subcmd__gateway__subcmd__help,audit)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit"
+                ;;
+            ztk__subcmd__gateway__subcmd__help,clusters)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__clusters"
                 ;;
             ztk__subcmd__gateway__subcmd__help,help)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__help"
@@ -201,6 +219,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__audit,verify)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__clusters,status)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__clusters__subcmd__status"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
@@ -382,6 +403,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,clusters)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__clusters"
+                ;;
             ztk__subcmd__help__subcmd__gateway,role)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role"
                 ;;
@@ -399,6 +423,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__audit,verify)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__clusters,status)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__clusters__subcmd__status"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
@@ -1214,7 +1241,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role sinks audit help"
+            opts="-h -V --help --version serve user session role clusters sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1377,8 +1404,94 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__clusters)
+            opts="-h -V --help --version status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__clusters__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__clusters__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__clusters__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__clusters__subcmd__status)
+            opts="-c -o -h -V --config --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role sinks audit help"
+            opts="serve user session role clusters sinks audit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1406,6 +1519,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__clusters)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__clusters__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2402,7 +2543,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role sinks audit"
+            opts="serve user session role clusters sinks audit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2430,6 +2571,34 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__clusters)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__clusters__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -3058,7 +3227,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__sandbox__subcmd__serve)
-            opts="-h -V --listen --kubeconfig --client-cert --help --version"
+            opts="-h -V --listen --kubeconfig --client-cert --self-signed --tls-name --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3069,6 +3238,10 @@ _ztk() {
                     return 0
                     ;;
                 --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,10 +35,22 @@ const MAX_IDLE: usize = 256;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// No connection to the upstream could be made (so the request never went out).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+/// No connection to the upstream could be made (so the request never went out). It reads as
+/// the connector's error, causes included.
+#[derive(Debug)]
 pub struct ConnectError(BoxError);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 pub struct Pool {
     connector: HttpsConnector<Dialer>,

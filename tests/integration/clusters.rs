@@ -54,7 +54,7 @@ impl Upstream {
         std::thread::spawn(move || for _ in lines.by_ref() {});
         let port = url.rsplit(':').next().unwrap().parse().unwrap();
         let kc = Kubeconfig::load(&kubeconfig).unwrap();
-        let token = kc.users[0].user.token.clone().unwrap();
+        let token = kc.users[0].user.token.clone().unwrap_or_default();
         let ca_pem = String::from_utf8(
             base64::Engine::decode(
                 &base64::engine::general_purpose::STANDARD,
@@ -504,6 +504,61 @@ fn exec_plugins_run_once_per_credential_and_failing_or_unreachable_clusters_answ
             ..Default::default()
         }),
     );
+    // A plugin that answers a client certificate (v1beta1), from an upstream that takes them.
+    let cert_up = Upstream::start(dir.path(), "certup", &["--client-cert"]);
+    let cert_user = Kubeconfig::load(&cert_up.kubeconfig).unwrap().users[0]
+        .user
+        .clone();
+    let pem = |b64: Option<String>| {
+        String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let cert_dir = dir.path().join("certplugin");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    write(
+        &cert_dir.join("credential.json"),
+        &serde_json::json!({
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "kind": "ExecCredential",
+            "status": {
+                "clientCertificateData": pem(cert_user.client_certificate_data),
+                "clientKeyData": pem(cert_user.client_key_data),
+            }
+        })
+        .to_string(),
+    );
+    let cert_plugin = cert_dir.join("get-cert");
+    write(
+        &cert_plugin,
+        "#!/bin/sh
+d=\"$(dirname \"$0\")\"
+echo run >> \"$d/runs\"
+cat \"$d/credential.json\"
+",
+    );
+    std::fs::set_permissions(
+        &cert_plugin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let exec_cert_kc = cert_up.variant(
+        &dir.path().join("execcert.kubeconfig"),
+        exec(ztk::kubeconfig::ExecConfig {
+            api_version: "client.authentication.k8s.io/v1beta1".into(),
+            command: cert_plugin.display().to_string(),
+            ..Default::default()
+        }),
+    );
+    let exec_cert_kc = {
+        let mut kc = Kubeconfig::load(&exec_cert_kc).unwrap();
+        kc.users[0].user.client_certificate_data = None;
+        kc.users[0].user.client_key_data = None;
+        write(&exec_cert_kc, &serde_yaml_ng::to_string(&kc).unwrap());
+        exec_cert_kc
+    };
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -517,6 +572,7 @@ fn exec_plugins_run_once_per_credential_and_failing_or_unreachable_clusters_answ
     clusters += &cluster_toml("broken", &broken_kc, "");
     clusters += &cluster_toml("missing", &missing_kc, "");
     clusters += &cluster_toml("down", &down_kc, "");
+    clusters += &cluster_toml("execcert", &exec_cert_kc, "");
     let env = Env::start_in(dir, "", &clusters);
 
     // The probe at start ran the plugin once and the cluster refused its token.
@@ -603,6 +659,16 @@ fn exec_plugins_run_once_per_credential_and_failing_or_unreachable_clusters_answ
     );
     assert!(rows.iter().all(|r| r.call.status == 503), "{rows:?}");
     env.kubectl(&["--cluster", "exec", "get", "ns"]).success();
+
+    // The plugin's client certificate: used for every call, the plugin run once (at start).
+    for _ in 0..2 {
+        let out = env
+            .kubectl(&["--cluster", "execcert", "get", "deploy", "-n", "prod"])
+            .success();
+        assert!(out.contains("web"), "{out}");
+    }
+    let cert_runs = std::fs::read_to_string(cert_dir.join("runs")).unwrap();
+    assert_eq!(cert_runs.lines().count(), 1, "{cert_runs}");
 
     wait_status(&env, "exec", |c| c["credential"]["refreshes"] == 3);
     wait_status(&env, "down", |c| c["last_error"].is_string());
