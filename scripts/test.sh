@@ -17,6 +17,9 @@ command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need_apt+=(rsyslog-gnutls)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# The console's browser tests drive Debian's chromium with playwright-core (Node.js is on the machine).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${need_apt[*]}" >&2
   sudo=""
@@ -30,6 +33,13 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
   echo "scripts/test.sh: installing the Python kubernetes client" >&2
   python3 -m pip install --quiet kubernetes 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages kubernetes
+fi
+
+# playwright-core for the console's browser tests, pinned in tests/browser/package.json (no
+# browser download: it drives /usr/bin/chromium).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "scripts/test.sh: installing playwright-core (tests/browser)" >&2
+  (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
 fi
 
 exec cargo test "$@"

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster_auth;
 pub mod commands;
+pub mod console;
 pub mod fsutil;
 pub mod gateway;
 pub mod kubeconfig;

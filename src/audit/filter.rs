@@ -12,7 +12,7 @@ use super::model::{now_us, AccessMethod};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FilterError {
     #[error(
-        "invalid time {0:?}: use RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)"
+        "invalid time {0:?}: use RFC 3339 (2026-01-31T12:00:00Z; without an offset, UTC) or a duration ago (15m, 24h, 7d)"
     )]
     Time(String),
     #[error("invalid duration {0:?}: use a number with a unit (250ms, 2s, 5m, 1h, 7d)")]
@@ -21,7 +21,7 @@ pub enum FilterError {
     Status(String),
     #[error("invalid access method {0:?}: use cli, browser or api")]
     AccessMethod(String),
-    #[error("unknown filter {0:?}: use {KEYS} (or quote text that holds a colon)")]
+    #[error("unknown filter {0:?}: use {KEYS} (or quote text that holds a colon); as flags or URL parameters: since, until, user, cluster, namespace, resource, verb, status, access-method, command, min-duration, id")]
     UnknownKey(String),
     #[error("{0:?} has no value: write it as {0}VALUE, several values separated by commas")]
     EmptyValue(String),
@@ -50,6 +50,23 @@ pub const MAX_VALUES: usize = 500;
 /// The keys of the compact filter language, for messages and help.
 pub const KEYS: &str =
     "user: cluster: ns: resource: verb: status: method: cmd: since: until: min: id:";
+
+/// The filter's keys as `ztk audit list`'s flags name them (`--access-method`), which are also
+/// the web console's URL parameters (`Filter::from_flags`). `id` is a command id.
+pub const FLAG_KEYS: &[&str] = &[
+    "since",
+    "until",
+    "user",
+    "cluster",
+    "namespace",
+    "resource",
+    "verb",
+    "status",
+    "access-method",
+    "command",
+    "min-duration",
+    "id",
+];
 
 /// A status code or a class of codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +183,59 @@ impl Filter {
         }
         if !text.is_empty() {
             f.commands.push(text.join(" "));
+        }
+        f.check()?;
+        Ok(f)
+    }
+
+    /// Builds a filter from `(flag, value)` pairs named as `ztk audit list`'s flags (without the
+    /// dashes): the flags themselves and the web console's URL query
+    /// (`?view=calls&namespace=prod&verb=delete&since=24h`) are read here, so a field added
+    /// once is a flag and a URL parameter. A repeated key ORs its values, and so do commas in
+    /// one value (except `command`, whose text may hold commas); empty values are ignored (an
+    /// empty form field). Keys not in `FLAG_KEYS` are refused.
+    pub fn from_flags<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Filter, FilterError> {
+        let mut f = Filter::default();
+        for (key, value) in pairs {
+            let value = value.trim();
+            if value.is_empty() {
+                if FLAG_KEYS.contains(&key) {
+                    continue;
+                }
+                return Err(FilterError::UnknownKey(key.to_string()));
+            }
+            let values = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
+            match key {
+                "user" => f.users.extend(values().map(str::to_string)),
+                "cluster" => f.clusters.extend(values().map(str::to_string)),
+                "namespace" => f.namespaces.extend(values().map(str::to_string)),
+                "resource" => f.resources.extend(values().map(str::to_string)),
+                "verb" => f.verbs.extend(values().map(|v| v.to_ascii_lowercase())),
+                "status" => {
+                    for v in values() {
+                        f.statuses.push(StatusMatch::parse(v)?);
+                    }
+                }
+                "access-method" => {
+                    for v in values() {
+                        f.access_methods
+                            .push(parse_access_method(&v.to_ascii_lowercase())?);
+                    }
+                }
+                "command" => f.commands.push(value.to_string()),
+                "since" => f.since_us = Some(parse_time_us(value)?),
+                "until" => f.until_us = Some(parse_time_us(value)?),
+                "min-duration" => f.min_duration_us = Some(parse_duration_us(value)?),
+                "id" => {
+                    f.command_id = Some(
+                        Uuid::parse_str(value)
+                            .map_err(|_| FilterError::CommandId(value.to_string()))?,
+                    )
+                }
+                _ => return Err(FilterError::UnknownKey(key.to_string())),
+            }
         }
         f.check()?;
         Ok(f)
@@ -487,6 +557,18 @@ pub fn parse_duration_us(s: &str) -> Result<i64, FilterError> {
 pub fn parse_time_us(s: &str) -> Result<i64, FilterError> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000) as i64);
+    }
+    // A time without an offset (what a browser's date-time field sends): UTC.
+    let local_forms = [
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]"),
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    ];
+    for form in local_forms {
+        if let Ok(t) = time::PrimitiveDateTime::parse(s.trim(), &form) {
+            return Ok((t.assume_utc().unix_timestamp_nanos() / 1_000) as i64);
+        }
     }
     parse_duration_us(s)
         .map(|ago| now_us() - ago)

@@ -727,6 +727,44 @@ impl AuditStore {
         })
     }
 
+    /// The distinct users, clusters, namespaces, resources and verbs of the last `recent` calls
+    /// written (a bounded read of the `seq` index, never a scan of the store): the values the
+    /// console suggests in its filters.
+    pub fn recent_values(&self, recent: usize) -> Result<RecentValues, StoreError> {
+        let conn = self.connect(true)?;
+        let mut stmt = conn
+            .prepare(
+                "WITH recent AS (SELECT user, cluster, namespace, resource, verb \
+                 FROM api_calls INDEXED BY api_calls_seq ORDER BY seq DESC LIMIT ?1) \
+                 SELECT 0, user FROM recent GROUP BY user \
+                 UNION ALL SELECT 1, cluster FROM recent GROUP BY cluster \
+                 UNION ALL SELECT 2, namespace FROM recent GROUP BY namespace \
+                 UNION ALL SELECT 3, resource FROM recent GROUP BY resource \
+                 UNION ALL SELECT 4, verb FROM recent GROUP BY verb",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut values = RecentValues::default();
+        let rows = stmt
+            .query_map([recent as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (kind, value) = row.map_err(|e| self.err(e))?;
+            if value.is_empty() {
+                continue;
+            }
+            match kind {
+                0 => values.users.push(value),
+                1 => values.clusters.push(value),
+                2 => values.namespaces.push(value),
+                3 => values.resources.push(value),
+                _ => values.verbs.push(value),
+            }
+        }
+        Ok(values)
+    }
+
     /// The last number of the write sequence: every record written later has a greater `seq`.
     pub fn last_seq(&self) -> Result<i64, StoreError> {
         let conn = self.connect(true)?;
@@ -885,6 +923,16 @@ impl AuditStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// Values seen in recent calls (`AuditStore::recent_values`), sorted.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecentValues {
+    pub users: Vec<String>,
+    pub clusters: Vec<String>,
+    pub namespaces: Vec<String>,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
 }
 
 /// One record of either kind, as `records_after` reads it.

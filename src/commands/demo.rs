@@ -1,8 +1,10 @@
 //! `ztk demo`: the whole product on the built-in sandbox, in a temporary directory.
 //!
 //! Starts a gateway with the sandbox cluster, adds a user, logs in with an isolated client
-//! config, runs a few kubectl commands through ztk, prints both audit logs, and cleans up.
-//! Each step runs this same binary as a child process, exactly as a user would type it.
+//! config, runs a few kubectl commands through ztk, prints both audit logs and the web
+//! console's address with a sign-in, and cleans up (with `--keep`, only after Ctrl-C, so the
+//! console can be explored). Each step runs this same binary as a child process, exactly as a
+//! user would type it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use anyhow::{bail, Context, Result};
 /// Try ztk end to end on the built-in sandbox cluster (no cluster needed).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Keep the temporary directory (gateway data, audit databases) and print where it is.
+    /// Keep the gateway and its web console running (and the temporary directory) until Ctrl-C.
     #[arg(long)]
     keep: bool,
     /// The kubectl binary to run.
@@ -115,6 +117,8 @@ pub fn run(args: Args) -> Result<i32> {
             "demo",
             "--group",
             "developers",
+            "--group",
+            "ztk-admins",
             "--password-stdin",
             "--config",
             &config_arg,
@@ -177,16 +181,46 @@ pub fn run(args: Args) -> Result<i32> {
         )?;
         Ok(())
     })();
+    if result.is_ok() {
+        println!(
+            "\n{}\n  {url}/\n  sign in as demo, password demo-password (the gateway's CA: {ca})",
+            bold("The web console (Audit Logs › KubeCTL, who can do what):")
+        );
+    }
+    if result.is_ok() && args.keep {
+        println!(
+            "\nztk demo: the gateway keeps running; press Ctrl-C to stop it and clean up {}",
+            demo.dir.display()
+        );
+        wait_for_interrupt();
+    }
     gateway.stop();
     result?;
-
-    if args.keep {
-        let kept = tmp.keep();
-        println!("\nztk demo: kept {} (client audit log: client/data/audit.db, gateway's: gateway/audit.db)", kept.display());
-    } else {
-        println!("\nztk demo: done; cleaned up {}", demo.dir.display());
-    }
+    println!("\nztk demo: done; cleaned up {}", demo.dir.display());
     Ok(0)
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+fn wait_for_interrupt() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    if let Ok(runtime) = runtime {
+        runtime.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                if let Ok(mut term) = signal(SignalKind::terminate()) {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    return;
+                }
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
 }
 
 struct GatewayProcess {

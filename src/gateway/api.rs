@@ -88,51 +88,79 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
 
 /// Why a login failed, as the audit record and the log say it (the client is told only
 /// "invalid user name or password", or to wait).
-enum LoginFailure {
+pub(crate) enum LoginFailure {
     Password,
     Throttled(std::time::Duration),
     TooManySessions(String),
+    /// The gateway could not check (its database failed): not the user's fault, not counted.
+    Internal(String),
 }
 
-async fn login(
-    gateway: Arc<Gateway>,
-    req: Request<Body>,
+impl LoginFailure {
+    /// What the person signing in is told.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            LoginFailure::Password => "invalid user name or password".into(),
+            LoginFailure::Throttled(wait) => format!(
+                "too many failed logins; try again in {} s",
+                super::throttle::retry_after_secs(*wait)
+            ),
+            LoginFailure::TooManySessions(message) => message.clone(),
+            LoginFailure::Internal(_) => {
+                "the gateway could not check the password; try again, or ask the administrator"
+                    .into()
+            }
+        }
+    }
+}
+
+/// Where a login came from: `ztk login` (the API) or the web console's sign-in page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoginVia {
+    Api,
+    Console,
+}
+
+/// A successful password login: the user and the new session.
+pub(crate) struct LoggedIn {
+    pub user: super::users::UserInfo,
+    pub token: String,
+    pub expires_us: i64,
+    pub open_sessions: u32,
+}
+
+/// The one password login, for `ztk login` (the API) and the web console's sign-in: throttled
+/// per user name and per source address before the password is checked, `max_sessions_per_user`
+/// enforced by the session's insert, failures logged and audited. `replaces`: the client's
+/// previous session of the same user, ended by this login.
+pub(crate) async fn password_login(
+    gateway: &Arc<Gateway>,
+    name: String,
+    password: String,
+    replaces: Option<String>,
     peer: std::net::SocketAddr,
-) -> Response<Body> {
+    user_agent: &str,
+    via: LoginVia,
+) -> Result<LoggedIn, LoginFailure> {
     let started = std::time::Instant::now();
-    let user_agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let login: LoginRequest = match read_json(req).await {
-        Ok(l) => l,
-        Err(resp) => return resp,
-    };
-    let name = login.user.clone();
     // Throttled before the password is checked: a guess made while waiting is not even tried.
     if let Some(wait) = gateway
         .login_throttle
         .wait(&name, peer.ip(), std::time::Instant::now())
     {
-        return login_failed(
-            &gateway,
-            &name,
-            peer,
-            &user_agent,
-            started,
-            LoginFailure::Throttled(wait),
-        );
+        let failure = LoginFailure::Throttled(wait);
+        record_login_failure(gateway, &name, peer, user_agent, via, started, &failure);
+        return Err(failure);
     }
     // argon2 takes tens of milliseconds: keep it off the async workers.
     let gw = gateway.clone();
+    let user_name = name.clone();
     let verified = tokio::task::spawn_blocking(move || {
-        let user = gw.users.verify_password(&login.user, &login.password)?;
+        let user = gw.users.verify_password(&user_name, &password)?;
         match user {
             Some(user) => {
                 // The client's previous session (same user) ends: a new login replaces it.
-                if let Some(previous) = login.replaces.as_deref() {
+                if let Some(previous) = replaces.as_deref() {
                     if let Ok(Ok(old)) = gw.users.authenticate(previous) {
                         if old.user == user.name {
                             gw.users.revoke_session(&old.id)?;
@@ -151,83 +179,125 @@ async fn login(
         }
     })
     .await;
-    match verified {
+    let failure = match verified {
         Ok(Ok(Some((user, token, expires_us, open_sessions)))) => {
             gateway.login_throttle.succeeded(&user.name);
             tracing::info!(user = %user.name, source = %peer.ip(), "login");
-            let roles = gateway.roles_of(&user.name, &user.groups);
-            json(&SessionInfo {
-                user: user.name,
-                groups: user.groups,
+            return Ok(LoggedIn {
+                user,
+                token,
                 expires_us,
-                clusters: gateway.cluster_infos(),
-                token: Some(token),
-                roles,
                 open_sessions,
-                max_sessions: gateway.max_sessions_per_user,
-            })
+            });
         }
         Ok(Err(err @ UserError::TooManySessions { .. })) => {
-            let failure = LoginFailure::TooManySessions(err.to_string());
-            login_failed(&gateway, &name, peer, &user_agent, started, failure)
+            LoginFailure::TooManySessions(err.to_string())
         }
         Ok(Ok(None)) => {
             gateway
                 .login_throttle
                 .failed(&name, peer.ip(), std::time::Instant::now());
-            login_failed(
-                &gateway,
-                &name,
-                peer,
-                &user_agent,
-                started,
-                LoginFailure::Password,
-            )
+            LoginFailure::Password
         }
-        Ok(Err(err)) => internal(err),
-        Err(err) => internal(err),
+        Ok(Err(err)) => LoginFailure::Internal(err.to_string()),
+        Err(err) => LoginFailure::Internal(err.to_string()),
+    };
+    record_login_failure(gateway, &name, peer, user_agent, via, started, &failure);
+    Err(failure)
+}
+
+async fn login(
+    gateway: Arc<Gateway>,
+    req: Request<Body>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let login: LoginRequest = match read_json(req).await {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    match password_login(
+        &gateway,
+        login.user,
+        login.password,
+        login.replaces,
+        peer,
+        &user_agent,
+        LoginVia::Api,
+    )
+    .await
+    {
+        Ok(done) => {
+            let roles = gateway.roles_of(&done.user.name, &done.user.groups);
+            json(&SessionInfo {
+                user: done.user.name,
+                groups: done.user.groups,
+                expires_us: done.expires_us,
+                clusters: gateway.cluster_infos(),
+                token: Some(done.token),
+                roles,
+                open_sessions: done.open_sessions,
+                max_sessions: gateway.max_sessions_per_user,
+            })
+        }
+        Err(failure) => login_failure_response(&failure),
     }
 }
 
-/// Answers a failed login, and logs and audits it: who (the name given), from where, why.
-fn login_failed(
+/// The API's answer to a failed login: a `Status` (429 with `Retry-After` while throttled).
+fn login_failure_response(failure: &LoginFailure) -> Response<Body> {
+    let message = failure.message();
+    match failure {
+        LoginFailure::Password => {
+            body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
+        }
+        LoginFailure::Throttled(wait) => {
+            let secs = super::throttle::retry_after_secs(*wait);
+            let mut resp =
+                body::status_response(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", &message);
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+            resp
+        }
+        LoginFailure::TooManySessions(_) => {
+            body::status_response(StatusCode::FORBIDDEN, "Forbidden", &message)
+        }
+        LoginFailure::Internal(err) => internal(err),
+    }
+}
+
+/// Logs and audits a failed login: who (the name given), from where, why.
+fn record_login_failure(
     gateway: &Gateway,
     name: &str,
     peer: std::net::SocketAddr,
     user_agent: &str,
+    via: LoginVia,
     started: std::time::Instant,
-    failure: LoginFailure,
-) -> Response<Body> {
-    let (resp, status, reason) = match &failure {
+    failure: &LoginFailure,
+) {
+    let (status, reason) = match failure {
         LoginFailure::Password => (
-            body::status_response(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "invalid user name or password",
-            ),
             401,
             "login failed: invalid user name or password".to_string(),
         ),
-        LoginFailure::Throttled(wait) => {
-            let secs = super::throttle::retry_after_secs(*wait);
-            let mut resp = body::status_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                &format!("too many failed logins; try again in {secs} s"),
-            );
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, secs.into());
-            (
-                resp,
-                429,
-                format!("login refused: too many failed logins (retry in {secs} s)"),
-            )
-        }
-        LoginFailure::TooManySessions(message) => (
-            body::status_response(StatusCode::FORBIDDEN, "Forbidden", message),
-            403,
-            format!("login refused: {message}"),
+        LoginFailure::Throttled(wait) => (
+            429,
+            format!(
+                "login refused: too many failed logins (retry in {} s)",
+                super::throttle::retry_after_secs(*wait)
+            ),
         ),
+        LoginFailure::TooManySessions(message) => (403, format!("login refused: {message}")),
+        LoginFailure::Internal(err) => {
+            tracing::error!("login failed in the gateway: {err}");
+            return;
+        }
     };
     tracing::warn!(user = ?name, source = %peer.ip(), "{reason}");
     let mut call = crate::audit::ApiCall {
@@ -236,15 +306,20 @@ fn login_failed(
         user: name.to_string(),
         verb: "login".into(),
         method: "POST".into(),
-        path: protocol::LOGIN_PATH.into(),
+        path: match via {
+            LoginVia::Api => protocol::LOGIN_PATH.into(),
+            LoginVia::Console => "/signin".into(),
+        },
         user_agent: user_agent.to_string(),
         source_ip: peer.ip().to_string(),
-        access_method: crate::audit::model::AccessMethod::from_user_agent(user_agent),
+        access_method: match via {
+            LoginVia::Api => crate::audit::model::AccessMethod::from_user_agent(user_agent),
+            LoginVia::Console => crate::audit::model::AccessMethod::Browser,
+        },
         ..Default::default()
     };
     call.refuse(status, "unauthenticated", &reason, started.elapsed());
     gateway.audit.record_call(call);
-    resp
 }
 
 fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
@@ -355,21 +430,36 @@ fn restrict_to_own(
     session: &Session,
     filter: &mut crate::audit::Filter,
 ) -> Result<(), Response<Body>> {
-    let admin = session
-        .groups
-        .iter()
-        .any(|g| gateway.admin_groups.contains(g));
-    if !admin {
-        if filter.users.iter().any(|u| *u != session.user) {
-            return Err(body::status_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                &format!("{} may read only their own audit records; administrators are in the groups {:?}", session.user, gateway.admin_groups),
-            ));
-        }
-        filter.users = vec![session.user.clone()];
+    gateway
+        .restrict_audit_reads(session, filter)
+        .map_err(|message| body::status_response(StatusCode::FORBIDDEN, "Forbidden", &message))
+}
+
+impl Gateway {
+    /// Whether `session` belongs to an administrator (a member of an `admin_groups` group).
+    pub fn is_admin(&self, session: &Session) -> bool {
+        session.groups.iter().any(|g| self.admin_groups.contains(g))
     }
-    Ok(())
+
+    /// The one rule of every audit read (query API, tail, the console): administrators read
+    /// everything; everyone else only their own records: the filter is narrowed to them, and
+    /// asking for others is refused (the message says why).
+    pub fn restrict_audit_reads(
+        &self,
+        session: &Session,
+        filter: &mut crate::audit::Filter,
+    ) -> Result<(), String> {
+        if !self.is_admin(session) {
+            if filter.users.iter().any(|u| *u != session.user) {
+                return Err(format!(
+                    "{} may read only their own audit records; administrators are in the groups {:?}",
+                    session.user, self.admin_groups
+                ));
+            }
+            filter.users = vec![session.user.clone()];
+        }
+        Ok(())
+    }
 }
 
 /// How often a waiting tail request looks for new records.
@@ -383,7 +473,7 @@ async fn audit_tail(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         Err(resp) => return resp,
     };
     let store = gateway.audit_store.clone();
-    let Some(mut after) = query.after_seq else {
+    let Some(after) = query.after_seq else {
         return match tokio::task::spawn_blocking(move || store.last_seq()).await {
             Ok(Ok(last)) => json(&crate::audit::SeqBatch {
                 records: Vec::new(),
@@ -395,21 +485,51 @@ async fn audit_tail(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
     };
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(query.wait_ms.min(protocol::MAX_TAIL_WAIT_MS));
-    let filter = Arc::new(query.filter);
+    match next_records(
+        store,
+        Arc::new(query.filter),
+        after,
+        query.limit,
+        deadline,
+        || true,
+    )
+    .await
+    {
+        Ok(Some(batch)) => json(&batch),
+        Ok(None) => internal("the tail ended"),
+        Err(err) => internal(err),
+    }
+}
+
+/// The one way to follow the audit trail, behind `ztk audit tail --remote` and the console's
+/// live rows: the records matching `filter` written after `after` (at most `limit`), as soon
+/// as there are some, or none at `deadline`. Looks every `TAIL_POLL`; `alive` is asked before
+/// each look, and `None` is returned once it says no (the console's session ended).
+/// Open-stream records are left out: their final records follow with new sequence numbers.
+pub(crate) async fn next_records(
+    store: crate::audit::AuditStore,
+    filter: Arc<crate::audit::Filter>,
+    mut after: i64,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    alive: impl Fn() -> bool,
+) -> Result<Option<crate::audit::SeqBatch>, String> {
     loop {
-        let (s, f, limit) = (store.clone(), filter.clone(), query.limit);
-        let batch =
+        if !alive() {
+            return Ok(None);
+        }
+        let (s, f) = (store.clone(), filter.clone());
+        let mut batch =
             match tokio::task::spawn_blocking(move || s.records_after(after, &f, limit)).await {
                 Ok(Ok(b)) => b,
-                Ok(Err(err)) => return internal(err),
-                Err(err) => return internal(err),
+                Ok(Err(err)) => return Err(err.to_string()),
+                Err(err) => return Err(err.to_string()),
             };
-        let mut batch = batch;
         batch
             .records
             .retain(|r| !crate::sinks::format::is_open_stream(r));
         if !batch.records.is_empty() || tokio::time::Instant::now() >= deadline {
-            return json(&batch);
+            return Ok(Some(batch));
         }
         after = batch.through;
         tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + TAIL_POLL)).await;

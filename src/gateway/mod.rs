@@ -70,6 +70,8 @@ pub struct Gateway {
     pub login_throttle: throttle::LoginThrottle,
     /// What each user may still ship this minute.
     pub ingest_quota: throttle::IngestQuota,
+    /// The web console's state (cached suggestions).
+    pub console: crate::console::State,
 }
 
 /// A started gateway: its address and CA, and the handles that keep it running.
@@ -194,6 +196,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             config.limits.ingest_records_per_minute,
             config.limits.ingest_bytes_per_minute,
         ),
+        console: crate::console::State::default(),
     });
     let watcher = tokio::spawn(gateway.clone().watch());
     let checkpoints = tokio::spawn(audit::checkpoint_loop(
@@ -488,6 +491,8 @@ impl Gateway {
             api::handle(self, req, peer).await
         } else if path == "/healthz" {
             Response::new(body::full("ok"))
+        } else if crate::console::serves(path) {
+            crate::console::handle(self, req, peer).await
         } else {
             body::status_response(
                 StatusCode::NOT_FOUND,

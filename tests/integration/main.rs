@@ -7,6 +7,7 @@ mod access;
 mod audit;
 mod cli;
 mod clusters;
+mod console;
 mod end_to_end;
 mod failures;
 mod integrity;

@@ -21,7 +21,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::audit::filter::{self, Filter, StatusMatch};
+use crate::audit::filter::{self, Filter};
 use crate::audit::format::{Emitter, Format};
 use crate::audit::{AuditStore, CallRow, CommandRow, Cursor};
 use crate::cli::UsageError;
@@ -107,43 +107,30 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn to_filter(&self) -> Result<Filter, filter::FilterError> {
-        let filter = Filter {
-            since_us: self
-                .since
-                .as_deref()
-                .map(filter::parse_time_us)
-                .transpose()?,
-            until_us: self
-                .until
-                .as_deref()
-                .map(filter::parse_time_us)
-                .transpose()?,
-            users: self.user.clone(),
-            clusters: self.cluster.clone(),
-            namespaces: self.namespace.clone(),
-            resources: self.resource.clone(),
-            verbs: self.verb.clone(),
-            statuses: self
-                .status
-                .iter()
-                .map(|s| StatusMatch::parse(s))
-                .collect::<Result<_, _>>()?,
-            access_methods: self
-                .access_method
-                .iter()
-                .map(|m| filter::parse_access_method(m))
-                .collect::<Result<_, _>>()?,
-            commands: self.command.clone(),
-            min_duration_us: self
-                .min_duration
-                .as_deref()
-                .map(filter::parse_duration_us)
-                .transpose()?,
-            command_id: None,
-            limit: None,
-        };
-        filter.check()?;
-        Ok(filter)
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for (key, value) in [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("min-duration", &self.min_duration),
+        ] {
+            if let Some(v) = value {
+                pairs.push((key, v.as_str()));
+            }
+        }
+        let lists: [(&str, &Vec<String>); 8] = [
+            ("user", &self.user),
+            ("cluster", &self.cluster),
+            ("namespace", &self.namespace),
+            ("resource", &self.resource),
+            ("verb", &self.verb),
+            ("status", &self.status),
+            ("access-method", &self.access_method),
+            ("command", &self.command),
+        ];
+        for (key, values) in lists {
+            pairs.extend(values.iter().map(|v| (key, v.as_str())));
+        }
+        Filter::from_flags(pairs)
     }
 }
 

@@ -1,0 +1,899 @@
+//! System › Audit Logs › KubeCTL: the gateway's audit trail by commands or by API calls.
+//!
+//! The page's URL query is the filter, named as `ztk audit list`'s flags
+//! (`/audit/kubectl?view=calls&namespace=prod&verb=delete&since=24h`) and read by the same
+//! `Filter::from_flags`, with the same access rule as the query API
+//! (`Gateway::restrict_audit_reads`). Pages are keyset pages of the store (`after`), never the
+//! whole store. Live rows come from `/console/live`, the same follow-by-sequence as
+//! `ztk audit tail --remote` (`gateway::api::next_records`); Export streams the whole filtered
+//! set as CSV through the same `Emitter` as `ztk audit export --csv`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use maud::{html, Markup};
+
+use super::auth::Viewer;
+use super::layout::{self, duration, printable, time_cell, Nav};
+use crate::audit::filter::FLAG_KEYS;
+use crate::audit::format::{Emitter, Format};
+use crate::audit::store::RecentValues;
+use crate::audit::{CallRow, CommandRow, Cursor, Filter, Record};
+use crate::body::{self, Body, BodyError};
+use crate::gateway::Gateway;
+use crate::protocol::View;
+
+/// Rows per page.
+const PAGE: usize = 100;
+/// Rows one live answer carries at most.
+const LIVE_LIMIT: usize = 200;
+/// How long a live request waits for new records.
+const LIVE_WAIT: Duration = Duration::from_secs(20);
+/// Suggested filter values are read from this many recent calls, at most once per `SUGGEST_TTL`.
+const SUGGEST_RECENT: usize = 20_000;
+const SUGGEST_TTL: Duration = Duration::from_secs(30);
+
+/// The suggested filter values, cached: one bounded query every 30 s at most, not one per page.
+#[derive(Default)]
+pub struct Suggestions {
+    cached: Mutex<Option<(Instant, Arc<RecentValues>)>>,
+}
+
+impl Suggestions {
+    fn get(&self, gateway: &Gateway) -> Arc<RecentValues> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, values)) = cached.as_ref() {
+            if at.elapsed() < SUGGEST_TTL {
+                return values.clone();
+            }
+        }
+        let mut values = gateway
+            .audit_store
+            .recent_values(SUGGEST_RECENT)
+            .unwrap_or_else(|err| {
+                tracing::warn!("could not read the console's suggested values: {err}");
+                RecentValues::default()
+            });
+        values.clusters.extend(gateway.clusters.keys().cloned());
+        values.clusters.sort();
+        values.clusters.dedup();
+        let values = Arc::new(values);
+        *cached = Some((Instant::now(), values.clone()));
+        values
+    }
+}
+
+/// What a page's URL asks for: the view, where the page starts, and the filter (its raw pairs
+/// too, to build links that keep it).
+struct Query {
+    view: View,
+    after: Option<Cursor>,
+    pairs: Vec<(String, String)>,
+    filter: Filter,
+}
+
+impl Query {
+    /// Parses the URL query. Unknown keys and bad values are errors (a clear message, 400).
+    fn parse(raw: &str, viewer: &Viewer, gateway: &Gateway) -> (Query, Result<(), Refused>) {
+        let all = super::pairs(raw);
+        let mut q = Query {
+            view: View::Commands,
+            after: None,
+            pairs: Vec::new(),
+            filter: Filter::default(),
+        };
+        let mut problem = None;
+        for (k, v) in all {
+            match k.as_str() {
+                "view" => match v.as_str() {
+                    "calls" => q.view = View::Calls,
+                    "commands" | "" => q.view = View::Commands,
+                    other => {
+                        problem.get_or_insert(Refused::bad(format!(
+                            "unknown view {other:?}: use view=commands or view=calls"
+                        )));
+                    }
+                },
+                "after" => match parse_cursor(&v) {
+                    Some(c) => q.after = Some(c),
+                    None => {
+                        problem.get_or_insert(Refused::bad(format!(
+                            "invalid page position after={v:?}; start from the first page"
+                        )));
+                    }
+                },
+                "after_seq" => {}
+                key if FLAG_KEYS.contains(&key) => q.pairs.push((k, v)),
+                other => {
+                    problem.get_or_insert(Refused::bad(format!(
+                        "unknown filter {other:?}: use {}",
+                        FLAG_KEYS.join(", ")
+                    )));
+                }
+            }
+        }
+        if problem.is_none() {
+            match Filter::from_flags(q.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                Ok(f) => q.filter = f,
+                Err(e) => problem = Some(Refused::bad(e.to_string())),
+            }
+        }
+        if problem.is_none() {
+            if let Err(message) = gateway.restrict_audit_reads(&viewer.session, &mut q.filter) {
+                problem = Some(Refused {
+                    status: StatusCode::FORBIDDEN,
+                    message,
+                });
+            }
+        }
+        (q, problem.map_or(Ok(()), Err))
+    }
+
+    /// This page's URL with `changes` applied (a key set to `Some` replaces its values, `None`
+    /// removes them); the page position is dropped unless given.
+    fn link(&self, view: View, changes: &[(&str, Option<&str>)]) -> String {
+        let mut pairs: Vec<(&str, &str)> = vec![(
+            "view",
+            match view {
+                View::Calls => "calls",
+                View::Commands => "commands",
+            },
+        )];
+        for (k, v) in &self.pairs {
+            if !changes.iter().any(|(c, _)| c == k) {
+                pairs.push((k, v));
+            }
+        }
+        for (k, v) in changes {
+            if let Some(v) = v {
+                pairs.push((k, v));
+            }
+        }
+        format!("/audit/kubectl?{}", super::query_string(pairs))
+    }
+
+    /// The raw value(s) of a filter key, for the form.
+    fn raw(&self, key: &str) -> String {
+        self.pairs
+            .iter()
+            .filter(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn filter_query(&self) -> String {
+        super::query_string(
+            self.pairs
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    fn view_name(&self) -> &'static str {
+        match self.view {
+            View::Calls => "calls",
+            View::Commands => "commands",
+        }
+    }
+}
+
+/// Why a page cannot show what was asked: shown on the page with its status.
+struct Refused {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refused {
+    fn bad(message: String) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+}
+
+fn parse_cursor(s: &str) -> Option<Cursor> {
+    let (time, id) = s.split_once('_')?;
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    Some(Cursor {
+        time_us: time.parse().ok()?,
+        id: id.to_string(),
+    })
+}
+
+fn cursor_value(c: &Cursor) -> String {
+    format!("{}_{}", c.time_us, c.id)
+}
+
+/// One page of rows, and what the page needs besides.
+enum Rows {
+    Calls(Vec<CallRow>),
+    Commands(Vec<CommandRow>),
+}
+
+pub async fn page(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Response<Body> {
+    let (q, checked) = Query::parse(raw, viewer, gateway);
+    let suggestions = {
+        let gw = gateway.clone();
+        tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw))
+            .await
+            .unwrap_or_default()
+    };
+    if let Err(refused) = checked {
+        let content = frame(&q, viewer, &suggestions, Some(&refused.message), None, None);
+        return super::html(
+            refused.status,
+            layout::page(
+                "Audit Logs › KubeCTL",
+                Some(viewer),
+                Nav::AuditKubectl,
+                content,
+            ),
+        );
+    }
+    let store = gateway.audit_store.clone();
+    let (view, filter, after, command_id) = (
+        q.view,
+        q.filter.clone(),
+        q.after.clone(),
+        q.filter.command_id,
+    );
+    let read = tokio::task::spawn_blocking(move || {
+        // The live rows start from here: read before the page, so nothing falls between.
+        let seq = store.last_seq()?;
+        let command = match command_id {
+            Some(id) => store.command(id)?,
+            None => None,
+        };
+        let (rows, next) = match view {
+            View::Calls => {
+                let page = store.query_calls(&filter, after.as_ref(), PAGE)?;
+                (Rows::Calls(page.items), page.next)
+            }
+            View::Commands => {
+                let page = store.query_commands(&filter, after.as_ref(), PAGE)?;
+                (Rows::Commands(page.items), page.next)
+            }
+        };
+        Ok::<_, crate::audit::store::StoreError>((seq, command, rows, next))
+    })
+    .await;
+    let (seq, command, rows, next) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(err)) => return failed(viewer, err),
+        Err(err) => return failed(viewer, err),
+    };
+    // A command's own header only for who may read it (its calls are filtered the same way).
+    let command = command.filter(|c| viewer.admin || c.user == viewer.session.user);
+    let listing = listing(&q, &rows, next.as_ref(), seq, command.as_ref());
+    let content = frame(
+        &q,
+        viewer,
+        &suggestions,
+        None,
+        Some(listing),
+        command.as_ref(),
+    );
+    super::html(
+        StatusCode::OK,
+        layout::page(
+            "Audit Logs › KubeCTL",
+            Some(viewer),
+            Nav::AuditKubectl,
+            content,
+        ),
+    )
+}
+
+fn failed(viewer: &Viewer, err: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!("console audit page failed: {err}");
+    super::html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        layout::page(
+            "Audit Logs › KubeCTL",
+            Some(viewer),
+            Nav::AuditKubectl,
+            html! {
+                h1 { "Audit Logs › KubeCTL" }
+                p.error role="alert" { "The gateway could not read its audit store; see its log." }
+            },
+        ),
+    )
+}
+
+/// The page around the listing: title, view switch, filters, active filter chips.
+fn frame(
+    q: &Query,
+    viewer: &Viewer,
+    suggest: &RecentValues,
+    error: Option<&str>,
+    listing: Option<Markup>,
+    command: Option<&crate::audit::Command>,
+) -> Markup {
+    let since = q.raw("since");
+    let presets = ["15m", "1h", "24h", "7d"];
+    let custom = !since.is_empty() && !presets.contains(&since.as_str());
+    html! {
+        nav.crumbs aria-label="Breadcrumb" {
+            ol { li { "System" } li { "Audit Logs" } li aria-current="page" { "KubeCTL" } }
+        }
+        div.title-row {
+            h1 { "KubeCTL activity" }
+            div.switch role="group" aria-label="View" {
+                a href=(q.link(View::Commands, &[])) aria-current=[(q.view == View::Commands).then_some("page")] { "Commands" }
+                a href=(q.link(View::Calls, &[])) aria-current=[(q.view == View::Calls).then_some("page")] { "API calls" }
+            }
+        }
+        @if let Some(error) = error {
+            p.error role="alert" #filter-error { (error) }
+        }
+        form.filters method="get" action="/audit/kubectl" aria-label="Filters" {
+            input type="hidden" name="view" value=(q.view_name());
+            @if let Some(id) = q.filter.command_id {
+                input type="hidden" name="id" value=(id.to_string());
+            }
+            div.fields {
+                @if viewer.admin {
+                    (field("user", "User", &q.raw("user"), "alice,bob", Some(("users", &suggest.users))))
+                }
+                (field("cluster", "Cluster", &q.raw("cluster"), "prod", Some(("clusters", &suggest.clusters))))
+                (field("namespace", "Namespace", &q.raw("namespace"), "default,kube-system", Some(("namespaces", &suggest.namespaces))))
+                (field("resource", "Resource", &q.raw("resource"), "pods, pods/log", Some(("resources", &suggest.resources))))
+                (field("verb", "Verb", &q.raw("verb"), "delete,patch", Some(("verbs", &suggest.verbs))))
+                (field("status", "Status", &q.raw("status"), "404, 4xx", None))
+                div.field {
+                    label for="f-access-method" { "Access method" }
+                    select #f-access-method name="access-method" {
+                        option value="" { "Any" }
+                        @for (value, label) in [("cli", "CLI"), ("browser", "Browser"), ("api", "API")] {
+                            option value=(value) selected[q.raw("access-method") == value] { (label) }
+                        }
+                    }
+                }
+                (field("command", "Command contains", &q.raw("command"), "get pods", None))
+                (field("min-duration", "Slower than", &q.raw("min-duration"), "250ms", None))
+                div.field {
+                    label for="f-since" { "Since" }
+                    select #f-since name="since" {
+                        option value="" selected[since.is_empty()] { "Any time" }
+                        @for p in presets {
+                            option value=(p) selected[since == p] { "Last " (p) }
+                        }
+                        @if custom {
+                            option value=(since) selected { (since) }
+                        }
+                    }
+                }
+            }
+            details.custom-range open[custom || !q.raw("until").is_empty()] {
+                summary { "Custom range (UTC)" }
+                div.fields {
+                    div.field {
+                        label for="f-from" { "From" }
+                        input #f-from type="datetime-local" name="since" step="1"
+                            value=(if custom { local_value(&since) } else { String::new() });
+                    }
+                    div.field {
+                        label for="f-until" { "Until" }
+                        input #f-until type="datetime-local" name="until" step="1" value=(local_value(&q.raw("until")));
+                    }
+                }
+            }
+            div.actions {
+                button.primary type="submit" { "Apply filters" }
+                a href=(format!("/audit/kubectl?view={}", q.view_name())) { "Clear" }
+            }
+        }
+        (chips(q))
+        @if let Some(command) = command {
+            (command_header(command, q))
+        }
+        @if let Some(listing) = listing {
+            (listing)
+        }
+    }
+}
+
+/// A `datetime-local` value for an RFC 3339 time (UTC), or the text as it is.
+fn local_value(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return String::new();
+    }
+    match crate::audit::filter::parse_time_us(raw) {
+        Ok(us) if raw.contains('-') => {
+            let t = crate::audit::model::format_time_us(us);
+            t.get(..19).unwrap_or(&t).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn field(
+    name: &str,
+    label: &str,
+    value: &str,
+    placeholder: &str,
+    list: Option<(&str, &Vec<String>)>,
+) -> Markup {
+    let id = format!("f-{name}");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) type="text" name=(name) value=(value) placeholder=(placeholder)
+                list=[list.map(|(l, _)| format!("s-{l}"))] autocomplete="off";
+            @if let Some((l, values)) = list {
+                datalist id=(format!("s-{l}")) {
+                    @for v in values.iter().take(500) { option value=(v) {} }
+                }
+            }
+        }
+    }
+}
+
+/// The active filters, each removable.
+fn chips(q: &Query) -> Markup {
+    let active: Vec<&(String, String)> = q.pairs.iter().filter(|(_, v)| !v.is_empty()).collect();
+    html! {
+        @if !active.is_empty() {
+            ul.chips aria-label="Active filters" {
+                @for (k, v) in &active {
+                    li {
+                        span { (k) ": " (v) }
+                        a href=(remove_link(q, k, v)) aria-label=(format!("Remove filter {k}: {v}")) { "×" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn remove_link(q: &Query, key: &str, value: &str) -> String {
+    let view = q.view_name();
+    let mut pairs: Vec<(&str, &str)> = vec![("view", view)];
+    let mut removed = false;
+    for (k, v) in &q.pairs {
+        if !removed && k == key && v == value {
+            removed = true;
+            continue;
+        }
+        if !v.is_empty() {
+            pairs.push((k, v));
+        }
+    }
+    format!("/audit/kubectl?{}", super::query_string(pairs))
+}
+
+fn command_header(c: &crate::audit::Command, q: &Query) -> Markup {
+    html! {
+        section.command-header aria-label="Command" {
+            h2 { "Command " code { (printable(&c.command_line)) } }
+            dl.facts {
+                dt { "User" } dd { (printable(&c.user)) }
+                dt { "Cluster" } dd { (printable(&c.cluster)) }
+                dt { "Started" } dd { (time_cell(c.started_us)) }
+                dt { "Duration" } dd { (duration(c.ended_us.map(|e| e - c.started_us))) }
+                dt { "Exit" } dd { (c.exit_code.map_or("–".to_string(), |e| e.to_string())) }
+                dt { "Access method" } dd { (access_label(c.access_method)) }
+                dt { "Host" } dd { (printable(&c.host)) }
+                dt { "Directory" } dd { (printable(&c.cwd)) }
+                dt { "Command id" } dd { code { (c.id.to_string()) } }
+            }
+            p { a href=(q.link(q.view, &[("id", None)])) { "Show all commands and calls" } }
+        }
+    }
+}
+
+/// The table and its pager; `seq` is where the live rows start.
+fn listing(
+    q: &Query,
+    rows: &Rows,
+    next: Option<&Cursor>,
+    seq: i64,
+    command: Option<&crate::audit::Command>,
+) -> Markup {
+    let first_page = q.after.is_none();
+    let live_url = format!("/console/live?view={}&{}", q.view_name(), q.filter_query());
+    let export = format!(
+        "/audit/kubectl/export.csv?view={}&{}",
+        q.view_name(),
+        q.filter_query()
+    );
+    let count = match rows {
+        Rows::Calls(r) => r.len(),
+        Rows::Commands(r) => r.len(),
+    };
+    let _ = command;
+    html! {
+        div.toolbar {
+            @if first_page {
+                div.live {
+                    span #live-state .live-state role="status" aria-live="polite" { "Live" }
+                    button #pause type="button" aria-pressed="false" { "Pause" }
+                    button #new-rows .new-rows type="button" hidden { "0 new" }
+                }
+            } @else {
+                div.live { span.live-state { "Older records (not live)" } a href=(q.link(q.view, &[])) { "Back to the newest" } }
+            }
+            a.button #export href=(export) download { "Export CSV" }
+        }
+        div.table-wrap {
+            table #rows .rows data-view=(q.view_name()) data-live=[first_page.then_some(live_url)]
+                data-seq=(seq) {
+                @match rows {
+                    Rows::Calls(rows) => {
+                        caption.sr { "API calls, newest first" }
+                        thead { tr {
+                            th scope="col" { "Date (UTC)" } th scope="col" { "User" } th scope="col" { "Cluster" }
+                            th scope="col" { "Namespace" } th scope="col" { "Resource" } th scope="col" { "Verb" }
+                            th scope="col" { "Access method" } th scope="col" { "Status" } th scope="col" { "Duration" }
+                            th scope="col" { "Details" }
+                        } }
+                        tbody { @for r in rows { (call_row(r)) } }
+                    }
+                    Rows::Commands(rows) => {
+                        caption.sr { "Commands, newest first" }
+                        thead { tr {
+                            th scope="col" { "Date (UTC)" } th scope="col" { "User" } th scope="col" { "Cluster" }
+                            th scope="col" { "Command" } th scope="col" { "Calls" } th scope="col" { "Statuses" }
+                            th scope="col" { "Duration" } th scope="col" { "Exit" } th scope="col" { "Access method" }
+                        } }
+                        tbody { @for r in rows { (command_row(r)) } }
+                    }
+                }
+            }
+        }
+        @if count == 0 {
+            p.empty #empty { "No records match these filters." }
+        }
+        nav.pager aria-label="Pages" {
+            @if !first_page {
+                a href=(q.link(q.view, &[])) { "Newest" }
+            }
+            @if let Some(next) = next {
+                a href=(q.link(q.view, &[("after", Some(&cursor_value(next)))])) rel="next" { "Older →" }
+            }
+        }
+    }
+}
+
+fn access_label(m: crate::audit::AccessMethod) -> &'static str {
+    match m {
+        crate::audit::AccessMethod::Cli => "CLI",
+        crate::audit::AccessMethod::Browser => "Browser",
+        crate::audit::AccessMethod::Api => "API",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "s1",
+        200..=299 => "s2",
+        300..=399 => "s3",
+        400..=499 => "s4",
+        500..=599 => "s5",
+        _ => "s0",
+    }
+}
+
+fn call_row(r: &CallRow) -> Markup {
+    let c = &r.call;
+    let resource = {
+        let mut s = c.resource_label();
+        if !c.name.is_empty() {
+            s.push(' ');
+            s.push_str(&c.name);
+        }
+        s
+    };
+    html! {
+        tr data-id=(c.id.to_string()) data-time=(c.time_us) {
+            td { (time_cell(c.time_us)) }
+            td { (printable(&c.user)) }
+            td { (printable(&c.cluster)) }
+            td { (printable(&c.namespace)) }
+            td.resource { (printable(&resource)) }
+            td { (printable(&c.verb)) }
+            td { (access_label(c.access_method)) }
+            td { span class=(format!("status {}", status_class(c.status))) { (if c.status == 0 { "–".to_string() } else { c.status.to_string() }) } }
+            td.num { (duration(Some(c.duration_us))) }
+            td {
+                details {
+                    summary { "Details" }
+                    dl.facts {
+                        dt { "Request id" } dd { code { (c.request_id.map(|u| u.to_string()).unwrap_or_else(|| c.id.to_string())) } }
+                        dt { "Time" } dd { (crate::audit::model::format_time_us(c.time_us)) }
+                        dt { "Client duration" } dd { (duration(r.client_duration_us)) }
+                        dt { "Gateway duration" } dd { (duration(r.gateway_duration_us)) }
+                        dt { "Command" } dd {
+                            @match (&r.command_line, c.command_id) {
+                                (Some(line), Some(id)) => a href=(format!("/audit/kubectl?view=calls&id={id}")) { code { (printable(line)) } },
+                                (None, Some(id)) => a href=(format!("/audit/kubectl?view=calls&id={id}")) { code { (id.to_string()) } },
+                                _ => "–",
+                            }
+                        }
+                        dt { "Method and path" } dd { code { (printable(&c.method)) " " (printable(&c.path)) @if !c.query.is_empty() { "?" (printable(&c.query)) } } }
+                        dt { "API group/version" } dd { (printable(&format!("{}/{}", c.api_group, c.api_version))) }
+                        dt { "Decision" } dd { (printable(&c.decision)) }
+                        dt { "Reason" } dd { (if c.reason.is_empty() { "–".to_string() } else { printable(&c.reason) }) }
+                        dt { "Bytes in / out" } dd { (c.bytes_in) " / " (c.bytes_out) }
+                        dt { "User agent" } dd { (printable(&c.user_agent)) }
+                        dt { "Source IP" } dd { (printable(&c.source_ip)) }
+                        dt { "kubectl command" } dd { (printable(&c.kubectl_command)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn command_row(r: &CommandRow) -> Markup {
+    let c = &r.command;
+    html! {
+        tr data-id=(c.id.to_string()) data-time=(c.started_us) {
+            td { (time_cell(c.started_us)) }
+            td { (printable(&c.user)) }
+            td { (printable(&c.cluster)) }
+            td.command { a href=(format!("/audit/kubectl?view=calls&id={}", c.id)) { code { (printable(&c.command_line)) } } }
+            td.num { (r.calls) }
+            td { @for (class, n) in &r.statuses {
+                span class=(format!("status s{}", class.chars().next().unwrap_or('0'))) { (class) ":" (n) } " "
+            } }
+            td.num { (match r.duration_us { Some(d) => duration(Some(d)), None => "running".into() }) }
+            td.num { (c.exit_code.map_or("–".to_string(), |e| e.to_string())) }
+            td { (access_label(c.access_method)) }
+        }
+    }
+}
+
+/// `GET /console/live?view=…&FILTERS&after_seq=N`: the rows written after `N` that match, as
+/// HTML rows (`{through, rows: [{id, time, html}]}`), as soon as there are some (or none after
+/// 20 s); 401 at once when the session ends.
+pub async fn live(
+    gateway: Arc<Gateway>,
+    viewer: &Viewer,
+    raw: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let (q, checked) = Query::parse(raw, viewer, &gateway);
+    if let Err(refused) = checked {
+        return body::status_response(refused.status, "BadRequest", &refused.message);
+    }
+    let after = super::pairs(raw)
+        .into_iter()
+        .find(|(k, _)| k == "after_seq")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
+    let Some(after) = after else {
+        return body::status_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "after_seq (a number) is required",
+        );
+    };
+    let filter = Arc::new(q.filter.clone());
+    let deadline = tokio::time::Instant::now() + LIVE_WAIT;
+    let headers = headers.clone();
+    let gw = gateway.clone();
+    let alive = move || super::auth::signed_in(&gw, &headers).is_some();
+    let batch = match crate::gateway::api::next_records(
+        gateway.audit_store.clone(),
+        filter.clone(),
+        after,
+        LIVE_LIMIT,
+        deadline,
+        alive,
+    )
+    .await
+    {
+        Ok(Some(batch)) => batch,
+        Ok(None) => {
+            return body::status_response(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "the console session ended; sign in again",
+            )
+        }
+        Err(err) => {
+            tracing::error!("console live rows failed: {err}");
+            return body::status_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the gateway could not read its audit store; see its log",
+            );
+        }
+    };
+    let mut rows = Vec::new();
+    match q.view {
+        View::Calls => {
+            for r in &batch.records {
+                if let Record::Call(call) = &r.record {
+                    rows.push(live_row(call.call.id, call.call.time_us, call_row(call)));
+                }
+            }
+        }
+        View::Commands => {
+            // A command's row changes with its calls: re-read each touched command (bounded).
+            let mut ids = Vec::new();
+            for r in &batch.records {
+                let id = match &r.record {
+                    Record::Command(c) => Some(c.command.id),
+                    Record::Call(c) => c.call.command_id,
+                };
+                if let Some(id) = id {
+                    if !ids.contains(&id) && ids.len() < 50 {
+                        ids.push(id);
+                    }
+                }
+            }
+            let store = gateway.audit_store.clone();
+            let base = (*filter).clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut found = Vec::new();
+                for id in ids {
+                    let mut f = base.clone();
+                    f.command_id = Some(id);
+                    found.extend(store.query_commands(&f, None, 1)?.items);
+                }
+                Ok::<_, crate::audit::store::StoreError>(found)
+            })
+            .await;
+            match read {
+                Ok(Ok(found)) => {
+                    for c in &found {
+                        rows.push(live_row(c.command.id, c.command.started_us, command_row(c)));
+                    }
+                }
+                Ok(Err(err)) => tracing::error!("console live rows failed: {err}"),
+                Err(err) => tracing::error!("console live rows failed: {err}"),
+            }
+        }
+    }
+    body::json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "through": batch.through, "rows": rows }),
+    )
+}
+
+fn live_row(id: uuid::Uuid, time_us: i64, row: Markup) -> serde_json::Value {
+    serde_json::json!({ "id": id.to_string(), "time": time_us, "html": row.into_string() })
+}
+
+/// `GET /audit/kubectl/export.csv?view=…&FILTERS`: the whole filtered set (not the rows on
+/// screen), streamed from the store as it is read, in `ztk audit export --csv`'s columns.
+pub fn export(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Response<Body> {
+    let (q, checked) = Query::parse(raw, viewer, gateway);
+    if let Err(refused) = checked {
+        return body::status_response(refused.status, "BadRequest", &refused.message);
+    }
+    let name = export_name(&q);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let store = gateway.audit_store.clone();
+    let (view, filter) = (q.view, q.filter.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut out = Emitter::new(Format::Csv, ChunkWriter::new(tx.clone()));
+        let emit = |e: crate::audit::format::FormatError| {
+            crate::audit::store::StoreError::Output(e.to_string())
+        };
+        let result = match view {
+            View::Calls => {
+                store.for_each_call(&filter, None, None, |row| out.call(&row).map_err(emit))
+            }
+            View::Commands => {
+                store.for_each_command(&filter, None, None, |row| out.command(&row).map_err(emit))
+            }
+        };
+        let finished = result
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                out.finish(view == View::Commands)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|mut w| w.send().map_err(|e| e.to_string()));
+        if let Err(err) = finished {
+            // The body ends with an error: the download fails instead of looking complete.
+            tracing::warn!("console export ended early: {err}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(err)));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    use futures_util::StreamExt as _;
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+        stream.map(|r| r.map(http_body::Frame::data).map_err(BodyError::new)),
+    ));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+/// `ztk-audit-calls-20261205T1000Z-20261206T1000Z.csv`: the view and the time range.
+fn export_name(q: &Query) -> String {
+    let stamp = |us: i64| {
+        let t = crate::audit::model::format_time_us(us);
+        // 2026-12-06T10:00:00.000000Z -> 20261206T1000Z
+        let digits: String = t
+            .get(..16)
+            .unwrap_or(&t)
+            .chars()
+            .filter(|c| *c != '-' && *c != ':')
+            .collect();
+        format!("{digits}Z")
+    };
+    let from = q.filter.since_us.map_or("start".to_string(), stamp);
+    let until = stamp(
+        q.filter
+            .until_us
+            .unwrap_or_else(crate::audit::model::now_us),
+    );
+    format!("ztk-audit-{}-{from}-{until}.csv", q.view_name())
+}
+
+/// A `Write` that hands 64 KiB chunks to the response body (waiting while the client reads:
+/// memory stays flat whatever the row count). A closed connection ends the export.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl ChunkWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> ChunkWriter {
+        ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        let c = Cursor {
+            time_us: 1_733_443_200_000_000,
+            id: uuid::Uuid::now_v7().to_string(),
+        };
+        assert_eq!(parse_cursor(&cursor_value(&c)), Some(c));
+        assert_eq!(parse_cursor("12_not-a-uuid"), None);
+        assert_eq!(parse_cursor("x"), None);
+    }
+}

@@ -1,0 +1,226 @@
+// The web console end to end in a real browser: Debian's chromium driven by playwright-core.
+// Run by tests/integration/console.rs, which starts the gateway, makes the records, and passes
+// everything in ZTK_CONSOLE_TEST (JSON). Every check throws with a message; the exit code says
+// whether all passed. Screenshots of each page go to `shots`.
+import { chromium } from 'playwright-core';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import path from 'node:path';
+
+const cfg = JSON.parse(process.env.ZTK_CONSOLE_TEST);
+const run = promisify(execFile);
+const base = cfg.url.replace(/\/$/, '');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function check(cond, message) {
+  if (!cond) throw new Error('check failed: ' + message);
+}
+
+async function ztk(args, env) {
+  return run(cfg.ztk, args, { env: { ...process.env, ...env }, timeout: 60000 });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(cfg.shots, name + '.png'), fullPage: true });
+}
+
+async function signIn(page, user, password) {
+  await page.goto(base + '/');
+  await page.getByLabel('Username').fill(user);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/audit/kubectl');
+}
+
+async function column(page, header) {
+  const headers = await page.locator('#rows thead th').allInnerTexts();
+  const i = headers.findIndex((h) => h.trim() === header);
+  check(i >= 0, `column ${header} in ${headers.join('|')}`);
+  return page.locator(`#rows tbody tr td:nth-child(${i + 1})`).allInnerTexts();
+}
+
+async function waitFor(what, fn, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
+    await sleep(100);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const results = {};
+try {
+  // ---- a non-administrator sees only their own records
+  const alice = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const ap = await alice.newPage();
+  ap.on('pageerror', (e) => { throw new Error('page error: ' + e.message); });
+  let resp = await ap.goto(base + '/audit/kubectl?view=calls');
+  check(ap.url().includes('/signin?next='), 'an unsigned page goes to the sign-in: ' + ap.url());
+  await shot(ap, '01-signin');
+  // Wrong password: the form says so and sets no session.
+  await ap.getByLabel('Username').fill(cfg.alice.user);
+  await ap.getByLabel('Password').fill('wrong password');
+  await ap.getByRole('button', { name: 'Sign in' }).click();
+  check(await ap.getByRole('alert').innerText().then((t) => t.includes('invalid user name or password')), 'a wrong password is refused');
+  await signIn(ap, cfg.alice.user, cfg.alice.password);
+  const cookie = (await alice.cookies()).find((c) => c.name === '__Host-ztk');
+  check(cookie, 'a session cookie');
+  check(cookie.httpOnly && cookie.secure && cookie.sameSite === 'Strict', 'cookie flags: ' + JSON.stringify(cookie));
+  results.cookie = { httpOnly: cookie.httpOnly, secure: cookie.secure, sameSite: cookie.sameSite };
+  const users = await column(ap, 'User');
+  check(users.length > 0 && users.every((u) => u === cfg.alice.user), 'alice sees only her records: ' + [...new Set(users)]);
+  check(await ap.locator('#f-user').count() === 0, 'no user filter for a non-administrator');
+  resp = await ap.goto(base + '/audit/kubectl?view=calls&user=' + cfg.admin.user);
+  check(resp.status() === 403, 'asking for another user is refused: ' + resp.status());
+  check((await ap.getByRole('alert').first().innerText()).includes('only their own'), 'the page says why');
+  resp = await ap.goto(base + '/audit/kubectl?view=calls&colour=red');
+  check(resp.status() === 400, 'an unknown filter is a 400: ' + resp.status());
+  check((await ap.locator('#filter-error').innerText()).includes('unknown filter'), 'the page names the unknown filter');
+  resp = await ap.goto(base + '/audit/kubectl?view=calls&status=7xx');
+  check(resp.status() === 400, 'a malformed status is a 400');
+  check(await ap.locator('#rows').count() === 0, 'no partial listing beside an error');
+  // CSRF: a sign-out without the token, or from another origin, is refused.
+  let r = await ap.request.post(base + '/signout', { headers: { Origin: base }, form: { csrf: 'forged' } });
+  check(r.status() === 403, 'sign-out without the CSRF token: ' + r.status());
+  r = await ap.request.post(base + '/signout', { headers: { Origin: 'https://evil.example' }, form: { csrf: await ap.locator('meta[name="csrf-token"]').getAttribute('content') } });
+  check(r.status() === 403, 'sign-out from another origin: ' + r.status());
+  r = await ap.request.post(base + '/signin', { headers: { Origin: base }, form: { username: cfg.alice.user, password: cfg.alice.password, csrf: 'x' } });
+  check(r.status() === 403, 'a sign-in without the form token: ' + r.status());
+  const headers = (await ap.request.get(base + '/audit/kubectl')).headers();
+  check(headers['content-security-policy'].includes("script-src 'self'") && headers['content-security-policy'].includes("frame-ancestors 'none'"), 'CSP');
+  check(headers['x-content-type-options'] === 'nosniff' && headers['strict-transport-security'], 'nosniff and HSTS');
+  // Still signed in after the refused requests.
+  resp = await ap.goto(base + '/audit/kubectl');
+  check(resp.status() === 200 && !ap.url().includes('signin'), 'still signed in');
+
+  // ---- an administrator
+  const admin = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const p = await admin.newPage();
+  p.on('pageerror', (e) => { throw new Error('page error: ' + e.message); });
+  await signIn(p, cfg.admin.user, cfg.admin.password);
+  await shot(p, '02-commands');
+  const commandUsers = new Set(await column(p, 'User'));
+  check(commandUsers.has(cfg.alice.user) && commandUsers.has(cfg.admin.user), 'the administrator sees everyone: ' + [...commandUsers]);
+  const commandCells = await column(p, 'Command');
+  check(commandCells.some((c) => c.includes('kubectl get namespaces')), 'the ztk kubectl commands are listed');
+  // Drill into a command: its API calls.
+  await p.getByRole('link', { name: /kubectl get namespaces/ }).first().click();
+  await p.waitForURL(/view=calls&id=/);
+  check((await p.locator('.command-header h2').innerText()).includes('kubectl get namespaces'), 'the command header');
+  const drilled = await column(p, 'Resource');
+  check(drilled.some((x) => x.includes('namespaces')), 'the command\'s calls: ' + drilled);
+  await p.locator('#rows tbody tr').first().getByText('Details').click();
+  check(await p.locator('#rows tbody tr details[open] dl').first().innerText().then((t) => t.includes('Gateway duration') && t.includes('Source IP')), 'details open every field');
+  await shot(p, '03-command-calls');
+
+  // Filter through the UI.
+  await p.goto(base + '/audit/kubectl?view=calls');
+  await p.getByLabel('Namespace').fill('default');
+  await p.getByLabel('Verb').fill('list');
+  await p.getByRole('button', { name: 'Apply filters' }).click();
+  await p.waitForURL(/namespace=default/);
+  check(p.url().includes('verb=list'), 'the filters are the URL: ' + p.url());
+  const ns = await column(p, 'Namespace');
+  const verbs = await column(p, 'Verb');
+  check(ns.length > 0 && ns.every((x) => x === 'default') && verbs.every((x) => x === 'list'), 'filtered rows: ' + ns + ' ' + verbs);
+  await shot(p, '04-filtered');
+
+  // A deep link, several pages, Back.
+  await p.goto(base + '/audit/kubectl?view=calls&access-method=api&since=1h');
+  const firstPage = await column(p, 'Access method');
+  check(firstPage.length === 100 && firstPage.every((x) => x === 'API'), 'a full page of API calls: ' + firstPage.length);
+  const firstIds = await p.locator('#rows tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+  await p.getByRole('link', { name: 'Older →' }).click();
+  await p.waitForURL(/after=/);
+  const secondIds = await p.locator('#rows tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+  check(secondIds.length > 0 && secondIds.every((id) => !firstIds.includes(id)), 'the next page continues');
+  await p.goBack();
+  check(!p.url().includes('after='), 'Back returns to the first page');
+
+  // Live: a new command appears without a reload, the reader's open details stay open.
+  await p.goto(base + '/audit/kubectl?view=commands');
+  await p.evaluate(() => { window.__sameDocument = true; });
+  await ztk(['kubectl', 'get', 'configmaps', '-n', 'default'], cfg.alice.env);
+  await waitFor('the new command', async () => (await column(p, 'Command')).some((c) => c.includes('get configmaps')));
+  check(await p.evaluate(() => window.__sameDocument === true), 'no reload');
+  await shot(p, '05-live');
+
+  // Scrolled away: the rows above do not move the reader; a marker counts them.
+  await p.goto(base + '/audit/kubectl?view=calls');
+  await p.locator('#rows tbody tr').nth(60).getByText('Details').click();
+  const openId = await p.locator('#rows tbody tr').nth(60).getAttribute('data-id');
+  await p.locator('#rows tbody tr').nth(60).scrollIntoViewIfNeeded();
+  const before = await p.locator(`tr[data-id="${openId}"]`).boundingBox();
+  await ztk(['kubectl', 'get', 'secrets', '-n', 'default'], cfg.alice.env);
+  await waitFor('the new-rows marker', async () => p.locator('#new-rows').isVisible());
+  const after = await p.locator(`tr[data-id="${openId}"]`).boundingBox();
+  check(Math.abs(after.y - before.y) < 4, `the reader's row stays put: ${before.y} -> ${after.y}`);
+  check(await p.locator(`tr[data-id="${openId}"] details`).evaluate((d) => d.open), 'open details stay open');
+  check(/^\d+ new$/.test(await p.locator('#new-rows').innerText()), 'the marker counts');
+  await shot(p, '06-new-marker');
+
+  // Pause: rows wait until resumed.
+  await p.goto(base + '/audit/kubectl?view=commands');
+  await p.getByRole('button', { name: 'Pause' }).click();
+  await ztk(['kubectl', 'get', 'serviceaccounts', '-n', 'default'], cfg.alice.env);
+  await waitFor('the paused marker', async () => (await p.locator('#new-rows').innerText()).includes('paused'));
+  check(!(await column(p, 'Command')).some((c) => c.includes('get serviceaccounts')), 'paused: not shown yet');
+  await waitFor('the paused command to have arrived', async () => {
+    const r = await p.request.get(base + '/console/live?view=commands&command=get+serviceaccounts&after_seq=0');
+    return r.ok() && (await r.json()).rows.length > 0;
+  });
+  check(!(await column(p, 'Command')).some((c) => c.includes('get serviceaccounts')), 'paused: still not shown');
+  await p.getByRole('button', { name: 'Resume' }).click();
+  await waitFor('the held rows after resuming', async () => (await column(p, 'Command')).some((c) => c.includes('get serviceaccounts')), 3000);
+
+  // Export the whole filtered set (more than one page).
+  await p.goto(base + '/audit/kubectl?view=calls&since=1h');
+  const [download] = await Promise.all([p.waitForEvent('download'), p.getByRole('link', { name: 'Export CSV' }).click()]);
+  const name = download.suggestedFilename();
+  check(/^ztk-audit-calls-\d{8}T\d{4}Z-\d{8}T\d{4}Z\.csv$/.test(name), 'the file name has the time range: ' + name);
+  await download.saveAs(path.join(cfg.shots, 'export.csv'));
+  results.exportName = name;
+
+  // Who can do what.
+  await p.goto(base + '/access?ask=can-i&cluster=sandbox&verb=delete&resource=pods&namespace=default&user=' + cfg.alice.user);
+  check((await p.locator('.answer').innerText()).includes('may delete pods'), 'can-i answered');
+  await p.goto(base + '/access?ask=who-can&cluster=sandbox&verb=delete&resource=pods&namespace=default');
+  check((await p.locator('.answer').innerText()).includes(cfg.alice.user), 'who-can answered');
+  await shot(p, '07-access');
+
+  // A phone-sized screen and the dark theme.
+  const phone = await admin.newPage({ viewport: { width: 390, height: 844 } });
+  await phone.goto(base + '/audit/kubectl?view=calls');
+  await phone.getByRole('button', { name: 'Theme' }).click();
+  await shot(phone, '08-phone-dark');
+  await phone.close();
+
+  // Revocation signs an open page out within about a second.
+  await ap.goto(base + '/audit/kubectl');
+  await sleep(300);
+  const started = Date.now();
+  await run(cfg.ztk, ['gateway', 'session', 'revoke', cfg.alice.user, '--config', cfg.config], { env: { ...process.env, ...cfg.alice.env } });
+  await waitFor('the signed-out notice', async () => ap.locator('#signed-out').isVisible(), 10000);
+  results.signedOutAfterMs = Date.now() - started;
+  await shot(ap, '09-signed-out');
+  resp = await ap.goto(base + '/audit/kubectl');
+  check(ap.url().includes('/signin'), 'a revoked session sees no data');
+
+  // Sign out ends the session.
+  await p.goto(base + '/audit/kubectl');
+  await p.getByRole('button', { name: 'Sign out' }).click();
+  await p.waitForURL('**/signin');
+  resp = await p.goto(base + '/audit/kubectl');
+  check(p.url().includes('/signin'), 'signed out');
+  console.log(JSON.stringify({ ok: true, ...results }));
+} catch (err) {
+  console.error(err.stack || String(err));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

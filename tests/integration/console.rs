@@ -1,0 +1,240 @@
+//! The web console: end to end in Debian's chromium (driven by playwright-core from
+//! `tests/browser/`), and its HTTP answers without a browser.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use http_body_util::BodyExt;
+
+use crate::harness::{https_client, Env, PASSWORD};
+
+/// The client environment of a second user (own config and data dirs).
+fn client_env(env: &Env, name: &str) -> Vec<(String, String)> {
+    let dir = |rel: &str| env.path(&format!("{name}/{rel}")).display().to_string();
+    vec![
+        ("ZTK_CONFIG_DIR".into(), dir("config")),
+        ("ZTK_DATA_DIR".into(), dir("data")),
+        ("ZTK_TOKEN_STORE".into(), "file".into()),
+        ("HOME".into(), dir("home")),
+        ("KUBECACHEDIR".into(), dir("home/kube-cache")),
+    ]
+}
+
+fn with_env(mut cmd: crate::harness::Cmd, vars: &[(String, String)]) -> crate::harness::Cmd {
+    for (k, v) in vars {
+        cmd = cmd.env(k, v);
+    }
+    cmd
+}
+
+/// `count` GETs straight to the gateway with `user`'s session (access method "api").
+fn api_calls(env: &Env, user: &str, count: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let session = env.gateway_api().login(user, PASSWORD, None).await.unwrap();
+        let token = session.token.unwrap();
+        let client = https_client(std::fs::read(env.ca_file()).unwrap());
+        for i in 0..count {
+            let ns = if i % 2 == 0 { "default" } else { "kube-system" };
+            let req = http::Request::get(format!(
+                "{}/k8s/sandbox/api/v1/namespaces/{ns}/configmaps",
+                env.url
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .header("user-agent", "console-test/1.0")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+            let resp = client.request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+        }
+    });
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: README's test command (scripts/test.sh) installs it"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing in tests/browser: README's test command (scripts/test.sh) installs it"
+    );
+    let env = Env::start();
+    env.add_user("root", &["ztk-admins"]);
+    env.role(&["bind", "cluster-admin", "--user", "root"]);
+    let alice = client_env(&env, "alice");
+    let root = client_env(&env, "root");
+    with_env(env.login_cmd("alice"), &alice).success();
+    with_env(env.login_cmd("root"), &root).success();
+    for args in [
+        &["kubectl", "get", "namespaces"][..],
+        &["kubectl", "get", "pods", "-n", "default"],
+        &["kubectl", "get", "configmaps", "-n", "default"],
+    ] {
+        with_env(env.ztk(args), &alice).success();
+    }
+    with_env(env.ztk(&["kubectl", "get", "namespaces"]), &root).success();
+    // More API calls than one page (100), from a client that is not kubectl.
+    api_calls(&env, "alice", 130);
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let as_map = |vars: &[(String, String)]| {
+        serde_json::Value::Object(
+            vars.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    let config = serde_json::json!({
+        "url": env.url,
+        "ztk": crate::harness::ztk_bin(),
+        "config": env.config,
+        "shots": shots,
+        "alice": { "user": "alice", "password": PASSWORD, "env": as_map(&alice) },
+        "admin": { "user": "root", "password": PASSWORD, "env": as_map(&root) },
+    });
+    let out = Command::new("node")
+        .arg("console.mjs")
+        .current_dir(browser_dir())
+        .env("ZTK_CONSOLE_TEST", config.to_string())
+        .env_remove("ZTK_GATEWAY")
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
+        shots.display()
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!("console browser test: {result}");
+    assert!(
+        result["signedOutAfterMs"].as_u64().unwrap() < 5_000,
+        "{result}"
+    );
+
+    // The export is the whole filtered set, byte for byte what the gateway's own CLI writes.
+    let exported = std::fs::read_to_string(shots.join("export.csv")).unwrap();
+    let cli = env
+        .gateway_cmd(&[
+            "audit", "--view", "calls", "--since", "1h", "-o", "csv", "--limit", "1000000",
+        ])
+        .success();
+    assert_eq!(exported, cli);
+    assert!(
+        exported.lines().count() > 150,
+        "{}",
+        exported.lines().count()
+    );
+}
+
+/// A GET of a console path with an optional cookie: status, headers, body.
+async fn get(env: &Env, path: &str, cookie: Option<&str>) -> (u16, http::HeaderMap, String) {
+    let client = https_client(std::fs::read(env.ca_file()).unwrap());
+    let mut req = http::Request::get(format!("{}{path}", env.url));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = client
+        .request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[test]
+fn console_answers_bad_and_unsigned_requests_clearly() {
+    let env = Env::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Without a session: pages go to the sign-in, the data endpoints answer 401.
+        let (status, headers, _) = get(&env, "/audit/kubectl?view=calls", None).await;
+        assert_eq!(status, 303);
+        assert_eq!(
+            headers["location"],
+            "/signin?next=%2Faudit%2Fkubectl%3Fview%3Dcalls"
+        );
+        for path in [
+            "/console/live?view=calls&after_seq=0",
+            "/audit/kubectl/export.csv?view=calls",
+        ] {
+            let (status, _, body) = get(&env, path, None).await;
+            assert_eq!(status, 401, "{path}");
+            assert!(body.contains("\"kind\":\"Status\""), "{body}");
+        }
+        let (status, headers, body) = get(&env, "/signin", None).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("Username") && body.contains("Sign in"));
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!body.contains("<script>"), "no inline script");
+        // A forged session cookie sees nothing.
+        let (status, _, _) = get(
+            &env,
+            "/audit/kubectl/export.csv",
+            Some("__Host-ztk=ztk_forged"),
+        )
+        .await;
+        assert_eq!(status, 401);
+
+        // With a session (the API's login makes a gateway session like the console's).
+        let session = env
+            .gateway_api()
+            .login("alice", PASSWORD, None)
+            .await
+            .unwrap();
+        let cookie = format!("__Host-ztk={}", session.token.unwrap());
+        let (status, _, body) = get(
+            &env,
+            "/console/live?view=calls&verb=x&min-duration=fast&after_seq=0",
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(body.contains("invalid duration"), "{body}");
+        let (status, _, body) = get(&env, "/console/live?view=calls", Some(&cookie)).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("after_seq"), "{body}");
+        let (status, _, body) = get(
+            &env,
+            "/audit/kubectl/export.csv?view=calls&user=bob",
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        let (status, headers, body) = get(
+            &env,
+            "/audit/kubectl/export.csv?view=commands",
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+        assert!(body.starts_with("started,"), "{body}");
+        let (status, _, body) = get(&env, "/audit/kubectl?after=garbage", Some(&cookie)).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("invalid page position"), "{body}");
+        let (status, _, _) = get(&env, "/no/such/page", Some(&cookie)).await;
+        assert_eq!(status, 404);
+    });
+}
