@@ -290,7 +290,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcomm
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "audit" -d 'Read the gateway\'s own audit log (run on the gateway host); `verify` checks its chain'
 complete -c ztk -n "__fish_ztk_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -l kubectl -d 'The kubectl binary to run' -r -F
-complete -c ztk -n "__fish_ztk_using_subcommand demo" -l keep -d 'Keep the temporary directory (gateway data, audit databases) and print where it is'
+complete -c ztk -n "__fish_ztk_using_subcommand demo" -l keep -d 'Keep the gateway and its web console running (and the temporary directory) until Ctrl-C'
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand demo" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand sandbox; and not __fish_seen_subcommand_from serve help" -s h -l help -d 'Print help'

@@ -133,7 +133,7 @@ fn the_console_in_a_real_browser() {
         .success();
     assert_eq!(exported, cli);
     assert!(
-        exported.lines().count() > 150,
+        exported.lines().count() > 101,
         "{}",
         exported.lines().count()
     );
