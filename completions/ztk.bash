@@ -103,6 +103,9 @@ _ztk() {
             ztk__subcmd__audit,show)
                 cmd="ztk__subcmd__audit__subcmd__show"
                 ;;
+            ztk__subcmd__audit,stats)
+                cmd="ztk__subcmd__audit__subcmd__stats"
+                ;;
             ztk__subcmd__audit,status)
                 cmd="ztk__subcmd__audit__subcmd__status"
                 ;;
@@ -132,6 +135,9 @@ _ztk() {
                 ;;
             ztk__subcmd__audit__subcmd__help,show)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__show"
+                ;;
+            ztk__subcmd__audit__subcmd__help,stats)
+                cmd="ztk__subcmd__audit__subcmd__help__subcmd__stats"
                 ;;
             ztk__subcmd__audit__subcmd__help,status)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__status"
@@ -387,6 +393,9 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__audit,show)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__show"
+                ;;
+            ztk__subcmd__help__subcmd__audit,stats)
+                cmd="ztk__subcmd__help__subcmd__audit__subcmd__stats"
                 ;;
             ztk__subcmd__help__subcmd__audit,status)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__status"
@@ -669,7 +678,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit)
-            opts="-h -V --help --version list show export push status tui tail verify seed help"
+            opts="-h -V --help --version list show export push status tui tail stats verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -765,7 +774,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help)
-            opts="list show export push status tui tail verify seed help"
+            opts="list show export push status tui tail stats verify seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -849,6 +858,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__audit__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1049,6 +1072,88 @@ _ztk() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "table wide json ndjson csv k8s-audit" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__audit__subcmd__stats)
+            opts="-n -o -h -V --since --until --user --cluster --namespace --resource --verb --status --access-method --command --min-duration --by --interval --slowest --output --remote --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resource)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -W "cluster user verb resource namespace" -- "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2361,7 +2466,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit)
-            opts="list show export push status tui tail verify seed"
+            opts="list show export push status tui tail stats verify seed"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2431,6 +2536,20 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__audit__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__audit__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -76,18 +76,19 @@ complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the running proxy'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether the proxy runs, its pid and port (exit code 3 when it does not run)'
 complete -c ztk -n "__fish_ztk_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -s h -l help -d 'Print help'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "show" -d 'Show one command with all its API calls'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
-complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail verify seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -s h -l help -d 'Print help'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "list" -d 'List commands (default) or API calls, newest first'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "show" -d 'Show one command with all its API calls'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "export" -d 'Write the whole filtered audit trail to a file or standard output (CSV by default)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "push" -d 'Ship the local records the gateway has not acknowledged yet, now'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "stats" -d 'Latency and activity: calls, errors and duration percentiles per cluster, user, verb, resource or namespace, optionally over time'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and not __fish_seen_subcommand_from list show export push status tui tail stats verify seed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s records' -r
@@ -175,6 +176,30 @@ table\t'One readable line per record'"
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -l remote -d 'Follow the gateway\'s authoritative log instead of the local one'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from tail" -s V -l version -d 'Print version'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l since -d 'Only records at or after this time: RFC 3339, or a duration ago (15m, 24h, 7d)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l until -d 'Only records before this time: RFC 3339, or a duration ago' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l user -d 'Only this user\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l cluster -d 'Only this cluster\'s records' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -s n -l namespace -d 'Only this namespace' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l resource -d 'Only this resource (pods), or subresource (pods/log)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l verb -d 'Only this verb (get, list, watch, create, update, patch, delete, deletecollection, ...)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l status -d 'Only this HTTP status (404) or class (4xx)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l access-method -d 'Only this access method: cli, browser or api' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l command -d 'Only commands whose command line contains this text' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l min-duration -d 'Only calls (or commands) that took at least this long (250ms, 2s)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l by -d 'Group by this field' -r -f -a "cluster\t''
+user\t''
+verb\t''
+resource\t''
+namespace\t''"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l interval -d 'Also show a series: one point per interval and group (1m, 15m, 1h, 1d; needs --since)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l slowest -d 'List this many of the slowest calls' -r
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -s o -l output -d 'Output format' -r -f -a "table\t'Tables for people'
+json\t'The whole answer as one JSON object'
+csv\t'CSV: the series with --interval, the groups otherwise'"
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -l remote -d 'The gateway\'s authoritative log instead of the local one'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from stats" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l db -d 'Verify this store file instead of the local one (a copy of a gateway\'s audit.db, say)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l public-key -d 'Accept only checkpoints signed by this Ed25519 public key (hex, as the gateway prints it)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from verify" -l remote -d 'Have the gateway verify its authoritative store (administrators only)'
@@ -193,6 +218,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcomman
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
+complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Latency and activity: calls, errors and duration percentiles per cluster, user, verb, resource or namespace, optionally over time'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -334,6 +360,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "status" -d 'Show the local outbox: pending records, the oldest, the last success and the last error'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tui" -d 'Browse the audit trail interactively: a live, filterable, full-screen view'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "tail" -d 'Follow new records as they are written, one line each (for log shippers)'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "stats" -d 'Latency and activity: calls, errors and duration percentiles per cluster, user, verb, resource or namespace, optionally over time'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "seed" -d 'Fill the local store with N synthetic records (for benchmarks)'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and __fish_seen_subcommand_from access" -f -a "can-i" -d 'Check whether a request is allowed; prints yes or no and exits 0 or 1'

@@ -22,6 +22,8 @@ pub const INGEST_PATH: &str = "/ztk/v1/audit/ingest";
 pub const AUDIT_QUERY_PATH: &str = "/ztk/v1/audit/query";
 /// Long-poll for records written after a sequence number (`ztk audit tail --remote`).
 pub const AUDIT_TAIL_PATH: &str = "/ztk/v1/audit/tail";
+/// `POST`: latency and activity statistics (`audit::stats::StatsQuery` → `Stats`).
+pub const AUDIT_STATS_PATH: &str = "/ztk/v1/audit/stats";
 /// Longest a tail request waits for new records before answering with none.
 pub const MAX_TAIL_WAIT_MS: u64 = 30_000;
 /// The gateway verifies its audit chain (administrators only).

@@ -260,6 +260,8 @@ fn write(
         let mut id_buf = Uuid::encode_buffer();
         let mut cmd_buf = Uuid::encode_buffer();
         let mut req_buf = Uuid::encode_buffer();
+        // The calls this batch stored (not those it left alone): rolled up below, once each.
+        let mut stored = Vec::new();
         for c in calls {
             let id = c.id.hyphenated().encode_lower(&mut id_buf);
             let command_id = c
@@ -303,6 +305,7 @@ fn write(
                 .map_err(sql_err)?;
             if changed > 0 {
                 done.calls += 1;
+                stored.push(c);
                 continue;
             }
             let owner: Option<String> = tx
@@ -316,6 +319,8 @@ fn write(
                 });
             }
         }
+        drop(insert);
+        super::stats::roll_up_client_calls(&tx, stored).map_err(sql_err)?;
     }
     tx.commit().map_err(sql_err)?;
     Ok(done)

@@ -8,6 +8,7 @@ pub mod model;
 pub mod outbox;
 pub mod redact;
 pub mod seed;
+pub mod stats;
 pub mod store;
 
 pub use filter::Filter;

@@ -202,6 +202,7 @@ INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
     SELECT request_id, command_id, request_id, duration_us, status FROM client_timings;
 DROP TABLE client_timings;
 "#,
+    super::stats::MIGRATION,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -344,6 +345,11 @@ impl AuditStore {
         migrate_then(&mut conn, MIGRATIONS, |tx, step| {
             if MIGRATIONS[step] == chain::MIGRATION {
                 chain::adopt_existing(tx)?;
+            }
+            // The clients' calls stored before rollups existed (the gateway's own calls are
+            // rolled up from the write sequence, from 0).
+            if MIGRATIONS[step] == super::stats::MIGRATION {
+                super::stats::adopt_client_calls(tx)?;
             }
             Ok(())
         })
@@ -601,24 +607,18 @@ impl AuditStore {
         f: impl FnMut(CallRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (clause, values) = filter.call_clause();
-        // On the client a call's request id is its own id: its duration is the client's.
-        let select = format!(
-            "SELECT {CALL_COLUMNS}, cmd.command_line, \
-             COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
-             CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
-             FROM api_calls c \
-             LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user \
-             LEFT JOIN client_calls t ON t.id = c.request_id"
-        );
+        let select = call_select();
         let keys = ("c.time_us", "c.id");
-        self.stream(&select, clause, values, keys, after, limit, f, |row| {
-            Ok(CallRow {
-                call: call_from_row(row)?,
-                command_line: opt_text(row, 27)?,
-                client_duration_us: row.get(28)?,
-                gateway_duration_us: row.get(29)?,
-            })
-        })
+        self.stream(
+            &select,
+            clause,
+            values,
+            keys,
+            after,
+            limit,
+            f,
+            call_row_from,
+        )
     }
 
     /// Runs `select WHERE clause` newest first by `keys` (time, id), after `after`, handing
@@ -763,6 +763,21 @@ impl AuditStore {
             }
         }
         Ok(values)
+    }
+
+    /// Latency and activity statistics (`audit::stats`).
+    pub fn stats(
+        &self,
+        query: &super::stats::StatsQuery,
+    ) -> Result<super::stats::Stats, StoreError> {
+        let mut conn = self.connect(true)?;
+        super::stats::stats(&mut conn, query, super::model::now_us()).map_err(|e| self.err(e))
+    }
+
+    /// Rolls up the calls written since the last roll-up (`audit::stats::roll_up_all`).
+    pub fn roll_up(&self) -> Result<usize, StoreError> {
+        let mut conn = self.connect(false)?;
+        super::stats::roll_up_all(&mut conn).map_err(|e| self.err(e))
     }
 
     /// The last number of the write sequence: every record written later has a greater `seq`.
@@ -933,6 +948,28 @@ pub struct RecentValues {
     pub namespaces: Vec<String>,
     pub resources: Vec<String>,
     pub verbs: Vec<String>,
+}
+
+/// The listing of calls: each with its command line and both durations (`call_row_from` reads
+/// a row of it). On the client a call's request id is its own id: its duration is the client's.
+pub(super) fn call_select() -> String {
+    format!(
+        "SELECT {CALL_COLUMNS}, cmd.command_line, \
+         COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
+         CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END \
+         FROM api_calls c \
+         LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user \
+         LEFT JOIN client_calls t ON t.id = c.request_id"
+    )
+}
+
+pub(super) fn call_row_from(row: &Row) -> rusqlite::Result<CallRow> {
+    Ok(CallRow {
+        call: call_from_row(row)?,
+        command_line: opt_text(row, 27)?,
+        client_duration_us: row.get(28)?,
+        gateway_duration_us: row.get(29)?,
+    })
 }
 
 /// One record of either kind, as `records_after` reads it.

@@ -236,6 +236,15 @@ impl GatewayApi {
         .await
     }
 
+    /// Latency and activity statistics of the gateway's audit trail.
+    pub async fn stats(
+        &self,
+        token: &str,
+        query: &crate::audit::stats::StatsQuery,
+    ) -> Result<crate::audit::stats::Stats, ApiError> {
+        self.post(protocol::AUDIT_STATS_PATH, token, query).await
+    }
+
     /// Records written after a sequence number (a long poll; see `protocol::AuditTail`).
     pub async fn tail(
         &self,

@@ -19,6 +19,7 @@ use super::auth::Viewer;
 use super::layout::{self, duration, printable, time_cell, Nav};
 use crate::audit::filter::FLAG_KEYS;
 use crate::audit::format::{Emitter, Format};
+use crate::audit::stats::By;
 use crate::audit::store::RecentValues;
 use crate::audit::{CallRow, CommandRow, Cursor, Filter, Record};
 use crate::body::{self, Body, BodyError};
@@ -42,7 +43,7 @@ pub struct Suggestions {
 }
 
 impl Suggestions {
-    fn get(&self, gateway: &Gateway) -> Arc<RecentValues> {
+    pub(super) fn get(&self, gateway: &Gateway) -> Arc<RecentValues> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, values)) = cached.as_ref() {
             if at.elapsed() < SUGGEST_TTL {
@@ -67,26 +68,47 @@ impl Suggestions {
 
 /// What a page's URL asks for: the view, where the page starts, and the filter (its raw pairs
 /// too, to build links that keep it).
-struct Query {
+pub(super) struct Query {
     view: View,
     after: Option<Cursor>,
     pairs: Vec<(String, String)>,
-    filter: Filter,
+    pub(super) filter: Filter,
+    /// For the insights page: the grouping and the series interval (as given, may be empty).
+    pub(super) insights: Option<(By, String)>,
 }
 
 impl Query {
     /// Parses the URL query. Unknown keys and bad values are errors (a clear message, 400).
-    fn parse(raw: &str, viewer: &Viewer, gateway: &Gateway) -> (Query, Result<(), Refused>) {
+    pub(super) fn parse(
+        raw: &str,
+        viewer: &Viewer,
+        gateway: &Gateway,
+        insights: bool,
+    ) -> (Query, Result<(), Refused>) {
         let all = super::pairs(raw);
         let mut q = Query {
             view: View::Commands,
             after: None,
             pairs: Vec::new(),
             filter: Filter::default(),
+            insights: insights.then(|| (By::Cluster, String::new())),
         };
         let mut problem = None;
         for (k, v) in all {
             match k.as_str() {
+                "by" if insights => match By::parse(&v) {
+                    Some(by) => q.insights = Some((by, q.insights.take().unwrap_or_default().1)),
+                    None => {
+                        problem.get_or_insert(Refused::bad(format!(
+                            "unknown grouping by={v:?}: use cluster, user, verb, resource or namespace"
+                        )));
+                    }
+                },
+                "interval" if insights => {
+                    if let Some((_, interval)) = q.insights.as_mut() {
+                        *interval = v.trim().to_string();
+                    }
+                }
                 "view" => match v.as_str() {
                     "calls" => q.view = View::Calls,
                     "commands" | "" => q.view = View::Commands,
@@ -121,6 +143,11 @@ impl Query {
             }
         }
         if problem.is_none() {
+            if insights && !q.pairs.iter().any(|(k, v)| k == "since" && !v.is_empty()) {
+                // The insights page looks at the last day unless told otherwise.
+                q.pairs.push(("since".into(), "24h".into()));
+                q.filter.since_us = Some(crate::audit::model::now_us() - 24 * 3_600_000_000);
+            }
             if let Err(message) = gateway.restrict_audit_reads(&viewer.session, &mut q.filter) {
                 problem = Some(Refused {
                     status: StatusCode::FORBIDDEN,
@@ -133,16 +160,48 @@ impl Query {
 
     /// This page's URL with `changes` applied (a key set to `Some` replaces its values, `None`
     /// removes them); the page position is dropped unless given.
-    fn link(&self, view: View, changes: &[(&str, Option<&str>)]) -> String {
-        let mut pairs: Vec<(&str, &str)> = vec![(
-            "view",
-            match view {
-                View::Calls => "calls",
-                View::Commands => "commands",
-            },
-        )];
+    pub(super) fn link(&self, view: View, changes: &[(&str, Option<&str>)]) -> String {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        if let Some((by, interval)) = &self.insights {
+            pairs.push(("by", by.as_str()));
+            if !interval.is_empty() {
+                pairs.push(("interval", interval));
+            }
+        } else {
+            pairs.push((
+                "view",
+                match view {
+                    View::Calls => "calls",
+                    View::Commands => "commands",
+                },
+            ));
+        }
         for (k, v) in &self.pairs {
             if !changes.iter().any(|(c, _)| c == k) {
+                pairs.push((k, v));
+            }
+        }
+        for (k, v) in changes {
+            if let Some(v) = v {
+                pairs.push((k, v));
+            }
+        }
+        format!("{}?{}", self.path(), super::query_string(pairs))
+    }
+
+    fn path(&self) -> &'static str {
+        if self.insights.is_some() {
+            "/audit/insights"
+        } else {
+            "/audit/kubectl"
+        }
+    }
+
+    /// The calls view of this page's filter, with `changes`.
+    pub(super) fn calls_link(&self, changes: &[(&str, Option<&str>)]) -> String {
+        let mut pairs: Vec<(&str, &str)> = vec![("view", "calls")];
+        for (k, v) in &self.pairs {
+            if !v.is_empty() && !changes.iter().any(|(c, _)| c == k) {
                 pairs.push((k, v));
             }
         }
@@ -155,7 +214,7 @@ impl Query {
     }
 
     /// The raw value(s) of a filter key, for the form.
-    fn raw(&self, key: &str) -> String {
+    pub(super) fn raw(&self, key: &str) -> String {
         self.pairs
             .iter()
             .filter(|(k, v)| k == key && !v.is_empty())
@@ -164,7 +223,7 @@ impl Query {
             .join(",")
     }
 
-    fn filter_query(&self) -> String {
+    pub(super) fn filter_query(&self) -> String {
         super::query_string(
             self.pairs
                 .iter()
@@ -182,9 +241,9 @@ impl Query {
 }
 
 /// Why a page cannot show what was asked: shown on the page with its status.
-struct Refused {
-    status: StatusCode,
-    message: String,
+pub(super) struct Refused {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
 }
 
 impl Refused {
@@ -216,7 +275,7 @@ enum Rows {
 }
 
 pub async fn page(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Response<Body> {
-    let (q, checked) = Query::parse(raw, viewer, gateway);
+    let (q, checked) = Query::parse(raw, viewer, gateway, false);
     let suggestions = {
         let gw = gateway.clone();
         tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw))
@@ -306,7 +365,7 @@ fn failed(viewer: &Viewer, err: impl std::fmt::Display) -> Response<Body> {
 }
 
 /// The page around the listing: title, view switch, filters, active filter chips.
-fn frame(
+pub(super) fn frame(
     q: &Query,
     viewer: &Viewer,
     suggest: &RecentValues,
@@ -319,24 +378,53 @@ fn frame(
     let custom = !since.is_empty() && !presets.contains(&since.as_str());
     html! {
         nav.crumbs aria-label="Breadcrumb" {
-            ol { li { "System" } li { "Audit Logs" } li aria-current="page" { "KubeCTL" } }
+            ol { li { "System" } li { "Audit Logs" }
+                @if q.insights.is_some() { li { a href=(q.calls_link(&[])) { "KubeCTL" } } li aria-current="page" { "Latency and activity" } }
+                @else { li aria-current="page" { "KubeCTL" } } }
         }
         div.title-row {
-            h1 { "KubeCTL activity" }
-            div.switch role="group" aria-label="View" {
-                a href=(q.link(View::Commands, &[])) aria-current=[(q.view == View::Commands).then_some("page")] { "Commands" }
-                a href=(q.link(View::Calls, &[])) aria-current=[(q.view == View::Calls).then_some("page")] { "API calls" }
+            @if q.insights.is_some() {
+                h1 { "Latency and activity" }
+                a href=(q.calls_link(&[])) { "These calls in the audit log" }
+            } @else {
+                h1 { "KubeCTL activity" }
+                div.switch role="group" aria-label="View" {
+                    a href=(q.link(View::Commands, &[])) aria-current=[(q.view == View::Commands).then_some("page")] { "Commands" }
+                    a href=(q.link(View::Calls, &[])) aria-current=[(q.view == View::Calls).then_some("page")] { "API calls" }
+                }
+                a href=(format!("/audit/insights?{}", q.filter_query())) { "Latency and activity" }
             }
         }
         @if let Some(error) = error {
             p.error role="alert" #filter-error { (error) }
         }
-        form.filters method="get" action="/audit/kubectl" aria-label="Filters" {
-            input type="hidden" name="view" value=(q.view_name());
+        form.filters method="get" action=(q.path()) aria-label="Filters" {
+            @if q.insights.is_none() {
+                input type="hidden" name="view" value=(q.view_name());
+            }
             @if let Some(id) = q.filter.command_id {
                 input type="hidden" name="id" value=(id.to_string());
             }
             div.fields {
+                @if let Some((by, interval)) = &q.insights {
+                    div.field {
+                        label for="f-by" { "Group by" }
+                        select #f-by name="by" {
+                            @for b in [By::Cluster, By::User, By::Verb, By::Resource, By::Namespace] {
+                                option value=(b.as_str()) selected[*by == b] { (b.as_str()) }
+                            }
+                        }
+                    }
+                    div.field {
+                        label for="f-interval" { "Interval" }
+                        select #f-interval name="interval" {
+                            option value="" selected[interval.is_empty()] { "Automatic" }
+                            @for i in ["1m", "5m", "15m", "1h", "6h", "1d"] {
+                                option value=(i) selected[interval == i] { (i) }
+                            }
+                        }
+                    }
+                }
                 @if viewer.admin {
                     (field("user", "User", &q.raw("user"), "alice,bob", Some(("users", &suggest.users))))
                 }
@@ -385,7 +473,7 @@ fn frame(
             }
             div.actions {
                 button.primary type="submit" { "Apply filters" }
-                a href=(format!("/audit/kubectl?view={}", q.view_name())) { "Clear" }
+                a href=(if q.insights.is_some() { "/audit/insights".to_string() } else { format!("/audit/kubectl?view={}", q.view_name()) }) { "Clear" }
             }
         }
         (chips(q))
@@ -454,7 +542,10 @@ fn chips(q: &Query) -> Markup {
 
 fn remove_link(q: &Query, key: &str, value: &str) -> String {
     let view = q.view_name();
-    let mut pairs: Vec<(&str, &str)> = vec![("view", view)];
+    let mut pairs: Vec<(&str, &str)> = match &q.insights {
+        Some((by, _)) => vec![("by", by.as_str())],
+        None => vec![("view", view)],
+    };
     let mut removed = false;
     for (k, v) in &q.pairs {
         if !removed && k == key && v == value {
@@ -465,7 +556,7 @@ fn remove_link(q: &Query, key: &str, value: &str) -> String {
             pairs.push((k, v));
         }
     }
-    format!("/audit/kubectl?{}", super::query_string(pairs))
+    format!("{}?{}", q.path(), super::query_string(pairs))
 }
 
 fn command_header(c: &crate::audit::Command, q: &Query) -> Markup {
@@ -659,7 +750,7 @@ pub async fn live(
     raw: &str,
     headers: &HeaderMap,
 ) -> Response<Body> {
-    let (q, checked) = Query::parse(raw, viewer, &gateway);
+    let (q, checked) = Query::parse(raw, viewer, &gateway, false);
     if let Err(refused) = checked {
         return body::status_response(refused.status, "BadRequest", &refused.message);
     }
@@ -765,7 +856,7 @@ fn live_row(id: uuid::Uuid, time_us: i64, row: Markup) -> serde_json::Value {
 /// `GET /audit/kubectl/export.csv?view=…&FILTERS`: the whole filtered set (not the rows on
 /// screen), streamed from the store as it is read, in `ztk audit export --csv`'s columns.
 pub fn export(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Response<Body> {
-    let (q, checked) = Query::parse(raw, viewer, gateway);
+    let (q, checked) = Query::parse(raw, viewer, gateway, false);
     if let Err(refused) = checked {
         return body::status_response(refused.status, "BadRequest", &refused.message);
     }

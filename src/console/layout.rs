@@ -12,6 +12,7 @@ use super::auth::Viewer;
 pub enum Nav {
     None,
     AuditKubectl,
+    Insights,
     Access,
 }
 
@@ -44,6 +45,11 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, content: Markup) -> 
                                 li {
                                     a href="/audit/kubectl" aria-current=[current(nav, Nav::AuditKubectl)] {
                                         "Audit Logs › KubeCTL"
+                                    }
+                                }
+                                li {
+                                    a href="/audit/insights" aria-current=[current(nav, Nav::Insights)] {
+                                        "Latency and activity"
                                     }
                                 }
                                 li {

@@ -13,6 +13,7 @@ mod access;
 mod assets;
 mod audit;
 mod auth;
+mod insights;
 mod layout;
 
 use std::net::SocketAddr;
@@ -83,12 +84,13 @@ async fn route(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr) -> R
             match page {
                 "/audit/kubectl" => audit::page(&gateway, &who, &query).await,
                 "/audit/kubectl/export.csv" => audit::export(&gateway, &who, &query),
+                "/audit/insights" => insights::page(&gateway, &who, &query).await,
                 "/console/live" => audit::live(gateway.clone(), &who, &query, req.headers()).await,
                 "/access" => access::page(&gateway, &who, &query),
                 _ => not_found(&who),
             }
         }
-        (_, "/signin" | "/signout" | "/" | "/access" | "/audit/kubectl") => {
+        (_, "/signin" | "/signout" | "/" | "/access" | "/audit/kubectl" | "/audit/insights") => {
             let mut resp = Response::new(body::full("method not allowed\n"));
             *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             resp

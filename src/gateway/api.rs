@@ -27,6 +27,7 @@ pub async fn handle(
         (Method::POST, protocol::INGEST_PATH) => super::ingest::handle(gateway, req).await,
         (Method::POST, protocol::AUDIT_QUERY_PATH) => audit_query(gateway, req).await,
         (Method::POST, protocol::AUDIT_TAIL_PATH) => audit_tail(gateway, req).await,
+        (Method::POST, protocol::AUDIT_STATS_PATH) => audit_stats(gateway, req).await,
         (Method::POST, protocol::AUDIT_VERIFY_PATH) => super::audit::verify(gateway, req).await,
         (Method::GET, protocol::AUDIT_HEALTH_PATH) => super::audit::health(&gateway, &req),
         (Method::POST, protocol::CAN_I_PATH) => can_i(gateway, req).await,
@@ -39,6 +40,7 @@ pub async fn handle(
             | protocol::INGEST_PATH
             | protocol::AUDIT_QUERY_PATH
             | protocol::AUDIT_TAIL_PATH
+            | protocol::AUDIT_STATS_PATH
             | protocol::AUDIT_VERIFY_PATH
             | protocol::AUDIT_HEALTH_PATH
             | protocol::CAN_I_PATH
@@ -371,6 +373,30 @@ async fn audit_query(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body
     match result {
         Ok(Ok(Ok(page))) => body::json_response(StatusCode::OK, &page),
         Ok(Ok(Err(err))) => internal(err),
+        Ok(Err(err)) => internal(err),
+        Err(err) => internal(err),
+    }
+}
+
+/// Latency and activity statistics, with the query API's access rule.
+async fn audit_stats(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+    let session = match session_of(&gateway, &req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let mut query: crate::audit::stats::StatsQuery = match read_json(req).await {
+        Ok(q) => q,
+        Err(resp) => return resp,
+    };
+    if let Err(message) = query.check(crate::audit::model::now_us()) {
+        return bad_request(message);
+    }
+    if let Err(resp) = restrict_to_own(&gateway, &session, &mut query.filter) {
+        return resp;
+    }
+    let store = gateway.audit_store.clone();
+    match tokio::task::spawn_blocking(move || store.stats(&query)).await {
+        Ok(Ok(stats)) => json(&stats),
         Ok(Err(err)) => internal(err),
         Err(err) => internal(err),
     }

@@ -100,3 +100,24 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
         Err(err) => internal(err),
     }
 }
+
+/// How often the gateway rolls up its new calls for latency and activity statistics
+/// (`audit::stats`); what is not rolled up yet is read from the calls themselves.
+const ROLLUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Rolls up the gateway's calls at start (everything a store of an older version holds, in
+/// steps of 50,000) and then every minute.
+pub async fn rollup_loop(store: crate::audit::AuditStore) {
+    let mut ticks = tokio::time::interval(ROLLUP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.roll_up()).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(calls = n, "audit calls rolled up"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!("could not roll up audit calls: {err}"),
+            Err(err) => tracing::warn!("audit roll-up panicked: {err}"),
+        }
+    }
+}

@@ -85,6 +85,7 @@ pub struct Running {
     watcher: tokio::task::JoinHandle<()>,
     checkpoints: tokio::task::JoinHandle<()>,
     cluster_status: tokio::task::JoinHandle<()>,
+    rollups: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -100,6 +101,7 @@ impl Running {
         self.watcher.abort();
         self.checkpoints.abort();
         self.cluster_status.abort();
+        self.rollups.abort();
         let (store, key) = (
             self.gateway.audit_store.clone(),
             self.gateway.audit_key.clone(),
@@ -204,6 +206,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         audit_key,
         config.audit_checkpoint_interval,
     ));
+    let rollups = tokio::spawn(audit::rollup_loop(gateway.audit_store.clone()));
     clusters::probe_all(&gateway.clusters);
     let cluster_status =
         clusters::write_status_loop(gateway.clusters.clone(), config.data_dir.clone());
@@ -232,6 +235,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         watcher,
         checkpoints,
         cluster_status,
+        rollups,
     })
 }
 

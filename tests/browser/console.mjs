@@ -193,11 +193,22 @@ try {
   check((await p.locator('.answer').innerText()).includes(cfg.alice.user), 'who-can answered');
   await shot(p, '07-access');
 
+  // Latency and activity.
+  resp = await p.goto(base + '/audit/insights?since=1h&by=user');
+  check(resp.status() === 200, 'insights: ' + resp.status());
+  const groupKeys = await p.locator('#groups tbody tr td:first-child').allInnerTexts();
+  check(groupKeys.includes(cfg.alice.user) && groupKeys.includes(cfg.admin.user), 'insights per user: ' + groupKeys);
+  check(await p.locator('figure.chart svg').count() === 3, 'three charts');
+  check(await p.locator('#slowest tbody tr').count() > 0, 'the slowest calls');
+  await shot(p, '08-insights');
+  resp = await p.goto(base + '/audit/insights?by=colour');
+  check(resp.status() === 400 && (await p.locator('#filter-error').innerText()).includes('unknown grouping'), 'a bad grouping is a 400');
+
   // A phone-sized screen and the dark theme.
   const phone = await admin.newPage({ viewport: { width: 390, height: 844 } });
   await phone.goto(base + '/audit/kubectl?view=calls');
   await phone.getByRole('button', { name: 'Theme' }).click();
-  await shot(phone, '08-phone-dark');
+  await shot(phone, '09-phone-dark');
   await phone.close();
 
   // Revocation signs an open page out within about a second.
@@ -207,7 +218,7 @@ try {
   await run(cfg.ztk, ['gateway', 'session', 'revoke', cfg.alice.user, '--config', cfg.config], { env: { ...process.env, ...cfg.alice.env } });
   await waitFor('the signed-out notice', async () => ap.locator('#signed-out').isVisible(), 10000);
   results.signedOutAfterMs = Date.now() - started;
-  await shot(ap, '09-signed-out');
+  await shot(ap, '10-signed-out');
   resp = await ap.goto(base + '/audit/kubectl');
   check(ap.url().includes('/signin'), 'a revoked session sees no data');
 

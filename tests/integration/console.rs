@@ -132,6 +132,49 @@ fn the_console_in_a_real_browser() {
         ])
         .success();
     assert_eq!(exported, cli);
+    // The statistics count the same calls, and the clients' own measurements of theirs.
+    let stats = with_env(
+        env.ztk(&[
+            "audit", "stats", "--remote", "--since", "1h", "--by", "user", "-o", "json",
+        ]),
+        &root,
+    )
+    .success();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let rows = exported.lines().count() as u64 - 1;
+    assert_eq!(stats["total"]["calls"].as_u64(), Some(rows), "{stats}");
+    let alice_stats = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "alice")
+        .unwrap();
+    assert!(
+        alice_stats["client_calls"].as_u64().unwrap() > 0,
+        "{alice_stats}"
+    );
+    assert!(
+        alice_stats["client_p50_us"].as_i64().unwrap() > 0,
+        "{alice_stats}"
+    );
+    // alice, no administrator, reads only her own (the browser test revoked her session).
+    with_env(env.login_cmd("alice"), &alice).success();
+    let own = with_env(
+        env.ztk(&[
+            "audit", "stats", "--remote", "--since", "1h", "--by", "user", "-o", "json",
+        ]),
+        &alice,
+    )
+    .success();
+    let own: serde_json::Value = serde_json::from_str(&own).unwrap();
+    assert_eq!(own["groups"].as_array().unwrap().len(), 1, "{own}");
+    let (code, err) = with_env(
+        env.ztk(&["audit", "stats", "--remote", "--interval", "1h"]),
+        &alice,
+    )
+    .failure();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--since"), "{err}");
     assert!(
         exported.lines().count() > 101,
         "{}",

@@ -8,6 +8,7 @@ mod list;
 mod push;
 mod seed;
 mod show;
+mod stats;
 mod status;
 mod tail;
 mod tui;
@@ -59,6 +60,9 @@ enum AuditCommand {
     Tui(tui::TuiArgs),
     /// Follow new records as they are written, one line each (for log shippers).
     Tail(tail::TailArgs),
+    /// Latency and activity: calls, errors and duration percentiles per cluster, user, verb,
+    /// resource or namespace, optionally over time.
+    Stats(stats::StatsArgs),
     /// Check that no record was changed, inserted or deleted outside ztk (exit code 1 if one was).
     Verify(verify::VerifyArgs),
     /// Fill the local store with N synthetic records (for benchmarks).
@@ -143,6 +147,7 @@ pub fn run(args: Args) -> Result<i32> {
         AuditCommand::Status(args) => status::run(args),
         AuditCommand::Tui(args) => tui::run(args),
         AuditCommand::Tail(args) => tail::run(args),
+        AuditCommand::Stats(args) => stats::run(args),
         AuditCommand::Verify(args) => verify::run(args),
         AuditCommand::Seed(args) => seed::run(args),
     }

@@ -1,0 +1,1050 @@
+//! Latency and activity: calls, errors by status class and duration percentiles, per cluster,
+//! user, verb, resource or namespace, over time — behind `ztk audit stats` and the console's
+//! insights page.
+//!
+//! **Rollups.** Reading a million calls to answer one question takes seconds, so the store
+//! keeps per-minute rollups (`call_rollups`): for each minute and combination of the filterable
+//! fields (user, cluster, namespace, resource, subresource, verb, access method, status), the
+//! number of calls, their total and slowest duration (with the slowest call's id), and a
+//! histogram of durations (16 buckets per doubling: a percentile read from it is within 2.2 %
+//! of the exact one). The gateway's own records are rolled up by the gateway's upkeep from the
+//! write sequence (`roll_up`: every call with `seq` above `rollup_state.through_seq`, in one
+//! transaction with moving that mark, so a crash never counts a call twice or not at all); the
+//! clients' shipped records (the client-measured durations) in ingest's own transaction.
+//!
+//! **Answers are exact about which calls they count**: whole minutes inside the range come
+//! from rollups, the partial minutes at its edges and the calls not rolled up yet are read
+//! from the calls themselves. Filters rollups cannot answer (command text, command id,
+//! minimum duration) read the matching calls themselves.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::filter::Filter;
+use super::model::{CallRow, IN_PROGRESS, STREAM_OPEN};
+
+pub const MIGRATION: &str = r#"
+-- Per-minute rollups of calls for latency and activity (src/audit/stats.rs). Derived data:
+-- not in the chain; source 0 is the gateway's (or this store's) own records, 1 the clients'.
+CREATE TABLE call_rollups (
+    time_us INTEGER NOT NULL,
+    source INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    subresource TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    access_method TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    sum_us INTEGER NOT NULL,
+    max_us INTEGER NOT NULL,
+    max_id TEXT NOT NULL,
+    hist BLOB NOT NULL
+);
+CREATE INDEX call_rollups_time ON call_rollups(time_us);
+CREATE TABLE rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1), through_seq INTEGER NOT NULL);
+INSERT INTO rollup_state (id, through_seq) VALUES (1, 0);
+"#;
+
+const MINUTE_US: i64 = 60_000_000;
+/// Histogram buckets per doubling of the duration.
+const PER_DOUBLING: f64 = 16.0;
+
+/// A sparse histogram of durations (µs) on a logarithmic scale.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    counts: BTreeMap<u16, u64>,
+}
+
+impl Histogram {
+    fn bucket(us: i64) -> u16 {
+        if us <= 1 {
+            0
+        } else {
+            ((us as f64).log2() * PER_DOUBLING) as u16 + 1
+        }
+    }
+
+    /// The middle (geometric) of a bucket's range.
+    fn value(bucket: u16) -> i64 {
+        if bucket == 0 {
+            return 1;
+        }
+        let low = f64::from(bucket - 1) / PER_DOUBLING;
+        2f64.powf(low + 0.5 / PER_DOUBLING).round() as i64
+    }
+
+    pub fn add(&mut self, us: i64, n: u64) {
+        *self.counts.entry(Self::bucket(us)).or_default() += n;
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (b, n) in &other.counts {
+            *self.counts.entry(*b).or_default() += n;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The duration below which a fraction `q` of the calls fall (None when empty).
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, n) in &self.counts {
+            seen += n;
+            if seen >= rank {
+                return Some(Self::value(*b));
+            }
+        }
+        None
+    }
+
+    /// Varints: bucket delta, count; repeated.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.counts.len() * 3);
+        let mut last = 0u16;
+        for (b, n) in &self.counts {
+            varint(&mut out, u64::from(b - last));
+            varint(&mut out, *n);
+            last = *b;
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Histogram {
+        let mut h = Histogram::default();
+        let mut i = 0;
+        let mut bucket = 0u64;
+        while i < bytes.len() {
+            let Some(delta) = read_varint(bytes, &mut i) else {
+                break;
+            };
+            let Some(n) = read_varint(bytes, &mut i) else {
+                break;
+            };
+            bucket += delta;
+            *h.counts
+                .entry(bucket.min(u64::from(u16::MAX)) as u16)
+                .or_default() += n;
+        }
+        h
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_varint(bytes: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while *i < bytes.len() && shift < 64 {
+        let b = bytes[*i];
+        *i += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+    }
+    None
+}
+
+/// Which field the statistics are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    #[default]
+    Cluster,
+    User,
+    Verb,
+    Resource,
+    Namespace,
+}
+
+impl By {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            By::Cluster => "cluster",
+            By::User => "user",
+            By::Verb => "verb",
+            By::Resource => "resource",
+            By::Namespace => "namespace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<By> {
+        [By::Cluster, By::User, By::Verb, By::Resource, By::Namespace]
+            .into_iter()
+            .find(|b| b.as_str() == s)
+    }
+}
+
+/// One question: which calls (`filter`), grouped how, over which intervals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsQuery {
+    pub filter: Filter,
+    #[serde(default)]
+    pub by: By,
+    /// The length of each point of the series, a whole number of minutes (0: no series).
+    #[serde(default)]
+    pub interval_us: i64,
+    /// How many of the slowest calls to list.
+    #[serde(default)]
+    pub slowest: usize,
+}
+
+/// Points a series may have at most.
+pub const MAX_POINTS: i64 = 2_000;
+/// Slowest calls an answer lists at most.
+pub const MAX_SLOWEST: usize = 100;
+
+impl StatsQuery {
+    /// Refuses questions that cannot be answered well: a series without a start, too many
+    /// points, too many slowest calls.
+    pub fn check(&self, now_us: i64) -> Result<(), String> {
+        self.filter.check().map_err(|e| e.to_string())?;
+        if self.interval_us < 0 {
+            return Err("the interval must be positive (1m, 15m, 1h, 1d)".into());
+        }
+        if self.interval_us > 0 {
+            let Some(since) = self.filter.since_us else {
+                return Err("a series (an interval) needs the start of its range: add since (15m, 24h, 7d or a time)".into());
+            };
+            let interval = ((self.interval_us + MINUTE_US - 1) / MINUTE_US).max(1) * MINUTE_US;
+            let until = self.filter.until_us.unwrap_or(now_us);
+            let points = (until - since) / interval;
+            if points > MAX_POINTS {
+                return Err(format!(
+                    "{points} points of {} each: at most {MAX_POINTS}; use a longer interval or a shorter range",
+                    super::format::format_duration_us(interval)
+                ));
+            }
+        }
+        if self.slowest > MAX_SLOWEST {
+            return Err(format!("at most {MAX_SLOWEST} slowest calls"));
+        }
+        Ok(())
+    }
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub by: By,
+    pub since_us: Option<i64>,
+    pub until_us: i64,
+    pub interval_us: i64,
+    /// Every matching call together.
+    pub total: GroupStats,
+    /// Per group, most calls first.
+    pub groups: Vec<GroupStats>,
+    /// Per interval and group, oldest first.
+    pub series: Vec<Point>,
+    /// Per interval, all groups together (key `all`), oldest first.
+    #[serde(default)]
+    pub total_series: Vec<Point>,
+    /// The slowest calls (gateway-measured), slowest first.
+    pub slowest: Vec<CallRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct GroupStats {
+    pub key: String,
+    pub calls: u64,
+    /// Calls per minute over the range (or since the first call, without a start).
+    pub per_minute: f64,
+    /// Calls per status class: `2xx`, `4xx`, `err` (no answer).
+    pub statuses: BTreeMap<String, u64>,
+    /// Duration at the gateway (gateway + cluster), every call.
+    pub p50_us: Option<i64>,
+    pub p95_us: Option<i64>,
+    pub p99_us: Option<i64>,
+    pub mean_us: Option<i64>,
+    pub max_us: Option<i64>,
+    /// The clients' own end-to-end measurements, for the calls they shipped.
+    pub client_calls: u64,
+    pub client_p50_us: Option<i64>,
+    pub client_p95_us: Option<i64>,
+    pub client_p99_us: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub start_us: i64,
+    pub key: String,
+    pub calls: u64,
+    /// 4xx, 5xx and unanswered calls.
+    pub errors: u64,
+    pub p50_us: Option<i64>,
+    pub p95_us: Option<i64>,
+    pub p99_us: Option<i64>,
+}
+
+/// What a rollup row or a single call contributes.
+struct Sample<'a> {
+    time_us: i64,
+    key: &'a str,
+    status: u16,
+    calls: u64,
+    sum_us: i64,
+    max_us: i64,
+    max_id: &'a str,
+    hist: Option<Histogram>,
+    duration_us: i64,
+}
+
+#[derive(Default)]
+struct Acc {
+    calls: u64,
+    sum_us: i64,
+    max_us: i64,
+    statuses: BTreeMap<String, u64>,
+    hist: Histogram,
+    client: Histogram,
+    first_us: Option<i64>,
+}
+
+impl Acc {
+    fn add(&mut self, s: &Sample) {
+        self.calls += s.calls;
+        self.sum_us += s.sum_us;
+        self.max_us = self.max_us.max(s.max_us);
+        *self.statuses.entry(status_class(s.status)).or_default() += s.calls;
+        match &s.hist {
+            Some(h) => self.hist.merge(h),
+            None => self.hist.add(s.duration_us, 1),
+        }
+        self.first_us = Some(self.first_us.map_or(s.time_us, |t| t.min(s.time_us)));
+    }
+
+    fn add_client(&mut self, s: &Sample) {
+        match &s.hist {
+            Some(h) => self.client.merge(h),
+            None => self.client.add(s.duration_us, 1),
+        }
+    }
+
+    fn finish(&self, key: String, since: Option<i64>, until: i64) -> GroupStats {
+        let start = since.or(self.first_us).unwrap_or(until);
+        let minutes = ((until - start) as f64 / MINUTE_US as f64).max(1.0);
+        GroupStats {
+            key,
+            calls: self.calls,
+            per_minute: self.calls as f64 / minutes,
+            statuses: self.statuses.clone(),
+            p50_us: self.hist.quantile(0.50).map(|v| v.min(self.max_us)),
+            p95_us: self.hist.quantile(0.95).map(|v| v.min(self.max_us)),
+            p99_us: self.hist.quantile(0.99).map(|v| v.min(self.max_us)),
+            mean_us: (self.calls > 0).then(|| self.sum_us / self.calls as i64),
+            max_us: (self.calls > 0).then_some(self.max_us),
+            client_calls: self.client.total(),
+            client_p50_us: self.client.quantile(0.50),
+            client_p95_us: self.client.quantile(0.95),
+            client_p99_us: self.client.quantile(0.99),
+        }
+    }
+}
+
+fn status_class(status: u16) -> String {
+    if (100..=599).contains(&status) {
+        format!("{}xx", status / 100)
+    } else {
+        "err".into()
+    }
+}
+
+/// Gathers samples into groups, series points and the slowest calls.
+struct Aggregate {
+    by: By,
+    interval_us: i64,
+    total: Acc,
+    groups: HashMap<String, Acc>,
+    points: HashMap<(i64, String), Acc>,
+    total_points: HashMap<i64, Acc>,
+    slowest: Vec<(i64, String)>,
+    keep: usize,
+}
+
+impl Aggregate {
+    fn gateway(&mut self, s: Sample) {
+        self.total.add(&s);
+        self.groups.entry(s.key.to_string()).or_default().add(&s);
+        if self.interval_us > 0 {
+            let start = s.time_us.div_euclid(self.interval_us) * self.interval_us;
+            self.points
+                .entry((start, s.key.to_string()))
+                .or_default()
+                .add(&s);
+            self.total_points.entry(start).or_default().add(&s);
+        }
+        if self.keep > 0 && !s.max_id.is_empty() {
+            let floor = if self.slowest.len() < self.keep {
+                i64::MIN
+            } else {
+                self.slowest.last().map_or(i64::MIN, |(us, _)| *us)
+            };
+            if s.max_us > floor {
+                let at = self.slowest.partition_point(|(us, _)| *us >= s.max_us);
+                self.slowest.insert(at, (s.max_us, s.max_id.to_string()));
+                self.slowest.truncate(self.keep);
+            }
+        }
+    }
+
+    fn client(&mut self, s: Sample) {
+        self.total.add_client(&s);
+        self.groups
+            .entry(s.key.to_string())
+            .or_default()
+            .add_client(&s);
+    }
+}
+
+/// The column a grouping reads (rollups and calls have the same names).
+fn key_sql(by: By) -> &'static str {
+    match by {
+        By::Cluster => "c.cluster",
+        By::User => "c.user",
+        By::Verb => "c.verb",
+        By::Namespace => "c.namespace",
+        By::Resource => {
+            "CASE WHEN c.subresource = '' THEN c.resource ELSE c.resource || '/' || c.subresource END"
+        }
+    }
+}
+
+/// Whether rollups can answer a filter (they keep no command text, command id or single
+/// durations).
+fn rollups_answer(f: &Filter) -> bool {
+    f.commands.is_empty() && f.command_id.is_none() && f.min_duration_us.is_none()
+}
+
+/// The lowest UUIDv7 (as text) made at or after `us`: client calls are keyed by their UUIDv7
+/// id, so a time range is an id range.
+fn uuid_floor(us: i64) -> String {
+    let ms = (us.max(0) / 1000) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes).to_string()
+}
+
+/// Reads calls of `table` (`api_calls` or `client_calls`) one by one into `agg`: those of
+/// `f` within `window`, with `extra` conditions.
+#[allow(clippy::too_many_arguments)]
+fn raw_calls(
+    tx: &Connection,
+    agg: &mut Aggregate,
+    f: &Filter,
+    table: &str,
+    window: (Option<i64>, Option<i64>),
+    extra: &str,
+    extra_params: Vec<Value>,
+    client: bool,
+) -> rusqlite::Result<()> {
+    let key = key_sql(agg.by);
+    let mut filter = f.clone();
+    filter.since_us = window.0;
+    filter.until_us = window.1;
+    let (clause, mut params) = filter.call_clause();
+    params.extend(extra_params);
+    let join = if rollups_answer(f) {
+        ""
+    } else {
+        "LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user"
+    };
+    let sql = format!(
+        "SELECT c.time_us, {key}, c.status, c.duration_us, c.id FROM {table} c {join} \
+         WHERE {clause} {extra} AND c.reason NOT IN (?, ?)"
+    );
+    params.push(Value::Text(STREAM_OPEN.into()));
+    params.push(Value::Text(IN_PROGRESS.into()));
+    let mut stmt = tx.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    while let Some(row) = rows.next()? {
+        let k: String = row.get(1)?;
+        let status: i64 = row.get(2)?;
+        let d: i64 = row.get(3)?;
+        let id: String = row.get(4)?;
+        let s = Sample {
+            time_us: row.get(0)?,
+            key: &k,
+            status: status.clamp(0, 999) as u16,
+            calls: 1,
+            sum_us: d,
+            max_us: d,
+            max_id: &id,
+            hist: None,
+            duration_us: d,
+        };
+        if client {
+            agg.client(s);
+        } else {
+            agg.gateway(s);
+        }
+    }
+    Ok(())
+}
+
+/// Answers `q` from the store behind `conn` (one read transaction: one snapshot).
+pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Result<Stats> {
+    let tx = conn.transaction()?;
+    let f = &q.filter;
+    let until = f.until_us.unwrap_or(now_us);
+    let interval = if q.interval_us > 0 {
+        ((q.interval_us + MINUTE_US - 1) / MINUTE_US).max(1) * MINUTE_US
+    } else {
+        0
+    };
+    let mut agg = Aggregate {
+        by: q.by,
+        interval_us: interval,
+        total: Acc::default(),
+        groups: HashMap::new(),
+        points: HashMap::new(),
+        total_points: HashMap::new(),
+        slowest: Vec::new(),
+        keep: q.slowest.min(MAX_SLOWEST),
+    };
+    let key = key_sql(agg.by);
+    let through: i64 = tx.query_row(
+        "SELECT through_seq FROM rollup_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let id_range = |from: Option<i64>, to: Option<i64>| {
+        let mut sql = String::new();
+        let mut params = Vec::new();
+        if let Some(from) = from {
+            sql.push_str(" AND c.id >= ?");
+            params.push(Value::Text(uuid_floor(from)));
+        }
+        if let Some(to) = to {
+            // A call's id is made a moment before its time is taken: a millisecond of slack.
+            sql.push_str(" AND c.id < ?");
+            params.push(Value::Text(uuid_floor(to + 1_000)));
+        }
+        (sql, params)
+    };
+    if rollups_answer(f) {
+        let since = f.since_us;
+        let first_minute = since.map(|s| (s + MINUTE_US - 1).div_euclid(MINUTE_US) * MINUTE_US);
+        let last_minute = until.div_euclid(MINUTE_US) * MINUTE_US;
+        // Whole minutes from rollups.
+        let mut rf = f.clone();
+        rf.since_us = first_minute;
+        rf.until_us = Some(last_minute);
+        let (clause, params) = rf.call_clause();
+        let sql = format!(
+            "SELECT c.time_us, {key}, c.status, c.calls, c.sum_us, c.max_us, c.max_id, c.hist, c.source \
+             FROM call_rollups c WHERE {clause}"
+        );
+        {
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(params))?;
+            while let Some(row) = rows.next()? {
+                let k: String = row.get(1)?;
+                let max_id: String = row.get(6)?;
+                let hist: Vec<u8> = row.get(7)?;
+                let status: i64 = row.get(2)?;
+                let s = Sample {
+                    time_us: row.get(0)?,
+                    key: &k,
+                    status: status.clamp(0, 999) as u16,
+                    calls: row.get::<_, i64>(3)? as u64,
+                    sum_us: row.get(4)?,
+                    max_us: row.get(5)?,
+                    max_id: &max_id,
+                    hist: Some(Histogram::decode(&hist)),
+                    duration_us: 0,
+                };
+                if row.get::<_, i64>(8)? == 1 {
+                    agg.client(s);
+                } else {
+                    agg.gateway(s);
+                }
+            }
+        }
+        // The edges, and what is not rolled up yet, from the calls.
+        let seq_le = (" AND c.seq <= ?", vec![Value::Integer(through)]);
+        if let (Some(s), Some(m)) = (since, first_minute) {
+            if s < m {
+                raw_calls(
+                    &tx,
+                    &mut agg,
+                    f,
+                    "api_calls",
+                    (Some(s), Some(m.min(until))),
+                    seq_le.0,
+                    seq_le.1.clone(),
+                    false,
+                )?;
+                let (ids, p) = id_range(Some(s), Some(m.min(until)));
+                raw_calls(
+                    &tx,
+                    &mut agg,
+                    f,
+                    "client_calls",
+                    (Some(s), Some(m.min(until))),
+                    &ids,
+                    p,
+                    true,
+                )?;
+            }
+        }
+        if last_minute < until && first_minute.is_none_or(|m| m <= last_minute) {
+            raw_calls(
+                &tx,
+                &mut agg,
+                f,
+                "api_calls",
+                (Some(last_minute), Some(until)),
+                seq_le.0,
+                seq_le.1.clone(),
+                false,
+            )?;
+            let (ids, p) = id_range(Some(last_minute), Some(until));
+            raw_calls(
+                &tx,
+                &mut agg,
+                f,
+                "client_calls",
+                (Some(last_minute), Some(until)),
+                &ids,
+                p,
+                true,
+            )?;
+        }
+        raw_calls(
+            &tx,
+            &mut agg,
+            f,
+            "api_calls",
+            (since, Some(until)),
+            " AND c.seq > ?",
+            vec![Value::Integer(through)],
+            false,
+        )?;
+    } else {
+        raw_calls(
+            &tx,
+            &mut agg,
+            f,
+            "api_calls",
+            (f.since_us, Some(until)),
+            "",
+            Vec::new(),
+            false,
+        )?;
+        let (ids, p) = id_range(f.since_us, Some(until));
+        raw_calls(
+            &tx,
+            &mut agg,
+            f,
+            "client_calls",
+            (f.since_us, Some(until)),
+            &ids,
+            p,
+            true,
+        )?;
+    }
+    let since = f.since_us;
+    let mut groups: Vec<GroupStats> = agg
+        .groups
+        .iter()
+        .map(|(k, a)| a.finish(k.clone(), since, until))
+        .collect();
+    groups.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.key.cmp(&b.key)));
+    let mut series: Vec<Point> = agg
+        .points
+        .iter()
+        .map(|((start, k), a)| point(*start, k.clone(), a))
+        .collect();
+    let mut total_series: Vec<Point> = agg
+        .total_points
+        .iter()
+        .map(|(start, a)| point(*start, "all".into(), a))
+        .collect();
+    total_series.sort_by_key(|p| p.start_us);
+    series.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.key.cmp(&b.key)));
+    let mut slowest = Vec::new();
+    if !agg.slowest.is_empty() {
+        let ids: Vec<Value> = agg
+            .slowest
+            .iter()
+            .map(|(_, id)| Value::Text(id.clone()))
+            .collect();
+        let marks = vec!["?"; ids.len()].join(",");
+        let sql = format!("{} WHERE c.id IN ({marks})", super::store::call_select());
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(ids))?;
+        while let Some(row) = rows.next()? {
+            slowest.push(super::store::call_row_from(row)?);
+        }
+        slowest.sort_by_key(|r: &CallRow| std::cmp::Reverse(r.call.duration_us));
+    }
+    Ok(Stats {
+        by: agg.by,
+        since_us: since,
+        until_us: until,
+        interval_us: interval,
+        total: agg.total.finish("all".into(), since, until),
+        groups,
+        series,
+        total_series,
+        slowest,
+    })
+}
+
+fn point(start_us: i64, key: String, a: &Acc) -> Point {
+    Point {
+        start_us,
+        key,
+        calls: a.calls,
+        errors: a
+            .statuses
+            .iter()
+            .filter(|(c, _)| matches!(c.as_str(), "4xx" | "5xx" | "err"))
+            .map(|(_, n)| n)
+            .sum(),
+        p50_us: a.hist.quantile(0.50).map(|v| v.min(a.max_us)),
+        p95_us: a.hist.quantile(0.95).map(|v| v.min(a.max_us)),
+        p99_us: a.hist.quantile(0.99).map(|v| v.min(a.max_us)),
+    }
+}
+
+/// Rolls up the store's own calls written after the last roll-up (at most `max` of them), in
+/// one write transaction that also moves the mark. Returns how many calls it read.
+pub fn roll_up(conn: &mut Connection, max: usize) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let through: i64 = tx.query_row(
+        "SELECT through_seq FROM rollup_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut cells: HashMap<CellKey, Cell> = HashMap::new();
+    let mut last = through;
+    let mut read = 0usize;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, time_us, user, cluster, namespace, resource, subresource, verb, access_method, \
+             status, duration_us, id, reason FROM api_calls INDEXED BY api_calls_seq \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![through, max as i64])?;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            last = row.get(0)?;
+            let reason: String = row.get(12)?;
+            if reason == STREAM_OPEN || reason == IN_PROGRESS {
+                continue;
+            }
+            let key = CellKey {
+                minute: row.get::<_, i64>(1)?.div_euclid(MINUTE_US) * MINUTE_US,
+                user: row.get(2)?,
+                cluster: row.get(3)?,
+                namespace: row.get(4)?,
+                resource: row.get(5)?,
+                subresource: row.get(6)?,
+                verb: row.get(7)?,
+                access_method: row.get(8)?,
+                status: row.get(9)?,
+            };
+            let id: String = row.get(11)?;
+            cells.entry(key).or_default().add(row.get(10)?, &id);
+        }
+    }
+    if read == 0 {
+        return Ok(0);
+    }
+    write_cells(&tx, 0, cells)?;
+    tx.execute(
+        "UPDATE rollup_state SET through_seq = ? WHERE id = 1",
+        [last],
+    )?;
+    tx.commit()?;
+    Ok(read)
+}
+
+/// Rolls up every call the store holds (the gateway's upkeep runs this every minute).
+pub fn roll_up_all(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let mut total = 0;
+    loop {
+        let n = roll_up(conn, 50_000)?;
+        total += n;
+        if n < 50_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Rolls up clients' calls just stored by ingest (inside its transaction). Placeholders (an
+/// open stream, a call in progress) are left out: their final records count when they come.
+pub fn roll_up_client_calls<'a>(
+    tx: &Connection,
+    calls: impl IntoIterator<Item = &'a super::ApiCall>,
+) -> rusqlite::Result<()> {
+    let mut cells: HashMap<CellKey, Cell> = HashMap::new();
+    for c in calls {
+        if c.reason == STREAM_OPEN || c.reason == IN_PROGRESS {
+            continue;
+        }
+        let key = CellKey {
+            minute: c.time_us.div_euclid(MINUTE_US) * MINUTE_US,
+            user: c.user.clone(),
+            cluster: c.cluster.clone(),
+            namespace: c.namespace.clone(),
+            resource: c.resource.clone(),
+            subresource: c.subresource.clone(),
+            verb: c.verb.clone(),
+            access_method: c.access_method.as_str().to_string(),
+            status: i64::from(c.status),
+        };
+        cells
+            .entry(key)
+            .or_default()
+            .add(c.duration_us, &c.id.to_string());
+    }
+    write_cells(tx, 1, cells)
+}
+
+/// Rolls up the clients' calls stored before rollups existed (once, when the store migrates).
+pub fn adopt_client_calls(tx: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT id, time_us, user, cluster, namespace, resource, subresource, verb, access_method, \
+         status, duration_us, reason FROM client_calls",
+    )?;
+    let mut calls = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let method: String = row.get(8)?;
+        calls.push(super::ApiCall {
+            id: Uuid::parse_str(&id).unwrap_or_default(),
+            time_us: row.get(1)?,
+            user: row.get(2)?,
+            cluster: row.get(3)?,
+            namespace: row.get(4)?,
+            resource: row.get(5)?,
+            subresource: row.get(6)?,
+            verb: row.get(7)?,
+            access_method: super::AccessMethod::parse(&method).unwrap_or_default(),
+            status: row.get::<_, i64>(9)?.clamp(0, 999) as u16,
+            duration_us: row.get(10)?,
+            reason: row.get(11)?,
+            ..Default::default()
+        });
+    }
+    roll_up_client_calls(tx, &calls)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CellKey {
+    minute: i64,
+    user: String,
+    cluster: String,
+    namespace: String,
+    resource: String,
+    subresource: String,
+    verb: String,
+    access_method: String,
+    status: i64,
+}
+
+#[derive(Default)]
+struct Cell {
+    calls: i64,
+    sum_us: i64,
+    max_us: i64,
+    max_id: String,
+    hist: Histogram,
+}
+
+impl Cell {
+    fn add(&mut self, duration_us: i64, id: &str) {
+        self.calls += 1;
+        self.sum_us += duration_us;
+        if self.max_id.is_empty() || duration_us > self.max_us {
+            self.max_us = duration_us;
+            self.max_id = id.to_string();
+        }
+        self.hist.add(duration_us, 1);
+    }
+}
+
+fn write_cells(
+    tx: &Connection,
+    source: i64,
+    cells: HashMap<CellKey, Cell>,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO call_rollups (time_us, source, user, cluster, namespace, resource, subresource, \
+         verb, access_method, status, calls, sum_us, max_us, max_id, hist) \
+         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    )?;
+    for (k, c) in cells {
+        insert.execute(rusqlite::params![
+            k.minute,
+            source,
+            k.user,
+            k.cluster,
+            k.namespace,
+            k.resource,
+            k.subresource,
+            k.verb,
+            k.access_method,
+            k.status,
+            c.calls,
+            c.sum_us,
+            c.max_us,
+            c.max_id,
+            c.hist.encode(),
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_within_a_bucket_and_survive_encoding() {
+        let mut h = Histogram::default();
+        for us in 1..=10_000i64 {
+            h.add(us * 10, 1);
+        }
+        let back = Histogram::decode(&h.encode());
+        assert_eq!(back, h);
+        for (q, exact) in [(0.5, 50_000.0), (0.95, 95_000.0), (0.99, 99_000.0)] {
+            let got = back.quantile(q).unwrap() as f64;
+            assert!((got - exact).abs() / exact < 0.045, "{q}: {got} vs {exact}");
+        }
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    /// Rollups (whole minutes), the edges and the tail not rolled up yet add up to exactly what
+    /// reading every call gives (a min-duration filter of 0 forces that path).
+    #[test]
+    fn rollups_edges_and_tail_count_every_call_once() {
+        use crate::audit::{ApiCall, AuditStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+        let now = super::super::model::now_us();
+        let write = |n: usize, salt: u64| {
+            let (sink, writer) = store.start_writer(4096).unwrap();
+            for i in 0..n as u64 {
+                let x = (i + 1) * 2_654_435_761 + salt;
+                sink.record_call(ApiCall {
+                    id: Uuid::now_v7(),
+                    time_us: now - (x % 7_200_000_000) as i64,
+                    user: ["alice", "bob"][(x % 2) as usize].into(),
+                    cluster: ["prod", "dev", "lab"][(x % 3) as usize].into(),
+                    namespace: "default".into(),
+                    resource: "pods".into(),
+                    subresource: if x % 5 == 0 {
+                        "log".into()
+                    } else {
+                        String::new()
+                    },
+                    verb: ["get", "list", "delete"][(x % 3) as usize].into(),
+                    status: [200, 200, 404, 500][(x % 4) as usize],
+                    duration_us: (x % 90_000) as i64 + 100,
+                    reason: if x % 17 == 0 {
+                        STREAM_OPEN.into()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                });
+            }
+            assert!(sink.flush(std::time::Duration::from_secs(10)));
+            drop(sink);
+            writer.close();
+        };
+        write(3000, 0);
+        store.roll_up().unwrap();
+        write(500, 7);
+        for since in [
+            None,
+            Some(now - 3_000_000_000 - 12_345),
+            Some(now - 61_000_000),
+        ] {
+            for by in [By::Cluster, By::Resource] {
+                let filter = Filter {
+                    since_us: since,
+                    statuses: vec![],
+                    ..Default::default()
+                };
+                let q = StatsQuery {
+                    filter: filter.clone(),
+                    by,
+                    interval_us: 10 * MINUTE_US,
+                    slowest: 5,
+                };
+                let fast = store.stats(&q).unwrap();
+                let mut raw_q = q.clone();
+                raw_q.filter.min_duration_us = Some(0);
+                let raw = store.stats(&raw_q).unwrap();
+                assert!(fast.total.calls > 0);
+                assert_eq!(fast.total.calls, raw.total.calls, "{since:?} {by:?}");
+                assert_eq!(fast.total.statuses, raw.total.statuses);
+                assert_eq!(fast.total.p99_us, raw.total.p99_us);
+                assert_eq!(fast.groups.len(), raw.groups.len());
+                for (a, b) in fast.groups.iter().zip(&raw.groups) {
+                    assert_eq!(
+                        (a.key.as_str(), a.calls, a.p50_us, a.max_us),
+                        (b.key.as_str(), b.calls, b.p50_us, b.max_us)
+                    );
+                }
+                assert_eq!(fast.series.len(), raw.series.len());
+                assert_eq!(
+                    fast.slowest.first().map(|r| r.call.id),
+                    raw.slowest.first().map(|r| r.call.id)
+                );
+            }
+        }
+        // Open streams are not counted (their final records are).
+        let all = store
+            .stats(&StatsQuery {
+                filter: Filter::default(),
+                by: By::Cluster,
+                interval_us: 0,
+                slowest: 0,
+            })
+            .unwrap();
+        assert!(
+            all.total.calls < 3500 && all.total.calls > 3000,
+            "{}",
+            all.total.calls
+        );
+    }
+
+    #[test]
+    fn uuid_floor_orders_like_uuid_v7_ids() {
+        let id = Uuid::now_v7();
+        let now = super::super::model::now_us();
+        assert!(uuid_floor(now - 5_000) < id.to_string());
+        assert!(uuid_floor(now + 5_000) > id.to_string());
+    }
+}
