@@ -117,6 +117,7 @@ try {
   await p.locator('#rows tbody tr').first().getByText('Details').click();
   check(await p.locator('#rows tbody tr details[open] dl').first().innerText().then((t) => t.includes('Gateway duration') && t.includes('Source IP')), 'details open every field');
   await shot(p, '03-command-calls');
+  await p.screenshot({ path: path.join(cfg.shots, 'readme.png') });
 
   // Filter through the UI.
   await p.goto(base + '/audit/kubectl?view=calls');
