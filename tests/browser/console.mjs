@@ -117,7 +117,13 @@ try {
   await p.locator('#rows tbody tr').first().getByText('Details').click();
   check(await p.locator('#rows tbody tr details[open] dl').first().innerText().then((t) => t.includes('Gateway duration') && t.includes('Source IP')), 'details open every field');
   await shot(p, '03-command-calls');
+  // The README's picture: the calls view, one record's details open.
+  await p.goto(base + '/audit/kubectl?view=calls&access-method=cli');
+  await p.setViewportSize({ width: 1280, height: 960 });
+  await p.locator('#rows tbody tr').nth(1).getByText('Details').click();
+  await p.evaluate(() => window.scrollTo(0, 0));
   await p.screenshot({ path: path.join(cfg.shots, 'readme.png') });
+  await p.setViewportSize({ width: 1280, height: 800 });
 
   // Filter through the UI.
   await p.goto(base + '/audit/kubectl?view=calls');
