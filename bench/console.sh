@@ -58,11 +58,20 @@ token = json.loads(conn.getresponse().read())["token"]
 cookie = {"cookie": f"__Host-ztk={token}"}
 
 def get(path):
-    t = time.perf_counter()
-    conn.request("GET", path, headers=cookie)
-    r = conn.getresponse()
-    body = r.read()
-    return (time.perf_counter() - t) * 1000, r.status, body
+    global conn
+    for attempt in range(2):
+        try:
+            t = time.perf_counter()
+            conn.request("GET", path, headers=cookie)
+            r = conn.getresponse()
+            body = r.read()
+            return (time.perf_counter() - t) * 1000, r.status, body
+        except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError):
+            # The gateway closes a connection idle for longer than its header-read timeout
+            # (10 s) while the CLI runs: reconnect, untimed, and time the request again.
+            conn = http.client.HTTPSConnection(host, int(port), context=ctx)
+            conn.connect()
+    raise RuntimeError("the gateway closed the connection twice")
 
 def hwm():
     for line in open(f"/proc/{pid}/status"):
@@ -110,6 +119,7 @@ for path in ["/audit/insights?since=24h", "/audit/insights?since=7d&by=user", "/
     print(f"{path:72} {statistics.median(times):8.1f}")
 print("== export of every call")
 before = list(hwm())
+conn = http.client.HTTPSConnection(host, int(port), context=ctx)
 t = time.perf_counter()
 conn.request("GET", "/audit/kubectl/export.csv?view=calls", headers=cookie)
 r = conn.getresponse()

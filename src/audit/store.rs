@@ -701,7 +701,7 @@ impl AuditStore {
             "SELECT {}, \
              (SELECT group_concat(cls || '=' || n) FROM \
                 (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                        COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)) \
+                        COUNT(*) AS n FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)) \
              FROM commands cmd",
             COMMAND_COLUMNS
                 .split(", ")
@@ -848,7 +848,7 @@ impl AuditStore {
                 "SELECT {columns}, \
                  (SELECT group_concat(cls || '=' || n) FROM \
                     (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                            COUNT(*) AS n FROM api_calls a WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)), cmd.seq \
+                            COUNT(*) AS n FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)), cmd.seq \
                  FROM commands cmd INDEXED BY commands_seq \
                  WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?"
             );
