@@ -380,7 +380,7 @@ struct Aggregate {
     interval_us: i64,
     total: Acc,
     groups: HashMap<String, Acc>,
-    points: HashMap<(i64, String), Acc>,
+    points: HashMap<i64, HashMap<String, Acc>>,
     total_points: HashMap<i64, Acc>,
     slowest: Vec<(i64, String)>,
     keep: usize,
@@ -389,13 +389,18 @@ struct Aggregate {
 impl Aggregate {
     fn gateway(&mut self, s: Sample) {
         self.total.add(&s);
-        self.groups.entry(s.key.to_string()).or_default().add(&s);
+        // Looked up by &str first: a new String only for a new group.
+        match self.groups.get_mut(s.key) {
+            Some(acc) => acc.add(&s),
+            None => self.groups.entry(s.key.to_string()).or_default().add(&s),
+        }
         if self.interval_us > 0 {
             let start = s.time_us.div_euclid(self.interval_us) * self.interval_us;
-            self.points
-                .entry((start, s.key.to_string()))
-                .or_default()
-                .add(&s);
+            let points = self.points.entry(start).or_default();
+            match points.get_mut(s.key) {
+                Some(acc) => acc.add(&s),
+                None => points.entry(s.key.to_string()).or_default().add(&s),
+            }
             self.total_points.entry(start).or_default().add(&s);
         }
         if self.keep > 0 && !s.max_id.is_empty() {
@@ -414,10 +419,14 @@ impl Aggregate {
 
     fn client(&mut self, s: Sample) {
         self.total.add_client(&s);
-        self.groups
-            .entry(s.key.to_string())
-            .or_default()
-            .add_client(&s);
+        match self.groups.get_mut(s.key) {
+            Some(acc) => acc.add_client(&s),
+            None => self
+                .groups
+                .entry(s.key.to_string())
+                .or_default()
+                .add_client(&s),
+        }
     }
 }
 
@@ -474,7 +483,7 @@ fn raw_calls(
         "LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user"
     };
     let sql = format!(
-        "SELECT c.time_us, {key}, c.status, c.duration_us, c.id FROM {table} c {join} \
+        "SELECT c.time_us, {key}, c.status, c.duration_us, c.id FROM {table} {join} \
          WHERE {clause} {extra} AND c.reason NOT IN (?, ?)"
     );
     params.push(Value::Text(STREAM_OPEN.into()));
@@ -593,7 +602,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                     &tx,
                     &mut agg,
                     f,
-                    "api_calls",
+                    "api_calls c INDEXED BY api_calls_time",
                     (Some(s), Some(m.min(until))),
                     seq_le.0,
                     seq_le.1.clone(),
@@ -604,7 +613,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                     &tx,
                     &mut agg,
                     f,
-                    "client_calls",
+                    "client_calls c",
                     (Some(s), Some(m.min(until))),
                     &ids,
                     p,
@@ -617,7 +626,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                 &tx,
                 &mut agg,
                 f,
-                "api_calls",
+                "api_calls c INDEXED BY api_calls_time",
                 (Some(last_minute), Some(until)),
                 seq_le.0,
                 seq_le.1.clone(),
@@ -628,18 +637,20 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                 &tx,
                 &mut agg,
                 f,
-                "client_calls",
+                "client_calls c",
                 (Some(last_minute), Some(until)),
                 &ids,
                 p,
                 true,
             )?;
         }
+        // Not rolled up yet: a range of the sequence (SQLite would otherwise walk the time
+        // index over the whole range and test each call's seq).
         raw_calls(
             &tx,
             &mut agg,
             f,
-            "api_calls",
+            "api_calls c INDEXED BY api_calls_seq",
             (since, Some(until)),
             " AND c.seq > ?",
             vec![Value::Integer(through)],
@@ -650,7 +661,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
             &tx,
             &mut agg,
             f,
-            "api_calls",
+            "api_calls c",
             (f.since_us, Some(until)),
             "",
             Vec::new(),
@@ -661,7 +672,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
             &tx,
             &mut agg,
             f,
-            "client_calls",
+            "client_calls c",
             (f.since_us, Some(until)),
             &ids,
             p,
@@ -678,7 +689,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
     let mut series: Vec<Point> = agg
         .points
         .iter()
-        .map(|((start, k), a)| point(*start, k.clone(), a))
+        .flat_map(|(start, groups)| groups.iter().map(|(k, a)| point(*start, k.clone(), a)))
         .collect();
     let mut total_series: Vec<Point> = agg
         .total_points
