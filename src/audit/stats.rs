@@ -123,8 +123,16 @@ impl Histogram {
         out
     }
 
+    #[cfg(test)]
     fn decode(bytes: &[u8]) -> Histogram {
         let mut h = Histogram::default();
+        h.merge_encoded(bytes);
+        h
+    }
+
+    /// Adds an encoded histogram's counts (`encode`) without building it first.
+    fn merge_encoded(&mut self, bytes: &[u8]) {
+        let h = self;
         let mut i = 0;
         let mut bucket = 0u64;
         while i < bytes.len() {
@@ -139,7 +147,6 @@ impl Histogram {
                 .entry(bucket.min(u64::from(u16::MAX)) as u16)
                 .or_default() += n;
         }
-        h
     }
 }
 
@@ -310,7 +317,8 @@ struct Sample<'a> {
     sum_us: i64,
     max_us: i64,
     max_id: &'a str,
-    hist: Option<Histogram>,
+    /// A rollup's encoded histogram (None: one call of `duration_us`).
+    hist: Option<&'a [u8]>,
     duration_us: i64,
 }
 
@@ -332,7 +340,7 @@ impl Acc {
         self.max_us = self.max_us.max(s.max_us);
         *self.statuses.entry(status_class(s.status)).or_default() += s.calls;
         match &s.hist {
-            Some(h) => self.hist.merge(h),
+            Some(h) => self.hist.merge_encoded(h),
             None => self.hist.add(s.duration_us, 1),
         }
         self.first_us = Some(self.first_us.map_or(s.time_us, |t| t.min(s.time_us)));
@@ -340,7 +348,7 @@ impl Acc {
 
     fn add_client(&mut self, s: &Sample) {
         match &s.hist {
-            Some(h) => self.client.merge(h),
+            Some(h) => self.client.merge_encoded(h),
             None => self.client.add(s.duration_us, 1),
         }
     }
@@ -572,19 +580,20 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
             let mut stmt = tx.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(params))?;
             while let Some(row) = rows.next()? {
-                let k: String = row.get(1)?;
-                let max_id: String = row.get(6)?;
-                let hist: Vec<u8> = row.get(7)?;
+                // Borrowed from the row: no allocation per rollup read.
+                let k = row.get_ref(1)?.as_str()?;
+                let max_id = row.get_ref(6)?.as_str()?;
+                let hist = row.get_ref(7)?.as_blob()?;
                 let status: i64 = row.get(2)?;
                 let s = Sample {
                     time_us: row.get(0)?,
-                    key: &k,
+                    key: k,
                     status: status.clamp(0, 999) as u16,
                     calls: row.get::<_, i64>(3)? as u64,
                     sum_us: row.get(4)?,
                     max_us: row.get(5)?,
-                    max_id: &max_id,
-                    hist: Some(Histogram::decode(&hist)),
+                    max_id,
+                    hist: Some(hist),
                     duration_us: 0,
                 };
                 if row.get::<_, i64>(8)? == 1 {
