@@ -766,32 +766,15 @@ pub fn roll_up(conn: &mut Connection, max: usize) -> rusqlite::Result<usize> {
     let mut last = through;
     let mut read = 0usize;
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, time_us, user, cluster, namespace, resource, subresource, verb, access_method, \
-             status, duration_us, id, reason FROM api_calls INDEXED BY api_calls_seq \
-             WHERE seq > ? ORDER BY seq LIMIT ?",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT seq, {ROLLED_COLUMNS} FROM api_calls INDEXED BY api_calls_seq \
+             WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))?;
         let mut rows = stmt.query(rusqlite::params![through, max as i64])?;
         while let Some(row) = rows.next()? {
             read += 1;
             last = row.get(0)?;
-            let reason: String = row.get(12)?;
-            if reason == STREAM_OPEN || reason == IN_PROGRESS {
-                continue;
-            }
-            let key = CellKey {
-                minute: row.get::<_, i64>(1)?.div_euclid(MINUTE_US) * MINUTE_US,
-                user: row.get(2)?,
-                cluster: row.get(3)?,
-                namespace: row.get(4)?,
-                resource: row.get(5)?,
-                subresource: row.get(6)?,
-                verb: row.get(7)?,
-                access_method: row.get(8)?,
-                status: row.get(9)?,
-            };
-            let id: String = row.get(11)?;
-            cells.entry(key).or_default().add(row.get(10)?, &id);
+            add_row(&mut cells, row, 1)?;
         }
     }
     if read < max {
@@ -856,32 +839,44 @@ pub fn roll_up_client_calls<'a>(
 
 /// Rolls up the clients' calls stored before rollups existed (once, when the store migrates).
 pub fn adopt_client_calls(tx: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare(
-        "SELECT id, time_us, user, cluster, namespace, resource, subresource, verb, access_method, \
-         status, duration_us, reason FROM client_calls",
-    )?;
-    let mut calls = Vec::new();
+    let mut stmt = tx.prepare(&format!("SELECT {ROLLED_COLUMNS} FROM client_calls"))?;
+    let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let method: String = row.get(8)?;
-        calls.push(super::ApiCall {
-            id: Uuid::parse_str(&id).unwrap_or_default(),
-            time_us: row.get(1)?,
-            user: row.get(2)?,
-            cluster: row.get(3)?,
-            namespace: row.get(4)?,
-            resource: row.get(5)?,
-            subresource: row.get(6)?,
-            verb: row.get(7)?,
-            access_method: super::AccessMethod::parse(&method).unwrap_or_default(),
-            status: row.get::<_, i64>(9)?.clamp(0, 999) as u16,
-            duration_us: row.get(10)?,
-            reason: row.get(11)?,
-            ..Default::default()
-        });
+        add_row(&mut cells, row, 0)?;
     }
-    roll_up_client_calls(tx, &calls)
+    write_cells(tx, 1, cells)
+}
+
+/// The columns `add_row` reads, in its order.
+const ROLLED_COLUMNS: &str = "time_us, user, cluster, namespace, resource, subresource, verb, \
+    access_method, status, duration_us, id, reason";
+
+/// Adds the call in `row` (`ROLLED_COLUMNS` from column `at`) to its cell, unless it is a
+/// placeholder (an open stream, a call in progress): its final record counts when it comes.
+fn add_row(
+    cells: &mut HashMap<CellKey, Cell>,
+    row: &rusqlite::Row,
+    at: usize,
+) -> rusqlite::Result<()> {
+    let reason = row.get_ref(at + 11)?.as_str()?;
+    if reason == STREAM_OPEN || reason == IN_PROGRESS {
+        return Ok(());
+    }
+    let key = CellKey {
+        minute: row.get::<_, i64>(at)?.div_euclid(MINUTE_US) * MINUTE_US,
+        user: row.get(at + 1)?,
+        cluster: row.get(at + 2)?,
+        namespace: row.get(at + 3)?,
+        resource: row.get(at + 4)?,
+        subresource: row.get(at + 5)?,
+        verb: row.get(at + 6)?,
+        access_method: row.get(at + 7)?,
+        status: row.get(at + 8)?,
+    };
+    let id = row.get_ref(at + 10)?.as_str()?;
+    cells.entry(key).or_default().add(row.get(at + 9)?, id);
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
