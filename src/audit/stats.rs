@@ -1061,6 +1061,34 @@ mod tests {
         );
     }
 
+    /// A store migrated with clients' calls already in it counts them (not their placeholders).
+    #[test]
+    fn stored_client_calls_are_adopted_without_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        crate::audit::AuditStore::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let now = super::super::model::now_us();
+        for (i, reason) in ["", "", STREAM_OPEN, "", IN_PROGRESS].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO client_calls (id, time_us, user, cluster, verb, status, duration_us, reason) \
+                 VALUES (?, ?, 'alice', 'prod', 'get', 200, ?, ?)",
+                rusqlite::params![Uuid::now_v7().to_string(), now - 1_000_000 * i as i64, 1000 * (i as i64 + 1), reason],
+            )
+            .unwrap();
+        }
+        adopt_client_calls(&conn).unwrap();
+        let (rows, calls): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), SUM(calls) FROM call_rollups WHERE source = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(rows >= 1);
+        assert_eq!(calls, 3);
+    }
+
     #[test]
     fn uuid_floor_orders_like_uuid_v7_ids() {
         let id = Uuid::now_v7();
