@@ -17,6 +17,7 @@ pub mod relay;
 pub mod request_info;
 pub mod sandbox;
 pub mod serve;
+pub mod shell;
 pub mod sinks;
 pub mod tls;
 pub mod tui;

@@ -1,0 +1,4 @@
+//! kubectl in the browser (issue 23), built in steps. So far: the rules a typed command line
+//! must pass before it runs (`line`).
+
+pub mod line;
