@@ -254,6 +254,33 @@ mod tests {
         assert!(!ok && out.contains("Permission denied"), "{out}");
     }
 
+    /// The real kubectl (the machine's dispatcher and the version it runs) works inside the
+    /// confinement the shell gives it: system paths read-only, its home read-write.
+    #[test]
+    fn kubectl_runs_confined() {
+        let home = tempfile::tempdir().unwrap();
+        let mut read_only = system_dirs();
+        read_only.extend(["/proc", "/sys/kernel/mm", "/etc/ssl", "/dev/null"].map(PathBuf::from));
+        let c = Confinement {
+            read_only,
+            read_write: vec![home.path().to_path_buf()],
+            connect_port: Some(1),
+            limits: Limits::default(),
+        };
+        let mut cmd = Command::new("/usr/bin/kubectl");
+        cmd.args(["version", "--client", "--output=json"])
+            .env_clear()
+            .env("HOME", home.path());
+        assert_eq!(confine(&mut cmd, &c).unwrap(), Enforcement::Full);
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("clientVersion"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn limits_hold_in_the_child() {
         let c = Confinement {
