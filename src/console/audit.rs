@@ -247,6 +247,16 @@ pub(super) struct Refused {
 }
 
 impl Refused {
+    /// The answer of the console's data endpoints: a Kubernetes `Status`.
+    fn response(&self) -> Response<Body> {
+        let reason = if self.status == StatusCode::FORBIDDEN {
+            "Forbidden"
+        } else {
+            "BadRequest"
+        };
+        body::status_response(self.status, reason, &self.message)
+    }
+
     fn bad(message: String) -> Refused {
         Refused {
             status: StatusCode::BAD_REQUEST,
@@ -752,7 +762,7 @@ pub async fn live(
 ) -> Response<Body> {
     let (q, checked) = Query::parse(raw, viewer, &gateway, false);
     if let Err(refused) = checked {
-        return body::status_response(refused.status, "BadRequest", &refused.message);
+        return refused.response();
     }
     let after = super::pairs(raw)
         .into_iter()
@@ -858,7 +868,7 @@ fn live_row(id: uuid::Uuid, time_us: i64, row: Markup) -> serde_json::Value {
 pub fn export(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Response<Body> {
     let (q, checked) = Query::parse(raw, viewer, gateway, false);
     if let Err(refused) = checked {
-        return body::status_response(refused.status, "BadRequest", &refused.message);
+        return refused.response();
     }
     let name = export_name(&q);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);

@@ -265,6 +265,7 @@ fn console_answers_bad_and_unsigned_requests_clearly() {
         )
         .await;
         assert_eq!(status, 403, "{body}");
+        assert!(body.contains("\"reason\":\"Forbidden\""), "{body}");
         let (status, headers, body) = get(
             &env,
             "/audit/kubectl/export.csv?view=commands",
