@@ -184,7 +184,7 @@ pub fn run(args: Args) -> Result<i32> {
     if result.is_ok() {
         println!(
             "\n{}\n  {url}/\n  sign in as demo, password demo-password (the gateway's CA: {ca})",
-            bold("The web console (Audit Logs › KubeCTL, who can do what):")
+            bold("The web console (Audit Logs › KubeCTL, latency and activity, who can do what):")
         );
     }
     if result.is_ok() && args.keep {
