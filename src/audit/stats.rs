@@ -190,6 +190,7 @@ pub enum By {
 }
 
 impl By {
+    /// The name, which is also the filter flag (and URL parameter) that selects one group.
     pub fn as_str(self) -> &'static str {
         match self {
             By::Cluster => "cluster",

@@ -234,32 +234,16 @@ fn answer(gateway: &Gateway, me: &Identity, ask: &str, get: &dyn Fn(&str) -> Str
             users,
         };
     }
-    let who = match q.user.as_deref().filter(|u| *u != me.user) {
-        None => me.clone(),
-        Some(user) => {
-            if !access::may_inspect(&policy, me, &cluster, Some(user)) {
-                return Answer::Refused(
-                    StatusCode::FORBIDDEN,
-                    format!("{me} may not ask about user {user:?} on cluster {cluster:?}: that needs the impersonate verb on users (e.g. role cluster-admin)"),
-                );
-            }
-            match gateway.users.groups_of(user) {
-                Ok(Some(groups)) => Identity {
-                    user: user.to_string(),
-                    groups,
-                },
-                Ok(None) => {
-                    return Answer::Refused(StatusCode::BAD_REQUEST, format!("no user {user:?}"))
-                }
-                Err(err) => {
-                    tracing::error!("console access page: {err}");
-                    return Answer::Refused(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "the gateway could not read its users; see its log".into(),
-                    );
-                }
-            }
+    let who = match gateway.subject_of(me, &[&cluster], q.user.as_deref()) {
+        Ok(who) => who,
+        Err((status, message)) if status == StatusCode::INTERNAL_SERVER_ERROR => {
+            tracing::error!("console access page: {message}");
+            return Answer::Refused(
+                status,
+                "the gateway could not read its users; see its log".into(),
+            );
         }
+        Err((status, message)) => return Answer::Refused(status, message),
     };
     let (allowed, reason) = access::can_i(&policy, &who, &cluster, &info);
     Answer::CanI {

@@ -338,7 +338,7 @@ pub async fn page(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Respons
     };
     // A command's own header only for who may read it (its calls are filtered the same way).
     let command = command.filter(|c| viewer.admin || c.user == viewer.session.user);
-    let listing = listing(&q, &rows, next.as_ref(), seq, command.as_ref());
+    let listing = listing(&q, &rows, next.as_ref(), seq);
     let content = frame(
         &q,
         viewer,
@@ -590,13 +590,7 @@ fn command_header(c: &crate::audit::Command, q: &Query) -> Markup {
 }
 
 /// The table and its pager; `seq` is where the live rows start.
-fn listing(
-    q: &Query,
-    rows: &Rows,
-    next: Option<&Cursor>,
-    seq: i64,
-    command: Option<&crate::audit::Command>,
-) -> Markup {
+fn listing(q: &Query, rows: &Rows, next: Option<&Cursor>, seq: i64) -> Markup {
     let first_page = q.after.is_none();
     let live_url = format!("/console/live?view={}&{}", q.view_name(), q.filter_query());
     let export = format!(
@@ -608,7 +602,6 @@ fn listing(
         Rows::Calls(r) => r.len(),
         Rows::Commands(r) => r.len(),
     };
-    let _ = command;
     html! {
         div.toolbar {
             @if first_page {

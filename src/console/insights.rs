@@ -166,7 +166,7 @@ fn body(q: &Query, stats: &Stats, took: std::time::Duration) -> Markup {
                 tbody {
                     @for g in &stats.groups {
                         tr {
-                            td { a href=(q.calls_link(&[(by_flag(by), Some(group_value(&g.key)))])) { (printable(&g.key)) } }
+                            td { a href=(q.calls_link(&[(by, Some(g.key.as_str()))])) { (printable(&g.key)) } }
                             td.num { (g.calls) }
                             td.num { (format!("{:.1}", g.per_minute)) }
                             td { @for (class, n) in &g.statuses {
@@ -219,21 +219,6 @@ fn interval_label(us: i64) -> String {
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s => format!("{}m", s / 60),
     }
-}
-
-/// The audit filter flag that selects one group.
-fn by_flag(by: &str) -> &'static str {
-    match by {
-        "user" => "user",
-        "verb" => "verb",
-        "resource" => "resource",
-        "namespace" => "namespace",
-        _ => "cluster",
-    }
-}
-
-fn group_value(key: &str) -> &str {
-    key
 }
 
 fn pick(points: &[Point], f: impl Fn(&Point) -> Option<i64>) -> Vec<(i64, Option<i64>)> {

@@ -600,27 +600,48 @@ fn subject_of(
     clusters: &[&str],
     user: Option<&str>,
 ) -> Result<Identity, Response<Body>> {
-    let Some(user) = user.filter(|u| *u != asker.user) else {
-        return Ok(asker.clone());
-    };
-    let policy = gateway.policy();
-    if let Some(c) = clusters
-        .iter()
-        .find(|c| !access::may_inspect(&policy, asker, c, Some(user)))
-    {
-        return Err(forbidden(format!(
-            "{asker} may not ask about user {user:?} on cluster {c:?}: that needs the impersonate verb on users (e.g. role cluster-admin)"
-        )));
-    }
-    match gateway.users.groups_of(user) {
-        Ok(Some(groups)) => Ok(Identity {
-            user: user.to_string(),
-            groups,
-        }),
-        Ok(None) => Err(bad_request(format!(
-            "no user {user:?}; `ztk gateway user list` shows the users"
-        ))),
-        Err(err) => Err(internal(err)),
+    gateway
+        .subject_of(asker, clusters, user)
+        .map_err(|(status, message)| match status {
+            StatusCode::FORBIDDEN => forbidden(message),
+            StatusCode::BAD_REQUEST => bad_request(message),
+            _ => internal(message),
+        })
+}
+
+impl Gateway {
+    /// Who an access question is about: the asker, or another user, which needs the
+    /// impersonate verb on that user on every cluster asked about (as `kubectl auth can-i
+    /// --as`). The error is the status and message to answer (`ztk access` and the console).
+    pub fn subject_of(
+        &self,
+        asker: &Identity,
+        clusters: &[&str],
+        user: Option<&str>,
+    ) -> Result<Identity, (StatusCode, String)> {
+        let Some(user) = user.filter(|u| *u != asker.user) else {
+            return Ok(asker.clone());
+        };
+        let policy = self.policy();
+        if let Some(c) = clusters
+            .iter()
+            .find(|c| !access::may_inspect(&policy, asker, c, Some(user)))
+        {
+            return Err((StatusCode::FORBIDDEN, format!(
+                "{asker} may not ask about user {user:?} on cluster {c:?}: that needs the impersonate verb on users (e.g. role cluster-admin)"
+            )));
+        }
+        match self.users.groups_of(user) {
+            Ok(Some(groups)) => Ok(Identity {
+                user: user.to_string(),
+                groups,
+            }),
+            Ok(None) => Err((
+                StatusCode::BAD_REQUEST,
+                format!("no user {user:?}; `ztk gateway user list` shows the users"),
+            )),
+            Err(err) => Err((StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+        }
     }
 }
 
