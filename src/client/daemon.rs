@@ -146,6 +146,26 @@ impl ProxyFiles {
         Ok(port)
     }
 
+    /// Records `port` as the proxy's port unless one is recorded already (another proxy
+    /// starting at the same moment); true when it is now ours.
+    pub fn claim_port(&self, port: u16) -> Result<bool, DaemonError> {
+        self.create_dir()?;
+        let path = self.port_file();
+        let mut file = match crate::fsutil::private_options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io("cannot create", &path)(e)),
+        };
+        use std::io::Write as _;
+        file.write_all(format!("{port}\n").as_bytes())
+            .map_err(io("cannot write", &path))?;
+        Ok(true)
+    }
+
     /// The proxy's CA (PEM), creating the CA and the server certificate on first use. The CA's
     /// key is not kept: nothing but this one certificate is ever issued with it.
     pub fn ensure_tls(&self) -> Result<String, DaemonError> {

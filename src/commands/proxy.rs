@@ -67,19 +67,39 @@ pub fn run(args: Args) -> Result<i32> {
     }
 }
 
+async fn bind_configured(port: u16) -> Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(DaemonError::PortTaken { port }.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on 127.0.0.1:{port}")),
+    }
+}
+
 async fn serve(paths: Paths, files: ProxyFiles) -> Result<i32> {
     if let Some(pid) = files.running()? {
         return Err(DaemonError::AlreadyRunning { pid }.into());
     }
-    let port = files.ensure_port(None)?;
     // Bind before taking the lock: a plugin treats "lock held and the port answers" as ready,
     // so the lock must never be held while someone else's program owns the port.
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-        Ok(listener) => listener,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(DaemonError::PortTaken { port }.into())
+    let listener = match files.port()? {
+        Some(port) => bind_configured(port).await?,
+        None => {
+            // No port yet: keep the one the kernel gives (no window in which another program
+            // can take it), unless a proxy starting beside us recorded one first.
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .context("cannot open a loopback port")?;
+            let port = listener.local_addr()?.port();
+            match files.claim_port(port)? {
+                true => listener,
+                false => {
+                    drop(listener);
+                    bind_configured(files.port()?.ok_or(DaemonError::NoPort)?).await?
+                }
+            }
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot listen on 127.0.0.1:{port}")),
     };
     let running = files.acquire()?;
     files.ensure_tls()?;
