@@ -182,9 +182,10 @@ impl IngestBatch {
         self.commands.len() + self.calls.len()
     }
 
-    /// The batch as sent: JSON, or the compact encoding.
+    /// The batch as sent: JSON, or the compact encoding. A batch with a command field the
+    /// compact encoding does not carry (`Command::reason`) goes as JSON whatever `json` says.
     pub fn encode(&self, json: bool) -> Result<EncodedBatch, String> {
-        let (payload, content_type) = if json {
+        let (payload, content_type) = if json || !self.fits_compact() {
             (
                 serde_json::to_vec(self).map_err(|e| e.to_string())?,
                 INGEST_JSON,
@@ -202,8 +203,19 @@ impl IngestBatch {
         })
     }
 
-    /// The compact encoding.
+    /// Whether the compact encoding carries every field of the batch: it has the commands'
+    /// fields of version 2 only (see `CompactCommand`).
+    pub fn fits_compact(&self) -> bool {
+        self.commands.iter().all(|c| c.reason.is_empty())
+    }
+
+    /// The compact encoding; an error for a batch that does not fit it (`fits_compact`).
     pub fn to_compact(&self) -> Result<Vec<u8>, postcard::Error> {
+        if !self.fits_compact() {
+            return Err(postcard::Error::SerdeSerCustom);
+        }
+        // A command without a reason serializes as exactly the fields of `CompactCommand`
+        // (the reason is skipped when empty).
         // Sized for the usual record (about 250 bytes) up front: grown by doubling, a batch's
         // buffer was copied a dozen times, each time into freshly mapped pages.
         let estimate = 256 * (self.calls.len() + self.commands.len()) + 64;
@@ -219,7 +231,63 @@ impl IngestBatch {
                 "batch version {version} is not supported (this gateway reads version {INGEST_VERSION}); upgrade ztk"
             ));
         }
-        postcard::from_bytes(bytes).map_err(|e| format!("malformed compact batch: {e}"))
+        let batch: CompactBatch =
+            postcard::from_bytes(bytes).map_err(|e| format!("malformed compact batch: {e}"))?;
+        Ok(IngestBatch {
+            version: batch.version,
+            batch_id: batch.batch_id,
+            commands: batch.commands.into_iter().map(Command::from).collect(),
+            calls: batch.calls,
+        })
+    }
+}
+
+/// `IngestBatch` as the compact encoding lays it out.
+#[derive(Deserialize)]
+struct CompactBatch {
+    version: u32,
+    batch_id: uuid::Uuid,
+    commands: Vec<CompactCommand>,
+    calls: Vec<ApiCall>,
+}
+
+/// A command in the compact encoding: the fields of batch version 2, in their order. Postcard
+/// is positional, so a field added to `Command` later is not in it (a batch that sets one goes
+/// as JSON, which names its fields, see `IngestBatch::encode`): clients and gateways of either
+/// side of the change keep reading each other's compact batches.
+#[derive(Deserialize)]
+struct CompactCommand {
+    id: uuid::Uuid,
+    started_us: i64,
+    ended_us: Option<i64>,
+    user: String,
+    cluster: String,
+    argv: Vec<String>,
+    command_line: String,
+    exit_code: Option<i32>,
+    api_calls: i64,
+    access_method: crate::audit::AccessMethod,
+    cwd: String,
+    host: String,
+}
+
+impl From<CompactCommand> for Command {
+    fn from(c: CompactCommand) -> Command {
+        Command {
+            id: c.id,
+            started_us: c.started_us,
+            ended_us: c.ended_us,
+            user: c.user,
+            cluster: c.cluster,
+            argv: c.argv,
+            command_line: c.command_line,
+            exit_code: c.exit_code,
+            api_calls: c.api_calls,
+            access_method: c.access_method,
+            cwd: c.cwd,
+            host: c.host,
+            reason: String::new(),
+        }
     }
 }
 

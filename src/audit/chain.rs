@@ -47,9 +47,19 @@ pub const CALL_FIELDS: &str =
 const CALL_FIELD_COUNT: usize = 27;
 
 /// The hashed content of a command (without `shipped_us`, which shipping sets).
+///
+/// Fields added later are hashed only when set: the first `COMMAND_FIELDS_V1` (12) always
+/// are, and the hash goes on to the last later field that holds anything but empty text
+/// (`reason`), with the field count in the hash's prefix saying how many were hashed (12 or
+/// 13). A record without them hashes exactly as it did before they existed, so the records
+/// already written keep their hash and old stores still verify; a value set later, or a set
+/// value edited or emptied behind ztk's back, changes the hash.
 pub const COMMAND_FIELDS: &str = "id, started_us, ended_us, user, cluster, argv, command_line, \
-    exit_code, api_calls, access_method, cwd, host";
-const COMMAND_FIELD_COUNT: usize = 12;
+    exit_code, api_calls, access_method, cwd, host, reason";
+const COMMAND_FIELD_COUNT: usize = 13;
+/// How many of [`COMMAND_FIELDS`] are always hashed (the fields of the first chained stores);
+/// the ones after them were added later.
+const COMMAND_FIELDS_V1: usize = 12;
 
 /// What a journal entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +92,16 @@ impl Kind {
             Kind::Call => (CALL_FIELDS, CALL_FIELD_COUNT),
             Kind::Command => (COMMAND_FIELDS, COMMAND_FIELD_COUNT),
             Kind::Prune => ("", 0),
+        }
+    }
+
+    /// How many of the kind's fields are always hashed; the rest were added later and are
+    /// hashed only when set (see [`COMMAND_FIELDS`]).
+    fn fixed_fields(self) -> usize {
+        match self {
+            Kind::Call => CALL_FIELD_COUNT,
+            Kind::Command => COMMAND_FIELDS_V1,
+            Kind::Prune => 0,
         }
     }
 }
@@ -142,43 +162,67 @@ fn put_value(h: &mut Sha256, v: ValueRef) {
 /// [`CALL_FIELDS`] or [`COMMAND_FIELDS`]. Values are hashed as SQLite holds them (type tag,
 /// length, bytes), so the writer and `verify` cannot disagree on a conversion.
 pub fn content_hash(kind: Kind, row: &Row, first: usize) -> rusqlite::Result<Hash> {
-    let (mut h, n) = record_hasher(kind);
-    for i in first..first + n {
+    let (_, n) = kind.fields();
+    let fixed = kind.fixed_fields();
+    let mut hashed = fixed;
+    for i in fixed..n {
+        if is_set(row.get_ref(first + i)?) {
+            hashed = i + 1;
+        }
+    }
+    let mut h = record_hasher(kind, hashed);
+    for i in first..first + hashed {
         put_value(&mut h, row.get_ref(i)?);
     }
     Ok(h.finalize().into())
 }
 
-/// A content hash's prefix (format version, kind, field count), and the field count.
-fn record_hasher(kind: Kind) -> (Sha256, usize) {
-    let (_, n) = kind.fields();
+/// Whether a field added later holds something, and so is hashed: anything but empty text (the
+/// value of the column's default, which every record written before the field existed has).
+fn is_set(v: ValueRef) -> bool {
+    !matches!(v, ValueRef::Text(b""))
+}
+
+/// A content hash's prefix: format version, kind, and the number of fields hashed.
+fn record_hasher(kind: Kind, fields: usize) -> Sha256 {
     let mut h = Sha256::new();
     h.update(b"ztk-record-v1\0");
     put_bytes(&mut h, 3, kind.as_str().as_bytes());
-    h.update((n as u64).to_be_bytes());
-    (h, n)
+    h.update((fields as u64).to_be_bytes());
+    h
 }
 
 /// [`content_hash`] of a record about to be written, from the values bound to its columns (in
 /// the order of [`CALL_FIELDS`] or [`COMMAND_FIELDS`]), without reading the row back.
 pub fn values_hash(kind: Kind, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Hash> {
-    use rusqlite::types::ToSqlOutput;
-    let (mut h, n) = record_hasher(kind);
+    let (_, n) = kind.fields();
     if values.len() != n {
         return Err(rusqlite::Error::InvalidParameterCount(values.len(), n));
     }
-    for v in values {
-        match v.to_sql()? {
-            ToSqlOutput::Borrowed(v) => put_value(&mut h, v),
-            ToSqlOutput::Owned(v) => put_value(&mut h, (&v).into()),
-            other => {
-                return Err(rusqlite::Error::ToSqlConversionFailure(
-                    format!("cannot hash {other:?}").into(),
-                ))
-            }
+    let fixed = kind.fixed_fields();
+    let mut hashed = fixed;
+    for (i, v) in values.iter().enumerate().skip(fixed) {
+        if bound(*v, is_set)? {
+            hashed = i + 1;
         }
     }
+    let mut h = record_hasher(kind, hashed);
+    for v in &values[..hashed] {
+        bound(*v, |v| put_value(&mut h, v))?;
+    }
     Ok(h.finalize().into())
+}
+
+/// Calls `f` with the value `v` binds, as SQLite receives it.
+fn bound<R>(v: &dyn rusqlite::ToSql, f: impl FnOnce(ValueRef) -> R) -> rusqlite::Result<R> {
+    use rusqlite::types::ToSqlOutput;
+    match v.to_sql()? {
+        ToSqlOutput::Borrowed(v) => Ok(f(v)),
+        ToSqlOutput::Owned(v) => Ok(f((&v).into())),
+        other => Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("cannot hash {other:?}").into(),
+        )),
+    }
 }
 
 /// The hash that links an entry to the one before it.
@@ -263,7 +307,16 @@ impl Appender {
 pub fn adopt_existing(conn: &Connection) -> rusqlite::Result<()> {
     let mut rows: Vec<(i64, Kind, String, Hash)> = Vec::new();
     for kind in [Kind::Call, Kind::Command] {
-        let (fields, _) = kind.fields();
+        // The fields added later than the chain have no column yet (their migrations come
+        // after this one): unset in every record, as empty text is.
+        let fields: Vec<&str> = kind.fields().0.split(", ").map(str::trim).collect();
+        let fixed = kind.fixed_fields();
+        let fields = fields[..fixed]
+            .iter()
+            .copied()
+            .chain(fields[fixed..].iter().map(|_| "''"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT seq, {fields} FROM {} WHERE seq IS NOT NULL",
             kind.table()
@@ -1137,6 +1190,179 @@ mod tests {
         let conn = raw(store);
         conn.execute("DELETE FROM chain", []).unwrap();
         adopt_existing(&conn).unwrap();
+    }
+
+    /// A command as `golden_command` describes it, and its content hash by the rule of the
+    /// stores written before `reason` existed (12 fields), computed outside ztk:
+    /// SHA-256("ztk-record-v1\0" ‖ text "command" ‖ u64 12 ‖ each field as tag, length, bytes).
+    const GOLDEN_V1: &str = "10d9c769662a98c20f1734f6f29e1a01bbaf63e2c745b4fdb2826ad19a558b57";
+    /// The same command with the reason `killed: output limit`: 13 fields.
+    const GOLDEN_WITH_REASON: &str =
+        "8dad5cab680ec584dc4971930ba9e49fcf4b9a01b62a076574597ed01ae09234";
+
+    fn golden_command() -> Command {
+        Command {
+            id: Uuid::parse_str("0190c0de-0000-7000-8000-000000000001").unwrap(),
+            started_us: 1_700_000_000_000_000,
+            ended_us: Some(1_700_000_001_000_000),
+            user: "alice".into(),
+            cluster: "dev".into(),
+            argv: vec!["kubectl".into(), "get".into(), "po".into()],
+            command_line: "kubectl get po".into(),
+            exit_code: Some(0),
+            api_calls: 3,
+            access_method: crate::audit::AccessMethod::Cli,
+            cwd: "/home/alice".into(),
+            host: "alice-laptop".into(),
+            reason: String::new(),
+        }
+    }
+
+    fn latest_content(store: &AuditStore, id: Uuid) -> String {
+        let hash: Vec<u8> = raw(store)
+            .query_row(
+                "SELECT content_hash FROM chain WHERE record_id = ? ORDER BY seq DESC LIMIT 1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        hex::encode(hash)
+    }
+
+    #[test]
+    fn a_command_without_a_reason_hashes_as_before_the_reason_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).unwrap();
+        let cmd = golden_command();
+        store.upsert_commands(std::slice::from_ref(&cmd)).unwrap();
+        assert_eq!(latest_content(&store, cmd.id), GOLDEN_V1);
+        // The hash of the values about to be written follows the same rule.
+        let argv = serde_json::to_string(&cmd.argv).unwrap();
+        let id = cmd.id.to_string();
+        let values: [&dyn rusqlite::ToSql; 13] = [
+            &id,
+            &cmd.started_us,
+            &cmd.ended_us,
+            &cmd.user,
+            &cmd.cluster,
+            &argv,
+            &cmd.command_line,
+            &cmd.exit_code,
+            &cmd.api_calls,
+            &"cli",
+            &cmd.cwd,
+            &cmd.host,
+            &cmd.reason,
+        ];
+        let hash = values_hash(Kind::Command, &values).unwrap();
+        assert_eq!(hex::encode(hash), GOLDEN_V1);
+        // A reason, once set, is hashed: a 13th field.
+        let killed = Command {
+            reason: "killed: output limit".into(),
+            ..cmd.clone()
+        };
+        store
+            .upsert_commands(std::slice::from_ref(&killed))
+            .unwrap();
+        assert_eq!(latest_content(&store, cmd.id), GOLDEN_WITH_REASON);
+        let mut values = values;
+        values[12] = &killed.reason;
+        let hash = values_hash(Kind::Command, &values).unwrap();
+        assert_eq!(hex::encode(hash), GOLDEN_WITH_REASON);
+        // A later write without a reason keeps it (the row, so the hash, stays the same).
+        store.upsert_commands(std::slice::from_ref(&cmd)).unwrap();
+        assert_eq!(latest_content(&store, cmd.id), GOLDEN_WITH_REASON);
+        assert_eq!(
+            store.command(cmd.id).unwrap().unwrap().reason,
+            "killed: output limit"
+        );
+        let report = store.verify(None).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_store_written_before_the_reason_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = open_connection(&path, false).unwrap();
+        let migrations = crate::audit::store::MIGRATIONS;
+        let before = migrations
+            .iter()
+            .position(|m| m.contains("ADD COLUMN reason"))
+            .unwrap();
+        crate::audit::store::migrate(&mut conn, &migrations[..before]).unwrap();
+        // The command as the ztk before `reason` wrote it: its row and its journal entry.
+        let cmd = golden_command();
+        conn.execute(
+            "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, \
+             exit_code, api_calls, access_method, cwd, host, seq) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'cli', ?, ?, 1)",
+            rusqlite::params![
+                cmd.id.to_string(),
+                cmd.started_us,
+                cmd.ended_us,
+                cmd.user,
+                cmd.cluster,
+                serde_json::to_string(&cmd.argv).unwrap(),
+                cmd.command_line,
+                cmd.exit_code,
+                cmd.api_calls,
+                cmd.cwd,
+                cmd.host,
+            ],
+        )
+        .unwrap();
+        conn.execute("UPDATE sequence SET last = 1", []).unwrap();
+        let golden: Hash = hex::decode(GOLDEN_V1).unwrap().try_into().unwrap();
+        append(&conn, 1, Kind::Command, &cmd.id.to_string(), &golden).unwrap();
+        drop(conn);
+        // This ztk adds the column and reads the record as it was.
+        let store = AuditStore::open(&path).unwrap();
+        let report = store.verify(None).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!((report.entries, report.commands), (1, 1));
+        assert_eq!(store.command(cmd.id).unwrap().unwrap(), cmd);
+    }
+
+    #[test]
+    fn a_reason_set_changed_or_cleared_outside_ztk_is_reported() {
+        let (_dir, store, _, cmd) = populated();
+        let conn = raw(&store);
+        let edited = |sql: &str| {
+            conn.execute(sql, []).unwrap();
+            let report = store.verify(None).unwrap();
+            (
+                report
+                    .problems
+                    .first()
+                    .map(|p| (p.kind.clone(), p.id.clone())),
+                report.problem_count,
+            )
+        };
+        let changed = (Some(("command".to_string(), cmd.id.to_string())), 1);
+        // Given to a command that had none.
+        assert_eq!(
+            edited("UPDATE commands SET reason = 'refused: made up'"),
+            changed
+        );
+        assert_eq!(edited("UPDATE commands SET reason = ''"), (None, 0));
+        // Changed or cleared after ztk wrote it.
+        store
+            .upsert_commands(&[Command {
+                reason: "killed: time limit".into(),
+                ..cmd.clone()
+            }])
+            .unwrap();
+        assert!(store.verify(None).unwrap().ok());
+        assert_eq!(
+            edited("UPDATE commands SET reason = 'killed: time limits'"),
+            changed
+        );
+        assert_eq!(edited("UPDATE commands SET reason = ''"), changed);
+        assert_eq!(
+            edited("UPDATE commands SET reason = 'killed: time limit'"),
+            (None, 0)
+        );
     }
 
     #[test]

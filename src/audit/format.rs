@@ -10,7 +10,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::json;
 
-use super::model::{format_time_us, CallRow, CommandRow};
+use super::model::{format_time_us, CallRow, CommandRow, REFUSED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -96,6 +96,8 @@ const COMMAND_HEADER: &[&str] = &[
     "cwd",
     "host",
     "id",
+    // Columns added later go last, so that existing positions never move.
+    "reason",
 ];
 
 impl<W: Write> Emitter<W> {
@@ -357,6 +359,7 @@ fn command_record(row: &CommandRow) -> Vec<String> {
         c.cwd.clone(),
         c.host.clone(),
         c.id.to_string(),
+        c.reason.clone(),
     ]
 }
 
@@ -462,7 +465,7 @@ fn command_table(wide: bool) -> Table {
         "ID", "Date", "User", "Cluster", "Command", "Calls", "Statuses", "Duration", "Exit",
     ];
     if wide {
-        header.extend(["Access Method", "Host", "Directory"]);
+        header.extend(["Access Method", "Host", "Directory", "Reason"]);
     }
     new_table(header)
 }
@@ -480,16 +483,19 @@ fn command_cells(row: &CommandRow, wide: bool) -> Vec<String> {
         row.status_summary(),
         row.duration_us
             .map(format_duration_us)
-            .unwrap_or_else(|| "running".into()),
-        c.exit_code
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "-".into()),
+            .unwrap_or_else(|| if c.refused() { "-" } else { "running" }.into()),
+        match c.exit_code {
+            Some(e) => e.to_string(),
+            None if c.refused() => REFUSED.into(),
+            None => "-".into(),
+        },
     ];
     if wide {
         cells.extend([
             c.access_method.as_str().to_string(),
             c.host.clone(),
             c.cwd.clone(),
+            c.reason.clone(),
         ]);
     }
     cells.into_iter().map(shown).collect()
@@ -619,6 +625,7 @@ mod tests {
                 command_line: hostile.into(),
                 cwd: "/tmp/\x1b]0;x\x07".into(),
                 host: "h\x1b[31m".into(),
+                reason: "refused: \x1b[8mhidden".into(),
                 ..Default::default()
             },
             calls: 0,
@@ -639,7 +646,13 @@ mod tests {
             if format == Format::Wide {
                 assert!(calls.contains(r"ua\u{202e}") && calls.contains(r"deny: a\nb"));
                 assert!(commands.contains(r"h\x1b[31m") && commands.contains(r"\x07"));
+                assert!(commands.contains(r"refused: \x1b[8mhidden"), "{commands}");
             }
+            // Refused, not running.
+            assert!(
+                commands.contains("refused") && !commands.contains("running"),
+                "{commands}"
+            );
         }
         let mut e = Emitter::new(Format::Ndjson, Vec::new());
         e.call(&call).unwrap();
@@ -671,6 +684,52 @@ mod tests {
         assert_eq!(get("user"), "'=cmd|' /C calc'!A0");
         assert_eq!(get("command_line"), "kubectl get po, \"quoted\"\nnext");
         assert_eq!(get("client_duration_us"), "5");
+    }
+
+    #[test]
+    fn command_csv_adds_the_reason_last() {
+        let row = CommandRow {
+            command: crate::audit::Command {
+                command_line: "kubectl config view --raw".into(),
+                reason: "refused: kubectl config is not allowed in the web shell".into(),
+                ..Default::default()
+            },
+            calls: 0,
+            statuses: Default::default(),
+            duration_us: None,
+        };
+        let mut e = Emitter::new(Format::Csv, Vec::new());
+        e.command(&row).unwrap();
+        let out = String::from_utf8(e.finish(true).unwrap()).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_bytes());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        // The columns before it keep their places.
+        assert_eq!(
+            header,
+            [
+                "started",
+                "ended",
+                "user",
+                "cluster",
+                "command_line",
+                "exit_code",
+                "calls",
+                "statuses",
+                "duration_us",
+                "access_method",
+                "cwd",
+                "host",
+                "id",
+                "reason"
+            ]
+        );
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[13], row.command.reason);
+        assert_eq!(&record[5], "");
+        let mut e = Emitter::new(Format::Ndjson, Vec::new());
+        e.command(&row).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&e.finish(true).unwrap()).unwrap();
+        assert_eq!(json["reason"], row.command.reason.as_str());
     }
 
     #[test]

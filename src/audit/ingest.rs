@@ -2,7 +2,8 @@
 //!
 //! Records are keyed by their client-made UUIDv7 ids, so a batch sent again stores nothing
 //! twice: an existing call is left alone unless the stored one is a placeholder (a fail-closed
-//! proxy's "in progress" record, a stream's open record) and the new one comes later; an existing command is updated only when its end changed. A record
+//! proxy's "in progress" record, a stream's open record) and the new one comes later; an
+//! existing command is updated only when its end changed or it gains a reason. A record
 //! whose id already belongs to another user's record refuses the whole batch.
 
 use std::sync::Mutex;
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::chain::{self, Kind};
 use super::model::{limits, ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
-use super::store::{upsert_command_row, AuditStore, StoreError};
+use super::store::{upsert_command_row, AuditStore, StoreError, UPDATE_COMMAND_REASON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -171,17 +172,19 @@ impl Ingestor {
     }
 }
 
-/// A command from a client: inserted, or its end brought up to date — only by its own user, and
-/// only when something changed (RETURNING then gives no row).
+/// A command from a client: inserted, or its end (or its reason) brought up to date — only by
+/// its own user, and only when something changed (RETURNING then gives no row).
 static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
-         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         api_calls, access_method, cwd, host, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq \
+         api_calls = excluded.api_calls, {}, seq = excluded.seq \
          WHERE commands.user = excluded.user AND (commands.ended_us IS NOT excluded.ended_us \
-         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls) \
+         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls \
+         OR (excluded.reason != '' AND commands.reason != excluded.reason)) \
          RETURNING {}",
+        UPDATE_COMMAND_REASON,
         chain::COMMAND_FIELDS
     )
 });
@@ -409,6 +412,13 @@ mod tests {
             err.contains("cwd is 8193 bytes") && err.contains("8192"),
             "{err}"
         );
+        let mut long_reason = cmd(vec!["kubectl".into()]);
+        long_reason.reason = "r".repeat(limits::MAX_FIELD_BYTES + 1);
+        let err = check_command(&long_reason).unwrap_err().to_string();
+        assert!(err.contains("reason is 8193 bytes"), "{err}");
+        long_reason.reason = "refused\0".into();
+        let err = check_command(&long_reason).unwrap_err().to_string();
+        assert!(err.contains("reason") && err.contains("NUL"), "{err}");
         let mut long_path = call("alice");
         long_path.path = "/".repeat(limits::MAX_FIELD_BYTES + 1);
         let err = check_call(&long_path).unwrap_err().to_string();
@@ -542,6 +552,70 @@ mod tests {
         assert_eq!(count(&store, "client_calls"), 3);
         assert_eq!(store.command(cmd.id).unwrap().unwrap().exit_code, None);
         // Every command written was journaled: the gateway's chain still verifies.
+        assert!(store.verify(None).unwrap().ok());
+    }
+
+    #[test]
+    fn a_later_record_of_a_command_may_give_it_a_reason_but_not_take_it_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("gw.db")).unwrap();
+        let ingestor = Ingestor::new(store.clone());
+        let started = Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            user: "alice".into(),
+            argv: vec!["kubectl".into(), "logs".into(), "-f".into()],
+            ..Default::default()
+        };
+        let written = |c: &Command| {
+            ingestor
+                .ingest("alice", std::slice::from_ref(c), &[])
+                .unwrap()
+                .commands
+        };
+        assert_eq!(written(&started), 1);
+        let killed = Command {
+            ended_us: Some(now_us()),
+            exit_code: Some(137),
+            reason: "killed: output limit".into(),
+            ..started.clone()
+        };
+        assert_eq!(written(&killed), 1);
+        assert_eq!(written(&killed), 0, "nothing changed");
+        // A record without the reason (sent again, or by a client that knows no reasons)
+        // changes nothing.
+        let plain = Command {
+            reason: String::new(),
+            ..killed.clone()
+        };
+        assert_eq!(written(&plain), 0);
+        assert_eq!(store.command(started.id).unwrap().unwrap(), killed);
+        // Only its owner may set it.
+        let err = ingestor
+            .ingest(
+                "bob",
+                &[Command {
+                    user: "bob".into(),
+                    reason: "refused: forged".into(),
+                    ..killed.clone()
+                }],
+                &[],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IngestError::Foreign {
+                    kind: "command",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            store.command(started.id).unwrap().unwrap().reason,
+            killed.reason
+        );
         assert!(store.verify(None).unwrap().ok());
     }
 }

@@ -241,6 +241,10 @@ pub struct Command {
     pub access_method: AccessMethod,
     pub cwd: String,
     pub host: String,
+    /// Why the command did not run or was stopped (`refused: …`, a limit that killed it);
+    /// empty when it ran normally. Absent from the records of older clients and gateways.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Bounds of a record's fields, the same on both sides: the gateway's ingest refuses a record
@@ -307,6 +311,7 @@ text_fields!(Command {
     command_line: MAX_LONG_FIELD_BYTES,
     cwd: MAX_FIELD_BYTES,
     host: MAX_FIELD_BYTES,
+    reason: MAX_FIELD_BYTES,
 });
 
 impl ApiCall {
@@ -317,7 +322,16 @@ impl ApiCall {
     }
 }
 
+/// How the reason of a command that was refused, and so never ran, begins (`refused: kubectl
+/// config is not allowed in the web shell`).
+pub const REFUSED: &str = "refused";
+
 impl Command {
+    /// Whether the command was refused and never ran: no exit code, and a reason that says so.
+    pub fn refused(&self) -> bool {
+        self.exit_code.is_none() && self.reason.starts_with(REFUSED)
+    }
+
     /// Cuts argv, the command line and every other field to their limits (`limits`), marking
     /// what was cut, and replaces NUL characters, which the gateway refuses.
     pub fn fit(&mut self) {
@@ -469,6 +483,7 @@ mod tests {
             command_line: "é".repeat(MAX_LONG_FIELD_BYTES),
             cwd: "/tmp/\0x".into(),
             host: "h".repeat(MAX_FIELD_BYTES + 1),
+            reason: "r".repeat(MAX_FIELD_BYTES + 1),
             ..Default::default()
         };
         assert!(check_command(&cmd).is_err());
@@ -486,6 +501,9 @@ mod tests {
             cmd.host.ends_with("…[truncated 42 bytes]") && cmd.host.len() <= MAX_FIELD_BYTES,
             "{}",
             &cmd.host[8000..]
+        );
+        assert!(
+            cmd.reason.ends_with("…[truncated 42 bytes]") && cmd.reason.len() <= MAX_FIELD_BYTES
         );
 
         // Bytes: the argument that crosses the limit is cut, the rest dropped, all counted.
@@ -531,6 +549,39 @@ mod tests {
         assert!(call.path.starts_with("/api/v1/namespaces/default/pods/ppp"));
         assert!(call.path.contains("…[truncated "));
         assert!(call.query.len() <= MAX_LONG_FIELD_BYTES);
+    }
+
+    #[test]
+    fn a_command_reason_is_left_out_when_empty_and_may_be_absent() {
+        let cmd = Command {
+            id: Uuid::now_v7(),
+            command_line: "kubectl get po".into(),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&cmd).unwrap();
+        assert!(json.get("reason").is_none(), "{json}");
+        // A record of a ztk from before the field reads (here, JSON without it).
+        assert_eq!(serde_json::from_value::<Command>(json).unwrap(), cmd);
+        assert!(!cmd.refused());
+
+        let refused = Command {
+            command_line: "kubectl config view --raw".into(),
+            exit_code: None,
+            reason: "refused: kubectl config is not allowed in the web shell".into(),
+            ..cmd.clone()
+        };
+        let json = serde_json::to_value(&refused).unwrap();
+        assert_eq!(json["reason"], refused.reason.as_str());
+        assert_eq!(serde_json::from_value::<Command>(json).unwrap(), refused);
+        assert!(refused.refused());
+        // Stopped after it ran: it has an exit code, and was not refused.
+        let killed = Command {
+            exit_code: Some(137),
+            reason: "killed: output limit".into(),
+            ..cmd
+        };
+        assert!(!killed.refused());
     }
 
     #[test]

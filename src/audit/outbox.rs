@@ -14,6 +14,7 @@ use rusqlite::{params, OptionalExtension};
 use super::model::{ApiCall, Command};
 use super::store::{
     call_from_row, command_from_row, AuditStore, StoreError, CALL_COLUMNS, COMMAND_COLUMNS,
+    COMMAND_COLUMN_COUNT,
 };
 
 /// The next records of one user to ship, oldest write first.
@@ -133,7 +134,7 @@ impl AuditStore {
                 .query(params![mark, below, user, max as i64])
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                command_seqs.push(r.get(12).map_err(|e| self.err(e))?);
+                command_seqs.push(r.get(COMMAND_COLUMN_COUNT).map_err(|e| self.err(e))?);
                 let mut command = command_from_row(r).map_err(|e| self.err(e))?;
                 command.fit();
                 commands.push(command);

@@ -95,6 +95,7 @@ pub fn seed_for(store: &AuditStore, count: u64, only: Option<&str>) -> Result<u6
             access_method: AccessMethod::Cli,
             cwd: format!("/home/{user}"),
             host: format!("{user}-laptop"),
+            reason: String::new(),
         };
         for i in 0..calls {
             let status = match rng.gen_range(0..100) {

@@ -203,6 +203,12 @@ INSERT INTO client_calls (id, command_id, request_id, duration_us, status)
 DROP TABLE client_timings;
 "#,
     super::stats::MIGRATION,
+    r#"
+-- Why a command did not run or was stopped (a refused command line, a limit that killed it);
+-- empty when it ran normally. Hashed by the chain only when set, so the commands written
+-- before it keep their content hash (src/audit/chain.rs, COMMAND_FIELDS).
+ALTER TABLE commands ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -212,7 +218,9 @@ pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.nam
 
 pub(super) const COMMAND_COLUMNS: &str =
     "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
-    api_calls, access_method, cwd, host";
+    api_calls, access_method, cwd, host, reason";
+/// How many columns `COMMAND_COLUMNS` names: a query's own columns after them start here.
+pub(super) const COMMAND_COLUMN_COUNT: usize = 13;
 
 /// Records handed to the writer thread.
 enum WriteOp {
@@ -712,12 +720,13 @@ impl AuditStore {
         let keys = ("cmd.started_us", "cmd.id");
         self.stream(&select, clause, values, keys, after, limit, f, |row| {
             let command = command_from_row(row)?;
-            let statuses: std::collections::BTreeMap<String, i64> = opt_text(row, 12)?
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|part| part.split_once('='))
-                .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
-                .collect();
+            let statuses: std::collections::BTreeMap<String, i64> =
+                opt_text(row, COMMAND_COLUMN_COUNT)?
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|part| part.split_once('='))
+                    .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                    .collect();
             Ok(CommandRow {
                 calls: statuses.values().sum(),
                 duration_us: command.ended_us.map(|end| end - command.started_us),
@@ -856,14 +865,15 @@ impl AuditStore {
             let rows = stmt
                 .query_map(params_from_iter(values), |row| {
                     let command = command_from_row(row)?;
-                    let statuses: std::collections::BTreeMap<String, i64> = opt_text(row, 12)?
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter_map(|part| part.split_once('='))
-                        .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
-                        .collect();
+                    let statuses: std::collections::BTreeMap<String, i64> =
+                        opt_text(row, COMMAND_COLUMN_COUNT)?
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter_map(|part| part.split_once('='))
+                            .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+                            .collect();
                     Ok(Sequenced {
-                        seq: row.get(13)?,
+                        seq: row.get(COMMAND_COLUMN_COUNT + 1)?,
                         record: Record::Command(CommandRow {
                             calls: statuses.values().sum(),
                             duration_us: command.ended_us.map(|end| end - command.started_us),
@@ -1709,16 +1719,22 @@ const INSERT_CALL: &str = "INSERT INTO api_calls (id, time_us, user, cluster, na
     access_method, decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 /// Inserts or updates a command; returns the row as it now is (an update keeps the first
-/// write's other columns).
+/// write's other columns, and a reason once set: a later write, the command's end, may set one
+/// but not clear it).
 static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
-         api_calls, access_method, cwd, host, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         api_calls, access_method, cwd, host, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, seq = excluded.seq RETURNING {}",
+         api_calls = excluded.api_calls, {}, seq = excluded.seq RETURNING {}",
+        UPDATE_COMMAND_REASON,
         chain::COMMAND_FIELDS
     )
 });
+
+/// The upserts' rule for a command's reason: a later write sets it, an empty one keeps it.
+pub(super) const UPDATE_COMMAND_REASON: &str =
+    "reason = CASE WHEN excluded.reason = '' THEN commands.reason ELSE excluded.reason END";
 
 /// Writes a call under `seq` and journals it. A call already stored (an upgraded stream's
 /// opening record, then its final one) is replaced.
@@ -1822,6 +1838,7 @@ pub(super) fn upsert_command_row(
                 c.access_method.as_str(),
                 c.cwd,
                 c.host,
+                c.reason,
                 seq,
             ],
             |row| chain::content_hash(Kind::Command, row, 0),
@@ -1905,6 +1922,7 @@ pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
         access_method: AccessMethod::parse(&text(row, 9)?).unwrap_or_default(),
         cwd: text(row, 10)?,
         host: text(row, 11)?,
+        reason: text(row, 12)?,
     })
 }
 

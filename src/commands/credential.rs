@@ -145,6 +145,7 @@ fn record_command(paths: &Paths, user: &str, cluster: &str, parent: Parent) -> R
         access_method: AccessMethod::Cli,
         cwd: parent.cwd,
         host: crate::fsutil::hostname(),
+        reason: String::new(),
     };
     // Within the gateway's limits, cut with a marker: the record always ships.
     command.fit();

@@ -104,6 +104,7 @@ pub async fn run(args: Args) -> Result<i32> {
             .map(|d| d.display().to_string())
             .unwrap_or_default(),
         host: crate::fsutil::hostname(),
+        reason: String::new(),
     };
     // Within the gateway's limits, cut with a marker: the record always ships.
     command.fit();

@@ -578,7 +578,10 @@ fn command_header(c: &crate::audit::Command, q: &Query) -> Markup {
                 dt { "Cluster" } dd { (printable(&c.cluster)) }
                 dt { "Started" } dd { (time_cell(c.started_us)) }
                 dt { "Duration" } dd { (duration(c.ended_us.map(|e| e - c.started_us))) }
-                dt { "Exit" } dd { (c.exit_code.map_or("–".to_string(), |e| e.to_string())) }
+                dt { "Exit" } dd { (exit_label(c)) }
+                @if !c.reason.is_empty() {
+                    dt { "Reason" } dd { (printable(&c.reason)) }
+                }
                 dt { "Access method" } dd { (access_label(c.access_method)) }
                 dt { "Host" } dd { (printable(&c.host)) }
                 dt { "Directory" } dd { (printable(&c.cwd)) }
@@ -652,6 +655,15 @@ fn listing(q: &Query, rows: &Rows, next: Option<&Cursor>, seq: i64) -> Markup {
                 a href=(q.link(q.view, &[("after", Some(&cursor_value(next)))])) rel="next" { "Older →" }
             }
         }
+    }
+}
+
+/// A command's exit code, or `refused` for a command that never ran (its reason says why).
+fn exit_label(c: &crate::audit::Command) -> String {
+    match c.exit_code {
+        Some(e) => e.to_string(),
+        None if c.refused() => crate::audit::model::REFUSED.into(),
+        None => "–".into(),
     }
 }
 
@@ -737,8 +749,8 @@ fn command_row(r: &CommandRow) -> Markup {
             td { @for (class, n) in &r.statuses {
                 span class=(format!("status s{}", class.chars().next().unwrap_or('0'))) { (class) ":" (n) } " "
             } }
-            td.num { (match r.duration_us { Some(d) => duration(Some(d)), None => "running".into() }) }
-            td.num { (c.exit_code.map_or("–".to_string(), |e| e.to_string())) }
+            td.num { (match r.duration_us { Some(d) => duration(Some(d)), None if c.refused() => "–".into(), None => "running".into() }) }
+            td.num title=[(!c.reason.is_empty()).then(|| printable(&c.reason))] { (exit_label(c)) }
             td { (access_label(c.access_method)) }
         }
     }
@@ -989,5 +1001,59 @@ mod tests {
         assert_eq!(parse_cursor(&cursor_value(&c)), Some(c));
         assert_eq!(parse_cursor("12_not-a-uuid"), None);
         assert_eq!(parse_cursor("x"), None);
+    }
+
+    #[test]
+    fn a_refused_command_shows_refused_and_its_reason() {
+        let row = |reason: &str, exit_code: Option<i32>| CommandRow {
+            command: crate::audit::Command {
+                id: uuid::Uuid::now_v7(),
+                command_line: "kubectl config view --raw".into(),
+                exit_code,
+                reason: reason.into(),
+                ..Default::default()
+            },
+            calls: 0,
+            statuses: Default::default(),
+            duration_us: None,
+        };
+        let q = Query {
+            view: View::Commands,
+            after: None,
+            pairs: Vec::new(),
+            filter: Filter::default(),
+            insights: None,
+        };
+        let refused = row("refused: kubectl config <b>is</b> not allowed\x1b[2J", None);
+        let listed = command_row(&refused).into_string();
+        assert!(listed.contains(">refused</td>"), "{listed}");
+        assert!(!listed.contains("running"), "{listed}");
+        assert!(
+            listed.contains(
+                r#"title="refused: kubectl config &lt;b&gt;is&lt;/b&gt; not allowed\x1b[2J""#
+            ),
+            "{listed}"
+        );
+        let header = command_header(&refused.command, &q).into_string();
+        assert!(
+            header.contains(r"<dt>Reason</dt><dd>refused: kubectl config &lt;b&gt;is&lt;/b&gt; not allowed\x1b[2J</dd>"),
+            "{header}"
+        );
+        assert!(header.contains("<dt>Exit</dt><dd>refused</dd>"), "{header}");
+        // A command that ran normally shows no reason at all, and one still running says so.
+        let plain = row("", None);
+        assert!(!command_header(&plain.command, &q)
+            .into_string()
+            .contains("Reason"));
+        let listed = command_row(&plain).into_string();
+        assert!(
+            listed.contains("running") && !listed.contains(r#"class="num" title"#),
+            "{listed}"
+        );
+        // Killed by a limit: its exit code, the reason on hover and in the details.
+        let killed = row("killed: output limit", Some(137));
+        assert!(command_row(&killed)
+            .into_string()
+            .contains(r#"title="killed: output limit">137</td>"#));
     }
 }

@@ -311,7 +311,7 @@ mod tests {
         let batch = IngestBatch {
             version: protocol::INGEST_VERSION,
             batch_id: Uuid::now_v7(),
-            commands: vec![],
+            commands: vec![command("alice", "")],
             calls: vec![call("alice"), call("alice")],
         };
         let compact = batch.to_compact().unwrap();
@@ -331,6 +331,112 @@ mod tests {
             .contains("version 9"));
         assert!(decode(b"\x02garbage", true).is_err());
         assert!(decode(b"{", false).unwrap_err().contains("invalid JSON"));
+    }
+
+    fn command(user: &str, reason: &str) -> Command {
+        Command {
+            id: Uuid::now_v7(),
+            started_us: now_us(),
+            ended_us: Some(now_us()),
+            user: user.into(),
+            cluster: "dev".into(),
+            argv: vec!["kubectl".into(), "get".into(), "po".into()],
+            command_line: "kubectl get po".into(),
+            exit_code: reason.is_empty().then_some(0),
+            api_calls: 2,
+            access_method: crate::audit::AccessMethod::Browser,
+            cwd: "/".into(),
+            host: "h".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A command as clients and gateways from before `Command::reason` encode it.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct V2Command {
+        id: Uuid,
+        started_us: i64,
+        ended_us: Option<i64>,
+        user: String,
+        cluster: String,
+        argv: Vec<String>,
+        command_line: String,
+        exit_code: Option<i32>,
+        api_calls: i64,
+        access_method: crate::audit::AccessMethod,
+        cwd: String,
+        host: String,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct V2Batch {
+        version: u32,
+        batch_id: Uuid,
+        commands: Vec<V2Command>,
+        calls: Vec<ApiCall>,
+    }
+
+    #[test]
+    fn compact_batches_read_across_the_reason_change_and_a_reason_goes_as_json() {
+        let c = command("alice", "");
+        let v2 = V2Command {
+            id: c.id,
+            started_us: c.started_us,
+            ended_us: c.ended_us,
+            user: c.user.clone(),
+            cluster: c.cluster.clone(),
+            argv: c.argv.clone(),
+            command_line: c.command_line.clone(),
+            exit_code: c.exit_code,
+            api_calls: c.api_calls,
+            access_method: c.access_method,
+            cwd: c.cwd.clone(),
+            host: c.host.clone(),
+        };
+        let calls = vec![call("alice")];
+        let old = postcard::to_allocvec(&V2Batch {
+            version: protocol::INGEST_VERSION,
+            batch_id: Uuid::now_v7(),
+            commands: vec![v2],
+            calls: calls.clone(),
+        })
+        .unwrap();
+        // An old client's batch reads here, without a reason.
+        let read = decode(&old, true).unwrap();
+        assert_eq!(read.commands, vec![c.clone()]);
+        assert_eq!(read.calls, calls);
+        // This client's batch is byte for byte what an old gateway reads.
+        let batch = IngestBatch {
+            commands: vec![c],
+            ..read
+        };
+        assert_eq!(batch.to_compact().unwrap(), old);
+        let back: V2Batch = postcard::from_bytes(&old).unwrap();
+        assert_eq!(back.commands.len(), 1);
+
+        // A reason does not fit the compact layout: such a batch goes as JSON (which old
+        // gateways read too, ignoring the field), and is never sent compact.
+        let refused = IngestBatch {
+            commands: vec![
+                command(
+                    "alice",
+                    "refused: kubectl config is not allowed in the web shell",
+                ),
+                command("alice", ""),
+            ],
+            ..batch.clone()
+        };
+        assert!(refused.to_compact().is_err());
+        let sent = refused.encode(false).unwrap();
+        assert_eq!(sent.content_type, protocol::INGEST_JSON);
+        assert_eq!(decode(&sent.payload, false).unwrap(), refused);
+        let json: serde_json::Value = serde_json::from_slice(&sent.payload).unwrap();
+        assert!(json["commands"][0]["reason"].is_string());
+        assert!(json["commands"][1].get("reason").is_none());
+        assert_eq!(
+            batch.encode(false).unwrap().content_type,
+            protocol::INGEST_COMPACT
+        );
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub fn summary(record: &Sequenced) -> String {
         Record::Command(row) => {
             let c = &row.command;
             let end = match (c.ended_us, c.exit_code) {
-                (_, Some(code)) => format!("exit {code}"),
+                (_, Some(code)) if c.reason.is_empty() => format!("exit {code}"),
+                (_, Some(code)) => format!("exit {code} ({})", c.reason),
+                (_, None) if !c.reason.is_empty() => c.reason.clone(),
                 (Some(_), None) => "ended".to_string(),
                 (None, None) => "running".to_string(),
             };
@@ -114,7 +116,11 @@ pub fn syslog_message(record: &Sequenced, hostname: &str, app_name: &str, pen: u
         }
         Record::Command(row) => {
             let c = &row.command;
-            let severity = if c.exit_code.unwrap_or(0) != 0 { 5 } else { 6 };
+            let severity = if c.exit_code.unwrap_or(0) != 0 || !c.reason.is_empty() {
+                5
+            } else {
+                6
+            };
             let params: Vec<(&str, String)> = vec![
                 ("seq", record.seq.to_string()),
                 ("id", c.id.to_string()),
@@ -129,6 +135,7 @@ pub fn syslog_message(record: &Sequenced, hostname: &str, app_name: &str, pen: u
                 ("accessMethod", c.access_method.as_str().to_string()),
                 ("host", c.host.clone()),
                 ("cwd", c.cwd.clone()),
+                ("reason", c.reason.clone()),
             ];
             (record_time_us(record), "command", severity, params)
         }
@@ -267,6 +274,44 @@ mod tests {
         assert_eq!(
             summary(&cmd),
             "bob ran \"kubectl get po\" on cluster dev: exit 1"
+        );
+        assert!(record_json(&cmd).get("reason").is_none());
+        let Record::Command(mut row) = cmd.record else {
+            unreachable!()
+        };
+        row.command.reason = "killed: output limit".into();
+        row.command.exit_code = Some(137);
+        let killed = Sequenced {
+            seq: 9,
+            record: Record::Command(row.clone()),
+        };
+        assert_eq!(
+            summary(&killed),
+            "bob ran \"kubectl get po\" on cluster dev: exit 137 (killed: output limit)"
+        );
+        row.command.command_line = "kubectl config view --raw".into();
+        row.command.reason = "refused: kubectl config is not allowed\nin the web shell".into();
+        row.command.exit_code = None;
+        let refused = Sequenced {
+            seq: 10,
+            record: Record::Command(row),
+        };
+        assert_eq!(
+            summary(&refused),
+            r#"bob ran "kubectl config view --raw" on cluster dev: refused: kubectl config is not allowed\nin the web shell"#
+        );
+        let m = syslog_message(&refused, "gw", "ztk", 32473);
+        assert!(
+            m.starts_with("<85>1 "),
+            "a refused command is a notice: {m}"
+        );
+        assert!(
+            m.contains(r#"reason="refused: kubectl config is not allowed in the web shell""#),
+            "{m}"
+        );
+        assert_eq!(
+            record_json(&refused)["reason"],
+            "refused: kubectl config is not allowed\nin the web shell"
         );
     }
 

@@ -2,7 +2,7 @@
 //! renderer and the sort key.
 
 use crate::audit::format::format_duration_us;
-use crate::audit::model::format_time_us;
+use crate::audit::model::{format_time_us, REFUSED};
 use crate::protocol::View;
 
 use super::source::Record;
@@ -98,7 +98,7 @@ impl Col {
             Col::Calls => Width::Fixed(5),
             Col::Statuses => Width::Fixed(17),
             Col::Duration => Width::Fixed(8),
-            Col::Exit => Width::Fixed(4),
+            Col::Exit => Width::Fixed(7),
             Col::Verb => Width::Fixed(7),
             Col::Resource => Width::Fixed(14),
             Col::Namespace => Width::Fixed(11),
@@ -135,8 +135,12 @@ impl Col {
                     Col::Duration => row
                         .duration_us
                         .map(format_duration_us)
-                        .unwrap_or_else(|| "running".into()),
-                    Col::Exit => c.exit_code.map(|e| e.to_string()).unwrap_or_default(),
+                        .unwrap_or_else(|| if c.refused() { "-" } else { "running" }.into()),
+                    Col::Exit => match c.exit_code {
+                        Some(e) => e.to_string(),
+                        None if c.refused() => REFUSED.into(),
+                        None => String::new(),
+                    },
                     _ => String::new(),
                 }
             }

@@ -340,6 +340,7 @@ fn cell(record: &Record, col: Col, theme: &Theme) -> Cell<'static> {
             }
         }
         (Record::Command(c), Col::Exit) => match c.command.exit_code {
+            None if c.command.refused() => theme.status(400),
             Some(0) | None => Style::default(),
             Some(_) => theme.status(500),
         },
@@ -413,6 +414,7 @@ fn raw_detail_lines(record: &Record) -> Vec<(&'static str, String)> {
                 ("access method", c.access_method.as_str().to_string()),
                 ("cwd", c.cwd.clone()),
                 ("host", c.host.clone()),
+                ("reason", c.reason.clone()),
                 ("id", c.id.to_string()),
             ]
         }
@@ -725,6 +727,33 @@ sorted by TIME (UTC) (the 30 loaded rows)",
         let text = lines.join("\n");
         assert!(text.contains(r"calls of `kubectl get \x1b[2J"), "{text}");
         assert!(!raw(&buffer));
+    }
+
+    #[test]
+    fn a_refused_command_says_so_with_its_reason_escaped() {
+        use crate::tui::app::tests::{command, loaded_with};
+        let Record::Command(mut row) = command(0) else {
+            unreachable!()
+        };
+        row.command.exit_code = None;
+        row.command.ended_us = None;
+        row.duration_us = None;
+        row.command.reason = "refused: not in the web shell\x1b[8m".into();
+        let record = Record::Command(row);
+        let details = detail_lines(&record);
+        assert!(
+            details.contains(&("reason", r"refused: not in the web shell\x1b[8m".into())),
+            "{details:?}"
+        );
+        let mut app = loaded_with(View::Commands, vec![record], false);
+        let (lines, buffer) = render(&mut app, 160, 12);
+        let text = lines.join("\n");
+        let row = lines.iter().find(|l| l.contains("kubectl")).unwrap();
+        assert!(
+            row.ends_with(" -        refused") && !text.contains("running"),
+            "{text}"
+        );
+        assert!(!buffer.content().iter().any(|c| c.symbol().contains('\x1b')));
     }
 
     #[test]

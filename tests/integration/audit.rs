@@ -387,7 +387,7 @@ fn exports_survive_hostile_strings_and_read_back_with_a_real_csv_parser() {
     let cmds = env
         .ztk(&["audit", "export", "--view", "commands"])
         .success();
-    assert_eq!(cmds.lines().next().unwrap(), "started,ended,user,cluster,command_line,exit_code,calls,statuses,duration_us,access_method,cwd,host,id");
+    assert_eq!(cmds.lines().next().unwrap(), "started,ended,user,cluster,command_line,exit_code,calls,statuses,duration_us,access_method,cwd,host,id,reason");
     let events: Value = serde_json::from_str(
         &env.ztk(&["audit", "export", "--format", "k8s-audit"])
             .success(),

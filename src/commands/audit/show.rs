@@ -124,6 +124,9 @@ pub fn run(args: ShowArgs) -> Result<i32> {
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "-".into())
             )?;
+            if !c.reason.is_empty() {
+                writeln!(lock, "Reason:    {}", printable(&c.reason))?;
+            }
             writeln!(
                 lock,
                 "Calls:     {} ({})",
