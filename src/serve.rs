@@ -280,3 +280,15 @@ pub async fn serve_tls_with<F, Fut>(
         });
     }
 }
+
+/// The `Sec-WebSocket-Accept` answer to a WebSocket key (RFC 6455 §4.2.2: base64(SHA-1(key +
+/// GUID))).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let digest = sha1::Sha1::new()
+        .chain_update(key)
+        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .finalize();
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}

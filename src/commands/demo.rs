@@ -183,8 +183,8 @@ pub fn run(args: Args) -> Result<i32> {
     })();
     if result.is_ok() {
         println!(
-            "\n{}\n  {url}/\n  sign in as demo, password demo-password (the gateway's CA: {ca})",
-            bold("The web console (Audit Logs › KubeCTL, latency and activity, who can do what):")
+            "\n{}\n  {url}/\n  sign in as demo, password demo-password (the gateway's CA: {ca})\n  kubectl in the browser: {url}/shell?cluster=sandbox&namespace=dev",
+            bold("The web console (Audit Logs › KubeCTL, latency and activity, who can do what, kubectl shell):")
         );
     }
     if result.is_ok() && args.keep {

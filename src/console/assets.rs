@@ -26,6 +26,26 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("assets/console.js"),
     },
     Asset {
+        name: "shell.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("assets/shell.js"),
+    },
+    Asset {
+        name: "xterm.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("assets/vendor/xterm.js"),
+    },
+    Asset {
+        name: "xterm.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("assets/vendor/xterm.css"),
+    },
+    Asset {
+        name: "addon-fit.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("assets/vendor/addon-fit.js"),
+    },
+    Asset {
         name: "icon.svg",
         content_type: "image/svg+xml",
         bytes: include_bytes!("assets/icon.svg"),

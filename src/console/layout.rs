@@ -14,9 +14,21 @@ pub enum Nav {
     AuditKubectl,
     Insights,
     Access,
+    Shell,
 }
 
 pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, content: Markup) -> Markup {
+    page_with(title, viewer, nav, &[], content)
+}
+
+/// `page` with more of the console's assets (`.css` styles, `.js` scripts) in its head.
+pub fn page_with(
+    title: &str,
+    viewer: Option<&Viewer>,
+    nav: Nav,
+    assets: &[&str],
+    content: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -30,6 +42,13 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, content: Markup) -> 
                 link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
                 link rel="stylesheet" href=(super::assets::url("console.css"));
                 script src=(super::assets::url("console.js")) defer {}
+                @for name in assets {
+                    @if name.ends_with(".css") {
+                        link rel="stylesheet" href=(super::assets::url(name));
+                    } @else {
+                        script src=(super::assets::url(name)) defer {}
+                    }
+                }
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -55,6 +74,11 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, content: Markup) -> 
                                 li {
                                     a href="/access" aria-current=[current(nav, Nav::Access)] {
                                         "Who can do what"
+                                    }
+                                }
+                                li {
+                                    a href="/shell" aria-current=[current(nav, Nav::Shell)] {
+                                        "kubectl shell"
                                     }
                                 }
                             }

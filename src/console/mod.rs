@@ -15,6 +15,9 @@ mod audit;
 mod auth;
 mod insights;
 mod layout;
+mod shell;
+
+pub use auth::csrf_of;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub fn serves(path: &str) -> bool {
         || path == "/signin"
         || path == "/signout"
         || path == "/access"
+        || path == "/shell"
+        || path == "/shell/socket"
         || path.starts_with("/audit/")
         || path.starts_with("/assets/")
         || path.starts_with("/console/")
@@ -64,6 +69,7 @@ async fn route(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr) -> R
         (Method::POST, "/signin") => auth::signin(gateway, req, peer).await,
         (Method::POST, "/signout") => auth::signout(&gateway, req).await,
         (Method::GET, "/console/session") => auth::watch_session(gateway, req).await,
+        (Method::GET, "/shell/socket") => shell::socket(gateway, req, peer).await,
         (Method::GET | Method::HEAD, "/") => match auth::signed_in(&gateway, req.headers()) {
             Some(_) => redirect("/audit/kubectl"),
             None => auth::signin_page(&gateway, &req),
@@ -87,10 +93,15 @@ async fn route(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr) -> R
                 "/audit/insights" => insights::page(&gateway, &who, &query).await,
                 "/console/live" => audit::live(gateway.clone(), &who, &query, req.headers()).await,
                 "/access" => access::page(&gateway, &who, &query),
+                "/shell" => shell::page(&gateway, &who, &query),
                 _ => not_found(&who),
             }
         }
-        (_, "/signin" | "/signout" | "/" | "/access" | "/audit/kubectl" | "/audit/insights") => {
+        (
+            _,
+            "/signin" | "/signout" | "/" | "/access" | "/shell" | "/audit/kubectl"
+            | "/audit/insights",
+        ) => {
             let mut resp = Response::new(body::full("method not allowed\n"));
             *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             resp
@@ -141,14 +152,14 @@ pub(crate) fn redirect(to: &str) -> Response<Body> {
 /// no MIME sniffing, HSTS, no referrer to other sites, and no caching of pages that hold
 /// audit data (assets set their own `Cache-Control`).
 fn secure(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    // A page that needs more (the shell's terminal styles) sets its own, stricter elsewhere.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
              connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; \
              base-uri 'none'",
-        ),
-    );
+        ));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -54,6 +54,9 @@ struct RawConfig {
     /// `[limits]`: what one client may hold or send.
     #[serde(default)]
     limits: RawLimits,
+    /// `[shell]`: kubectl in the browser.
+    #[serde(default)]
+    shell: crate::shell::config::RawShell,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +188,8 @@ pub struct GatewayConfig {
     /// Threads of the async runtime that relays requests (`worker_threads`).
     pub worker_threads: usize,
     pub limits: Limits,
+    /// `[shell]`: kubectl in the browser.
+    pub shell: crate::shell::ShellConfig,
 }
 
 /// `audit_mode`: what the gateway does while it cannot persist audit records.
@@ -483,7 +488,12 @@ impl GatewayConfig {
                     .into(),
             ));
         }
+        let shell = raw
+            .shell
+            .validate(path.parent().unwrap_or(std::path::Path::new(".")))
+            .map_err(invalid)?;
         Ok(GatewayConfig {
+            shell,
             limits,
             path: path.to_path_buf(),
             listen,

@@ -72,6 +72,16 @@ pub struct Gateway {
     pub ingest_quota: throttle::IngestQuota,
     /// The web console's state (cached suggestions).
     pub console: crate::console::State,
+    /// The web shell: its settings, open shells and the running commands' credentials.
+    pub shell: Arc<crate::shell::State>,
+}
+
+/// Where a Kubernetes request came in: the gateway's port (session tokens) or the web shell's
+/// loopback port (only the credentials of running web-shell commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Network,
+    Shell,
 }
 
 /// A started gateway: its address and CA, and the handles that keep it running.
@@ -86,6 +96,7 @@ pub struct Running {
     checkpoints: tokio::task::JoinHandle<()>,
     cluster_status: tokio::task::JoinHandle<()>,
     rollups: tokio::task::JoinHandle<()>,
+    shell_port: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -102,6 +113,9 @@ impl Running {
         self.checkpoints.abort();
         self.cluster_status.abort();
         self.rollups.abort();
+        if let Some(shell) = &self.shell_port {
+            shell.abort();
+        }
         let (store, key) = (
             self.gateway.audit_store.clone(),
             self.gateway.audit_key.clone(),
@@ -199,7 +213,21 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             config.limits.ingest_bytes_per_minute,
         ),
         console: crate::console::State::default(),
+        shell: Arc::new(crate::shell::State::new(
+            config.shell.clone(),
+            &config.data_dir,
+        )),
     });
+    let shell_port = match &gateway.shell.kubectl {
+        Ok(kubectl) => {
+            tracing::info!(kubectl = %kubectl.display(), "web shell on");
+            Some(start_shell_port(gateway.clone(), config).await?)
+        }
+        Err(why) => {
+            tracing::info!("web shell off: {why}");
+            None
+        }
+    };
     let watcher = tokio::spawn(gateway.clone().watch());
     let checkpoints = tokio::spawn(audit::checkpoint_loop(
         gateway.audit_store.clone(),
@@ -236,7 +264,53 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         checkpoints,
         cluster_status,
         rollups,
+        shell_port,
     })
+}
+
+/// The web shell's loopback port: kubectl run by the shell calls back here, with a TLS
+/// identity made for this process (its CA goes into each command's kubeconfig) and only the
+/// credentials of running shell commands accepted.
+async fn start_shell_port(
+    gateway: Arc<Gateway>,
+    config: &GatewayConfig,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context as _;
+    let ca = tls::Ca::generate("ztk web shell CA")?;
+    let leaf = ca.issue_server(&["127.0.0.1".to_string()])?;
+    let server_tls = tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("cannot open the web shell's loopback port")?;
+    gateway.shell.set_port(crate::shell::ShellPort {
+        port: listener.local_addr()?.port(),
+        ca_pem: ca.cert_pem(),
+    });
+    let limits = crate::serve::Limits {
+        header_read_timeout: config.limits.header_read_timeout,
+        idle_timeout: Some(config.limits.idle_timeout),
+        max_per_address: 0,
+    };
+    Ok(tokio::spawn(crate::serve::serve_tls_with(
+        listener,
+        server_tls,
+        limits,
+        move |req, peer| {
+            let gateway = gateway.clone();
+            async move {
+                let req = req.map(body::boxed);
+                if req.uri().path().starts_with(protocol::KUBE_PREFIX) {
+                    gateway.kube(req, peer.addr, Via::Shell).await
+                } else {
+                    body::status_response(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "ztk: the web shell's port serves only its commands' Kubernetes calls",
+                    )
+                }
+            }
+        },
+    )))
 }
 
 /// Loads the configured certificate, or makes (once) a CA and a server certificate in data_dir.
@@ -490,7 +564,7 @@ impl Gateway {
         let req = req.map(body::boxed);
         let path = req.uri().path();
         if path.starts_with(protocol::KUBE_PREFIX) {
-            self.kube(req, peer).await
+            self.kube(req, peer, Via::Network).await
         } else if path.starts_with("/ztk/") {
             api::handle(self, req, peer).await
         } else if path == "/healthz" {
@@ -511,7 +585,27 @@ impl Gateway {
         let Some(token) = bearer(headers) else {
             return Err("ztk: no session token; run `ztk login`".into());
         };
-        match self.users.authenticate(token) {
+        Self::session_or_message(self.users.authenticate(token))
+    }
+
+    /// Authenticates a web-shell command's credential: valid while the command runs and its
+    /// web session is valid; the session is the web session (so that revoking it closes the
+    /// command's streams too).
+    fn authenticate_shell(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Session, Arc<crate::shell::grants::Grant>), String> {
+        let grant = bearer(headers)
+            .and_then(|token| self.shell.grants.get(token))
+            .ok_or("ztk: not a running web-shell command's credential")?;
+        let session = Self::session_or_message(self.users.authenticate_hash(grant.parent.clone()))?;
+        Ok((session, grant))
+    }
+
+    fn session_or_message(
+        looked_up: Result<Result<Session, TokenRejection>, users::UserError>,
+    ) -> Result<Session, String> {
+        match looked_up {
             Ok(Ok(session)) => Ok(session),
             Ok(Err(TokenRejection::Unknown)) => {
                 Err("ztk: the session token is not valid; run `ztk login`".into())
@@ -533,12 +627,17 @@ impl Gateway {
     /// rewrite and log): `admit` authenticates, parses once and authorizes; `rewrite` builds
     /// the upstream request from what was authorized; the relay forwards it; the record is
     /// written exactly once, when the exchange ends or when it is refused.
-    async fn kube(self: Arc<Self>, mut req: Request<Body>, peer: SocketAddr) -> Response<Body> {
+    async fn kube(
+        self: Arc<Self>,
+        mut req: Request<Body>,
+        peer: SocketAddr,
+        via: Via,
+    ) -> Response<Body> {
         let start = std::time::Instant::now();
         // Before any header is read: a header named in `Connection` is not forwarded, so it
         // must not be authorized either.
         crate::relay::drop_hop_by_hop(&mut req);
-        let admitted = match self.admit(&req, peer) {
+        let admitted = match self.admit(&req, peer, via) {
             Ok(admitted) => admitted,
             Err(refused) => {
                 let (mut call, refusal) = *refused;
@@ -597,6 +696,7 @@ impl Gateway {
         &self,
         req: &Request<Body>,
         peer: SocketAddr,
+        via: Via,
     ) -> Result<Admitted, Box<(ApiCall, Refusal)>> {
         let uri = req.uri();
         let rest = &uri.path()[protocol::KUBE_PREFIX.len()..];
@@ -613,12 +713,31 @@ impl Gateway {
         // A command id from a client is taken only when it is the caller's (below).
         let claimed_command = call.command_id.take();
 
-        let session = match self.authenticate(headers) {
-            Ok(session) => session,
-            Err(message) => return refused(call, StatusCode::UNAUTHORIZED, message),
+        let (session, shell_grant) = match via {
+            Via::Network => match self.authenticate(headers) {
+                Ok(session) => (session, None),
+                Err(message) => return refused(call, StatusCode::UNAUTHORIZED, message),
+            },
+            Via::Shell => match self.authenticate_shell(headers) {
+                Ok((session, grant)) => (session, Some(grant)),
+                Err(message) => return refused(call, StatusCode::UNAUTHORIZED, message),
+            },
         };
         call.user = session.user.clone();
-        if let Some(command) = claimed_command {
+        if let Some(grant) = shell_grant {
+            // A web-shell command's call: linked to its command, from the browser's address.
+            call.command_id = Some(grant.command);
+            call.access_method = crate::audit::AccessMethod::Browser;
+            call.source_ip = grant.source_ip.clone();
+            grant.count_call();
+            if grant.cluster != cluster_name {
+                let message = format!(
+                    "ztk: this web-shell command may call only cluster {:?}",
+                    grant.cluster
+                );
+                return refused(call, StatusCode::FORBIDDEN, message);
+            }
+        } else if let Some(command) = claimed_command {
             match self
                 .command_owners
                 .claim(command, &session.user, call.time_us)

@@ -316,7 +316,15 @@ impl UserStore {
 
     /// Looks a bearer token up. Revocations made by another process count at once.
     pub fn authenticate(&self, token: &str) -> Result<Result<Session, TokenRejection>, UserError> {
-        let hash = hash_token(token);
+        self.authenticate_hash(hash_token(token))
+    }
+
+    /// `authenticate` for a token known by its hash (the web shell's commands hold their web
+    /// session's hash, not its token).
+    pub fn authenticate_hash(
+        &self,
+        hash: String,
+    ) -> Result<Result<Session, TokenRejection>, UserError> {
         // The state is read before the session row: a commit in between changes it again for
         // the next request, so nothing read here outlives a change.
         let state = match &self.wal {

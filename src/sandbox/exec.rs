@@ -9,13 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
@@ -231,6 +229,15 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
             }
         }
     }
+    // `exec -i POD -- sh`: a shell reading its stdin, line by line, as in a real container.
+    let bare_shell = command
+        .first()
+        .and_then(|p| p.rsplit('/').next())
+        .is_some_and(|p| matches!(p, "sh" | "ash" | "bash" | "zsh"))
+        && !command.iter().skip(1).any(|a| a == "-c");
+    if sub == "exec" && stdin && bare_shell {
+        interactive = true;
+    }
     let ephemeral = ephemeral::is_ephemeral(&pod_obj, &container_name);
     let upgrade = hyper::upgrade::on(&mut req);
     let v5 = protocol.starts_with("v5");
@@ -240,7 +247,7 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
         pod,
         container: container_name,
         ephemeral,
-        attached: interactive,
+        attached: interactive && sub == "attach",
         command,
         stdin,
         stderr: stderr && !tty,
@@ -280,7 +287,7 @@ pub fn serve(sandbox: Arc<Sandbox>, mut req: Request<Body>) -> Response<Body> {
                 header::SEC_WEBSOCKET_PROTOCOL,
                 HeaderValue::from_static(protocol),
             );
-            if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+            if let Ok(v) = HeaderValue::from_str(&crate::serve::websocket_accept(key.as_bytes())) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
             }
         }
@@ -562,15 +569,6 @@ where
     };
     tokio::join!(inbound, outbound);
     let _ = served.await;
-}
-
-/// RFC 6455 §4.2.2: base64(SHA-1(key + GUID)).
-fn accept_key(key: &[u8]) -> String {
-    let digest = sha1::Sha1::new()
-        .chain_update(key)
-        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-        .finalize();
-    base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
 async fn run_session<S>(exec: Exec, mut ws: WebSocketStream<S>, v5: bool)
@@ -1433,7 +1431,7 @@ mod tests {
         assert!(other.files["/tmp/app/README.txt"].starts_with(b"This pod"));
         // The example key and answer of RFC 6455 §1.3.
         assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            crate::serve::websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }

@@ -211,6 +211,42 @@ pub struct Allowed {
     pub reads_stdin: bool,
 }
 
+impl Allowed {
+    /// Whether the command runs until the user stops it (`exec -it`, `attach -i`, `logs -f`,
+    /// `get -w`, `events -w`): such a command has no wall-clock limit, only the shell's idle
+    /// timeout. Generous on purpose: a command counted interactive by mistake still ends
+    /// with the shell.
+    pub fn interactive(&self) -> bool {
+        let letters: &[char] = match self.subcommand.as_str() {
+            "exec" | "attach" => &['i', 't'],
+            "logs" => &['f'],
+            "get" | "events" => &['w'],
+            _ => return false,
+        };
+        let long: &[&str] = match self.subcommand.as_str() {
+            "exec" | "attach" => &["--stdin", "--tty"],
+            "logs" => &["--follow"],
+            _ => &["--watch", "--watch-only"],
+        };
+        self.args.iter().take_while(|a| *a != "--").any(|a| {
+            let name = a.split('=').next().unwrap_or("");
+            let off = a.ends_with("=false");
+            if name.starts_with("--") {
+                long.contains(&name) && !off
+            } else if let Some(short) = name.strip_prefix('-') {
+                // A bundle of one-letter flags (`-it`); `-n` and `-c` take a value.
+                short
+                    .chars()
+                    .take_while(|c| !matches!(c, 'n' | 'c' | 'l' | 'o'))
+                    .any(|c| letters.contains(&c))
+                    && !off
+            } else {
+                false
+            }
+        })
+    }
+}
+
 /// Splits and checks a line typed into the web shell.
 pub fn check(line: &str) -> Result<Allowed, Refused> {
     let words = split(line)?;
@@ -352,6 +388,34 @@ mod tests {
 
     fn words(line: &str) -> Vec<String> {
         split(line).unwrap()
+    }
+
+    #[test]
+    fn commands_that_run_until_stopped_are_interactive() {
+        for line in [
+            "kubectl exec -it web -- sh",
+            "kubectl exec -ti web -- sh",
+            "kubectl exec --stdin --tty web -- sh",
+            "kubectl attach -i web",
+            "kubectl logs -f web",
+            "kubectl logs web --follow",
+            "kubectl get pods -w",
+            "kubectl get pods --watch-only",
+            "kubectl events --watch",
+        ] {
+            assert!(check(line).unwrap().interactive(), "{line}");
+        }
+        for line in [
+            "kubectl exec web -- ls",
+            "kubectl logs web",
+            "kubectl logs web -c follow",
+            "kubectl get pods",
+            "kubectl get pods --watch=false",
+            "kubectl exec web -- sh -it",
+            "kubectl describe pod web",
+        ] {
+            assert!(!check(line).unwrap().interactive(), "{line}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod outbox_load;
 mod plain;
 mod raw;
 mod security;
+mod shell;
 mod sinks;
 mod streams;
 mod tui;
