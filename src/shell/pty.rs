@@ -113,11 +113,30 @@ pub async fn write_all(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::R
 }
 
 /// Makes the child's terminal its controlling terminal, in a session of its own (so that
-/// the whole command can be signalled as a process group). Runs between fork and exec, after
-/// the terminal was put on fd 1.
+/// the whole command can be signalled as a process group), with every signal at its default.
+/// Runs between fork and exec, after the terminal was put on fd 1.
 pub fn take_terminal() -> std::io::Result<()> {
-    // SAFETY: setsid and ioctl are async-signal-safe.
+    // SAFETY: signal, sigprocmask, setsid and ioctl are async-signal-safe.
     unsafe {
+        // A gateway started with signals ignored or blocked (`nohup … &` ignores SIGINT in a
+        // non-interactive shell) would pass that on: Ctrl-C would not stop the command.
+        for sig in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGPIPE,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGWINCH,
+            libc::SIGCHLD,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         if libc::setsid() < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -134,10 +153,10 @@ mod tests {
     use std::os::unix::process::CommandExt as _;
 
     #[tokio::test]
-    async fn a_child_on_the_terminal_writes_sees_its_size_and_gets_ctrl_c() {
+    async fn a_child_on_the_terminal_writes_follows_its_size_and_gets_ctrl_c() {
         let pty = open(100, 30).unwrap();
         let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.args(["-c", "stty size; trap 'echo interrupted; exit 7' INT; echo ready; while :; do sleep 0.05; done"])
+        cmd.args(["-c", "stty size; trap 'stty size' WINCH; trap 'echo interrupted; exit 7' INT; echo ready; while :; do sleep 0.05; done"])
             .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
             .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
             .stderr(std::process::Stdio::from(pty.slave.try_clone().unwrap()));
@@ -157,6 +176,13 @@ mod tests {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
         assert!(seen.contains("30 100"), "{seen:?}");
+        // A resize reaches the command (SIGWINCH) with the new size.
+        resize(&master, 120, 40).unwrap();
+        while !seen.contains("40 120") {
+            let n = read(&master, &mut buf).await.unwrap();
+            assert!(n > 0, "{seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
         write_all(&master, b"\x03").await.unwrap();
         let status = child.wait().await.unwrap();
         assert_eq!(status.code(), Some(7));

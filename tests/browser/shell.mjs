@@ -162,6 +162,16 @@ try {
   check(text.includes('configmap/from-the-browser created'), 'apply -f - from the pasted manifest:\n' + text);
   text = await runLine(page, 'kubectl get configmap from-the-browser -o jsonpath={.data.greeting}');
   check(text.includes('hello'), 'the configmap exists:\n' + text);
+  // Dropping a YAML file on the terminal supplies the manifest too.
+  await clear(page);
+  await page.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dropped\n'], 'dropped.yaml', { type: 'application/yaml' }));
+    document.getElementById('terminal').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await waitFor('the dropped manifest', async () => (await page.locator('#manifest-state').innerText()).includes('dropped.yaml'));
+  text = await runLine(page, 'kubectl create -f -');
+  check(text.includes('configmap/dropped created'), 'create -f - from the dropped file:\n' + text);
 
   // The audit page shows the commands, access method Browser.
   const audit = await ctx.newPage();

@@ -300,7 +300,7 @@ for other in "$@"; do
   ls -a "$other" 2>&1 | sed 's/^/LIST=/'
 done
 cat /etc/passwd 2>&1 | head -1 | sed 's/^/PASSWD=/'
-case "$*" in *hold*) sleep 4 ;; esac
+case "$*" in *hold*) sleep 4 ;; *slow*) sleep 20 ;; esac
 exit 3
 "#;
 
@@ -317,7 +317,7 @@ async fn shells_are_confined_limited_and_their_credentials_die_with_the_command(
         let env = Env::start_in(
             dir,
             &format!(
-                "[shell]\nkubectl = \"{}\"\nmax_per_user = 1\n",
+                "[shell]\nkubectl = \"{}\"\nmax_per_user = 1\ncommand_timeout = \"1s\"\nidle_timeout = \"6s\"\n",
                 fake.display()
             ),
             "",
@@ -395,7 +395,8 @@ async fn shells_are_confined_limited_and_their_credentials_die_with_the_command(
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(status_of(&env, Some(&alice), q, Some(&origin)).await, 429);
     a.send(Message::text(
-        serde_json::json!({"t": "run", "line": "kubectl get hold"}).to_string(),
+        // `-w`: interactive, so the 1 s command_timeout does not apply.
+        serde_json::json!({"t": "run", "line": "kubectl get hold -w"}).to_string(),
     ))
     .await
     .unwrap();
@@ -542,10 +543,9 @@ async fn shells_are_confined_limited_and_their_credentials_die_with_the_command(
     let deadline = Instant::now() + Duration::from_secs(5);
     let held = loop {
         let rows = store.list_commands(&Filter::default()).unwrap();
-        if let Some(r) = rows
-            .into_iter()
-            .find(|r| r.command.command_line == "kubectl get hold" && r.command.ended_us.is_some())
-        {
+        if let Some(r) = rows.into_iter().find(|r| {
+            r.command.command_line == "kubectl get hold -w" && r.command.ended_us.is_some()
+        }) {
             break r.command;
         }
         assert!(Instant::now() < deadline);
@@ -556,7 +556,39 @@ async fn shells_are_confined_limited_and_their_credentials_die_with_the_command(
         (Some(3), 1, AccessMethod::Browser)
     );
 
-    // A message over the frame limit ends the connection; a manifest over 1 MiB is refused.
+    // A command that is not interactive is stopped at command_timeout, and says so.
+    let started = Instant::now();
+    let (_, exit) = run_line(&mut b, "kubectl get slow").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(exit["code"], 128 + 9, "{exit}");
+    assert_eq!(
+        exit["reason"], "stopped: ran longer than 1s (shell.command_timeout)",
+        "{exit}"
+    );
+    // A manifest over 1 MiB is refused (and recorded).
+    b.send(Message::text(
+        serde_json::json!({"t": "run", "line": "kubectl apply -f -", "stdin": "y".repeat(1_500_000)})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let (_, refused) = read_until(&mut b, "refused").await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1 MiB"),
+        "{refused}"
+    );
+    // alice's shell, idle since her command ended, closes after idle_timeout (6 s).
+    let (_, closed) = read_until_closed(&mut a).await;
+    assert!(closed.contains("without activity"), "{closed}");
+
+    // A message over the frame limit ends the connection.
     let big = "x".repeat(3 << 20);
     let _ = b
         .send(Message::text(
