@@ -12,6 +12,7 @@ pub mod console;
 pub mod fsutil;
 pub mod gateway;
 pub mod kubeconfig;
+pub mod oidc;
 pub mod protocol;
 pub mod relay;
 pub mod request_info;
