@@ -16,6 +16,10 @@ pub const KUBECTL_SESSION_HEADER: &str = "kubectl-session";
 /// Kubernetes API calls for cluster NAME go under `/k8s/NAME/`.
 pub const KUBE_PREFIX: &str = "/k8s/";
 pub const LOGIN_PATH: &str = "/ztk/v1/login";
+/// `GET`: the gateway's single sign-on settings for `ztk login --sso` (`OidcInfo`).
+pub const OIDC_PATH: &str = "/ztk/v1/oidc";
+/// `POST`: an ID token from the OpenID provider for a session (`OidcLoginRequest`).
+pub const LOGIN_OIDC_PATH: &str = "/ztk/v1/login/oidc";
 pub const SESSION_PATH: &str = "/ztk/v1/session";
 /// `POST`: a batch of the client's audit records (see `IngestBatch`).
 pub const INGEST_PATH: &str = "/ztk/v1/audit/ingest";
@@ -75,6 +79,34 @@ pub struct SessionInfo {
     pub open_sessions: u32,
     #[serde(default)]
     pub max_sessions: u32,
+    /// How the session was made: `password`, `sso-code`, `sso-device`.
+    #[serde(default)]
+    pub method: String,
+}
+
+/// The gateway's single sign-on, as `ztk login --sso` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcInfo {
+    pub issuer: String,
+    /// The client id the CLI signs in with (a public client, PKCE).
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// Whether the gateway also takes passwords.
+    pub password_login: bool,
+}
+
+/// An ID token the CLI got from the provider, for a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcLoginRequest {
+    pub id_token: String,
+    /// The nonce the CLI sent in its authorization request (the code flow).
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// `code` or `device`.
+    pub flow: String,
+    /// The client's previous session, ended by this login.
+    #[serde(default)]
+    pub replaces: Option<String>,
 }
 
 /// One binding as the client shows it.

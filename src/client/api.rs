@@ -197,6 +197,22 @@ impl GatewayApi {
             .await
     }
 
+    /// The gateway's single sign-on settings (404 when it has none).
+    pub async fn oidc_info(&self) -> Result<protocol::OidcInfo, ApiError> {
+        self.call(Method::GET, protocol::OIDC_PATH, None, None)
+            .await
+    }
+
+    /// Logs in with an ID token from the gateway's OpenID provider.
+    pub async fn login_oidc(
+        &self,
+        request: &protocol::OidcLoginRequest,
+    ) -> Result<SessionInfo, ApiError> {
+        let payload = serde_json::to_vec(request).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        self.call(Method::POST, protocol::LOGIN_OIDC_PATH, None, Some(payload))
+            .await
+    }
+
     pub async fn session(&self, token: &str) -> Result<SessionInfo, ApiError> {
         self.call(Method::GET, protocol::SESSION_PATH, Some(token), None)
             .await

@@ -34,8 +34,13 @@ pub async fn run(_args: Args) -> Result<i32> {
                 println!("Groups:   {}", session.groups.join(", "));
             }
             println!(
-                "Session:  valid until {}",
-                format_time_us(session.expires_us)
+                "Session:  valid until {}{}",
+                format_time_us(session.expires_us),
+                match session.method.as_str() {
+                    "sso-code" => " (single sign-on)",
+                    "sso-device" => " (single sign-on, device flow)",
+                    _ => "",
+                }
             );
             let limit = match session.max_sessions {
                 0 => String::new(),

@@ -108,7 +108,7 @@ pub fn to_signin<B>(req: &Request<B>) -> Response<Body> {
 }
 
 /// Where to go after signing in: only a path of this console (never another site).
-fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
@@ -133,12 +133,20 @@ pub fn signin_page<B>(gateway: &Gateway, req: &Request<B>) -> Response<Body> {
     if signed_in(gateway, req.headers()).is_some() {
         return super::redirect(&safe_next(next));
     }
-    form(StatusCode::OK, &safe_next(next), "", None)
+    form(gateway, StatusCode::OK, &safe_next(next), "", None)
 }
 
 /// The sign-in form, with a fresh double-submit token (also set as a cookie).
-fn form(status: StatusCode, next: &str, user: &str, error: Option<&str>) -> Response<Body> {
+fn form(
+    gateway: &Gateway,
+    status: StatusCode,
+    next: &str,
+    user: &str,
+    error: Option<&str>,
+) -> Response<Body> {
     let pre = random_token();
+    let sso = gateway.sso.is_some();
+    let passwords = gateway.password_login;
     let markup = layout::page(
         "Sign in",
         None,
@@ -150,16 +158,22 @@ fn form(status: StatusCode, next: &str, user: &str, error: Option<&str>) -> Resp
                 @if let Some(error) = error {
                     p.error role="alert" { (error) }
                 }
-                form method="post" action="/signin" {
-                    input type="hidden" name="csrf" value=(pre);
-                    input type="hidden" name="next" value=(next);
-                    label for="username" { "Username" }
-                    input #username name="username" type="text" autocomplete="username"
-                        required autofocus value=(user);
-                    label for="password" { "Password" }
-                    input #password name="password" type="password"
-                        autocomplete="current-password" required;
-                    button.primary type="submit" { "Sign in" }
+                @if sso {
+                    p { a.button.primary.sso href=(format!("/oidc/start?next={}", super::encode(next))) { "Sign in with SSO" } }
+                }
+                @if passwords {
+                    @if sso { p.muted { "Or with a local account:" } }
+                    form method="post" action="/signin" {
+                        input type="hidden" name="csrf" value=(pre);
+                        input type="hidden" name="next" value=(next);
+                        label for="username" { "Username" }
+                        input #username name="username" type="text" autocomplete="username"
+                            required autofocus[!sso] value=(user);
+                        label for="password" { "Password" }
+                        input #password name="password" type="password"
+                            autocomplete="current-password" required;
+                        button.primary type="submit" { "Sign in" }
+                    }
                 }
             }
         },
@@ -205,6 +219,7 @@ pub async fn signin(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr)
     let presented = field("csrf");
     if !pre.is_some_and(|p| !p.is_empty() && constant_time_eq(p.as_bytes(), presented.as_bytes())) {
         return form(
+            &gateway,
             StatusCode::FORBIDDEN,
             &next,
             &field("username"),
@@ -214,6 +229,7 @@ pub async fn signin(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr)
     let (user, password) = (field("username"), field("password"));
     if user.is_empty() || password.is_empty() {
         return form(
+            &gateway,
             StatusCode::BAD_REQUEST,
             &next,
             &user,
@@ -245,13 +261,13 @@ pub async fn signin(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr)
             resp
         }
         Err(failure) => {
-            let status = match failure {
-                LoginFailure::Password => StatusCode::UNAUTHORIZED,
-                LoginFailure::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                LoginFailure::TooManySessions(_) => StatusCode::FORBIDDEN,
-                LoginFailure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            let mut resp = form(status, &next, &user, Some(&failure.message()));
+            let mut resp = form(
+                &gateway,
+                failure.status(),
+                &next,
+                &user,
+                Some(&failure.message()),
+            );
             if let LoginFailure::Throttled(wait) = failure {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,

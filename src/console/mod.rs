@@ -16,6 +16,7 @@ mod auth;
 mod insights;
 mod layout;
 mod shell;
+mod sso;
 
 pub use auth::csrf_of;
 
@@ -42,6 +43,8 @@ pub fn serves(path: &str) -> bool {
         || path == "/access"
         || path == "/shell"
         || path == "/shell/socket"
+        || path == "/oidc/start"
+        || path == "/oidc/callback"
         || path.starts_with("/audit/")
         || path.starts_with("/assets/")
         || path.starts_with("/console/")
@@ -70,6 +73,8 @@ async fn route(gateway: Arc<Gateway>, req: Request<Body>, peer: SocketAddr) -> R
         (Method::POST, "/signout") => auth::signout(&gateway, req).await,
         (Method::GET, "/console/session") => auth::watch_session(gateway, req).await,
         (Method::GET, "/shell/socket") => shell::socket(gateway, req, peer).await,
+        (Method::GET, "/oidc/start") => sso::start(gateway, req).await,
+        (Method::GET, "/oidc/callback") => sso::callback(gateway, req, peer).await,
         (Method::GET | Method::HEAD, "/") => match auth::signed_in(&gateway, req.headers()) {
             Some(_) => redirect("/audit/kubectl"),
             None => auth::signin_page(&gateway, &req),

@@ -22,6 +22,8 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::POST, protocol::LOGIN_PATH) => login(gateway, req, peer).await,
+        (Method::GET, protocol::OIDC_PATH) => oidc_info(&gateway),
+        (Method::POST, protocol::LOGIN_OIDC_PATH) => login_oidc(gateway, req, peer).await,
         (Method::GET, protocol::SESSION_PATH) => session(&gateway, &req),
         (Method::DELETE, protocol::SESSION_PATH) => logout(&gateway, &req),
         (Method::POST, protocol::INGEST_PATH) => super::ingest::handle(gateway, req).await,
@@ -36,6 +38,8 @@ pub async fn handle(
         (
             _,
             protocol::LOGIN_PATH
+            | protocol::OIDC_PATH
+            | protocol::LOGIN_OIDC_PATH
             | protocol::SESSION_PATH
             | protocol::INGEST_PATH
             | protocol::AUDIT_QUERY_PATH
@@ -94,6 +98,14 @@ pub(crate) enum LoginFailure {
     Password,
     Throttled(std::time::Duration),
     TooManySessions(String),
+    /// `password_login = false`.
+    PasswordOff,
+    /// An ID token or its claims refused, or the provider refused the sign-in.
+    Sso(String),
+    /// The SSO identity has the name of a local user.
+    SsoLocalUser(String),
+    /// The OpenID provider cannot be reached.
+    SsoUnavailable(String),
     /// The gateway could not check (its database failed): not the user's fault, not counted.
     Internal(String),
 }
@@ -108,10 +120,43 @@ impl LoginFailure {
                 super::throttle::retry_after_secs(*wait)
             ),
             LoginFailure::TooManySessions(message) => message.clone(),
+            LoginFailure::PasswordOff => {
+                "password sign-in is turned off on this gateway (password_login = false); sign in with SSO (`ztk login --sso`)".into()
+            }
+            LoginFailure::Sso(message) | LoginFailure::SsoLocalUser(message) => message.clone(),
+            LoginFailure::SsoUnavailable(message) => format!("single sign-on is unavailable: {message}"),
             LoginFailure::Internal(_) => {
                 "the gateway could not check the password; try again, or ask the administrator"
                     .into()
             }
+        }
+    }
+}
+
+impl LoginFailure {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            LoginFailure::Password | LoginFailure::Sso(_) => StatusCode::UNAUTHORIZED,
+            LoginFailure::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            LoginFailure::TooManySessions(_)
+            | LoginFailure::PasswordOff
+            | LoginFailure::SsoLocalUser(_) => StatusCode::FORBIDDEN,
+            LoginFailure::SsoUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            LoginFailure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn from_sso(err: crate::oidc::sso::SsoError) -> LoginFailure {
+        use crate::oidc::provider::OidcError;
+        use crate::oidc::sso::SsoError;
+        match err {
+            SsoError::Provider(
+                e @ (OidcError::Unreachable { .. }
+                | OidcError::Status { .. }
+                | OidcError::Invalid { .. }),
+            ) => LoginFailure::SsoUnavailable(e.to_string()),
+            e @ SsoError::LocalUser(_) => LoginFailure::SsoLocalUser(e.to_string()),
+            e => LoginFailure::Sso(e.to_string()),
         }
     }
 }
@@ -145,6 +190,11 @@ pub(crate) async fn password_login(
     via: LoginVia,
 ) -> Result<LoggedIn, LoginFailure> {
     let started = std::time::Instant::now();
+    if !gateway.password_login {
+        let failure = LoginFailure::PasswordOff;
+        record_login_failure(gateway, &name, peer, user_agent, via, started, &failure);
+        return Err(failure);
+    }
     // Throttled before the password is checked: a guess made while waiting is not even tried.
     if let Some(wait) = gateway
         .login_throttle
@@ -208,6 +258,153 @@ pub(crate) async fn password_login(
     Err(failure)
 }
 
+/// The one SSO login, for `ztk login --sso` (an ID token the client got) and the console's
+/// code flow (the gateway got it): the token verified and taken once, the identity from its
+/// claims (never a local user's name), a session that keeps the claims' groups and how it was
+/// made. `replaces`: the client's previous session of the same user, ended by this login.
+pub(crate) async fn sso_login(
+    gateway: &Arc<Gateway>,
+    identity: Result<crate::oidc::sso::Identity, crate::oidc::sso::SsoError>,
+    method: super::users::SessionMethod,
+    replaces: Option<String>,
+    peer: std::net::SocketAddr,
+    user_agent: &str,
+    via: LoginVia,
+) -> Result<LoggedIn, LoginFailure> {
+    let started = std::time::Instant::now();
+    let fail = |failure: LoginFailure, name: &str| {
+        record_login_failure(gateway, name, peer, user_agent, via, started, &failure);
+        Err(failure)
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(err) => return fail(LoginFailure::from_sso(err), "(sso)"),
+    };
+    let gw = gateway.clone();
+    let id = identity.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        if gw.users.groups_of(&id.user)?.is_some() {
+            return Ok(None);
+        }
+        if let Some(previous) = replaces.as_deref() {
+            if let Ok(Ok(old)) = gw.users.authenticate(previous) {
+                if old.user == id.user {
+                    gw.users.revoke_session(&old.id)?;
+                }
+            }
+        }
+        let (token, expires_us) = gw.users.create_session_from(
+            &id.user,
+            gw.session_ttl_us,
+            gw.max_sessions_per_user,
+            &super::users::Origin {
+                method,
+                subject: Some(&id.subject),
+                groups: Some(&id.groups),
+            },
+        )?;
+        let open = gw.users.open_sessions(&id.user)?;
+        Ok::<_, UserError>(Some((token, expires_us, open)))
+    })
+    .await;
+    match made {
+        Ok(Ok(Some((token, expires_us, open_sessions)))) => {
+            tracing::info!(user = %identity.user, subject = %identity.subject, method = method.as_str(), source = %peer.ip(), "login");
+            Ok(LoggedIn {
+                user: super::users::UserInfo {
+                    name: identity.user,
+                    groups: identity.groups,
+                    created_us: 0,
+                },
+                token,
+                expires_us,
+                open_sessions,
+            })
+        }
+        Ok(Ok(None)) => {
+            let message = crate::oidc::sso::SsoError::LocalUser(identity.user.clone()).to_string();
+            fail(LoginFailure::SsoLocalUser(message), &identity.user)
+        }
+        Ok(Err(err @ UserError::TooManySessions { .. })) => fail(
+            LoginFailure::TooManySessions(err.to_string()),
+            &identity.user,
+        ),
+        Ok(Err(err)) => fail(LoginFailure::Internal(err.to_string()), &identity.user),
+        Err(err) => fail(LoginFailure::Internal(err.to_string()), &identity.user),
+    }
+}
+
+/// `GET /ztk/v1/oidc`: what `ztk login --sso` needs (no secret).
+fn oidc_info(gateway: &Gateway) -> Response<Body> {
+    match &gateway.sso {
+        Some(sso) => json(&protocol::OidcInfo {
+            issuer: sso.config.issuer.clone(),
+            client_id: sso.config.cli_client_id.clone(),
+            scopes: sso.config.scopes.clone(),
+            password_login: gateway.password_login,
+        }),
+        None => body::status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "this gateway has no single sign-on ([oidc] in its gateway.toml); log in with a password",
+        ),
+    }
+}
+
+/// `POST /ztk/v1/login/oidc`: an ID token from the provider for a session.
+async fn login_oidc(
+    gateway: Arc<Gateway>,
+    req: Request<Body>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(sso) = gateway.sso.clone() else {
+        return oidc_info(&gateway);
+    };
+    let login: protocol::OidcLoginRequest = match read_json(req).await {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    let method = match login.flow.as_str() {
+        "device" => super::users::SessionMethod::SsoDevice,
+        "code" => super::users::SessionMethod::SsoCode,
+        other => return bad_request(format!("flow {other:?}: use code or device")),
+    };
+    let identity = sso.identity(&login.id_token, login.nonce.as_deref()).await;
+    match sso_login(
+        &gateway,
+        identity,
+        method,
+        login.replaces,
+        peer,
+        &user_agent,
+        LoginVia::Api,
+    )
+    .await
+    {
+        Ok(done) => {
+            let roles = gateway.roles_of(&done.user.name, &done.user.groups);
+            json(&SessionInfo {
+                user: done.user.name,
+                groups: done.user.groups,
+                expires_us: done.expires_us,
+                clusters: gateway.cluster_infos(),
+                token: Some(done.token),
+                roles,
+                open_sessions: done.open_sessions,
+                max_sessions: gateway.max_sessions_per_user,
+                method: method.as_str().into(),
+            })
+        }
+        Err(failure) => login_failure_response(&failure),
+    }
+}
+
 async fn login(
     gateway: Arc<Gateway>,
     req: Request<Body>,
@@ -245,6 +442,7 @@ async fn login(
                 roles,
                 open_sessions: done.open_sessions,
                 max_sessions: gateway.max_sessions_per_user,
+                method: super::users::SessionMethod::Password.as_str().into(),
             })
         }
         Err(failure) => login_failure_response(&failure),
@@ -254,23 +452,21 @@ async fn login(
 /// The API's answer to a failed login: a `Status` (429 with `Retry-After` while throttled).
 fn login_failure_response(failure: &LoginFailure) -> Response<Body> {
     let message = failure.message();
-    match failure {
-        LoginFailure::Password => {
-            body::status_response(StatusCode::UNAUTHORIZED, "Unauthorized", &message)
-        }
-        LoginFailure::Throttled(wait) => {
-            let secs = super::throttle::retry_after_secs(*wait);
-            let mut resp =
-                body::status_response(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", &message);
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, secs.into());
-            resp
-        }
-        LoginFailure::TooManySessions(_) => {
-            body::status_response(StatusCode::FORBIDDEN, "Forbidden", &message)
-        }
-        LoginFailure::Internal(err) => internal(err),
+    let status = failure.status();
+    let reason = match status {
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        _ => return internal(&message),
+    };
+    let mut resp = body::status_response(status, reason, &message);
+    if let LoginFailure::Throttled(wait) = failure {
+        let secs = super::throttle::retry_after_secs(*wait);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, secs.into());
     }
+    resp
 }
 
 /// Logs and audits a failed login: who (the name given), from where, why.
@@ -296,6 +492,12 @@ fn record_login_failure(
             ),
         ),
         LoginFailure::TooManySessions(message) => (403, format!("login refused: {message}")),
+        LoginFailure::PasswordOff => (403, "login refused: password sign-in is turned off".into()),
+        LoginFailure::Sso(message) | LoginFailure::SsoLocalUser(message) => (
+            failure.status().as_u16(),
+            format!("SSO login refused: {message}"),
+        ),
+        LoginFailure::SsoUnavailable(message) => (503, format!("SSO login failed: {message}")),
         LoginFailure::Internal(err) => {
             tracing::error!("login failed in the gateway: {err}");
             return;
@@ -333,6 +535,7 @@ fn session(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
             },
             max_sessions: gateway.max_sessions_per_user,
             roles: gateway.roles_of(&s.user, &s.groups),
+            method: s.method.as_str().into(),
             user: s.user,
             groups: s.groups,
             expires_us: s.expires_us,

@@ -57,6 +57,16 @@ struct RawConfig {
     /// `[shell]`: kubectl in the browser.
     #[serde(default)]
     shell: crate::shell::config::RawShell,
+    /// `[oidc]`: single sign-on.
+    #[serde(default)]
+    oidc: Option<crate::oidc::config::RawOidc>,
+    /// Whether users may sign in with a password (false: SSO only).
+    #[serde(default = "default_true")]
+    password_login: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +200,9 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// `[shell]`: kubectl in the browser.
     pub shell: crate::shell::ShellConfig,
+    /// `[oidc]`: single sign-on.
+    pub oidc: Option<crate::oidc::config::OidcConfig>,
+    pub password_login: bool,
 }
 
 /// `audit_mode`: what the gateway does while it cannot persist audit records.
@@ -492,8 +505,22 @@ impl GatewayConfig {
             .shell
             .validate(path.parent().unwrap_or(std::path::Path::new(".")))
             .map_err(invalid)?;
+        let oidc = match raw.oidc {
+            Some(o) => Some(
+                o.validate(path.parent().unwrap_or(std::path::Path::new(".")))
+                    .map_err(invalid)?,
+            ),
+            None => None,
+        };
+        if !raw.password_login && oidc.is_none() {
+            return Err(invalid(
+                "key `password_login = false` needs `[oidc]`: nobody could sign in".into(),
+            ));
+        }
         Ok(GatewayConfig {
             shell,
+            oidc,
+            password_login: raw.password_login,
             limits,
             path: path.to_path_buf(),
             listen,

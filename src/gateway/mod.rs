@@ -74,6 +74,10 @@ pub struct Gateway {
     pub console: crate::console::State,
     /// The web shell: its settings, open shells and the running commands' credentials.
     pub shell: Arc<crate::shell::State>,
+    /// Single sign-on (`[oidc]`), if configured.
+    pub sso: Option<Arc<crate::oidc::sso::Sso>>,
+    /// Whether users may sign in with a password (`password_login`).
+    pub password_login: bool,
 }
 
 /// Where a Kubernetes request came in: the gateway's port (session tokens) or the web shell's
@@ -217,7 +221,19 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             config.shell.clone(),
             &config.data_dir,
         )),
+        sso: match &config.oidc {
+            Some(oidc) => Some(Arc::new(crate::oidc::sso::Sso::new(oidc.clone())?)),
+            None => None,
+        },
+        password_login: config.password_login,
     });
+    if let Some(sso) = gateway.sso.clone() {
+        // Discovered now so that a wrong issuer shows in the log at start; a provider that is
+        // down is tried again when someone signs in (password sign-in keeps working).
+        tokio::spawn(async move {
+            let _ = sso.provider().await;
+        });
+    }
     let shell_port = match &gateway.shell.kubectl {
         Ok(kubectl) => {
             tracing::info!(kubectl = %kubectl.display(), "web shell on");

@@ -69,6 +69,13 @@ CREATE TABLE bindings (
     UNIQUE (role, subject_kind, subject, cluster, namespace)
 );
 "#,
+    // How each session was made; an SSO session keeps the groups from its claims (its user
+    // needs no row in `users`).
+    r#"
+ALTER TABLE sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password';
+ALTER TABLE sessions ADD COLUMN subject TEXT;
+ALTER TABLE sessions ADD COLUMN groups TEXT;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +92,46 @@ pub struct Session {
     pub user: String,
     pub groups: Vec<String>,
     pub expires_us: i64,
+    /// How it was made.
+    pub method: SessionMethod,
+}
+
+/// How a session was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionMethod {
+    #[default]
+    Password,
+    /// OpenID Connect, authorization code flow (`ztk login --sso`, the console's SSO button).
+    SsoCode,
+    /// OpenID Connect, device authorization grant (`ztk login --sso --device`).
+    SsoDevice,
+}
+
+impl SessionMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMethod::Password => "password",
+            SessionMethod::SsoCode => "sso-code",
+            SessionMethod::SsoDevice => "sso-device",
+        }
+    }
+
+    pub fn parse(s: &str) -> SessionMethod {
+        match s {
+            "sso-code" => SessionMethod::SsoCode,
+            "sso-device" => SessionMethod::SsoDevice,
+            _ => SessionMethod::Password,
+        }
+    }
+}
+
+/// What a new session records beyond its user: how it was made, and for SSO the provider's
+/// subject and the groups from the claims.
+#[derive(Debug, Clone, Default)]
+pub struct Origin<'a> {
+    pub method: SessionMethod,
+    pub subject: Option<&'a str>,
+    pub groups: Option<&'a [String]>,
 }
 
 /// Why a token was not accepted.
@@ -95,9 +142,9 @@ pub enum TokenRejection {
     Revoked,
 }
 
-/// A session row: id, user, expiry, revocation time, and the user's groups (None when the
-/// user was removed).
-type SessionRow = (String, String, i64, Option<i64>, Option<String>);
+/// A session row: id, user, expiry, revocation time, the groups (an SSO session's own, else the
+/// user's; None when a password user was removed), and how it was made.
+type SessionRow = (String, String, i64, Option<i64>, Option<String>, String);
 
 pub struct UserStore {
     path: PathBuf,
@@ -269,6 +316,17 @@ impl UserStore {
         ttl_us: i64,
         limit: u32,
     ) -> Result<(String, i64), UserError> {
+        self.create_session_from(user, ttl_us, limit, &Origin::default())
+    }
+
+    /// `create_session`, recording how the session was made.
+    pub fn create_session_from(
+        &self,
+        user: &str,
+        ttl_us: i64,
+        limit: u32,
+        origin: &Origin,
+    ) -> Result<(String, i64), UserError> {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         let token = format!(
@@ -279,8 +337,8 @@ impl UserStore {
         let expires = now + ttl_us;
         let inserted = self.with_conn(|c| {
             c.execute(
-                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us) \
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 OR (SELECT COUNT(*) FROM sessions \
+                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us, method, subject, groups) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?8, ?9 WHERE ?6 = 0 OR (SELECT COUNT(*) FROM sessions \
                  WHERE user = ?3 AND revoked_us IS NULL AND expires_us > ?4) < ?6",
                 params![
                     uuid::Uuid::now_v7().to_string(),
@@ -288,7 +346,12 @@ impl UserStore {
                     user,
                     now,
                     expires,
-                    limit
+                    limit,
+                    origin.method.as_str(),
+                    origin.subject,
+                    origin
+                        .groups
+                        .map(|g| serde_json::to_string(g).unwrap_or_else(|_| "[]".into())),
                 ],
             )
         })?;
@@ -354,12 +417,20 @@ impl UserStore {
         let row: Option<SessionRow> = {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT s.id, s.user, s.expires_us, s.revoked_us, u.groups FROM sessions s \
-                     LEFT JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+                    "SELECT s.id, s.user, s.expires_us, s.revoked_us, COALESCE(s.groups, u.groups), \
+                     s.method FROM sessions s LEFT JOIN users u ON u.name = s.user \
+                     WHERE s.token_hash = ?",
                 )
                 .map_err(|e| self.err(e))?;
             stmt.query_row([&hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .optional()
             .map_err(|e| self.err(e))?
@@ -367,16 +438,17 @@ impl UserStore {
         drop(conn);
         Ok(match row {
             None => Err(TokenRejection::Unknown),
-            Some((_, _, _, Some(_), _)) => Err(TokenRejection::Revoked),
-            // The user was removed.
-            Some((_, _, _, None, None)) => Err(TokenRejection::Revoked),
-            Some((_, _, expires, None, _)) if expires <= now => Err(TokenRejection::Expired),
-            Some((id, user, expires_us, None, Some(groups))) => {
+            Some((_, _, _, Some(_), _, _)) => Err(TokenRejection::Revoked),
+            // The (password) user was removed.
+            Some((_, _, _, None, None, _)) => Err(TokenRejection::Revoked),
+            Some((_, _, expires, None, _, _)) if expires <= now => Err(TokenRejection::Expired),
+            Some((id, user, expires_us, None, Some(groups), method)) => {
                 let session = Session {
                     id,
                     user,
                     groups: serde_json::from_str(&groups).unwrap_or_default(),
                     expires_us,
+                    method: SessionMethod::parse(&method),
                 };
                 let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
                 // Only while the database is still in the state the row was read in.
@@ -436,7 +508,7 @@ impl UserStore {
             let sql = format!(
                 "SELECT s.id FROM sessions s LEFT JOIN users u ON u.name = s.user \
                  WHERE s.id IN ({marks}) AND (s.revoked_us IS NOT NULL OR s.expires_us <= ? \
-                 OR u.name IS NULL)"
+                 OR (u.name IS NULL AND s.groups IS NULL))"
             );
             let now = now_us();
             let found: Vec<String> = self.with_conn(|c| {

@@ -18,5 +18,6 @@ mod raw;
 mod security;
 mod shell;
 mod sinks;
+mod sso;
 mod streams;
 mod tui;
