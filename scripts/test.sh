@@ -35,10 +35,10 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages kubernetes
 fi
 
-# playwright-core for the console's browser tests, pinned in tests/browser/package.json (no
-# browser download: it drives /usr/bin/chromium).
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "scripts/test.sh: installing playwright-core (tests/browser)" >&2
+# playwright-core for the browser tests and oidc-provider for the SSO tests, pinned in
+# tests/browser/package.json (no browser download: it drives /usr/bin/chromium).
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/oidc-provider ]; then
+  echo "scripts/test.sh: installing playwright-core and oidc-provider (tests/browser)" >&2
   (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
 fi
 
