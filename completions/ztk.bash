@@ -3130,7 +3130,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__login)
-            opts="-u -h -V --gateway --user --password-stdin --ca-file --cluster --help --version"
+            opts="-u -h -V --sso --device --no-browser --gateway --user --password-stdin --ca-file --cluster --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

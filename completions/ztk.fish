@@ -26,7 +26,7 @@ end
 
 complete -c ztk -n "__fish_ztk_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ztk -n "__fish_ztk_needs_command" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_needs_command" -f -a "login" -d 'Log in to a ztk gateway; the session token goes to the OS keyring'
+complete -c ztk -n "__fish_ztk_needs_command" -f -a "login" -d 'Log in to a ztk gateway (with a password, or with single sign-on: --sso); the session token goes to the OS keyring'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "status" -d 'Show the current login: user, gateway, session expiry, your roles and clusters'
 complete -c ztk -n "__fish_ztk_needs_command" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'
@@ -45,6 +45,9 @@ complete -c ztk -n "__fish_ztk_using_subcommand login" -l gateway -d 'The gatewa
 complete -c ztk -n "__fish_ztk_using_subcommand login" -s u -l user -d 'Your user name at the gateway (default: the last one used)' -r
 complete -c ztk -n "__fish_ztk_using_subcommand login" -l ca-file -d 'A PEM file with the CA that signed the gateway\'s certificate (default: the system\'s CAs)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand login" -l cluster -d 'The cluster `ztk kubectl` uses when --cluster is not given' -r
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l sso -d 'Sign in with the gateway\'s OpenID provider (single sign-on) in a browser'
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l device -d 'With --sso: the device flow, for hosts without a browser (prints a URL and a code to enter on any device)'
+complete -c ztk -n "__fish_ztk_using_subcommand login" -l no-browser -d 'With --sso: print the URL instead of opening a browser'
 complete -c ztk -n "__fish_ztk_using_subcommand login" -l password-stdin -d 'Read the password from standard input (first line) instead of prompting'
 complete -c ztk -n "__fish_ztk_using_subcommand login" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand login" -s V -l version -d 'Print version'
@@ -336,7 +339,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand completions" -s h -l help -d 'Pr
 complete -c ztk -n "__fish_ztk_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c ztk -n "__fish_ztk_using_subcommand man" -s h -l help -d 'Print help'
 complete -c ztk -n "__fish_ztk_using_subcommand man" -s V -l version -d 'Print version'
-complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help" -f -a "login" -d 'Log in to a ztk gateway; the session token goes to the OS keyring'
+complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help" -f -a "login" -d 'Log in to a ztk gateway (with a password, or with single sign-on: --sso); the session token goes to the OS keyring'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help" -f -a "logout" -d 'Log out: revoke the session at the gateway and remove the stored token'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help" -f -a "status" -d 'Show the current login: user, gateway, session expiry, your roles and clusters'
 complete -c ztk -n "__fish_ztk_using_subcommand help; and not __fish_seen_subcommand_from login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help" -f -a "kubectl" -d 'Run kubectl through the gateway; every API call is audited with this command line'

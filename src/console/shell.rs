@@ -113,7 +113,7 @@ pub fn page(gateway: &Gateway, viewer: &Viewer, query: &str) -> Response<Body> {
                     button #paste-manifest type="button" { "Paste manifest" }
                     button #clear-manifest type="button" hidden { "Clear manifest" }
                 }
-                div #terminal .terminal
+                div #terminal .shell-terminal
                     data-cluster=(cluster) data-namespace=(namespace) data-user=(viewer.session.user) {}
                 p.hint {
                     "Type kubectl command lines (no shell: pipes, ; and redirections are refused). "

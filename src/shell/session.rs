@@ -519,12 +519,22 @@ async fn drive(
         }
         _ => None,
     };
-    let reason = killer
+    let mut reason = killer
         .reason
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .unwrap_or_default();
+    // The session may have ended just before the watchdog saw it: the gateway then closed the
+    // command's streams itself and kubectl ended on its own. Say so in the record too.
+    if reason.is_empty()
+        && !matches!(
+            gateway.users.authenticate_hash(minted.grant.parent.clone()),
+            Ok(Ok(_))
+        )
+    {
+        reason = "stopped: your session was ended (signed out, revoked or expired)".into();
+    }
     record.ended_us = Some(now_us());
     record.exit_code = code;
     record.api_calls = minted.grant.calls();
