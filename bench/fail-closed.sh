@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The latency cost of the client's fail-closed mode: the persistent local proxy commits each
-# call's record (group commit through the batch writer) before forwarding the call, where
-# best-effort records it after the response. wrk drives GET /api/v1/namespaces/default through
-# `ztk proxy` + the gateway + the built-in sandbox, once per mode, at concurrency 1 and 16.
+# The latency cost of committing a call's record before forwarding it (group commit through
+# the batch writer), where best-effort records it after the response:
+#   - the client's fail-closed mode: wrk drives GET /api/v1/namespaces/default through
+#     `ztk proxy` + the gateway + the built-in sandbox, once per mode;
+#   - the gateway's strict mode (`audit_mode = "strict"`) against best-effort: wrk straight at
+#     the gateway with the session token, once per mode (the gateway restarted in between);
+# each at concurrency 1 and 16.
 # Usage: bench/fail-closed.sh [SECONDS]        (prints wrk's latency lines; asserts nothing)
 set -euo pipefail
 SECS="${1:-5}"
@@ -56,5 +59,28 @@ for mode in best-effort fail-closed; do
         echo "== $mode, concurrency $c"
         wrk -t1 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $token" "$target" \
             | grep -E '^\s+(50|99)%|Requests/sec|Non-2xx'
+    done
+done
+
+# The gateway's own modes, straight at it with the session.
+session="$(cat "$dir/client/session-token")"
+for gmode in best-effort strict; do
+    kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
+    sed -i '/^audit_mode/d' "$dir/gateway.toml"
+    sed -i "1i audit_mode = \"$gmode\"" "$dir/gateway.toml"
+    : > "$dir/gateway.out"
+    "$BIN" gateway serve --config "$dir/gateway.toml" > "$dir/gateway.out" 2>"$dir/gateway.err" &
+    gw_pid=$!
+    url=""
+    for _ in $(seq 1 100); do
+        url="$(sed -n 's/^ztk gateway: listening on //p' "$dir/gateway.out" 2>/dev/null || true)"
+        [ -n "$url" ] && break
+        sleep 0.1
+    done
+    [ -n "$url" ] || { echo "the gateway did not start:"; cat "$dir/gateway.err"; exit 1; }
+    for c in 1 16; do
+        echo "== gateway audit_mode $gmode, concurrency $c"
+        wrk -t1 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $session" \
+            "$url/k8s/sandbox/api/v1/namespaces/default" | grep -E '^\s+(50|99)%|Requests/sec|Non-2xx'
     done
 done

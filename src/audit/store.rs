@@ -209,6 +209,7 @@ DROP TABLE client_timings;
 -- before it keep their content hash (src/audit/chain.rs, COMMAND_FIELDS).
 ALTER TABLE commands ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 "#,
+    super::reconcile::MIGRATION,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \

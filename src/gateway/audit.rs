@@ -121,3 +121,36 @@ pub async fn rollup_loop(store: crate::audit::AuditStore) {
         }
     }
 }
+
+/// Writes the calls the gateway answered but lost its record of (killed before its writer
+/// committed them) from the clients' shipped records (`audit::reconcile`), every few seconds.
+pub async fn reconcile_loop(
+    store: crate::audit::AuditStore,
+    sink: crate::audit::AuditSink,
+    grace: std::time::Duration,
+) {
+    let every = (grace / 3).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (s, k) = (store.clone(), sink.clone());
+        let before = crate::audit::reconcile::cutoff(grace);
+        match tokio::task::spawn_blocking(move || {
+            crate::audit::reconcile::reconcile(&s, &k, before)
+        })
+        .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::warn!(
+                calls = n,
+                "recovered lost gateway records from the clients' records"
+            ),
+            Ok(Err(err)) => tracing::warn!("could not reconcile the clients' records: {err}"),
+            Err(err) => tracing::warn!("reconciling the clients' records panicked: {err}"),
+        }
+    }
+}

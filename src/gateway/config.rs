@@ -42,12 +42,15 @@ struct RawConfig {
     /// Where the audit trail is streamed (SIEMs, files).
     #[serde(default)]
     sinks: Vec<crate::sinks::config::RawSink>,
-    /// "best-effort" (default) or "fail-closed".
+    /// "best-effort" (default), "fail-closed" or "strict".
     #[serde(default)]
     audit_mode: Option<String>,
     /// How often the gateway signs the audit chain's head.
     #[serde(default = "default_checkpoint_interval")]
     audit_checkpoint_interval: String,
+    /// How old a client's record must be before a missing gateway record of it is recovered.
+    #[serde(default = "default_reconcile_after")]
+    audit_reconcile_after: String,
     /// Threads that relay requests; 0 (the default): one per core.
     #[serde(default)]
     worker_threads: usize,
@@ -63,6 +66,10 @@ struct RawConfig {
     /// Whether users may sign in with a password (false: SSO only).
     #[serde(default = "default_true")]
     password_login: bool,
+}
+
+fn default_reconcile_after() -> String {
+    "30s".into()
 }
 
 fn default_true() -> bool {
@@ -195,6 +202,8 @@ pub struct GatewayConfig {
     pub audit_mode: AuditMode,
     /// How often the audit chain's head is signed.
     pub audit_checkpoint_interval: std::time::Duration,
+    /// A client's record older than this whose gateway record is missing is recovered.
+    pub audit_reconcile_after: std::time::Duration,
     /// Threads of the async runtime that relays requests (`worker_threads`).
     pub worker_threads: usize,
     pub limits: Limits,
@@ -214,6 +223,10 @@ pub enum AuditMode {
     BestEffort,
     /// Refuse requests (503) until the store takes writes again; nothing is dropped.
     FailClosed,
+    /// `fail-closed`, and each call's record (`in progress`) is committed before the call is
+    /// forwarded (the final record replaces it): even a `kill -9` of the gateway leaves a
+    /// record of every call the cluster may have executed. Concurrent calls share commits.
+    Strict,
 }
 
 /// One relay thread per core, as nginx's `worker_processes auto`. One thread alone (a
@@ -232,7 +245,13 @@ impl AuditMode {
         match self {
             AuditMode::BestEffort => "best-effort",
             AuditMode::FailClosed => "fail-closed",
+            AuditMode::Strict => "strict",
         }
+    }
+
+    /// Whether requests are refused while the store does not take writes.
+    pub fn fail_closed(self) -> bool {
+        matches!(self, AuditMode::FailClosed | AuditMode::Strict)
     }
 }
 
@@ -453,10 +472,12 @@ impl GatewayConfig {
         let audit_mode = match raw.audit_mode.as_deref() {
             None | Some("best-effort") => AuditMode::BestEffort,
             Some("fail-closed") => AuditMode::FailClosed,
+            Some("strict") => AuditMode::Strict,
             Some(other) => {
+                let known = "\"best-effort\", \"fail-closed\" or \"strict\"";
                 return Err(invalid(format!(
-                    "key `audit_mode`: {other:?} is not \"best-effort\" or \"fail-closed\""
-                )))
+                    "key `audit_mode`: {other:?} is not {known}"
+                )));
             }
         };
         let audit_checkpoint_interval =
@@ -468,6 +489,17 @@ impl GatewayConfig {
                     invalid(format!(
                         "key `audit_checkpoint_interval`: {:?} is not a duration like 1m or 10s",
                         raw.audit_checkpoint_interval
+                    ))
+                })?;
+        let audit_reconcile_after =
+            crate::audit::filter::parse_duration_us(&raw.audit_reconcile_after)
+                .ok()
+                .filter(|us| *us >= 1_000_000)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .ok_or_else(|| {
+                    let value = &raw.audit_reconcile_after;
+                    invalid(format!(
+                        "key `audit_reconcile_after`: {value:?} is not a duration of at least 1s"
                     ))
                 })?;
         let duration = |key: &str, value: &str| {
@@ -534,6 +566,7 @@ impl GatewayConfig {
             sinks,
             audit_mode,
             audit_checkpoint_interval,
+            audit_reconcile_after,
             worker_threads: match raw.worker_threads {
                 0 => default_worker_threads(),
                 n => n,

@@ -100,6 +100,7 @@ pub struct Running {
     checkpoints: tokio::task::JoinHandle<()>,
     cluster_status: tokio::task::JoinHandle<()>,
     rollups: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
     shell_port: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -117,6 +118,7 @@ impl Running {
         self.checkpoints.abort();
         self.cluster_status.abort();
         self.rollups.abort();
+        self.reconciler.abort();
         if let Some(shell) = &self.shell_port {
             shell.abort();
         }
@@ -173,7 +175,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     let policy = Policy::new(&config.roles, users.list_bindings()?);
     let audit_store = AuditStore::open(&config.audit_path())?;
     let writer_config = crate::audit::store::WriterConfig {
-        wait_when_full: config.audit_mode == config::AuditMode::FailClosed,
+        wait_when_full: config.audit_mode.fail_closed(),
         ..Default::default()
     };
     let (audit, writer) = audit_store.start_writer_with(8192, writer_config)?;
@@ -251,6 +253,11 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         config.audit_checkpoint_interval,
     ));
     let rollups = tokio::spawn(audit::rollup_loop(gateway.audit_store.clone()));
+    let reconciler = tokio::spawn(audit::reconcile_loop(
+        gateway.audit_store.clone(),
+        gateway.audit.clone(),
+        config.audit_reconcile_after,
+    ));
     clusters::probe_all(&gateway.clusters);
     let cluster_status =
         clusters::write_status_loop(gateway.clusters.clone(), config.data_dir.clone());
@@ -280,6 +287,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         checkpoints,
         cluster_status,
         rollups,
+        reconciler,
         shell_port,
     })
 }
@@ -675,6 +683,22 @@ impl Gateway {
             session_id,
             forward_impersonation,
         } = admitted;
+        if self.audit_mode == config::AuditMode::Strict {
+            // The record is on disk before the cluster sees the call.
+            let mut intent = call.clone();
+            intent.reason = crate::audit::model::IN_PROGRESS.into();
+            if !self.audit.record_call_committed(intent).await {
+                let message = audit::AUDIT_DOWN.to_string();
+                let resp = body::refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    &message,
+                );
+                call.refuse(503, "unavailable", &message, start.elapsed());
+                self.audit.record_call(call);
+                return resp;
+            }
+        }
         rewrite(req.headers_mut(), &forward_impersonation);
         let path_and_query = parsed.path_and_query();
         let sink = self.audit.clone();
@@ -807,7 +831,7 @@ impl Gateway {
                 return refused(call, StatusCode::FORBIDDEN, message);
             }
         };
-        if self.audit_mode == config::AuditMode::FailClosed && !self.audit.healthy() {
+        if self.audit_mode.fail_closed() && !self.audit.healthy() {
             return refused(
                 call,
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ mod outbox;
 mod outbox_load;
 mod plain;
 mod raw;
+mod reconcile;
 mod security;
 mod shell;
 mod sinks;

@@ -1,0 +1,235 @@
+//! A call the cluster executed is never missing from the gateway's trail. The gateway writes
+//! its records off the request path (a queue and a short linger), so a gateway killed with
+//! `kill -9` loses the records still queued, of calls it had answered. The client recorded the
+//! same calls and ships them (`client_calls`), each with its id, which the gateway's record
+//! carries as `request_id`. The gateway's upkeep compares the two: a client call answered
+//! through the gateway, old enough that the gateway's own record would have been written, with
+//! no gateway record of that id, is written to the trail from the client's record, marked
+//! `recovered from the client's record`. Each client call is looked at once (`reconciled`);
+//! a recovered record carries the client call's id as its `request_id`, so a crash between the
+//! write and the mark never recovers a call twice.
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::model::{now_us, ApiCall};
+use super::store::{call_from_row, AuditSink, AuditStore, StoreError, CALL_COLUMNS};
+
+/// The note on a recovered record.
+pub const RECOVERED: &str = "recovered from the client's record: the gateway's own record of this call was lost (the gateway stopped before writing it)";
+
+/// The migration of the store that adds the mark.
+pub const MIGRATION: &str = r#"
+-- Client calls the gateway's upkeep has compared with its own records (src/audit/reconcile.rs).
+ALTER TABLE client_calls ADD COLUMN reconciled INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX client_calls_unreconciled ON client_calls(time_us) WHERE reconciled = 0;
+"#;
+
+/// Client calls looked at per round.
+const BATCH: usize = 5_000;
+
+/// Whether the client's record says the gateway answered the call: the client got a status
+/// from the gateway. Not when the client's relay failed to reach it (a 502/503 the client made
+/// itself: an error and nothing read), nor a call that never got an answer (status 0).
+pub fn answered_by_gateway(call: &ApiCall) -> bool {
+    if call.status == 0 {
+        return false;
+    }
+    let made_locally =
+        matches!(call.status, 502 | 503) && call.bytes_out == 0 && !call.reason.is_empty();
+    let refused_locally = call.decision != "allow" && call.decision != "error";
+    !made_locally && !refused_locally
+}
+
+/// One round: client calls older than `before_us` not looked at yet; the ones the gateway
+/// answered but has no record of are written through `sink` (and committed) before they are
+/// marked. Returns how many were recovered.
+pub fn reconcile(
+    store: &AuditStore,
+    sink: &AuditSink,
+    before_us: i64,
+) -> Result<usize, StoreError> {
+    let mut recovered = 0;
+    loop {
+        let conn = store.connect(true)?;
+        let sql = format!(
+            "SELECT {CALL_COLUMNS}, EXISTS(SELECT 1 FROM api_calls g WHERE g.request_id = c.id) \
+             FROM client_calls c WHERE c.reconciled = 0 AND c.time_us < ?1 \
+             ORDER BY c.time_us LIMIT ?2"
+        );
+        let mut rows: Vec<(ApiCall, bool)> = Vec::new();
+        {
+            let mut stmt = conn.prepare(&sql).map_err(|e| store.err(e))?;
+            let found = stmt
+                .query_map(params![before_us, BATCH as i64], |row| {
+                    Ok((call_from_row(row)?, row.get::<_, bool>(27)?))
+                })
+                .map_err(|e| store.err(e))?;
+            for row in found {
+                rows.push(row.map_err(|e| store.err(e))?);
+            }
+        }
+        drop(conn);
+        if rows.is_empty() {
+            return Ok(recovered);
+        }
+        let full = rows.len() == BATCH;
+        let mut ids = Vec::with_capacity(rows.len());
+        for (client, known) in rows {
+            ids.push(client.id.to_string());
+            if known || !answered_by_gateway(&client) {
+                continue;
+            }
+            let mut call = client.clone();
+            call.id = Uuid::now_v7();
+            call.request_id = Some(client.id);
+            call.note(RECOVERED);
+            tracing::warn!(user = %call.user, cluster = %call.cluster, request = %client.id, "recovered a call from the client's record: the gateway's own record was lost");
+            sink.record_call(call);
+            recovered += 1;
+        }
+        // The recovered records are committed before the client calls are marked.
+        if !sink.flush(std::time::Duration::from_secs(30)) {
+            // Not marked: the next round looks again (and finds what was written meanwhile).
+            tracing::warn!(
+                "the audit writer did not confirm the recovered calls; trying again later"
+            );
+            return Ok(recovered);
+        }
+        let mut conn = store.connect(false)?;
+        let tx = conn.transaction().map_err(|e| store.err(e))?;
+        {
+            let mut mark = tx
+                .prepare_cached("UPDATE client_calls SET reconciled = 1 WHERE id = ?")
+                .map_err(|e| store.err(e))?;
+            for id in &ids {
+                mark.execute([id]).map_err(|e| store.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| store.err(e))?;
+        if !full {
+            return Ok(recovered);
+        }
+    }
+}
+
+/// `now - grace`: the client calls a round looks at.
+pub fn cutoff(grace: std::time::Duration) -> i64 {
+    now_us() - grace.as_micros() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Filter;
+
+    fn client_call(
+        store: &AuditStore,
+        id: Uuid,
+        time_us: i64,
+        status: u16,
+        bytes_out: u64,
+        decision: &str,
+        reason: &str,
+    ) {
+        let conn = store.connect(false).unwrap();
+        conn.execute(
+            "INSERT INTO client_calls (id, time_us, user, cluster, namespace, resource, verb, method, path, \
+             status, bytes_out, decision, reason, request_id, access_method) \
+             VALUES (?1, ?2, 'alice', 'prod', 'dev', 'pods', 'list', 'GET', '/api/v1/namespaces/dev/pods', \
+             ?3, ?4, ?5, ?6, ?1, 'cli')",
+            params![id.to_string(), time_us, status, bytes_out as i64, decision, reason],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn calls_the_gateway_answered_but_lost_are_recovered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+        let (sink, writer) = store.start_writer(64).unwrap();
+        let now = now_us();
+        let old = now - 60_000_000;
+        let (lost, kept, local, unanswered, refused, recent) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        client_call(&store, lost, old, 200, 1234, "allow", "");
+        client_call(&store, kept, old, 200, 99, "allow", "");
+        client_call(
+            &store,
+            local,
+            old,
+            503,
+            0,
+            "allow",
+            "cannot reach the gateway: connection refused",
+        );
+        client_call(&store, unanswered, old, 0, 0, "allow", "connection reset");
+        client_call(
+            &store,
+            refused,
+            old,
+            401,
+            50,
+            "unauthenticated",
+            "no session",
+        );
+        client_call(&store, recent, now, 200, 10, "allow", "");
+        // The gateway's own record of `kept`.
+        sink.record_call(ApiCall {
+            id: Uuid::now_v7(),
+            time_us: old,
+            user: "alice".into(),
+            request_id: Some(kept),
+            status: 200,
+            decision: "allow".into(),
+            ..Default::default()
+        });
+        assert!(sink.flush(std::time::Duration::from_secs(5)));
+
+        assert_eq!(reconcile(&store, &sink, now - 30_000_000).unwrap(), 1);
+        let calls = store.list_calls(&Filter::default()).unwrap();
+        let recovered: Vec<_> = calls
+            .iter()
+            .filter(|c| c.call.reason.contains(RECOVERED))
+            .collect();
+        assert_eq!(recovered.len(), 1, "{calls:#?}");
+        let r = &recovered[0].call;
+        assert_eq!(
+            (r.request_id, r.status, r.bytes_out, r.user.as_str()),
+            (Some(lost), 200, 1234, "alice")
+        );
+        assert_ne!(r.id, lost);
+        // Looked at once: a second round finds nothing; the recent one waits for its grace.
+        assert_eq!(reconcile(&store, &sink, now - 30_000_000).unwrap(), 0);
+        let conn = store.connect(true).unwrap();
+        let waiting: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM client_calls WHERE reconciled = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(waiting, 1);
+        drop(conn);
+        // A crash between the write and the mark: the next round does not recover it again.
+        store
+            .connect(false)
+            .unwrap()
+            .execute("UPDATE client_calls SET reconciled = 0", [])
+            .unwrap();
+        assert_eq!(reconcile(&store, &sink, now - 30_000_000).unwrap(), 0);
+        // Once old enough, the recent one (no gateway record either) is recovered too.
+        assert_eq!(reconcile(&store, &sink, now + 1).unwrap(), 1);
+        drop(sink);
+        writer.close();
+        let report = store.verify(None).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.calls, 3);
+    }
+}
