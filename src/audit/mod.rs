@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod redact;
 pub mod seed;
+pub mod sqlite;
 pub mod stats;
 pub mod store;
 
