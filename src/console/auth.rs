@@ -74,11 +74,9 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-/// Whether a state-changing request comes from this console's own origin: its `Origin` must be
-/// `https://HOST` for the host the request was sent to.
-pub fn same_origin<B>(req: &Request<B>) -> bool {
-    let host = req
-        .uri()
+/// The host (and port) the browser sent the request to.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
         .authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| {
@@ -86,7 +84,13 @@ pub fn same_origin<B>(req: &Request<B>) -> bool {
                 .get(header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
-        });
+        })
+}
+
+/// Whether a state-changing request comes from this console's own origin: its `Origin` must be
+/// `https://HOST` for the host the request was sent to.
+pub fn same_origin<B>(req: &Request<B>) -> bool {
+    let host = request_host(req);
     let origin = req
         .headers()
         .get(header::ORIGIN)

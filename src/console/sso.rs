@@ -26,16 +26,7 @@ fn redirect_uri<B>(gateway: &Gateway, req: &Request<B>) -> Option<String> {
     if let Some(url) = &sso.config.redirect_url {
         return Some(url.clone());
     }
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })?;
+    let host = auth::request_host(req)?;
     Some(format!("https://{host}/oidc/callback"))
 }
 

@@ -334,6 +334,25 @@ pub(crate) async fn sso_login(
     }
 }
 
+/// The answer to a login: the new session and what the user may do.
+fn logged_in(
+    gateway: &Gateway,
+    done: LoggedIn,
+    method: super::users::SessionMethod,
+) -> SessionInfo {
+    SessionInfo {
+        roles: gateway.roles_of(&done.user.name, &done.user.groups),
+        user: done.user.name,
+        groups: done.user.groups,
+        expires_us: done.expires_us,
+        clusters: gateway.cluster_infos(),
+        token: Some(done.token),
+        open_sessions: done.open_sessions,
+        max_sessions: gateway.max_sessions_per_user,
+        method: method.as_str().into(),
+    }
+}
+
 /// `GET /ztk/v1/oidc`: what `ztk login --sso` needs (no secret).
 fn oidc_info(gateway: &Gateway) -> Response<Body> {
     match &gateway.sso {
@@ -387,20 +406,7 @@ async fn login_oidc(
     )
     .await
     {
-        Ok(done) => {
-            let roles = gateway.roles_of(&done.user.name, &done.user.groups);
-            json(&SessionInfo {
-                user: done.user.name,
-                groups: done.user.groups,
-                expires_us: done.expires_us,
-                clusters: gateway.cluster_infos(),
-                token: Some(done.token),
-                roles,
-                open_sessions: done.open_sessions,
-                max_sessions: gateway.max_sessions_per_user,
-                method: method.as_str().into(),
-            })
-        }
+        Ok(done) => json(&logged_in(&gateway, done, method)),
         Err(failure) => login_failure_response(&failure),
     }
 }
@@ -431,20 +437,11 @@ async fn login(
     )
     .await
     {
-        Ok(done) => {
-            let roles = gateway.roles_of(&done.user.name, &done.user.groups);
-            json(&SessionInfo {
-                user: done.user.name,
-                groups: done.user.groups,
-                expires_us: done.expires_us,
-                clusters: gateway.cluster_infos(),
-                token: Some(done.token),
-                roles,
-                open_sessions: done.open_sessions,
-                max_sessions: gateway.max_sessions_per_user,
-                method: super::users::SessionMethod::Password.as_str().into(),
-            })
-        }
+        Ok(done) => json(&logged_in(
+            &gateway,
+            done,
+            super::users::SessionMethod::Password,
+        )),
         Err(failure) => login_failure_response(&failure),
     }
 }
