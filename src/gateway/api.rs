@@ -212,19 +212,13 @@ pub(crate) async fn password_login(
         match user {
             Some(user) => {
                 // The client's previous session (same user) ends: a new login replaces it.
-                if let Some(previous) = replaces.as_deref() {
-                    if let Ok(Ok(old)) = gw.users.authenticate(previous) {
-                        if old.user == user.name {
-                            gw.users.revoke_session(&old.id)?;
-                        }
-                    }
-                }
-                let (token, expires_us) = gw.users.create_session(
+                let (token, expires_us, open) = gw.users.start_session(
                     &user.name,
+                    replaces.as_deref(),
                     gw.session_ttl_us,
                     gw.max_sessions_per_user,
+                    &super::users::Origin::default(),
                 )?;
-                let open = gw.users.open_sessions(&user.name)?;
                 Ok::<_, super::users::UserError>(Some((user, token, expires_us, open)))
             }
             None => Ok(None),
@@ -286,15 +280,9 @@ pub(crate) async fn sso_login(
         if gw.users.groups_of(&id.user)?.is_some() {
             return Ok(None);
         }
-        if let Some(previous) = replaces.as_deref() {
-            if let Ok(Ok(old)) = gw.users.authenticate(previous) {
-                if old.user == id.user {
-                    gw.users.revoke_session(&old.id)?;
-                }
-            }
-        }
-        let (token, expires_us) = gw.users.create_session_from(
+        let (token, expires_us, open) = gw.users.start_session(
             &id.user,
+            replaces.as_deref(),
             gw.session_ttl_us,
             gw.max_sessions_per_user,
             &super::users::Origin {
@@ -303,7 +291,6 @@ pub(crate) async fn sso_login(
                 groups: Some(&id.groups),
             },
         )?;
-        let open = gw.users.open_sessions(&id.user)?;
         Ok::<_, UserError>(Some((token, expires_us, open)))
     })
     .await;

@@ -364,6 +364,28 @@ impl UserStore {
         Ok((token, expires))
     }
 
+    /// A login's session: ends `replaces` (the client's previous session) when it is this
+    /// user's, then creates the new one (`create_session_from`). The token, its expiry, and how
+    /// many sessions the user has open now.
+    pub fn start_session(
+        &self,
+        user: &str,
+        replaces: Option<&str>,
+        ttl_us: i64,
+        limit: u32,
+        origin: &Origin,
+    ) -> Result<(String, i64, u32), UserError> {
+        if let Some(previous) = replaces {
+            if let Ok(Ok(old)) = self.authenticate(previous) {
+                if old.user == user {
+                    self.revoke_session(&old.id)?;
+                }
+            }
+        }
+        let (token, expires_us) = self.create_session_from(user, ttl_us, limit, origin)?;
+        Ok((token, expires_us, self.open_sessions(user)?))
+    }
+
     /// How many sessions `user` has open (not expired, not revoked).
     pub fn open_sessions(&self, user: &str) -> Result<u32, UserError> {
         let now = now_us();
