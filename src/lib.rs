@@ -9,6 +9,7 @@ pub mod client;
 pub mod cluster_auth;
 pub mod commands;
 pub mod console;
+pub mod db;
 pub mod fsutil;
 pub mod gateway;
 pub mod kubeconfig;
