@@ -28,9 +28,10 @@
 use std::path::Path;
 
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
-use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
+
+use crate::args;
+use crate::db::{Db, DbError, Param, Row, ValueRef};
 
 pub type Hash = [u8; 32];
 
@@ -40,7 +41,7 @@ pub const GENESIS: Hash = [0; 32];
 /// The hashed content of an API call, in this order. Never `*`: columns added later for
 /// bookkeeping must not change the hash of records already written.
 pub const CALL_FIELDS: &str =
-    "id, time_us, user, cluster, namespace, resource, subresource, name, \
+    "id, time_us, \"user\", cluster, namespace, resource, subresource, name, \
     api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
     user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, \
     access_method, decision, reason";
@@ -54,7 +55,7 @@ const CALL_FIELD_COUNT: usize = 27;
 /// 13). A record without them hashes exactly as it did before they existed, so the records
 /// already written keep their hash and old stores still verify; a value set later, or a set
 /// value edited or emptied behind ztk's back, changes the hash.
-pub const COMMAND_FIELDS: &str = "id, started_us, ended_us, user, cluster, argv, command_line, \
+pub const COMMAND_FIELDS: &str = "id, started_us, ended_us, \"user\", cluster, argv, command_line, \
     exit_code, api_calls, access_method, cwd, host, reason";
 const COMMAND_FIELD_COUNT: usize = 13;
 /// How many of [`COMMAND_FIELDS`] are always hashed (the fields of the first chained stores);
@@ -161,7 +162,7 @@ fn put_value(h: &mut Sha256, v: ValueRef) {
 /// The content hash of a record: columns `first..first + n` of `row`, selected in the order of
 /// [`CALL_FIELDS`] or [`COMMAND_FIELDS`]. Values are hashed as SQLite holds them (type tag,
 /// length, bytes), so the writer and `verify` cannot disagree on a conversion.
-pub fn content_hash(kind: Kind, row: &Row, first: usize) -> rusqlite::Result<Hash> {
+pub fn content_hash(kind: Kind, row: &Row, first: usize) -> Result<Hash, DbError> {
     let (_, n) = kind.fields();
     let fixed = kind.fixed_fields();
     let mut hashed = fixed;
@@ -194,35 +195,27 @@ fn record_hasher(kind: Kind, fields: usize) -> Sha256 {
 
 /// [`content_hash`] of a record about to be written, from the values bound to its columns (in
 /// the order of [`CALL_FIELDS`] or [`COMMAND_FIELDS`]), without reading the row back.
-pub fn values_hash(kind: Kind, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Hash> {
+pub fn values_hash(kind: Kind, values: &[&dyn Param]) -> Result<Hash, DbError> {
     let (_, n) = kind.fields();
     if values.len() != n {
-        return Err(rusqlite::Error::InvalidParameterCount(values.len(), n));
+        return Err(DbError::Invalid(format!(
+            "{} values to hash for a {}, which has {n} fields",
+            values.len(),
+            kind.as_str()
+        )));
     }
     let fixed = kind.fixed_fields();
     let mut hashed = fixed;
     for (i, v) in values.iter().enumerate().skip(fixed) {
-        if bound(*v, is_set)? {
+        if is_set(v.value()) {
             hashed = i + 1;
         }
     }
     let mut h = record_hasher(kind, hashed);
     for v in &values[..hashed] {
-        bound(*v, |v| put_value(&mut h, v))?;
+        put_value(&mut h, v.value());
     }
     Ok(h.finalize().into())
-}
-
-/// Calls `f` with the value `v` binds, as SQLite receives it.
-fn bound<R>(v: &dyn rusqlite::ToSql, f: impl FnOnce(ValueRef) -> R) -> rusqlite::Result<R> {
-    use rusqlite::types::ToSqlOutput;
-    match v.to_sql()? {
-        ToSqlOutput::Borrowed(v) => Ok(f(v)),
-        ToSqlOutput::Owned(v) => Ok(f((&v).into())),
-        other => Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("cannot hash {other:?}").into(),
-        )),
-    }
 }
 
 /// The hash that links an entry to the one before it.
@@ -246,22 +239,24 @@ fn blob_hash(v: Vec<u8>) -> Hash {
 }
 
 /// The last entry: (seq, entry_hash).
-pub fn head(conn: &Connection) -> rusqlite::Result<Option<(i64, Hash)>> {
-    conn.prepare_cached("SELECT seq, entry_hash FROM chain ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, blob_hash(r.get(1)?))))
-        .optional()
+pub fn head(db: &mut Db) -> Result<Option<(i64, Hash)>, DbError> {
+    db.query_row(
+        "SELECT seq, entry_hash FROM chain ORDER BY seq DESC LIMIT 1",
+        &[],
+        |r| Ok((r.get(0)?, blob_hash(r.get(1)?))),
+    )
 }
 
 /// Appends the entry of a write. Call inside the writing transaction, with the `seq` the write
 /// took: the write lock is held, so the head read here is the one this entry follows.
 pub fn append(
-    conn: &Connection,
+    db: &mut Db,
     seq: i64,
     kind: Kind,
     record_id: &str,
     content: &Hash,
-) -> rusqlite::Result<Hash> {
-    Appender::default().append(conn, seq, kind, record_id, content)
+) -> Result<Hash, DbError> {
+    Appender::default().append(db, seq, kind, record_id, content)
 }
 
 /// Appends the entries of one write transaction, reading the head once: the transaction holds
@@ -274,28 +269,21 @@ pub struct Appender {
 impl Appender {
     pub fn append(
         &mut self,
-        conn: &Connection,
+        db: &mut Db,
         seq: i64,
         kind: Kind,
         record_id: &str,
         content: &Hash,
-    ) -> rusqlite::Result<Hash> {
+    ) -> Result<Hash, DbError> {
         let prev = match self.prev {
             Some(prev) => prev,
-            None => head(conn)?.map(|(_, h)| h).unwrap_or(GENESIS),
+            None => head(db)?.map(|(_, h)| h).unwrap_or(GENESIS),
         };
         let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?)",
-        )?
-        .execute(params![
-            seq,
-            kind.as_str(),
-            record_id,
-            &content[..],
-            &prev[..],
-            &hash[..]
-        ])?;
+            args![seq, kind.as_str(), record_id, &content[..], &prev[..], &hash[..]],
+        )?;
         self.prev = Some(hash);
         Ok(hash)
     }
@@ -304,7 +292,8 @@ impl Appender {
 /// Journals the records of a store that predates the chain, in `seq` order. Runs once, inside
 /// the transaction of the migration that creates the chain (never later: re-journaling a store
 /// on demand would bless whatever was edited in it).
-pub fn adopt_existing(conn: &Connection) -> rusqlite::Result<()> {
+pub fn adopt_existing(conn: &rusqlite::Connection) -> Result<(), DbError> {
+    let mut db = Db::Sqlite(conn);
     let mut rows: Vec<(i64, Kind, String, Hash)> = Vec::new();
     for kind in [Kind::Call, Kind::Command] {
         // The fields added later than the chain have no column yet (their migrations come
@@ -321,20 +310,19 @@ pub fn adopt_existing(conn: &Connection) -> rusqlite::Result<()> {
             "SELECT seq, {fields} FROM {} WHERE seq IS NOT NULL",
             kind.table()
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut q = stmt.query([])?;
-        while let Some(row) = q.next()? {
+        db.query_each(&sql, &[], &mut |row| {
             let id = match row.get_ref(1)? {
                 ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
                 _ => String::new(),
             };
             rows.push((row.get(0)?, kind, id, content_hash(kind, row, 1)?));
-        }
+            Ok(())
+        })?;
     }
     rows.sort_by_key(|r| r.0);
     let mut journal = Appender::default();
     for (seq, kind, id, content) in rows {
-        journal.append(conn, seq, kind, &id, &content)?;
+        journal.append(&mut db, seq, kind, &id, &content)?;
     }
     Ok(())
 }
@@ -370,23 +358,22 @@ fn prune_content(p: &Prune) -> Hash {
 /// deletion; `seq` is a number that transaction took from the store's sequence for this write.
 /// Rows before `upto` that were kept (not yet shipped, say) keep their entries. Deleting
 /// records without this is what `verify` reports as tampering.
-pub fn record_prune(conn: &Connection, seq: i64, upto: i64) -> rusqlite::Result<Prune> {
-    let (anchor_seq, anchor_hash) = conn
+pub fn record_prune(db: &mut Db, seq: i64, upto: i64) -> Result<Prune, DbError> {
+    let (anchor_seq, anchor_hash) = db
         .query_row(
             "SELECT seq, entry_hash FROM chain WHERE seq < ? ORDER BY seq DESC LIMIT 1",
-            [upto],
-            |r| Ok((r.get::<_, i64>(0)?, blob_hash(r.get(1)?))),
-        )
-        .optional()?
+            args![upto],
+            |r| Ok((r.get::<i64>(0)?, blob_hash(r.get(1)?))),
+        )?
         .unwrap_or((0, GENESIS));
-    conn.execute(
+    db.execute(
         "DELETE FROM chain WHERE seq < ?1 \
          AND seq NOT IN (SELECT seq FROM api_calls WHERE seq < ?1) \
          AND seq NOT IN (SELECT seq FROM commands WHERE seq < ?1)",
-        [upto],
+        args![upto],
     )?;
-    conn.execute("DELETE FROM chain_prunes WHERE seq < ?", [upto])?;
-    let (survivors, digest) = survivor_digest(conn, upto)?;
+    db.execute("DELETE FROM chain_prunes WHERE seq < ?", args![upto])?;
+    let (survivors, digest) = survivor_digest(db, upto)?;
     let prune = Prune {
         seq,
         upto,
@@ -395,12 +382,12 @@ pub fn record_prune(conn: &Connection, seq: i64, upto: i64) -> rusqlite::Result<
         survivors,
         digest,
     };
-    conn.execute(
+    db.execute(
         "INSERT INTO chain_prunes (seq, upto, anchor_seq, anchor_hash, survivors, digest) VALUES (?, ?, ?, ?, ?, ?)",
-        params![seq, upto, anchor_seq, &anchor_hash[..], survivors, &digest[..]],
+        args![seq, upto, anchor_seq, &anchor_hash[..], survivors, &digest[..]],
     )?;
     append(
-        conn,
+        db,
         seq,
         Kind::Prune,
         &upto.to_string(),
@@ -410,17 +397,20 @@ pub fn record_prune(conn: &Connection, seq: i64, upto: i64) -> rusqlite::Result<
 }
 
 /// SHA-256 over (seq, entry_hash) of the entries before `upto`, in order, and their count.
-fn survivor_digest(conn: &Connection, upto: i64) -> rusqlite::Result<(i64, Hash)> {
+fn survivor_digest(db: &mut Db, upto: i64) -> Result<(i64, Hash), DbError> {
     let mut h = Sha256::new();
     h.update(b"ztk-survivors-v1\0");
     let mut n = 0;
-    let mut stmt = conn.prepare("SELECT seq, entry_hash FROM chain WHERE seq < ? ORDER BY seq")?;
-    let mut rows = stmt.query([upto])?;
-    while let Some(row) = rows.next()? {
-        h.update(row.get::<_, i64>(0)?.to_be_bytes());
-        h.update(blob_hash(row.get(1)?));
-        n += 1;
-    }
+    db.query_each(
+        "SELECT seq, entry_hash FROM chain WHERE seq < ? ORDER BY seq",
+        args![upto],
+        &mut |row| {
+            h.update(row.get::<i64>(0)?.to_be_bytes());
+            h.update(blob_hash(row.get(1)?));
+            n += 1;
+            Ok(())
+        },
+    )?;
     Ok((n, h.finalize().into()))
 }
 
@@ -515,15 +505,18 @@ fn text_of(v: ValueRef) -> String {
 /// Walks the whole chain of the store on `conn` (a read transaction is taken, so concurrent
 /// writes do not disturb it). `pinned` is the public key checkpoints must be signed with; without
 /// it any checkpoint key is accepted and reported.
-pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<Report> {
-    let tx = conn.transaction()?;
+pub fn verify(db: &mut Db, pinned: Option<&[u8]>) -> Result<Report, DbError> {
+    db.transaction(false, |tx| verify_in(tx, pinned))
+}
+
+fn verify_in(tx: &mut Db, pinned: Option<&[u8]>) -> Result<Report, DbError> {
     let mut report = Report::default();
 
     // Where the chain starts: the latest recorded prune, if any.
     let prune = tx
         .query_row(
             "SELECT seq, upto, anchor_seq, anchor_hash, survivors, digest FROM chain_prunes ORDER BY seq DESC LIMIT 1",
-            [],
+            &[],
             |r| {
                 Ok(Prune {
                     seq: r.get(0)?,
@@ -534,24 +527,20 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     digest: blob_hash(r.get(5)?),
                 })
             },
-        )
-        .optional()?;
+        )?;
     let start = prune.as_ref().map(|p| p.upto).unwrap_or(i64::MIN);
     report.pruned_before = prune.as_ref().map(|p| p.upto);
 
     // (1) The entries link, and prune entries match what they recorded.
     {
-        let mut stmt = tx.prepare(
-            "SELECT j.seq, j.kind, j.record_id, j.content_hash, j.prev_hash, j.entry_hash, \
+        let sql = "SELECT j.seq, j.kind, j.record_id, j.content_hash, j.prev_hash, j.entry_hash, \
              p.upto, p.anchor_seq, p.anchor_hash, p.survivors, p.digest \
-             FROM chain j LEFT JOIN chain_prunes p ON p.seq = j.seq ORDER BY j.seq",
-        )?;
-        let mut rows = stmt.query([])?;
+             FROM chain j LEFT JOIN chain_prunes p ON p.seq = j.seq ORDER BY j.seq";
         let mut running = prune.as_ref().map(|p| p.anchor_hash).unwrap_or(GENESIS);
         let mut survivors = Sha256::new();
         survivors.update(b"ztk-survivors-v1\0");
         let mut survivor_count = 0i64;
-        while let Some(row) = rows.next()? {
+        tx.query_each(sql, &[], &mut |row| {
             report.entries += 1;
             let seq: i64 = row.get(0)?;
             let kind = text_of(row.get_ref(1)?);
@@ -585,7 +574,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
             report.head_seq = Some(seq);
             report.head = Some(hex::encode(stored));
             if kind == Kind::Prune.as_str() {
-                match row.get::<_, Option<i64>>(6)? {
+                match row.get::<Option<i64>>(6)? {
                     None => report.problem(
                         Some(seq),
                         "prune",
@@ -613,7 +602,8 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         if let Some(p) = &prune {
             if survivor_count != p.survivors || <[u8; 32]>::from(survivors.finalize()) != p.digest {
                 report.problem(
@@ -623,11 +613,13 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     format!("the entries kept before the prune at seq {} were changed, added or deleted", p.upto),
                 );
             }
-            let has_entry: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM chain WHERE seq = ? AND kind = 'prune')",
-                [p.seq],
-                |r| r.get(0),
-            )?;
+            let has_entry = tx
+                .query_row(
+                    "SELECT 1 FROM chain WHERE seq = ? AND kind = 'prune'",
+                    args![p.seq],
+                    |_| Ok(()),
+                )?
+                .is_some();
             if !has_entry {
                 report.problem(
                     Some(p.seq),
@@ -639,7 +631,9 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
         }
         // Every write takes a seq and journals: a sequence ahead of the head means the last
         // entries (and their records) were removed.
-        let last: i64 = tx.query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))?;
+        let last: i64 = tx
+            .query_row("SELECT last FROM sequence WHERE id = 1", &[], |r| r.get(0))?
+            .unwrap_or(0);
         let head_seq = report.head_seq.unwrap_or(0);
         if last > head_seq {
             report.problem(
@@ -668,10 +662,8 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
             "{latest} SELECT r.seq, j.kind, j.record_id, j.content_hash, l.seq, {fields} \
              FROM {table} r LEFT JOIN chain j ON j.seq = r.seq LEFT JOIN latest l ON l.record_id = r.id"
         );
-        let mut stmt = tx.prepare(&sql)?;
-        let mut rows = stmt.query([kind.as_str()])?;
         let name = kind.as_str();
-        while let Some(row) = rows.next()? {
+        tx.query_each(&sql, args![name], &mut |row| {
             match kind {
                 Kind::Call => report.calls += 1,
                 _ => report.commands += 1,
@@ -688,7 +680,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     &id,
                     "has no sequence number: it was inserted outside ztk".into(),
                 );
-                continue;
+                return Ok(());
             };
             if entry_kind.as_deref() != Some(name) || entry_id.as_deref() != Some(id.as_str()) {
                 let message = match latest {
@@ -698,7 +690,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     None => "has no journal entry: it was inserted outside ztk".into(),
                 };
                 report.problem(Some(seq), name, &id, message);
-                continue;
+                return Ok(());
             }
             if latest != Some(seq) {
                 report.problem(
@@ -707,7 +699,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     &id,
                     format!("is an older version of a record written again at seq {}: it was restored outside ztk", latest.unwrap_or(0)),
                 );
-                continue;
+                return Ok(());
             }
             if content_hash(kind, row, 5)? != blob_hash(row.get(3)?) {
                 report.problem(
@@ -717,14 +709,13 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     "was changed after it was written: its content does not match the hash in the chain".into(),
                 );
             }
-        }
+            Ok(())
+        })?;
         let sql = format!(
             "{latest} SELECT l.seq, l.record_id FROM latest l \
              WHERE NOT EXISTS (SELECT 1 FROM {table} r WHERE r.id = l.record_id) ORDER BY l.seq"
         );
-        let mut stmt = tx.prepare(&sql)?;
-        let mut rows = stmt.query([kind.as_str()])?;
-        while let Some(row) = rows.next()? {
+        tx.query_each(&sql, args![name], &mut |row| {
             let seq: i64 = row.get(0)?;
             let id = text_of(row.get_ref(1)?);
             report.problem(
@@ -733,17 +724,15 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                 &id,
                 "was deleted outside ztk (its journal entry remains)".into(),
             );
-        }
+            Ok(())
+        })?;
     }
 
     // Signed checkpoints: valid signature by the pinned key, and the chain still has that head.
     {
-        let mut stmt = tx.prepare(
-            "SELECT k.seq, k.head, k.time_us, k.public_key, k.signature, j.entry_hash \
-             FROM chain_checkpoints k LEFT JOIN chain j ON j.seq = k.seq ORDER BY k.seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
+        let sql = "SELECT k.seq, k.head, k.time_us, k.public_key, k.signature, j.entry_hash \
+             FROM chain_checkpoints k LEFT JOIN chain j ON j.seq = k.seq ORDER BY k.seq";
+        tx.query_each(sql, &[], &mut |row| {
             report.checkpoints += 1;
             let seq: i64 = row.get(0)?;
             let head = blob_hash(row.get(1)?);
@@ -762,7 +751,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                         hex::encode(&key)
                     ),
                 );
-                continue;
+                return Ok(());
             }
             let message = checkpoint_message(seq, &head, time_us);
             if signature::UnparsedPublicKey::new(&signature::ED25519, &key)
@@ -775,7 +764,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     &id,
                     "has an invalid signature".into(),
                 );
-                continue;
+                return Ok(());
             }
             let expected = match entry {
                 Some(e) => Some(blob_hash(e)),
@@ -790,7 +779,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                         "signed an entry that was deleted"
                     };
                     report.problem(Some(seq), "checkpoint", &id, what.into());
-                    continue;
+                    return Ok(());
                 }
             };
             if expected.is_some_and(|e| e != head) {
@@ -800,7 +789,7 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                     &id,
                     "signed a head the chain no longer has: entries up to it were rewritten".into(),
                 );
-                continue;
+                return Ok(());
             }
             report.valid_checkpoints += 1;
             report.last_valid_checkpoint = Some(Checkpoint {
@@ -809,7 +798,8 @@ pub fn verify(conn: &mut Connection, pinned: Option<&[u8]>) -> rusqlite::Result<
                 time_us,
                 public_key: hex::encode(&key),
             });
-        }
+            Ok(())
+        })?;
     }
     report.sort_problems();
     Ok(report)
@@ -871,31 +861,34 @@ impl SigningKey {
 
 /// Signs the current head if it moved since the last checkpoint; returns the new checkpoint.
 pub fn checkpoint(
-    conn: &mut Connection,
+    db: &mut Db,
     key: &SigningKey,
     time_us: i64,
-) -> rusqlite::Result<Option<Checkpoint>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let Some((seq, head)) = head(&tx)? else {
-        return Ok(None);
-    };
-    let last: Option<i64> =
-        tx.query_row("SELECT MAX(seq) FROM chain_checkpoints", [], |r| r.get(0))?;
-    if last.is_some_and(|l| l >= seq) {
-        return Ok(None);
-    }
-    let sig = key.pair.sign(&checkpoint_message(seq, &head, time_us));
-    tx.execute(
-        "INSERT INTO chain_checkpoints (seq, head, time_us, public_key, signature) VALUES (?, ?, ?, ?, ?)",
-        params![seq, &head[..], time_us, key.public_key(), sig.as_ref()],
-    )?;
-    tx.commit()?;
-    Ok(Some(Checkpoint {
-        seq,
-        head: hex::encode(head),
-        time_us,
-        public_key: hex::encode(key.public_key()),
-    }))
+) -> Result<Option<Checkpoint>, DbError> {
+    db.transaction(true, |tx| {
+        let Some((seq, head)) = head(tx)? else {
+            return Ok(None);
+        };
+        let last: Option<i64> = tx
+            .query_row("SELECT MAX(seq) FROM chain_checkpoints", &[], |r| r.get(0))?
+            .flatten();
+        if last.is_some_and(|l| l >= seq) {
+            return Ok(None);
+        }
+        let sig = key.pair.sign(&checkpoint_message(seq, &head, time_us));
+        // Another gateway may sign the same head at the same moment: one checkpoint stays.
+        let inserted = tx.execute(
+            "INSERT INTO chain_checkpoints (seq, head, time_us, public_key, signature) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (seq) DO NOTHING",
+            args![seq, &head[..], time_us, key.public_key(), sig.as_ref()],
+        )?;
+        Ok((inserted == 1).then(|| Checkpoint {
+            seq,
+            head: hex::encode(head),
+            time_us,
+            public_key: hex::encode(key.public_key()),
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -1239,7 +1232,7 @@ mod tests {
         // The hash of the values about to be written follows the same rule.
         let argv = serde_json::to_string(&cmd.argv).unwrap();
         let id = cmd.id.to_string();
-        let values: [&dyn rusqlite::ToSql; 13] = [
+        let values: [&dyn Param; 13] = [
             &id,
             &cmd.started_us,
             &cmd.ended_us,
@@ -1314,7 +1307,14 @@ mod tests {
         .unwrap();
         conn.execute("UPDATE sequence SET last = 1", []).unwrap();
         let golden: Hash = hex::decode(GOLDEN_V1).unwrap().try_into().unwrap();
-        append(&conn, 1, Kind::Command, &cmd.id.to_string(), &golden).unwrap();
+        append(
+            &mut Db::Sqlite(&conn),
+            1,
+            Kind::Command,
+            &cmd.id.to_string(),
+            &golden,
+        )
+        .unwrap();
         drop(conn);
         // This ztk adds the column and reads the record as it was.
         let store = AuditStore::open(&path).unwrap();

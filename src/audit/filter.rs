@@ -3,7 +3,7 @@
 //! Repeated values of one kind OR together; different kinds AND. Everything becomes bound SQL
 //! parameters, never text formatted into the query.
 
-use rusqlite::types::Value;
+use crate::db::{Dialect, Value};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -323,7 +323,12 @@ impl Filter {
 
     /// The WHERE clause over `api_calls c LEFT JOIN commands cmd`, with its parameters.
     pub fn call_clause(&self) -> (String, Vec<Value>) {
-        let (mut sql, mut params) = self.record_level(&RecordColumns {
+        self.call_clause_for(Dialect::Sqlite)
+    }
+
+    /// [`Filter::call_clause`] in `dialect`'s SQL.
+    pub fn call_clause_for(&self, dialect: Dialect) -> (String, Vec<Value>) {
+        let (mut sql, mut params) = self.record_level(dialect, &RecordColumns {
             time: "c.time_us",
             user: "c.user",
             cluster: "c.cluster",
@@ -338,7 +343,12 @@ impl Filter {
     /// The WHERE clause over `commands cmd`: command-level filters apply to the command, and
     /// call-level ones (namespace, resource, verb, status) select commands with a matching call.
     pub fn command_clause(&self) -> (String, Vec<Value>) {
-        let (mut sql, mut params) = self.record_level(&RecordColumns {
+        self.command_clause_for(Dialect::Sqlite)
+    }
+
+    /// [`Filter::command_clause`] in `dialect`'s SQL.
+    pub fn command_clause_for(&self, dialect: Dialect) -> (String, Vec<Value>) {
+        let (mut sql, mut params) = self.record_level(dialect, &RecordColumns {
             time: "cmd.started_us",
             user: "cmd.user",
             cluster: "cmd.cluster",
@@ -352,7 +362,8 @@ impl Filter {
             sql.push(format!(
                 // A command's calls are few: reach them by command id, never by scanning every
                 // call with this verb or status (SQLite would otherwise pick those indexes).
-                "EXISTS (SELECT 1 FROM api_calls a INDEXED BY api_calls_command WHERE {})",
+                "EXISTS (SELECT 1 FROM api_calls a{} WHERE {})",
+                dialect.indexed_by("api_calls_command"),
                 inner.join(" AND ")
             ));
         }
@@ -360,7 +371,7 @@ impl Filter {
     }
 
     /// Conditions that apply to a whole record (call or command), over the given columns.
-    fn record_level(&self, cols: &RecordColumns) -> (Vec<String>, Vec<Value>) {
+    fn record_level(&self, dialect: Dialect, cols: &RecordColumns) -> (Vec<String>, Vec<Value>) {
         let mut sql = Vec::new();
         let mut params = Vec::new();
         if let Some(since) = self.since_us {
@@ -397,7 +408,7 @@ impl Filter {
         any_of(
             &mut sql,
             &mut params,
-            "instr(cmd.command_line, ?) > 0",
+            &dialect.contains("cmd.command_line"),
             &self.commands,
         );
         if let Some(min) = self.min_duration_us {
@@ -464,7 +475,7 @@ struct RecordColumns {
 
 fn join(sql: Vec<String>) -> String {
     if sql.is_empty() {
-        "1".to_string()
+        "1 = 1".to_string()
     } else {
         sql.join(" AND ")
     }

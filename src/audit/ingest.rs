@@ -215,14 +215,26 @@ fn write(
     let mut journal = chain::Appender::default();
     for cmd in commands {
         let id = cmd.id.to_string();
-        let written =
-            upsert_command_row(&tx, &UPSERT_COMMAND, &id, cmd, seq + 1).map_err(sql_err)?;
+        let written = upsert_command_row(
+            &mut crate::db::Db::Sqlite(&tx),
+            &UPSERT_COMMAND,
+            &id,
+            cmd,
+            seq + 1,
+        )
+        .map_err(|e| sql_err(e.into()))?;
         match written {
             Some(content) => {
                 seq += 1;
                 journal
-                    .append(&tx, seq, Kind::Command, &id, &content)
-                    .map_err(sql_err)?;
+                    .append(
+                        &mut crate::db::Db::Sqlite(&tx),
+                        seq,
+                        Kind::Command,
+                        &id,
+                        &content,
+                    )
+                    .map_err(|e| sql_err(e.into()))?;
                 done.commands += 1;
             }
             None => {

@@ -6,6 +6,7 @@ pub mod format;
 pub mod ingest;
 pub mod model;
 pub mod outbox;
+pub mod postgres;
 pub mod reconcile;
 pub mod redact;
 pub mod seed;

@@ -110,7 +110,7 @@ impl AuditStore {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 call_seqs.push(r.get(27).map_err(|e| self.err(e))?);
-                let mut call = call_from_row(r).map_err(|e| self.err(e))?;
+                let mut call = call_from_row(&crate::db::Row::Sqlite(r)).map_err(|e| self.db_err(e))?;
                 // Records stored before the limits existed ship within them too.
                 call.fit();
                 calls.push(call);
@@ -135,7 +135,8 @@ impl AuditStore {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 command_seqs.push(r.get(COMMAND_COLUMN_COUNT).map_err(|e| self.err(e))?);
-                let mut command = command_from_row(r).map_err(|e| self.err(e))?;
+                let mut command =
+                    command_from_row(&crate::db::Row::Sqlite(r)).map_err(|e| self.db_err(e))?;
                 command.fit();
                 commands.push(command);
             }

@@ -62,7 +62,10 @@ pub fn reconcile(
             let mut stmt = conn.prepare(&sql).map_err(|e| store.err(e))?;
             let found = stmt
                 .query_map(params![before_us, BATCH as i64], |row| {
-                    Ok((call_from_row(row)?, row.get::<_, bool>(27)?))
+                    Ok((
+                        call_from_row(&crate::db::Row::Sqlite(row))?,
+                        row.get::<_, bool>(27)?,
+                    ))
                 })
                 .map_err(|e| store.err(e))?;
             for row in found {

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::types::Value;
+use crate::db::Value;
 use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -720,7 +720,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         let mut stmt = tx.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(ids))?;
         while let Some(row) = rows.next()? {
-            slowest.push(super::store::call_row_from(row)?);
+            slowest.push(super::store::call_row_from(&crate::db::Row::Sqlite(row))?);
         }
         slowest.sort_by_key(|r: &CallRow| std::cmp::Reverse(r.call.duration_us));
     }

@@ -12,12 +12,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::Connection;
 use uuid::Uuid;
 
 use super::chain::{self, Kind};
 use super::filter::Filter;
-use rusqlite::types::Value;
+use crate::args;
+use crate::db::{Db, DbError, Dialect, Param, PgConn, PgPool, PgUrl, Row, Value};
 
 use super::model::{AccessMethod, ApiCall, CallRow, Command, CommandRow, Cursor, Page};
 
@@ -27,6 +28,13 @@ pub enum StoreError {
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error("audit store {location}: {source}")]
+    Db { location: String, source: DbError },
+    #[error("audit store {location}: {source}")]
+    Migrate {
+        location: String,
+        source: crate::db::postgres::MigrateError,
     },
     #[error("audit store {path} was written by a newer ztk (schema {found}, this ztk knows {known}); upgrade ztk")]
     TooNew {
@@ -218,7 +226,7 @@ pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.nam
     c.request_id, c.access_method, c.decision, c.reason";
 
 pub(super) const COMMAND_COLUMNS: &str =
-    "id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+    "id, started_us, ended_us, \"user\", cluster, argv, command_line, exit_code, \
     api_calls, access_method, cwd, host, reason";
 /// How many columns `COMMAND_COLUMNS` names: a query's own columns after them start here.
 pub(super) const COMMAND_COLUMN_COUNT: usize = 13;
@@ -237,14 +245,33 @@ enum WriteOp {
 use super::sqlite::Spares;
 pub use super::sqlite::{migrate, migrate_then, open_connection, Pooled};
 
-/// A handle on an audit database file.
+/// A handle on an audit store: a SQLite file, or a PostgreSQL database shared by gateways.
 #[derive(Clone, Debug)]
 pub struct AuditStore {
+    /// The SQLite file; for PostgreSQL, where records the store cannot take are spilled (its
+    /// `unwritten-*.ndjson` files go beside it).
     path: PathBuf,
     /// Connections back from use, one read-only and one read-write, for the next `connect`:
     /// opening a connection parses the whole schema (about 0.3 ms), and a `ztk kubectl` run
     /// would open five in a row, its shipper two per batch.
     spare: Arc<Mutex<Spares>>,
+    /// The database, when it is PostgreSQL.
+    pg: Option<PgPool>,
+}
+
+/// The batch writer's connection.
+pub(crate) enum WriterConn {
+    Sqlite(Connection),
+    Postgres(PgConn),
+}
+
+impl WriterConn {
+    fn db(&mut self) -> Db<'_> {
+        match self {
+            WriterConn::Sqlite(c) => Db::Sqlite(c),
+            WriterConn::Postgres(c) => Db::Postgres(c),
+        }
+    }
 }
 
 /// WAL pages (4 KB) after which a commit wakes the background checkpointer.
@@ -295,12 +322,13 @@ impl AuditStore {
         let store = AuditStore {
             path: path.to_path_buf(),
             spare: Arc::default(),
+            pg: None,
         };
         let mut conn = store.connect(false)?;
         // The chain's migration journals the records already there, in its own transaction.
         migrate_then(&mut conn, MIGRATIONS, |tx, step| {
             if MIGRATIONS[step] == chain::MIGRATION {
-                chain::adopt_existing(tx)?;
+                chain::adopt_existing(tx).map_err(rusqlite::Error::from)?;
             }
             // The clients' calls stored before rollups existed (the gateway's own calls are
             // rolled up from the write sequence, from 0).
@@ -329,8 +357,52 @@ impl AuditStore {
         Ok(store)
     }
 
+    /// Opens (creating and migrating when needed) the audit store in the PostgreSQL database
+    /// at `url`. Records it cannot take when its writer must stop are spilled beside
+    /// `spill_base` (a path in the gateway's data dir).
+    pub fn open_postgres(url: PgUrl, spill_base: &Path) -> Result<AuditStore, StoreError> {
+        let location = url.to_string();
+        let db_err = |source| StoreError::Db {
+            location: location.clone(),
+            source,
+        };
+        let pool = PgPool::open(url).map_err(db_err)?;
+        let mut conn = pool.get().map_err(db_err)?;
+        crate::db::postgres::migrate(
+            &mut conn,
+            super::postgres::COMPONENT,
+            super::postgres::MIGRATIONS,
+        )
+        .map_err(|source| StoreError::Migrate {
+            location: location.clone(),
+            source,
+        })?;
+        Ok(AuditStore {
+            path: spill_base.to_path_buf(),
+            spare: Arc::default(),
+            pg: Some(pool),
+        })
+    }
+
+    /// The SQLite file (for PostgreSQL, the base of spill files: see [`AuditStore::location`]).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the store is, for messages: the file, or the database URL without its password.
+    pub fn location(&self) -> String {
+        match &self.pg {
+            Some(pool) => pool.url().to_string(),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// Which SQL the store speaks.
+    pub fn dialect(&self) -> Dialect {
+        match self.pg {
+            Some(_) => Dialect::Postgres,
+            None => Dialect::Sqlite,
+        }
     }
 
     pub(super) fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -340,8 +412,42 @@ impl AuditStore {
         }
     }
 
+    pub(crate) fn db_err(&self, source: DbError) -> StoreError {
+        match source {
+            DbError::Sqlite(source) => self.err(source),
+            source => StoreError::Db {
+                location: self.location(),
+                source,
+            },
+        }
+    }
+
+    /// Runs `f` on a connection of either backend (a spare one when there is).
+    pub(crate) fn with_db<T>(
+        &self,
+        read_only: bool,
+        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
+    ) -> Result<T, StoreError> {
+        match &self.pg {
+            Some(pool) => {
+                let mut conn = pool.get().map_err(|e| self.db_err(e))?;
+                f(&mut Db::Postgres(&mut conn)).map_err(|e| self.db_err(e))
+            }
+            None => {
+                let conn = self.connect(read_only)?;
+                f(&mut Db::Sqlite(&conn)).map_err(|e| self.db_err(e))
+            }
+        }
+    }
+
     /// A connection, read-only or not: a spare one when there is, else a new one.
     pub(super) fn connect(&self, read_only: bool) -> Result<Pooled, StoreError> {
+        if self.pg.is_some() {
+            return Err(StoreError::Output(format!(
+                "{} is a PostgreSQL database; this part of ztk works on a SQLite store only",
+                self.location()
+            )));
+        }
         let spare = {
             let mut spares = self.spare.lock().unwrap_or_else(|e| e.into_inner());
             if read_only {
@@ -416,10 +522,10 @@ impl AuditStore {
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
-        let path = self.path.clone();
+        let store = self.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(conn, rx, &thread_stats, &path, config))
+            .spawn(move || write_loop(conn, rx, &thread_stats, &store, config))
             .map_err(|e| StoreError::Thread {
                 what: "writer",
                 path: self.path.clone(),
@@ -429,7 +535,11 @@ impl AuditStore {
     }
 
     /// The batch writer's own connection.
-    fn writer_connection(&self) -> Result<Connection, StoreError> {
+    fn writer_connection(&self) -> Result<WriterConn, StoreError> {
+        if let Some(pool) = &self.pg {
+            let conn = pool.get().map_err(|e| self.db_err(e))?;
+            return Ok(WriterConn::Postgres(conn.detach()));
+        }
         let conn = self.connect(false)?.detach();
         // A statement inside a multi-record transaction keeps a statement journal (the pages it
         // changes, in case it must be undone alone): in a temp file by default, which cost ~40 KB
@@ -437,47 +547,48 @@ impl AuditStore {
         // for every connection: a migration's temporary tables can be as large as the store.)
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(|e| self.err(e))?;
-        Ok(conn)
+        Ok(WriterConn::Sqlite(conn))
     }
 
     /// Inserts or updates commands in one transaction (a repeated id updates the row, so a
     /// re-sent record is stored once).
     pub fn upsert_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
-        let mut conn = self.connect(false)?;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        let mut journal = chain::Appender::default();
-        for cmd in commands {
-            let seq = next_seq(&tx).map_err(|e| self.err(e))?;
-            upsert_command(&tx, &mut journal, seq, cmd).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(())
+        self.with_db(false, |db| {
+            db.transaction(true, |tx| {
+                let mut journal = chain::Appender::default();
+                for cmd in commands {
+                    let seq = next_seq(tx)?;
+                    upsert_command(tx, &mut journal, seq, cmd)?;
+                }
+                Ok(())
+            })
+        })
     }
 
     /// How many calls match `filter` (ignoring its limit), for progress bars.
     pub fn count_calls(&self, filter: &Filter) -> Result<u64, StoreError> {
-        let conn = self.connect(true)?;
-        let (clause, values) = filter.call_clause();
+        let (clause, values) = filter.call_clause_for(self.dialect());
         let join = if filter.commands.is_empty() {
             ""
         } else {
             "LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user"
         };
         let sql = format!("SELECT COUNT(*) FROM api_calls c {join} WHERE {clause}");
-        conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        self.count(&sql, &values)
     }
 
     pub fn count_commands(&self, filter: &Filter) -> Result<u64, StoreError> {
-        let conn = self.connect(true)?;
-        let (clause, values) = filter.command_clause();
+        let (clause, values) = filter.command_clause_for(self.dialect());
         let sql = format!("SELECT COUNT(*) FROM commands cmd WHERE {clause}");
-        conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        self.count(&sql, &values)
+    }
+
+    fn count(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
+        let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+        self.with_db(true, |db| {
+            db.query_row(sql, &params, |r| r.get::<i64>(0))
+                .map(|n| n.unwrap_or(0) as u64)
+        })
     }
 
     /// The owners of the command ids used since `since_us` (commands started then, and the
@@ -488,36 +599,30 @@ impl AuditStore {
         since_us: i64,
         limit: usize,
     ) -> Result<Vec<(Uuid, String, i64)>, StoreError> {
-        let conn = self.connect(true)?;
         let mut owners = Vec::new();
         for sql in [
-            "SELECT id, user, started_us FROM commands WHERE started_us >= ?1 \
+            "SELECT id, \"user\", started_us FROM commands WHERE started_us >= ?1 \
              ORDER BY started_us DESC LIMIT ?2",
-            "SELECT command_id, user, time_us FROM api_calls \
+            "SELECT command_id, \"user\", time_us FROM api_calls \
              WHERE time_us >= ?1 AND command_id IS NOT NULL ORDER BY time_us DESC LIMIT ?2",
         ] {
-            let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(rusqlite::params![since_us, limit as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            self.with_db(true, |db| {
+                db.query_each(sql, args![since_us, limit as i64], &mut |r| {
+                    if let Ok(id) = Uuid::parse_str(&r.text(0)?) {
+                        owners.push((id, r.text(1)?, r.get(2)?));
+                    }
+                    Ok(())
                 })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (id, user, at) = row.map_err(|e| self.err(e))?;
-                if let Ok(id) = Uuid::parse_str(&id) {
-                    owners.push((id, user, at));
-                }
-            }
+            })?;
         }
         Ok(owners)
     }
 
     pub fn command(&self, id: Uuid) -> Result<Option<Command>, StoreError> {
-        let conn = self.connect(true)?;
         let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?");
-        conn.query_row(&sql, [id.to_string()], command_from_row)
-            .optional()
-            .map_err(|e| self.err(e))
+        self.with_db(true, |db| {
+            db.query_row(&sql, args![id.to_string()], command_from_row)
+        })
     }
 
     /// API calls matching `filter`, newest first, with the command line that caused each
@@ -562,7 +667,7 @@ impl AuditStore {
         limit: Option<usize>,
         f: impl FnMut(CallRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let (clause, values) = filter.call_clause();
+        let (clause, values) = filter.call_clause_for(self.dialect());
         let select = call_select();
         let keys = ("c.time_us", "c.id");
         self.stream(
@@ -589,9 +694,8 @@ impl AuditStore {
         after: Option<&Cursor>,
         limit: Option<usize>,
         mut f: impl FnMut(T) -> Result<(), StoreError>,
-        map: impl Fn(&Row) -> rusqlite::Result<T>,
+        map: impl Fn(&Row) -> Result<T, DbError>,
     ) -> Result<(), StoreError> {
-        let conn = self.connect(true)?;
         if let Some(cursor) = after {
             // `time < T OR (time = T AND id < I)`, written with a plain range first: given the
             // bare OR, SQLite (3.54) plans a MULTI-INDEX OR and sorts every older row — seconds
@@ -601,16 +705,26 @@ impl AuditStore {
             values.push(Value::Integer(cursor.time_us));
             values.push(Value::Text(cursor.id.clone()));
         }
-        values.push(Value::Integer(limit.map(|l| l as i64).unwrap_or(-1)));
+        values.push(match limit {
+            Some(l) => Value::Integer(l as i64),
+            None => self.dialect().no_limit(),
+        });
         let sql = format!("{select} WHERE {clause} ORDER BY {time} DESC, {id} DESC LIMIT ?");
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params_from_iter(values))
-            .map_err(|e| self.err(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            f(map(row).map_err(|e| self.err(e))?)?;
+        let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+        // The caller's own error (a closed output, say) stops the query and is returned as is.
+        let mut stopped = None;
+        let result = self.with_db(true, |db| {
+            db.query_each(&sql, &params, &mut |row| {
+                f(map(row)?).map_err(|e| {
+                    stopped = Some(e);
+                    DbError::Stopped
+                })
+            })
+        });
+        match stopped {
+            Some(e) => Err(e),
+            None => result,
         }
-        Ok(())
     }
 
     /// Commands matching `filter`, newest first, each with a summary of its calls.
@@ -652,72 +766,56 @@ impl AuditStore {
         limit: Option<usize>,
         f: impl FnMut(CommandRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let (clause, values) = filter.command_clause();
+        let dialect = self.dialect();
+        let (clause, values) = filter.command_clause_for(dialect);
         let select = format!(
-            "SELECT {}, \
-             (SELECT group_concat(cls || '=' || n) FROM \
-                (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                        COUNT(*) AS n FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)) \
-             FROM commands cmd",
-            COMMAND_COLUMNS
-                .split(", ")
-                .map(|c| format!("cmd.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "SELECT {}, {} FROM commands cmd",
+            qualified_command_columns(),
+            status_summary(dialect)
         );
         let keys = ("cmd.started_us", "cmd.id");
-        self.stream(&select, clause, values, keys, after, limit, f, |row| {
-            let command = command_from_row(row)?;
-            let statuses: std::collections::BTreeMap<String, i64> =
-                opt_text(row, COMMAND_COLUMN_COUNT)?
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|part| part.split_once('='))
-                    .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
-                    .collect();
-            Ok(CommandRow {
-                calls: statuses.values().sum(),
-                duration_us: command.ended_us.map(|end| end - command.started_us),
-                statuses,
-                command,
-            })
-        })
+        self.stream(&select, clause, values, keys, after, limit, f, command_row_from)
     }
 
     /// The distinct users, clusters, namespaces, resources and verbs of the last `recent` calls
     /// written (a bounded read of the `seq` index, never a scan of the store): the values the
     /// console suggests in its filters.
     pub fn recent_values(&self, recent: usize) -> Result<RecentValues, StoreError> {
-        let conn = self.connect(true)?;
-        let mut stmt = conn
-            .prepare(
-                "WITH recent AS (SELECT user, cluster, namespace, resource, verb \
-                 FROM api_calls INDEXED BY api_calls_seq ORDER BY seq DESC LIMIT ?1) \
-                 SELECT 0, user FROM recent GROUP BY user \
-                 UNION ALL SELECT 1, cluster FROM recent GROUP BY cluster \
-                 UNION ALL SELECT 2, namespace FROM recent GROUP BY namespace \
-                 UNION ALL SELECT 3, resource FROM recent GROUP BY resource \
-                 UNION ALL SELECT 4, verb FROM recent GROUP BY verb",
-            )
-            .map_err(|e| self.err(e))?;
+        let sql = format!(
+            "WITH recent AS (SELECT \"user\", cluster, namespace, resource, verb \
+             FROM api_calls{} ORDER BY seq DESC LIMIT ?1) \
+             SELECT 0, \"user\" FROM recent GROUP BY \"user\" \
+             UNION ALL SELECT 1, cluster FROM recent GROUP BY cluster \
+             UNION ALL SELECT 2, namespace FROM recent GROUP BY namespace \
+             UNION ALL SELECT 3, resource FROM recent GROUP BY resource \
+             UNION ALL SELECT 4, verb FROM recent GROUP BY verb",
+            self.dialect().indexed_by("api_calls_seq")
+        );
         let mut values = RecentValues::default();
-        let rows = stmt
-            .query_map([recent as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        self.with_db(true, |db| {
+            db.query_each(&sql, args![recent as i64], &mut |r| {
+                let value = r.text(1)?;
+                if value.is_empty() {
+                    return Ok(());
+                }
+                match r.get::<i64>(0)? {
+                    0 => values.users.push(value),
+                    1 => values.clusters.push(value),
+                    2 => values.namespaces.push(value),
+                    3 => values.resources.push(value),
+                    _ => values.verbs.push(value),
+                }
+                Ok(())
             })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (kind, value) = row.map_err(|e| self.err(e))?;
-            if value.is_empty() {
-                continue;
-            }
-            match kind {
-                0 => values.users.push(value),
-                1 => values.clusters.push(value),
-                2 => values.namespaces.push(value),
-                3 => values.resources.push(value),
-                _ => values.verbs.push(value),
-            }
+        })?;
+        for list in [
+            &mut values.users,
+            &mut values.clusters,
+            &mut values.namespaces,
+            &mut values.resources,
+            &mut values.verbs,
+        ] {
+            list.sort();
         }
         Ok(values)
     }
@@ -739,9 +837,10 @@ impl AuditStore {
 
     /// The last number of the write sequence: every record written later has a greater `seq`.
     pub fn last_seq(&self) -> Result<i64, StoreError> {
-        let conn = self.connect(true)?;
-        conn.query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
-            .map_err(|e| self.err(e))
+        self.with_db(true, |db| {
+            db.query_row("SELECT last FROM sequence WHERE id = 1", &[], |r| r.get(0))
+                .map(|last| last.unwrap_or(0))
+        })
     }
 
     /// Records (calls and commands) written after sequence number `after` that match `filter`,
@@ -754,87 +853,66 @@ impl AuditStore {
         filter: &Filter,
         limit: usize,
     ) -> Result<SeqBatch, StoreError> {
-        let mut conn = self.connect(true)?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let last: i64 = tx
-            .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        let mut records = Vec::new();
+        let dialect = self.dialect();
         let limit_value = Value::Integer(limit as i64);
+        let calls_sql;
+        let mut call_values;
         {
-            let (clause, mut values) = filter.call_clause();
-            values.insert(0, Value::Integer(after));
-            values.push(limit_value.clone());
-            let sql = format!(
+            let (clause, values) = filter.call_clause_for(dialect);
+            call_values = values;
+            call_values.insert(0, Value::Integer(after));
+            call_values.push(limit_value.clone());
+            calls_sql = format!(
                 "SELECT {CALL_COLUMNS}, cmd.command_line, \
                  COALESCE(t.duration_us, CASE WHEN c.request_id = c.id THEN c.duration_us END), \
                  CASE WHEN c.request_id = c.id THEN NULL ELSE c.duration_us END, c.seq \
-                 FROM api_calls c INDEXED BY api_calls_seq \
+                 FROM api_calls c{} \
                  LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user \
                  LEFT JOIN client_calls t ON t.id = c.request_id \
-                 WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?"
+                 WHERE c.seq > ? AND {clause} ORDER BY c.seq LIMIT ?",
+                dialect.indexed_by("api_calls_seq")
             );
-            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params_from_iter(values), |row| {
+        }
+        let commands_sql;
+        let mut command_values;
+        {
+            let (clause, values) = filter.command_clause_for(dialect);
+            command_values = values;
+            command_values.insert(0, Value::Integer(after));
+            command_values.push(limit_value);
+            commands_sql = format!(
+                "SELECT {}, {}, cmd.seq FROM commands cmd{} \
+                 WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?",
+                qualified_command_columns(),
+                status_summary(dialect),
+                dialect.indexed_by("commands_seq")
+            );
+        }
+        let call_params: Vec<&dyn Param> = call_values.iter().map(|v| v as &dyn Param).collect();
+        let command_params: Vec<&dyn Param> =
+            command_values.iter().map(|v| v as &dyn Param).collect();
+        // One snapshot: the sequence's last number and both kinds of records as of one moment.
+        let (last, mut records) = self.with_db(true, |db| {
+            db.transaction(false, |tx| {
+                let last: i64 = tx
+                    .query_row("SELECT last FROM sequence WHERE id = 1", &[], |r| r.get(0))?
+                    .unwrap_or(0);
+                let mut records = tx.query_vec(&calls_sql, &call_params, |row| {
                     Ok(Sequenced {
                         seq: row.get(30)?,
-                        record: Record::Call(CallRow {
-                            call: call_from_row(row)?,
-                            command_line: opt_text(row, 27)?,
-                            client_duration_us: row.get(28)?,
-                            gateway_duration_us: row.get(29)?,
-                        }),
+                        record: Record::Call(call_row_from(row)?),
                     })
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                records.push(row.map_err(|e| self.err(e))?);
-            }
-        }
-        {
-            let (clause, mut values) = filter.command_clause();
-            values.insert(0, Value::Integer(after));
-            values.push(limit_value);
-            let columns = COMMAND_COLUMNS
-                .split(", ")
-                .map(|c| format!("cmd.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT {columns}, \
-                 (SELECT group_concat(cls || '=' || n) FROM \
-                    (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
-                            COUNT(*) AS n FROM api_calls a INDEXED BY api_calls_command WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls)), cmd.seq \
-                 FROM commands cmd INDEXED BY commands_seq \
-                 WHERE cmd.seq > ? AND {clause} ORDER BY cmd.seq LIMIT ?"
-            );
-            let mut stmt = tx.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params_from_iter(values), |row| {
-                    let command = command_from_row(row)?;
-                    let statuses: std::collections::BTreeMap<String, i64> =
-                        opt_text(row, COMMAND_COLUMN_COUNT)?
-                            .unwrap_or_default()
-                            .split(',')
-                            .filter_map(|part| part.split_once('='))
-                            .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
-                            .collect();
-                    Ok(Sequenced {
+                })?;
+                tx.query_each(&commands_sql, &command_params, &mut |row| {
+                    records.push(Sequenced {
                         seq: row.get(COMMAND_COLUMN_COUNT + 1)?,
-                        record: Record::Command(CommandRow {
-                            calls: statuses.values().sum(),
-                            duration_us: command.ended_us.map(|end| end - command.started_us),
-                            statuses,
-                            command,
-                        }),
-                    })
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                records.push(row.map_err(|e| self.err(e))?);
-            }
-        }
+                        record: Record::Command(command_row_from(row)?),
+                    });
+                    Ok(())
+                })?;
+                Ok::<_, DbError>((last, records))
+            })
+        })?;
         records.sort_by_key(|r| r.seq);
         // Each kind was cut at `limit`: past the limit-th record of the merge, one kind may
         // be missing rows, so the scan is complete only up to there.
@@ -850,8 +928,7 @@ impl AuditStore {
     /// Walks the store's chain (see `audit::chain`): every record that was changed, inserted or
     /// deleted outside ztk, and the signed checkpoints (against `pinned`, when given).
     pub fn verify(&self, pinned: Option<&[u8]>) -> Result<chain::Report, StoreError> {
-        let mut conn = self.connect(true)?;
-        chain::verify(&mut conn, pinned).map_err(|e| self.err(e))
+        self.with_db(true, |db| chain::verify(db, pinned))
     }
 
     /// Signs the chain's head with `key` if it moved since the last checkpoint.
@@ -859,8 +936,7 @@ impl AuditStore {
         &self,
         key: &chain::SigningKey,
     ) -> Result<Option<chain::Checkpoint>, StoreError> {
-        let mut conn = self.connect(false)?;
-        chain::checkpoint(&mut conn, key, super::model::now_us()).map_err(|e| self.err(e))
+        self.with_db(false, |db| chain::checkpoint(db, key, super::model::now_us()))
     }
 
     /// Deletes records written before `upto` (a `seq`) the way retention must: `delete` runs the
@@ -877,8 +953,10 @@ impl AuditStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let result = delete(&tx).map_err(|e| self.err(e))?;
-        let seq = next_seq(&tx).map_err(|e| self.err(e))?;
-        let prune = chain::record_prune(&tx, seq, upto.min(seq)).map_err(|e| self.err(e))?;
+        let mut db = Db::Sqlite(&tx);
+        let seq = next_seq(&mut db).map_err(|e| self.db_err(e))?;
+        let prune =
+            chain::record_prune(&mut db, seq, upto.min(seq)).map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok((result, prune))
     }
@@ -886,15 +964,13 @@ impl AuditStore {
     /// Finds commands whose id contains `part` (at most two: the caller wants exactly one).
     /// UUIDv7 ids begin with their timestamp, so listings show their random tail instead.
     pub fn find_command(&self, part: &str) -> Result<Vec<Command>, StoreError> {
-        let conn = self.connect(true)?;
         let sql = format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE instr(id, ?) > 0 ORDER BY id LIMIT 2"
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE {} ORDER BY id LIMIT 2",
+            self.dialect().contains("id")
         );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([part.to_ascii_lowercase()], command_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.with_db(true, |db| {
+            db.query_vec(&sql, args![part.to_ascii_lowercase()], command_from_row)
+        })
     }
 }
 
@@ -921,12 +997,51 @@ pub(super) fn call_select() -> String {
     )
 }
 
-pub(super) fn call_row_from(row: &Row) -> rusqlite::Result<CallRow> {
+pub(super) fn call_row_from(row: &Row) -> Result<CallRow, DbError> {
     Ok(CallRow {
         call: call_from_row(row)?,
-        command_line: opt_text(row, 27)?,
+        command_line: row.opt_text(27)?,
         client_duration_us: row.get(28)?,
         gateway_duration_us: row.get(29)?,
+    })
+}
+
+/// `COMMAND_COLUMNS` of the commands table aliased `cmd`.
+fn qualified_command_columns() -> String {
+    COMMAND_COLUMNS
+        .split(", ")
+        .map(|c| format!("cmd.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A command's calls counted by status class (`2xx=3,4xx=1`), read by `command_row_from`
+/// after the command's columns.
+fn status_summary(dialect: Dialect) -> String {
+    format!(
+        "(SELECT {} FROM \
+            (SELECT CASE WHEN a.status BETWEEN 100 AND 599 THEN (a.status / 100) || 'xx' ELSE 'err' END AS cls, \
+                    COUNT(*) AS n FROM api_calls a{} WHERE a.command_id = cmd.id AND a.user = cmd.user GROUP BY cls) AS classes)",
+        dialect.group_concat("cls || '=' || n"),
+        dialect.indexed_by("api_calls_command")
+    )
+}
+
+/// A command and the summary of its calls (`status_summary`, in the column after its own).
+fn command_row_from(row: &Row) -> Result<CommandRow, DbError> {
+    let command = command_from_row(row)?;
+    let statuses: std::collections::BTreeMap<String, i64> = row
+        .opt_text(COMMAND_COLUMN_COUNT)?
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|part| part.split_once('='))
+        .map(|(cls, n)| (cls.to_string(), n.parse().unwrap_or(0)))
+        .collect();
+    Ok(CommandRow {
+        calls: statuses.values().sum(),
+        duration_us: command.ended_us.map(|end| end - command.started_us),
+        statuses,
+        command,
     })
 }
 
@@ -1071,9 +1186,8 @@ pub fn open_recording(
         .name("audit-writer".into())
         .spawn(move || match start() {
             Ok((store, conn)) => {
-                let path = store.path.clone();
-                let _ = opened_tx.send(Ok(store));
-                write_loop(conn, rx, &thread_stats, &path, WriterConfig::default());
+                let _ = opened_tx.send(Ok(store.clone()));
+                write_loop(conn, rx, &thread_stats, &store, WriterConfig::default());
             }
             Err(err) => {
                 thread_stats.set_error(Some(err.to_string()));
@@ -1305,12 +1419,14 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// `hold_max` records, growing with what arrives meanwhile) and retried with backoff until the
 /// store takes it; `stats` says all the while that the store is failing.
 fn write_loop(
-    mut conn: Connection,
+    mut conn: WriterConn,
     rx: Receiver<WriteOp>,
     stats: &WriterStats,
-    path: &Path,
+    store: &AuditStore,
     config: WriterConfig,
 ) {
+    let location = store.location();
+    let path = store.path();
     let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_MAX);
     let mut flushes: Vec<Waiter> = Vec::new();
     // Records at the front of `batch` that already failed once (counted in `delayed`).
@@ -1399,11 +1515,11 @@ fn write_loop(
                 if held > 0 {
                     tracing::warn!(
                         "audit store {} takes writes again: wrote {n} held records",
-                        path.display()
+                        location
                     );
                     eprintln!(
                         "ztk: audit store {} takes writes again: wrote {n} held records",
-                        path.display()
+                        location
                     );
                 }
                 stats.pending.store(0, Ordering::Relaxed);
@@ -1422,9 +1538,9 @@ fn write_loop(
                 if held == 0 {
                     tracing::error!(
                         "could not write {n} audit records to {}: {err}; holding them and retrying",
-                        path.display()
+                        location
                     );
-                    eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", path.display());
+                    eprintln!("ztk: could not write {n} audit records to {}: {err}; holding them and retrying", location);
                 }
                 stats.set_error(Some(err.to_string()));
                 // Whoever waits for a commit hears now that it did not happen.
@@ -1441,7 +1557,7 @@ fn write_loop(
                 held = n;
                 backoff = (backoff * 2).min(RETRY_MAX);
                 if closed_at.is_some_and(|t| t.elapsed() >= config.close_grace) {
-                    spill(&batch, stats, path);
+                    spill(&batch, stats, path, &location);
                     batch.clear();
                     answer_with(&mut flushes, false);
                     break;
@@ -1479,7 +1595,7 @@ fn answer_with(flushes: &mut Vec<Waiter>, committed: bool) {
 
 /// The writer must stop while the store still fails: the held records go to a 0600 NDJSON file
 /// beside the store (`{"call": …}` / `{"command": …}` per line) instead of vanishing.
-fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
+fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path, location: &str) {
     let file = path.with_extension(format!("unwritten-{}.ndjson", super::model::now_us()));
     let mut text = String::new();
     for op in batch {
@@ -1498,12 +1614,12 @@ fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
             stats.spilled.fetch_add(n, Ordering::Relaxed);
             tracing::error!(
                 "audit store {} still fails; {n} records written to {} instead",
-                path.display(),
+                location,
                 file.display()
             );
             eprintln!(
                 "ztk: audit store {} still fails; {n} records written to {} instead",
-                path.display(),
+                location,
                 file.display()
             );
         }
@@ -1511,65 +1627,100 @@ fn spill(batch: &[WriteOp], stats: &WriterStats, path: &Path) {
             stats.failed.fetch_add(n, Ordering::Relaxed);
             tracing::error!(
                 "{n} audit records lost: the store {} fails and {} cannot be written: {err}",
-                path.display(),
+                location,
                 file.display()
             );
             eprintln!(
                 "ztk: {n} audit records lost: the store {} fails and {} cannot be written: {err}",
-                path.display(),
+                location,
                 file.display()
             );
         }
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // The write lock is held from here to the commit, so the sequence is read once and written
-    // back once: an UPDATE per record cost each record a statement journal.
+fn write_batch(conn: &mut WriterConn, batch: &[WriteOp]) -> Result<(), DbError> {
+    conn.db().transaction(true, |tx| write_records(tx, batch))
+}
+
+/// The rule of every write: inside the writing transaction, which holds the sequence (SQLite's
+/// write lock; PostgreSQL's row lock on `sequence`, held to the commit, so that numbers are
+/// taken in commit order across gateways), each record takes the next number, is written and
+/// is journalled by the chain.
+fn write_records(tx: &mut Db, batch: &[WriteOp]) -> Result<(), DbError> {
+    // The sequence is read once and written back once: an UPDATE per record cost each record a
+    // statement journal in SQLite.
+    let read_last = match tx.dialect() {
+        Dialect::Sqlite => "SELECT last FROM sequence WHERE id = 1",
+        Dialect::Postgres => "SELECT last FROM sequence WHERE id = 1 FOR UPDATE",
+    };
     let first: i64 = tx
-        .prepare_cached("SELECT last FROM sequence WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
+        .query_row(read_last, &[], |r| r.get(0))?
+        .ok_or_else(|| DbError::Invalid("the store has no write sequence".into()))?;
     let mut seq = first;
     let mut journal = chain::Appender::default();
     for op in batch {
         match op {
             WriteOp::Call(call) => {
                 seq += 1;
-                insert_call(&tx, &mut journal, seq, call)?;
+                insert_call(tx, &mut journal, seq, call)?;
             }
             WriteOp::Command(cmd) => {
                 seq += 1;
-                upsert_command(&tx, &mut journal, seq, cmd)?;
+                upsert_command(tx, &mut journal, seq, cmd)?;
             }
             WriteOp::Flush(_) | WriteOp::Commit(_) => {}
         }
     }
     if seq != first {
-        tx.prepare_cached("UPDATE sequence SET last = ? WHERE id = 1")?
-            .execute([seq])?;
+        tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
-    tx.commit()
+    Ok(())
 }
 
 /// Takes the next number of the store's write sequence. Call inside the writing transaction:
 /// the number is then both unique and in commit order.
-pub(super) fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("UPDATE sequence SET last = last + 1 WHERE id = 1 RETURNING last")?
-        .query_row([], |r| r.get(0))
+pub(super) fn next_seq(db: &mut Db) -> Result<i64, DbError> {
+    db.query_row(
+        "UPDATE sequence SET last = last + 1 WHERE id = 1 RETURNING last",
+        &[],
+        |r| r.get(0),
+    )?
+    .ok_or_else(|| DbError::Invalid("the store has no write sequence".into()))
 }
 
-const INSERT_CALL: &str = "INSERT INTO api_calls (id, time_us, user, cluster, namespace, resource, \
+const CALL_INSERT_COLUMNS: &str = "id, time_us, \"user\", cluster, namespace, resource, \
     subresource, name, api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, \
     bytes_out, user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, \
-    access_method, decision, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    access_method, decision, reason, seq";
+
+/// SQLite: a plain INSERT, not INSERT OR REPLACE (REPLACE makes SQLite keep a statement
+/// journal, a copy of every page the statement touches, for each record of the batch); a call
+/// already stored is deleted first, on the rare conflict.
+static INSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO api_calls ({CALL_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+});
+
+/// PostgreSQL: a failed statement ends the transaction there, so the replacement is an upsert.
+static UPSERT_CALL: LazyLock<String> = LazyLock::new(|| {
+    let set = CALL_INSERT_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{} ON CONFLICT (id) DO UPDATE SET {set}", *INSERT_CALL)
+});
 
 /// Inserts or updates a command; returns the row as it now is (an update keeps the first
 /// write's other columns, and a reason once set: a later write, the command's end, may set one
 /// but not clear it).
 static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+        "INSERT INTO commands (id, started_us, ended_us, \"user\", cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
          api_calls = excluded.api_calls, {}, seq = excluded.seq RETURNING {}",
@@ -1585,11 +1736,11 @@ pub(super) const UPDATE_COMMAND_REASON: &str =
 /// Writes a call under `seq` and journals it. A call already stored (an upgraded stream's
 /// opening record, then its final one) is replaced.
 fn insert_call(
-    conn: &Connection,
+    db: &mut Db,
     journal: &mut chain::Appender,
     seq: i64,
     c: &ApiCall,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let id = c.id.to_string();
     let command_id = c.command_id.map(|id| id.to_string());
     let request_id = c.request_id.map(|id| id.to_string());
@@ -1597,7 +1748,7 @@ fn insert_call(
     // In the order of chain::CALL_FIELDS: the content hash is taken over exactly the values
     // bound, which are what the row holds (each column gets a value of its own type, so no
     // affinity conversion applies) and what `verify` reads back.
-    let values: [&dyn ToSql; 28] = [
+    let values: [&dyn Param; 28] = [
         &id,
         &c.time_us,
         &c.user,
@@ -1628,34 +1779,33 @@ fn insert_call(
         &seq,
     ];
     let content = chain::values_hash(Kind::Call, &values[..27])?;
-    // A plain INSERT, not INSERT OR REPLACE: REPLACE makes SQLite keep a statement journal
-    // (a copy of every page the statement touches) for each record of the batch.
-    let mut insert = conn.prepare_cached(INSERT_CALL)?;
-    match insert.execute(&values[..]) {
-        Ok(_) => {}
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-        {
-            conn.prepare_cached("DELETE FROM api_calls WHERE id = ?")?
-                .execute([&id])?;
-            insert.execute(&values[..])?;
+    match db.dialect() {
+        Dialect::Postgres => {
+            db.execute(&UPSERT_CALL, &values)?;
         }
-        Err(e) => return Err(e),
+        Dialect::Sqlite => match db.execute(&INSERT_CALL, &values) {
+            Ok(_) => {}
+            Err(e) if e.is_unique_violation() => {
+                db.execute("DELETE FROM api_calls WHERE id = ?", args![id])?;
+                db.execute(&INSERT_CALL, &values)?;
+            }
+            Err(e) => return Err(e),
+        },
     }
-    journal.append(conn, seq, Kind::Call, &id, &content)?;
+    journal.append(db, seq, Kind::Call, &id, &content)?;
     Ok(())
 }
 
 fn upsert_command(
-    conn: &Connection,
+    db: &mut Db,
     journal: &mut chain::Appender,
     seq: i64,
     c: &Command,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let id = c.id.to_string();
-    let content = upsert_command_row(conn, &UPSERT_COMMAND, &id, c, seq)?
-        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-    journal.append(conn, seq, Kind::Command, &id, &content)?;
+    let content = upsert_command_row(db, &UPSERT_COMMAND, &id, c, seq)?
+        .ok_or_else(|| DbError::Invalid(format!("command {id} was not written")))?;
+    journal.append(db, seq, Kind::Command, &id, &content)?;
     Ok(())
 }
 
@@ -1663,112 +1813,87 @@ fn upsert_command(
 /// `c` under `seq`; returns the content hash of the row it returned, as the row now is (an
 /// update keeps the first write's other columns), or None when it returned none.
 pub(super) fn upsert_command_row(
-    conn: &Connection,
+    db: &mut Db,
     sql: &str,
     id: &str,
     c: &Command,
     seq: i64,
-) -> rusqlite::Result<Option<chain::Hash>> {
-    conn.prepare_cached(sql)?
-        .query_row(
-            params![
-                id,
-                c.started_us,
-                c.ended_us,
-                c.user,
-                c.cluster,
-                serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
-                c.command_line,
-                c.exit_code,
-                c.api_calls,
-                c.access_method.as_str(),
-                c.cwd,
-                c.host,
-                c.reason,
-                seq,
-            ],
-            |row| chain::content_hash(Kind::Command, row, 0),
-        )
-        .optional()
-}
-
-/// A TEXT column as a String, replacing invalid UTF-8 (which only a hand edit of the file can
-/// put there) instead of failing the whole listing.
-fn text(row: &Row, i: usize) -> rusqlite::Result<String> {
-    Ok(match row.get_ref(i)? {
-        // Checked whole first: `from_utf8_lossy` walks the text in chunks, which cost the
-        // shipper 2 % of its time on text that is always valid.
-        rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => {
-            match std::str::from_utf8(bytes) {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-            }
-        }
-        rusqlite::types::ValueRef::Null => String::new(),
-        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
-        rusqlite::types::ValueRef::Real(f) => f.to_string(),
-    })
-}
-
-pub(super) fn opt_text(row: &Row, i: usize) -> rusqlite::Result<Option<String>> {
-    Ok(match row.get_ref(i)? {
-        rusqlite::types::ValueRef::Null => None,
-        _ => Some(text(row, i)?),
-    })
+) -> Result<Option<chain::Hash>, DbError> {
+    let argv = serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into());
+    db.query_row(
+        sql,
+        args![
+            id,
+            c.started_us,
+            c.ended_us,
+            c.user,
+            c.cluster,
+            argv,
+            c.command_line,
+            c.exit_code,
+            c.api_calls,
+            c.access_method.as_str(),
+            c.cwd,
+            c.host,
+            c.reason,
+            seq,
+        ],
+        |row| chain::content_hash(Kind::Command, row, 0),
+    )
 }
 
 pub(super) fn parse_uuid(s: Option<String>) -> Option<Uuid> {
     s.and_then(|s| Uuid::parse_str(&s).ok())
 }
 
-pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<ApiCall> {
+pub(super) fn call_from_row(row: &Row) -> Result<ApiCall, DbError> {
     Ok(ApiCall {
-        id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
+        id: parse_uuid(row.opt_text(0)?).unwrap_or_default(),
         time_us: row.get(1)?,
-        user: text(row, 2)?,
-        cluster: text(row, 3)?,
-        namespace: text(row, 4)?,
-        resource: text(row, 5)?,
-        subresource: text(row, 6)?,
-        name: text(row, 7)?,
-        api_group: text(row, 8)?,
-        api_version: text(row, 9)?,
-        verb: text(row, 10)?,
-        method: text(row, 11)?,
-        path: text(row, 12)?,
-        query: text(row, 13)?,
+        user: row.text(2)?,
+        cluster: row.text(3)?,
+        namespace: row.text(4)?,
+        resource: row.text(5)?,
+        subresource: row.text(6)?,
+        name: row.text(7)?,
+        api_group: row.text(8)?,
+        api_version: row.text(9)?,
+        verb: row.text(10)?,
+        method: row.text(11)?,
+        path: row.text(12)?,
+        query: row.text(13)?,
         status: row.get(14)?,
         duration_us: row.get(15)?,
-        bytes_in: row.get::<_, i64>(16)? as u64,
-        bytes_out: row.get::<_, i64>(17)? as u64,
-        user_agent: text(row, 18)?,
-        source_ip: text(row, 19)?,
-        kubectl_command: text(row, 20)?,
-        kubectl_session: text(row, 21)?,
-        command_id: parse_uuid(opt_text(row, 22)?),
-        request_id: parse_uuid(opt_text(row, 23)?),
-        access_method: AccessMethod::parse(&text(row, 24)?).unwrap_or_default(),
-        decision: text(row, 25)?,
-        reason: text(row, 26)?,
+        bytes_in: row.get::<i64>(16)? as u64,
+        bytes_out: row.get::<i64>(17)? as u64,
+        user_agent: row.text(18)?,
+        source_ip: row.text(19)?,
+        kubectl_command: row.text(20)?,
+        kubectl_session: row.text(21)?,
+        command_id: parse_uuid(row.opt_text(22)?),
+        request_id: parse_uuid(row.opt_text(23)?),
+        access_method: AccessMethod::parse(&row.text(24)?).unwrap_or_default(),
+        decision: row.text(25)?,
+        reason: row.text(26)?,
     })
 }
 
-pub(super) fn command_from_row(row: &Row) -> rusqlite::Result<Command> {
-    let argv = text(row, 5)?;
+pub(super) fn command_from_row(row: &Row) -> Result<Command, DbError> {
+    let argv = row.text(5)?;
     Ok(Command {
-        id: parse_uuid(opt_text(row, 0)?).unwrap_or_default(),
+        id: parse_uuid(row.opt_text(0)?).unwrap_or_default(),
         started_us: row.get(1)?,
         ended_us: row.get(2)?,
-        user: text(row, 3)?,
-        cluster: text(row, 4)?,
+        user: row.text(3)?,
+        cluster: row.text(4)?,
         argv: serde_json::from_str(&argv).unwrap_or_default(),
-        command_line: text(row, 6)?,
+        command_line: row.text(6)?,
         exit_code: row.get(7)?,
         api_calls: row.get(8)?,
-        access_method: AccessMethod::parse(&text(row, 9)?).unwrap_or_default(),
-        cwd: text(row, 10)?,
-        host: text(row, 11)?,
-        reason: text(row, 12)?,
+        access_method: AccessMethod::parse(&row.text(9)?).unwrap_or_default(),
+        cwd: row.text(10)?,
+        host: row.text(11)?,
+        reason: row.text(12)?,
     })
 }
 
@@ -2046,7 +2171,12 @@ mod tests {
                         chain::CALL_FIELDS
                     ),
                     [c.id.to_string()],
-                    |r| Ok((r.get(0)?, chain::content_hash(Kind::Call, r, 1)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            chain::content_hash(Kind::Call, &Row::Sqlite(r), 1)?,
+                        ))
+                    },
                 )
                 .unwrap();
             assert_eq!(journaled, stored.to_vec(), "{c:?}");
@@ -2061,7 +2191,8 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         for field in chain::CALL_FIELDS.split(',').map(str::trim) {
-            let (_, ty) = declared.iter().find(|(n, _)| n == field).unwrap();
+            let name = field.trim_matches('"');
+            let (_, ty) = declared.iter().find(|(n, _)| n == name).unwrap();
             let stored: String = conn
                 .query_row(
                     &format!("SELECT typeof({field}) FROM api_calls WHERE id = ?"),
@@ -2185,7 +2316,7 @@ mod tests {
              api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
              user_agent, source_ip, kubectl_command, kubectl_session, access_method, decision, reason) \
              VALUES (?, ?, ?, ?, '', 'pods', '', '', '', 'v1', 'list', 'GET', '/', '', 200, 1, 0, 0, '', '', '', '', 'cli', 'allow', '')",
-            params![id, c.time_us, c.user, c.cluster],
+            rusqlite::params![id, c.time_us, c.user, c.cluster],
         )
         .unwrap();
     }

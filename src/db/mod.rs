@@ -225,6 +225,16 @@ impl DbError {
     }
 }
 
+/// Back to `rusqlite`'s error, for SQLite-only code that calls the shared row readers.
+impl From<DbError> for rusqlite::Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => e,
+            other => rusqlite::Error::ToSqlConversionFailure(Box::new(other)),
+        }
+    }
+}
+
 /// A row being read.
 pub enum Row<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
