@@ -1,6 +1,8 @@
 //! The audit trail: records, the SQLite store, the shared filter, redaction and rendering.
 
 pub mod chain;
+#[cfg(test)]
+mod conformance;
 pub mod filter;
 pub mod format;
 pub mod ingest;

@@ -1,0 +1,404 @@
+//! One suite of the audit store's rules, run against both backends: SQLite (a temp file) and
+//! PostgreSQL (a database of its own on the test server, `db::testing`). Each rule is a
+//! function over an opened store; `both!` makes a test per backend of it.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::chain::SigningKey;
+use super::filter::Filter;
+use super::model::{now_us, AccessMethod, ApiCall, Command, Cursor};
+use super::store::{AuditStore, Record};
+use crate::args;
+
+/// A store of `backend`, and what keeps it alive (the temp dir).
+pub(crate) struct Opened {
+    pub store: AuditStore,
+    pub dir: tempfile::TempDir,
+    /// The PostgreSQL URL, for a second store on the same database (another gateway).
+    pub url: Option<String>,
+}
+
+impl Opened {
+    /// Another handle on the same store, as a second gateway (or process) opens it.
+    pub fn reopen(&self) -> Result<AuditStore, super::store::StoreError> {
+        match &self.url {
+            Some(url) => AuditStore::open_postgres(
+                crate::db::PgUrl::parse(url, None).unwrap(),
+                &self.dir.path().join("audit"),
+            ),
+            None => AuditStore::open(&self.dir.path().join("audit.db")),
+        }
+    }
+}
+
+pub(crate) fn sqlite() -> Opened {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+    Opened {
+        store,
+        dir,
+        url: None,
+    }
+}
+
+pub(crate) fn postgres() -> Opened {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::db::testing::database();
+    let store = AuditStore::open_postgres(
+        crate::db::PgUrl::parse(&url, None).unwrap(),
+        &dir.path().join("audit"),
+    )
+    .unwrap();
+    Opened {
+        store,
+        dir,
+        url: Some(url),
+    }
+}
+
+macro_rules! both {
+    ($($rule:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $rule() { super::$rule(super::sqlite()) })*
+        }
+        mod on_postgres {
+            $(#[test] fn $rule() { super::$rule(super::postgres()) })*
+        }
+    };
+}
+
+both!(
+    records_are_listed_filtered_and_counted,
+    keyset_pages_are_stable_while_records_arrive,
+    a_rewritten_call_is_stored_once_and_the_chain_verifies,
+    followers_of_the_sequence_see_every_record_once,
+    an_edit_behind_the_stores_back_is_reported,
+    checkpoints_are_signed_and_checked,
+    two_writers_on_one_store_share_one_sequence_and_one_chain,
+    a_newer_schema_is_refused,
+);
+
+fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
+    ApiCall {
+        id: Uuid::now_v7(),
+        time_us: now_us(),
+        user: user.into(),
+        cluster: "dev".into(),
+        namespace: ns.into(),
+        resource: "pods".into(),
+        verb: verb.into(),
+        method: "GET".into(),
+        path: format!("/api/v1/namespaces/{ns}/pods"),
+        status,
+        duration_us: 1500,
+        command_id: command,
+        request_id: Some(Uuid::now_v7()),
+        access_method: AccessMethod::Cli,
+        decision: "allow".into(),
+        user_agent: "kubectl/v1.33 — ünïcode".into(),
+        ..Default::default()
+    }
+}
+
+fn command(user: &str, line: &str) -> Command {
+    Command {
+        id: Uuid::now_v7(),
+        started_us: now_us(),
+        user: user.into(),
+        cluster: "dev".into(),
+        argv: line.split(' ').map(String::from).collect(),
+        command_line: line.into(),
+        ..Default::default()
+    }
+}
+
+fn write(store: &AuditStore, commands: &[Command], calls: &[ApiCall]) {
+    let (sink, writer) = store.start_writer(64).unwrap();
+    for c in commands {
+        sink.record_command(c.clone());
+    }
+    for c in calls {
+        sink.record_call(c.clone());
+    }
+    assert!(sink.flush(Duration::from_secs(10)));
+    drop(sink);
+    let stats = writer.close();
+    assert_eq!(
+        stats.status().failed + stats.status().spilled,
+        0,
+        "{:?}",
+        stats.status()
+    );
+}
+
+fn records_are_listed_filtered_and_counted(o: Opened) {
+    let store = &o.store;
+    let mut get = command("alice", "kubectl get pods -n web");
+    let del = command("bob", "kubectl delete pod x -n prod");
+    let calls = vec![
+        call("alice", "web", "list", 200, Some(get.id)),
+        call("alice", "web", "get", 404, Some(get.id)),
+        call("bob", "prod", "delete", 200, Some(del.id)),
+        call("bob", "prod", "get", 403, None),
+    ];
+    write(store, &[get.clone(), del.clone()], &calls);
+    get.ended_us = Some(now_us());
+    get.exit_code = Some(1);
+    get.api_calls = 2;
+    write(store, std::slice::from_ref(&get), &[]);
+
+    let all = store.list_calls(&Filter::default()).unwrap();
+    assert_eq!(all.len(), 4);
+    // Newest first, every field back as written.
+    assert_eq!(all[0].call, calls[3]);
+    assert_eq!(all[3].call, calls[0]);
+    assert_eq!(
+        all[3].command_line.as_deref(),
+        Some("kubectl get pods -n web")
+    );
+    let f = Filter::parse_query("user:bob status:4xx").unwrap();
+    let rows = store.list_calls(&f).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].call.id, calls[3].id);
+    assert_eq!(store.count_calls(&f).unwrap(), 1);
+    let f = Filter::parse_query("ns:web,prod verb:get").unwrap();
+    assert_eq!(store.count_calls(&f).unwrap(), 2);
+    // Command text, on calls and on commands.
+    let f = Filter::parse_query("delete").unwrap();
+    assert_eq!(store.count_calls(&f).unwrap(), 1);
+    assert_eq!(store.count_commands(&f).unwrap(), 1);
+
+    let commands = store.list_commands(&Filter::default()).unwrap();
+    assert_eq!(commands.len(), 2);
+    let row = commands.iter().find(|r| r.command.id == get.id).unwrap();
+    assert_eq!(row.command, get);
+    assert_eq!(row.calls, 2);
+    assert_eq!(row.statuses.get("2xx"), Some(&1));
+    assert_eq!(row.statuses.get("4xx"), Some(&1));
+    // Call-level filters select commands with a matching call.
+    let f = Filter::parse_query("status:404").unwrap();
+    let rows = store.list_commands(&f).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].command.id, get.id);
+
+    assert_eq!(store.command(get.id).unwrap(), Some(get.clone()));
+    assert_eq!(store.command(Uuid::now_v7()).unwrap(), None);
+    let tail = &get.id.to_string()[24..];
+    assert_eq!(store.find_command(tail).unwrap(), vec![get.clone()]);
+
+    let recent = store.recent_values(100).unwrap();
+    assert_eq!(recent.users, ["alice", "bob"]);
+    assert_eq!(recent.namespaces, ["prod", "web"]);
+    assert_eq!(recent.verbs, ["delete", "get", "list"]);
+    let owners = store.command_owners_since(0, 10).unwrap();
+    assert!(owners.iter().any(|(id, u, _)| *id == del.id && u == "bob"));
+}
+
+fn keyset_pages_are_stable_while_records_arrive(o: Opened) {
+    let store = &o.store;
+    // Calls sharing timestamps: the id breaks ties.
+    let base = now_us();
+    let calls: Vec<ApiCall> = (0..25)
+        .map(|i| ApiCall {
+            time_us: base + (i / 3) as i64,
+            ..call("alice", "web", "list", 200, None)
+        })
+        .collect();
+    write(store, &[], &calls);
+    let mut seen = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = store
+            .query_calls(&Filter::default(), after.as_ref(), 7)
+            .unwrap();
+        seen.extend(page.items.iter().map(|r| r.call.id));
+        // A newer call arriving between pages does not shift the pages after it.
+        write(store, &[], &[call("carol", "web", "get", 200, None)]);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<_> = calls.iter().map(|c| (c.time_us, c.id)).collect();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(
+        seen,
+        expected.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+    );
+}
+
+fn a_rewritten_call_is_stored_once_and_the_chain_verifies(o: Opened) {
+    let store = &o.store;
+    let mut open = call("alice", "web", "watch", 200, None);
+    open.reason = "stream open".into();
+    write(store, &[], std::slice::from_ref(&open));
+    let mut done = open.clone();
+    done.reason.clear();
+    done.duration_us = 9_000_000;
+    done.bytes_out = 12345;
+    write(store, &[], std::slice::from_ref(&done));
+    let rows = store.list_calls(&Filter::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].call, done);
+    let report = store.verify(None).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.calls, report.entries), (1, 2));
+    assert_eq!(store.last_seq().unwrap(), 2);
+}
+
+fn followers_of_the_sequence_see_every_record_once(o: Opened) {
+    let store = &o.store;
+    let cmd = command("alice", "kubectl get pods");
+    let calls: Vec<_> = (0..10)
+        .map(|i| call(if i % 2 == 0 { "alice" } else { "bob" }, "web", "list", 200, Some(cmd.id)))
+        .collect();
+    write(store, std::slice::from_ref(&cmd), &calls);
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let batch = store.records_after(after, &Filter::default(), 4).unwrap();
+        for r in &batch.records {
+            assert!(r.seq > after);
+            seen.push(r.seq);
+        }
+        if batch.through == after {
+            break;
+        }
+        after = batch.through;
+    }
+    assert_eq!(seen, (1..=11).collect::<Vec<_>>());
+    // A filter: bob's records only, and the follower still reaches the end.
+    let f = Filter::parse_query("user:bob").unwrap();
+    let batch = store.records_after(0, &f, 100).unwrap();
+    assert_eq!(batch.records.len(), 5);
+    assert_eq!(batch.through, 11);
+    assert!(batch
+        .records
+        .iter()
+        .all(|r| matches!(&r.record, Record::Call(c) if c.call.user == "bob")));
+    let first = store.records_after(0, &Filter::default(), 1).unwrap();
+    match &first.records[0].record {
+        Record::Command(c) => assert_eq!(c.command.id, cmd.id),
+        other => panic!("the command was written first: {other:?}"),
+    }
+}
+
+fn an_edit_behind_the_stores_back_is_reported(o: Opened) {
+    let store = &o.store;
+    let calls: Vec<_> = (0..3)
+        .map(|_| call("alice", "web", "list", 200, None))
+        .collect();
+    write(store, &[], &calls);
+    assert!(store.verify(None).unwrap().ok());
+    store
+        .with_db(false, |db| {
+            db.execute(
+                "UPDATE api_calls SET verb = 'delete' WHERE id = ?",
+                args![calls[1].id.to_string()],
+            )
+        })
+        .unwrap();
+    let report = store.verify(None).unwrap();
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].id, calls[1].id.to_string());
+    assert!(report.problems[0].message.contains("was changed"));
+    // A deleted row.
+    store
+        .with_db(false, |db| {
+            db.execute(
+                "DELETE FROM api_calls WHERE id = ?",
+                args![calls[2].id.to_string()],
+            )
+        })
+        .unwrap();
+    let report = store.verify(None).unwrap();
+    assert_eq!(report.problem_count, 2, "{:?}", report.problems);
+    assert!(report.problems[1].message.contains("deleted"));
+}
+
+fn checkpoints_are_signed_and_checked(o: Opened) {
+    let store = &o.store;
+    let key = SigningKey::load_or_create(&o.dir.path().join("key")).unwrap();
+    let other = SigningKey::load_or_create(&o.dir.path().join("other")).unwrap();
+    assert_eq!(store.checkpoint(&key).unwrap(), None, "nothing to sign yet");
+    write(store, &[], &[call("alice", "web", "list", 200, None)]);
+    let cp = store.checkpoint(&key).unwrap().expect("a new head is signed");
+    assert_eq!(cp.seq, 1);
+    assert_eq!(store.checkpoint(&key).unwrap(), None, "the head did not move");
+    let report = store.verify(Some(key.public_key())).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.valid_checkpoints, 1);
+    let report = store.verify(Some(other.public_key())).unwrap();
+    assert!(!report.ok());
+    assert!(report.problems[0].message.contains("not by the pinned key"));
+}
+
+fn two_writers_on_one_store_share_one_sequence_and_one_chain(o: Opened) {
+    // Two gateways (handles with writers of their own) writing at once.
+    let a = o.store.clone();
+    let b = o.reopen().unwrap();
+    let per = 300;
+    let run = |store: AuditStore, user: &'static str| {
+        std::thread::spawn(move || {
+            let (sink, writer) = store.start_writer(64).unwrap();
+            for i in 0..per {
+                sink.record_call(call(user, "web", "list", 200, None));
+                if i % 50 == 0 {
+                    sink.flush(Duration::from_secs(10));
+                }
+            }
+            assert!(sink.flush(Duration::from_secs(30)));
+            drop(sink);
+            writer.close();
+        })
+    };
+    let ta = run(a.clone(), "alice");
+    let tb = run(b.clone(), "bob");
+    // A follower meanwhile: what it has seen is never followed by a smaller number.
+    let mut after = 0;
+    let mut seen = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen < 2 * per && std::time::Instant::now() < deadline {
+        let batch = b.records_after(after, &Filter::default(), 100).unwrap();
+        for r in &batch.records {
+            assert_eq!(r.seq, after + 1, "the follower skipped or repeated a record");
+            after = r.seq;
+            seen += 1;
+        }
+        after = after.max(batch.through);
+    }
+    ta.join().unwrap();
+    tb.join().unwrap();
+    assert_eq!(seen, 2 * per);
+    assert_eq!(a.last_seq().unwrap(), (2 * per) as i64);
+    assert_eq!(a.count_calls(&Filter::default()).unwrap(), (2 * per) as u64);
+    let report = b.verify(None).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, (2 * per) as u64);
+}
+
+fn a_newer_schema_is_refused(o: Opened) {
+    let store = &o.store;
+    match &o.url {
+        Some(_) => {
+            store
+                .with_db(false, |db| {
+                    db.execute(
+                        "UPDATE ztk_schema SET version = version + 1 WHERE component = 'audit'",
+                        &[],
+                    )
+                })
+                .unwrap();
+        }
+        None => {
+            store
+                .with_db(false, |db| db.batch("PRAGMA user_version = 1000"))
+                .unwrap();
+        }
+    }
+    let err = o.reopen().unwrap_err().to_string();
+    assert!(err.contains("newer ztk"), "{err}");
+}
