@@ -55,7 +55,8 @@ const CALL_FIELD_COUNT: usize = 27;
 /// 13). A record without them hashes exactly as it did before they existed, so the records
 /// already written keep their hash and old stores still verify; a value set later, or a set
 /// value edited or emptied behind ztk's back, changes the hash.
-pub const COMMAND_FIELDS: &str = "id, started_us, ended_us, \"user\", cluster, argv, command_line, \
+pub const COMMAND_FIELDS: &str =
+    "id, started_us, ended_us, \"user\", cluster, argv, command_line, \
     exit_code, api_calls, access_method, cwd, host, reason";
 const COMMAND_FIELD_COUNT: usize = 13;
 /// How many of [`COMMAND_FIELDS`] are always hashed (the fields of the first chained stores);

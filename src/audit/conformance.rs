@@ -224,10 +224,7 @@ fn keyset_pages_are_stable_while_records_arrive(o: Opened) {
     let mut expected: Vec<_> = calls.iter().map(|c| (c.time_us, c.id)).collect();
     expected.sort();
     expected.reverse();
-    assert_eq!(
-        seen,
-        expected.iter().map(|(_, id)| *id).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, expected.iter().map(|(_, id)| *id).collect::<Vec<_>>());
 }
 
 fn a_rewritten_call_is_stored_once_and_the_chain_verifies(o: Opened) {
@@ -253,7 +250,15 @@ fn followers_of_the_sequence_see_every_record_once(o: Opened) {
     let store = &o.store;
     let cmd = command("alice", "kubectl get pods");
     let calls: Vec<_> = (0..10)
-        .map(|i| call(if i % 2 == 0 { "alice" } else { "bob" }, "web", "list", 200, Some(cmd.id)))
+        .map(|i| {
+            call(
+                if i % 2 == 0 { "alice" } else { "bob" },
+                "web",
+                "list",
+                200,
+                Some(cmd.id),
+            )
+        })
         .collect();
     write(store, std::slice::from_ref(&cmd), &calls);
     let mut after = 0;
@@ -325,9 +330,16 @@ fn checkpoints_are_signed_and_checked(o: Opened) {
     let other = SigningKey::load_or_create(&o.dir.path().join("other")).unwrap();
     assert_eq!(store.checkpoint(&key).unwrap(), None, "nothing to sign yet");
     write(store, &[], &[call("alice", "web", "list", 200, None)]);
-    let cp = store.checkpoint(&key).unwrap().expect("a new head is signed");
+    let cp = store
+        .checkpoint(&key)
+        .unwrap()
+        .expect("a new head is signed");
     assert_eq!(cp.seq, 1);
-    assert_eq!(store.checkpoint(&key).unwrap(), None, "the head did not move");
+    assert_eq!(
+        store.checkpoint(&key).unwrap(),
+        None,
+        "the head did not move"
+    );
     let report = store.verify(Some(key.public_key())).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.valid_checkpoints, 1);
@@ -364,7 +376,11 @@ fn two_writers_on_one_store_share_one_sequence_and_one_chain(o: Opened) {
     while seen < 2 * per && std::time::Instant::now() < deadline {
         let batch = b.records_after(after, &Filter::default(), 100).unwrap();
         for r in &batch.records {
-            assert_eq!(r.seq, after + 1, "the follower skipped or repeated a record");
+            assert_eq!(
+                r.seq,
+                after + 1,
+                "the follower skipped or repeated a record"
+            );
             after = r.seq;
             seen += 1;
         }

@@ -328,14 +328,17 @@ impl Filter {
 
     /// [`Filter::call_clause`] in `dialect`'s SQL.
     pub fn call_clause_for(&self, dialect: Dialect) -> (String, Vec<Value>) {
-        let (mut sql, mut params) = self.record_level(dialect, &RecordColumns {
-            time: "c.time_us",
-            user: "c.user",
-            cluster: "c.cluster",
-            access_method: "c.access_method",
-            duration: "c.duration_us",
-            command_id: "c.command_id",
-        });
+        let (mut sql, mut params) = self.record_level(
+            dialect,
+            &RecordColumns {
+                time: "c.time_us",
+                user: "c.user",
+                cluster: "c.cluster",
+                access_method: "c.access_method",
+                duration: "c.duration_us",
+                command_id: "c.command_id",
+            },
+        );
         self.call_level(&mut sql, &mut params, "c");
         (join(sql), params)
     }
@@ -348,14 +351,17 @@ impl Filter {
 
     /// [`Filter::command_clause`] in `dialect`'s SQL.
     pub fn command_clause_for(&self, dialect: Dialect) -> (String, Vec<Value>) {
-        let (mut sql, mut params) = self.record_level(dialect, &RecordColumns {
-            time: "cmd.started_us",
-            user: "cmd.user",
-            cluster: "cmd.cluster",
-            access_method: "cmd.access_method",
-            duration: "(cmd.ended_us - cmd.started_us)",
-            command_id: "cmd.id",
-        });
+        let (mut sql, mut params) = self.record_level(
+            dialect,
+            &RecordColumns {
+                time: "cmd.started_us",
+                user: "cmd.user",
+                cluster: "cmd.cluster",
+                access_method: "cmd.access_method",
+                duration: "(cmd.ended_us - cmd.started_us)",
+                command_id: "cmd.id",
+            },
+        );
         if self.has_call_filters() {
             let mut inner = vec!["a.command_id = cmd.id AND a.user = cmd.user".to_string()];
             self.call_level(&mut inner, &mut params, "a");

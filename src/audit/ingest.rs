@@ -8,12 +8,15 @@
 
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::chain::{self, Kind};
 use super::model::{limits, ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
-use super::store::{upsert_command_row, AuditStore, StoreError, UPDATE_COMMAND_REASON};
+use super::store::{
+    lock_sequence, upsert_command_row, AuditStore, StoreError, WriterConn, UPDATE_COMMAND_REASON,
+};
+use crate::args;
+use crate::db::{Db, DbError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -25,6 +28,9 @@ pub enum IngestError {
     Invalid(#[from] InvalidRecord),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A database error, before the store's location is added to it.
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// A record the gateway does not store: a field holds a NUL character or exceeds its limit
@@ -131,7 +137,7 @@ pub struct Ingested {
 /// more than a small batch's inserts).
 pub struct Ingestor {
     store: AuditStore,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<WriterConn>>,
 }
 
 impl Ingestor {
@@ -154,21 +160,22 @@ impl Ingestor {
         calls.iter().try_for_each(check_call)?;
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let mut conn = self.store.connect(false)?.detach();
-            // Batches are large and sequential: a bigger page cache, and the WAL copied into the
-            // database by another thread while the next batch goes in.
-            conn.execute_batch("PRAGMA cache_size = -65536;")
-                .map_err(|e| self.store.err(e))?;
-            self.store.checkpoint_in_background(&mut conn)?;
-            *guard = Some(conn);
+            *guard = Some(self.store.ingest_connection()?);
         }
         let conn = guard.as_mut().expect("opened above");
-        let result = write(conn, self.store.path(), user, commands, calls);
-        if let Err(IngestError::Store(_)) = &result {
-            // A connection that failed (disk full, file replaced) is not trusted again.
-            *guard = None;
+        let result = conn
+            .db()
+            .transaction(true, |tx| write(tx, user, commands, calls));
+        match result {
+            Ok(done) => Ok(done),
+            Err(IngestError::Db(e)) => {
+                // A connection that failed (disk full, file replaced, server gone) is not
+                // trusted again.
+                *guard = None;
+                Err(IngestError::Store(self.store.db_err(e)))
+            }
+            Err(e) => Err(e),
         }
-        result
     }
 }
 
@@ -176,12 +183,12 @@ impl Ingestor {
 /// its own user, and only when something changed (RETURNING then gives no row).
 static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "INSERT INTO commands (id, started_us, ended_us, user, cluster, argv, command_line, exit_code, \
+        "INSERT INTO commands (id, started_us, ended_us, \"user\", cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
          api_calls = excluded.api_calls, {}, seq = excluded.seq \
-         WHERE commands.user = excluded.user AND (commands.ended_us IS NOT excluded.ended_us \
-         OR commands.exit_code IS NOT excluded.exit_code OR commands.api_calls != excluded.api_calls \
+         WHERE commands.user = excluded.user AND (commands.ended_us IS DISTINCT FROM excluded.ended_us \
+         OR commands.exit_code IS DISTINCT FROM excluded.exit_code OR commands.api_calls != excluded.api_calls \
          OR (excluded.reason != '' AND commands.reason != excluded.reason)) \
          RETURNING {}",
         UPDATE_COMMAND_REASON,
@@ -189,61 +196,46 @@ static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
+/// A client's call: inserted, or a placeholder (an open stream, a call in progress) replaced by
+/// a later record of the same user.
+const UPSERT_CLIENT_CALL: &str = "INSERT INTO client_calls (id, time_us, \"user\", cluster, namespace, resource, subresource, name, \
+     api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
+     user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
+     decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+     ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
+     bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
+     reason = excluded.reason \
+     WHERE client_calls.user = excluded.user AND ( \
+     (client_calls.reason = ?29 AND excluded.reason != ?29) OR \
+     (client_calls.reason = ?28 AND excluded.reason NOT IN (?28, ?29)))";
+
+/// One batch, inside the transaction `tx`.
 fn write(
-    conn: &mut Connection,
-    path: &std::path::Path,
+    tx: &mut Db,
     user: &str,
     commands: &[Command],
     calls: &[ApiCall],
 ) -> Result<Ingested, IngestError> {
-    let sql_err = |source: rusqlite::Error| {
-        IngestError::Store(StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql_err)?;
     let mut done = Ingested::default();
     // Commands are the store's own chained records: each one written takes the next number of
     // the write sequence and a journal entry; one left unchanged takes neither (the chain's
     // verify counts on every number taken being journaled).
-    let mut seq: i64 = tx
-        .query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))
-        .map_err(sql_err)?;
+    let mut seq = lock_sequence(tx)?;
     let mut journal = chain::Appender::default();
     for cmd in commands {
         let id = cmd.id.to_string();
-        let written = upsert_command_row(
-            &mut crate::db::Db::Sqlite(&tx),
-            &UPSERT_COMMAND,
-            &id,
-            cmd,
-            seq + 1,
-        )
-        .map_err(|e| sql_err(e.into()))?;
-        match written {
+        match upsert_command_row(tx, &UPSERT_COMMAND, &id, cmd, seq + 1)? {
             Some(content) => {
                 seq += 1;
-                journal
-                    .append(
-                        &mut crate::db::Db::Sqlite(&tx),
-                        seq,
-                        Kind::Command,
-                        &id,
-                        &content,
-                    )
-                    .map_err(|e| sql_err(e.into()))?;
+                journal.append(tx, seq, Kind::Command, &id, &content)?;
                 done.commands += 1;
             }
             None => {
-                let owner: Option<String> = tx
-                    .query_row("SELECT user FROM commands WHERE id = ?", [&id], |r| {
-                        r.get(0)
-                    })
-                    .optional()
-                    .map_err(sql_err)?;
+                let owner: Option<String> = tx.query_row(
+                    "SELECT \"user\" FROM commands WHERE id = ?",
+                    args![id],
+                    |r| r.get(0),
+                )?;
                 if owner.is_some_and(|o| o != user) {
                     return Err(IngestError::Foreign {
                         kind: "command",
@@ -254,90 +246,76 @@ fn write(
         }
     }
     if done.commands > 0 {
-        tx.execute("UPDATE sequence SET last = ? WHERE id = 1", [seq])
-            .map_err(sql_err)?;
+        tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
-    if !calls.is_empty() {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO client_calls (id, time_us, user, cluster, namespace, resource, subresource, name, \
-                 api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
-                 user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-                 decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
-                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
-                 bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
-                 reason = excluded.reason \
-                 WHERE client_calls.user = excluded.user AND ( \
-                 (client_calls.reason = ?29 AND excluded.reason != ?29) OR \
-                 (client_calls.reason = ?28 AND excluded.reason NOT IN (?28, ?29)))",
-            )
-            .map_err(sql_err)?;
-        let mut id_buf = Uuid::encode_buffer();
-        let mut cmd_buf = Uuid::encode_buffer();
-        let mut req_buf = Uuid::encode_buffer();
-        // The calls this batch stored (not those it left alone): rolled up below, once each.
-        let mut stored = Vec::new();
-        for c in calls {
-            let id = c.id.hyphenated().encode_lower(&mut id_buf);
-            let command_id = c
-                .command_id
-                .map(|u| &*u.hyphenated().encode_lower(&mut cmd_buf));
-            let request_id = c
-                .request_id
-                .map(|u| &*u.hyphenated().encode_lower(&mut req_buf));
-            let changed = insert
-                .execute(params![
-                    &*id,
-                    c.time_us,
-                    c.user,
-                    c.cluster,
-                    c.namespace,
-                    c.resource,
-                    c.subresource,
-                    c.name,
-                    c.api_group,
-                    c.api_version,
-                    c.verb,
-                    c.method,
-                    c.path,
-                    c.query,
-                    c.status,
-                    c.duration_us,
-                    c.bytes_in as i64,
-                    c.bytes_out as i64,
-                    c.user_agent,
-                    c.source_ip,
-                    c.kubectl_command,
-                    c.kubectl_session,
-                    command_id,
-                    request_id,
-                    c.access_method.as_str(),
-                    c.decision,
-                    c.reason,
-                    STREAM_OPEN,
-                    IN_PROGRESS,
-                ])
-                .map_err(sql_err)?;
-            if changed > 0 {
-                done.calls += 1;
-                stored.push(c);
-                continue;
-            }
-            let owner: Option<String> = tx
-                .prepare_cached("SELECT user FROM client_calls WHERE id = ?")
-                .and_then(|mut s| s.query_row([c.id.to_string()], |r| r.get(0)).optional())
-                .map_err(sql_err)?;
-            if owner.is_some_and(|o| o != user) {
-                return Err(IngestError::Foreign {
-                    kind: "call",
-                    id: c.id,
-                });
-            }
+    if calls.is_empty() {
+        return Ok(done);
+    }
+    let mut id_buf = Uuid::encode_buffer();
+    let mut cmd_buf = Uuid::encode_buffer();
+    let mut req_buf = Uuid::encode_buffer();
+    // The calls this batch stored (not those it left alone): rolled up below, once each.
+    let mut stored = Vec::new();
+    for c in calls {
+        let id = c.id.hyphenated().encode_lower(&mut id_buf);
+        let command_id = c
+            .command_id
+            .map(|u| &*u.hyphenated().encode_lower(&mut cmd_buf));
+        let request_id = c
+            .request_id
+            .map(|u| &*u.hyphenated().encode_lower(&mut req_buf));
+        let changed = tx.execute(
+            UPSERT_CLIENT_CALL,
+            args![
+                &*id,
+                c.time_us,
+                c.user,
+                c.cluster,
+                c.namespace,
+                c.resource,
+                c.subresource,
+                c.name,
+                c.api_group,
+                c.api_version,
+                c.verb,
+                c.method,
+                c.path,
+                c.query,
+                c.status,
+                c.duration_us,
+                c.bytes_in as i64,
+                c.bytes_out as i64,
+                c.user_agent,
+                c.source_ip,
+                c.kubectl_command,
+                c.kubectl_session,
+                command_id,
+                request_id,
+                c.access_method.as_str(),
+                c.decision,
+                c.reason,
+                STREAM_OPEN,
+                IN_PROGRESS,
+            ],
+        )?;
+        if changed > 0 {
+            done.calls += 1;
+            stored.push(c);
+            continue;
         }
-        drop(insert);
-        super::stats::roll_up_client_calls(&tx, stored).map_err(sql_err)?;
+        let owner: Option<String> = tx.query_row(
+            "SELECT \"user\" FROM client_calls WHERE id = ?",
+            args![c.id.to_string()],
+            |r| r.get(0),
+        )?;
+        if owner.is_some_and(|o| o != user) {
+            return Err(IngestError::Foreign {
+                kind: "call",
+                id: c.id,
+            });
+        }
     }
-    tx.commit().map_err(sql_err)?;
+    super::stats::roll_up_client_calls(tx, stored)?;
     Ok(done)
 }
 

@@ -110,7 +110,8 @@ impl AuditStore {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 call_seqs.push(r.get(27).map_err(|e| self.err(e))?);
-                let mut call = call_from_row(&crate::db::Row::Sqlite(r)).map_err(|e| self.db_err(e))?;
+                let mut call =
+                    call_from_row(&crate::db::Row::Sqlite(r)).map_err(|e| self.db_err(e))?;
                 // Records stored before the limits existed ship within them too.
                 call.fit();
                 calls.push(call);

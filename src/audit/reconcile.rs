@@ -9,7 +9,7 @@
 //! a recovered record carries the client call's id as its `request_id`, so a crash between the
 //! write and the mark never recovers a call twice.
 
-use rusqlite::params;
+use crate::args;
 use uuid::Uuid;
 
 use super::model::{now_us, ApiCall};
@@ -51,28 +51,16 @@ pub fn reconcile(
 ) -> Result<usize, StoreError> {
     let mut recovered = 0;
     loop {
-        let conn = store.connect(true)?;
         let sql = format!(
             "SELECT {CALL_COLUMNS}, EXISTS(SELECT 1 FROM api_calls g WHERE g.request_id = c.id) \
              FROM client_calls c WHERE c.reconciled = 0 AND c.time_us < ?1 \
              ORDER BY c.time_us LIMIT ?2"
         );
-        let mut rows: Vec<(ApiCall, bool)> = Vec::new();
-        {
-            let mut stmt = conn.prepare(&sql).map_err(|e| store.err(e))?;
-            let found = stmt
-                .query_map(params![before_us, BATCH as i64], |row| {
-                    Ok((
-                        call_from_row(&crate::db::Row::Sqlite(row))?,
-                        row.get::<_, bool>(27)?,
-                    ))
-                })
-                .map_err(|e| store.err(e))?;
-            for row in found {
-                rows.push(row.map_err(|e| store.err(e))?);
-            }
-        }
-        drop(conn);
+        let rows: Vec<(ApiCall, bool)> = store.with_db(true, |db| {
+            db.query_vec(&sql, args![before_us, BATCH as i64], |row| {
+                Ok((call_from_row(row)?, row.get::<bool>(27)?))
+            })
+        })?;
         if rows.is_empty() {
             return Ok(recovered);
         }
@@ -99,17 +87,17 @@ pub fn reconcile(
             );
             return Ok(recovered);
         }
-        let mut conn = store.connect(false)?;
-        let tx = conn.transaction().map_err(|e| store.err(e))?;
-        {
-            let mut mark = tx
-                .prepare_cached("UPDATE client_calls SET reconciled = 1 WHERE id = ?")
-                .map_err(|e| store.err(e))?;
-            for id in &ids {
-                mark.execute([id]).map_err(|e| store.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| store.err(e))?;
+        store.with_db(false, |db| {
+            db.transaction(true, |tx| {
+                for id in &ids {
+                    tx.execute(
+                        "UPDATE client_calls SET reconciled = 1 WHERE id = ?",
+                        args![id],
+                    )?;
+                }
+                Ok::<_, crate::db::DbError>(())
+            })
+        })?;
         if !full {
             return Ok(recovered);
         }
@@ -125,6 +113,7 @@ pub fn cutoff(grace: std::time::Duration) -> i64 {
 mod tests {
     use super::*;
     use crate::audit::Filter;
+    use rusqlite::params;
 
     fn client_call(
         store: &AuditStore,

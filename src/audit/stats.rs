@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::db::Value;
-use rusqlite::{params_from_iter, Connection};
+use crate::args;
+use crate::db::{Db, DbError, Param, Row, Value};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -471,7 +471,7 @@ fn uuid_floor(us: i64) -> String {
 /// `f` within `window`, with `extra` conditions.
 #[allow(clippy::too_many_arguments)]
 fn raw_calls(
-    tx: &Connection,
+    tx: &mut Db,
     agg: &mut Aggregate,
     f: &Filter,
     table: &str,
@@ -479,17 +479,22 @@ fn raw_calls(
     extra: &str,
     extra_params: Vec<Value>,
     client: bool,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let key = key_sql(agg.by);
     let mut filter = f.clone();
     filter.since_us = window.0;
     filter.until_us = window.1;
-    let (clause, mut params) = filter.call_clause();
+    let (clause, mut params) = filter.call_clause_for(tx.dialect());
     params.extend(extra_params);
     let join = if rollups_answer(f) {
         ""
     } else {
         "LEFT JOIN commands cmd ON cmd.id = c.command_id AND cmd.user = c.user"
+    };
+    let table = table.replace(" INDEXED BY ", "\0");
+    let table = match table.split_once('\0') {
+        Some((table, index)) => format!("{table}{}", tx.dialect().indexed_by(index)),
+        None => table,
     };
     let sql = format!(
         "SELECT c.time_us, {key}, c.status, c.duration_us, c.id FROM {table} {join} \
@@ -497,9 +502,8 @@ fn raw_calls(
     );
     params.push(Value::Text(STREAM_OPEN.into()));
     params.push(Value::Text(IN_PROGRESS.into()));
-    let mut stmt = tx.prepare(&sql)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
-    while let Some(row) = rows.next()? {
+    let params: Vec<&dyn Param> = params.iter().map(|v| v as &dyn Param).collect();
+    tx.query_each(&sql, &params, &mut |row| {
         let k: String = row.get(1)?;
         let status: i64 = row.get(2)?;
         let d: i64 = row.get(3)?;
@@ -520,13 +524,16 @@ fn raw_calls(
         } else {
             agg.gateway(s);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Answers `q` from the store behind `conn` (one read transaction: one snapshot).
-pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Result<Stats> {
-    let tx = conn.transaction()?;
+pub fn stats(db: &mut Db, q: &StatsQuery, now_us: i64) -> Result<Stats, DbError> {
+    db.transaction(false, |tx| stats_in(tx, q, now_us))
+}
+
+fn stats_in(tx: &mut Db, q: &StatsQuery, now_us: i64) -> Result<Stats, DbError> {
     let f = &q.filter;
     let until = f.until_us.unwrap_or(now_us);
     let interval = if q.interval_us > 0 {
@@ -545,11 +552,13 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         keep: q.slowest.min(MAX_SLOWEST),
     };
     let key = key_sql(agg.by);
-    let through: i64 = tx.query_row(
-        "SELECT through_seq FROM rollup_state WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )?;
+    let through: i64 = tx
+        .query_row(
+            "SELECT through_seq FROM rollup_state WHERE id = 1",
+            &[],
+            |r| r.get(0),
+        )?
+        .unwrap_or(0);
     let id_range = |from: Option<i64>, to: Option<i64>| {
         let mut sql = String::new();
         let mut params = Vec::new();
@@ -572,15 +581,14 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         let mut rf = f.clone();
         rf.since_us = first_minute;
         rf.until_us = Some(last_minute);
-        let (clause, params) = rf.call_clause();
+        let (clause, params) = rf.call_clause_for(tx.dialect());
         let sql = format!(
             "SELECT c.time_us, {key}, c.status, c.calls, c.sum_us, c.max_us, c.max_id, c.hist, c.source \
              FROM call_rollups c WHERE {clause}"
         );
         {
-            let mut stmt = tx.prepare(&sql)?;
-            let mut rows = stmt.query(params_from_iter(params))?;
-            while let Some(row) = rows.next()? {
+            let params: Vec<&dyn Param> = params.iter().map(|v| v as &dyn Param).collect();
+            tx.query_each(&sql, &params, &mut |row| {
                 // Borrowed from the row: no allocation per rollup read.
                 let k = row.get_ref(1)?.as_str()?;
                 let max_id = row.get_ref(6)?.as_str()?;
@@ -590,26 +598,27 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                     time_us: row.get(0)?,
                     key: k,
                     status: status.clamp(0, 999) as u16,
-                    calls: row.get::<_, i64>(3)? as u64,
+                    calls: row.get::<i64>(3)? as u64,
                     sum_us: row.get(4)?,
                     max_us: row.get(5)?,
                     max_id,
                     hist: Some(hist),
                     duration_us: 0,
                 };
-                if row.get::<_, i64>(8)? == 1 {
+                if row.get::<i64>(8)? == 1 {
                     agg.client(s);
                 } else {
                     agg.gateway(s);
                 }
-            }
+                Ok(())
+            })?;
         }
         // The edges, and what is not rolled up yet, from the calls.
         let seq_le = (" AND c.seq <= ?", vec![Value::Integer(through)]);
         if let (Some(s), Some(m)) = (since, first_minute) {
             if s < m {
                 raw_calls(
-                    &tx,
+                    tx,
                     &mut agg,
                     f,
                     "api_calls c INDEXED BY api_calls_time",
@@ -620,7 +629,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
                 )?;
                 let (ids, p) = id_range(Some(s), Some(m.min(until)));
                 raw_calls(
-                    &tx,
+                    tx,
                     &mut agg,
                     f,
                     "client_calls c",
@@ -633,7 +642,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         }
         if last_minute < until && first_minute.is_none_or(|m| m <= last_minute) {
             raw_calls(
-                &tx,
+                tx,
                 &mut agg,
                 f,
                 "api_calls c INDEXED BY api_calls_time",
@@ -644,7 +653,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
             )?;
             let (ids, p) = id_range(Some(last_minute), Some(until));
             raw_calls(
-                &tx,
+                tx,
                 &mut agg,
                 f,
                 "client_calls c",
@@ -657,7 +666,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         // Not rolled up yet: a range of the sequence (SQLite would otherwise walk the time
         // index over the whole range and test each call's seq).
         raw_calls(
-            &tx,
+            tx,
             &mut agg,
             f,
             "api_calls c INDEXED BY api_calls_seq",
@@ -668,7 +677,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         )?;
     } else {
         raw_calls(
-            &tx,
+            tx,
             &mut agg,
             f,
             "api_calls c",
@@ -679,7 +688,7 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
         )?;
         let (ids, p) = id_range(f.since_us, Some(until));
         raw_calls(
-            &tx,
+            tx,
             &mut agg,
             f,
             "client_calls c",
@@ -717,11 +726,8 @@ pub fn stats(conn: &mut Connection, q: &StatsQuery, now_us: i64) -> rusqlite::Re
             .collect();
         let marks = vec!["?"; ids.len()].join(",");
         let sql = format!("{} WHERE c.id IN ({marks})", super::store::call_select());
-        let mut stmt = tx.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(ids))?;
-        while let Some(row) = rows.next()? {
-            slowest.push(super::store::call_row_from(&crate::db::Row::Sqlite(row))?);
-        }
+        let params: Vec<&dyn Param> = ids.iter().map(|v| v as &dyn Param).collect();
+        slowest = tx.query_vec(&sql, &params, super::store::call_row_from)?;
         slowest.sort_by_key(|r: &CallRow| std::cmp::Reverse(r.call.duration_us));
     }
     Ok(Stats {
@@ -756,51 +762,58 @@ fn point(start_us: i64, key: String, a: &Acc) -> Point {
 
 /// Rolls up the store's own calls written after the last roll-up (at most `max` of them), in
 /// one write transaction that also moves the mark. Returns how many calls it read.
-pub fn roll_up(conn: &mut Connection, max: usize) -> rusqlite::Result<usize> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let through: i64 = tx.query_row(
-        "SELECT through_seq FROM rollup_state WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )?;
+///
+/// The transaction reads one snapshot: every number of the sequence up to its `last` there is
+/// committed (a writer holds the sequence until it commits), so what was read up to it is
+/// everything. With several gateways, the first to move the mark wins; another rolling up at
+/// the same moment fails (a PostgreSQL serialization failure) and tries again a minute later.
+pub fn roll_up(db: &mut Db, max: usize) -> Result<usize, DbError> {
+    db.snapshot_transaction(|tx| roll_up_in(tx, max))
+}
+
+fn roll_up_in(tx: &mut Db, max: usize) -> Result<usize, DbError> {
+    let lock = match tx.dialect() {
+        crate::db::Dialect::Sqlite => "SELECT through_seq FROM rollup_state WHERE id = 1",
+        crate::db::Dialect::Postgres => {
+            "SELECT through_seq FROM rollup_state WHERE id = 1 FOR UPDATE"
+        }
+    };
+    let through: i64 = tx.query_row(lock, &[], |r| r.get(0))?.unwrap_or(0);
+    let end: i64 = tx
+        .query_row("SELECT last FROM sequence WHERE id = 1", &[], |r| r.get(0))?
+        .unwrap_or(0);
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     let mut last = through;
     let mut read = 0usize;
-    {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT seq, {ROLLED_COLUMNS} FROM api_calls INDEXED BY api_calls_seq \
-             WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))?;
-        let mut rows = stmt.query(rusqlite::params![through, max as i64])?;
-        while let Some(row) = rows.next()? {
-            read += 1;
-            last = row.get(0)?;
-            add_row(&mut cells, row, 1)?;
-        }
-    }
+    let sql = format!(
+        "SELECT seq, {ROLLED_COLUMNS} FROM api_calls{} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        tx.dialect().indexed_by("api_calls_seq")
+    );
+    tx.query_each(&sql, args![through, end, max as i64], &mut |row| {
+        read += 1;
+        last = row.get(0)?;
+        add_row(&mut cells, row, 1)
+    })?;
     if read < max {
-        // Everything up to the sequence's end was read: this transaction holds the write lock,
-        // so no call can commit below it meanwhile. (Commands take numbers too.)
-        let end: i64 = tx.query_row("SELECT last FROM sequence WHERE id = 1", [], |r| r.get(0))?;
+        // Everything up to the sequence's end was read. (Commands take numbers too.)
         last = last.max(end);
     }
     if last == through {
         return Ok(0);
     }
-    write_cells(&tx, 0, cells)?;
+    write_cells(tx, 0, cells)?;
     tx.execute(
         "UPDATE rollup_state SET through_seq = ? WHERE id = 1",
-        [last],
+        args![last],
     )?;
-    tx.commit()?;
     Ok(read)
 }
 
 /// Rolls up every call the store holds (the gateway's upkeep runs this every minute).
-pub fn roll_up_all(conn: &mut Connection) -> rusqlite::Result<usize> {
+pub fn roll_up_all(db: &mut Db) -> Result<usize, DbError> {
     let mut total = 0;
     loop {
-        let n = roll_up(conn, 50_000)?;
+        let n = roll_up(db, 50_000)?;
         total += n;
         if n < 50_000 {
             return Ok(total);
@@ -811,9 +824,9 @@ pub fn roll_up_all(conn: &mut Connection) -> rusqlite::Result<usize> {
 /// Rolls up clients' calls just stored by ingest (inside its transaction). Placeholders (an
 /// open stream, a call in progress) are left out: their final records count when they come.
 pub fn roll_up_client_calls<'a>(
-    tx: &Connection,
+    tx: &mut Db,
     calls: impl IntoIterator<Item = &'a super::ApiCall>,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     for c in calls {
         if c.reason == STREAM_OPEN || c.reason == IN_PROGRESS {
@@ -839,33 +852,30 @@ pub fn roll_up_client_calls<'a>(
 }
 
 /// Rolls up the clients' calls stored before rollups existed (once, when the store migrates).
-pub fn adopt_client_calls(tx: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare(&format!("SELECT {ROLLED_COLUMNS} FROM client_calls"))?;
+pub fn adopt_client_calls(tx: &rusqlite::Connection) -> Result<(), DbError> {
+    let mut db = Db::Sqlite(tx);
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        add_row(&mut cells, row, 0)?;
-    }
-    write_cells(tx, 1, cells)
+    db.query_each(
+        &format!("SELECT {ROLLED_COLUMNS} FROM client_calls"),
+        &[],
+        &mut |row| add_row(&mut cells, row, 0),
+    )?;
+    write_cells(&mut db, 1, cells)
 }
 
 /// The columns `add_row` reads, in its order.
-const ROLLED_COLUMNS: &str = "time_us, user, cluster, namespace, resource, subresource, verb, \
+const ROLLED_COLUMNS: &str = "time_us, \"user\", cluster, namespace, resource, subresource, verb, \
     access_method, status, duration_us, id, reason";
 
 /// Adds the call in `row` (`ROLLED_COLUMNS` from column `at`) to its cell, unless it is a
 /// placeholder (an open stream, a call in progress): its final record counts when it comes.
-fn add_row(
-    cells: &mut HashMap<CellKey, Cell>,
-    row: &rusqlite::Row,
-    at: usize,
-) -> rusqlite::Result<()> {
+fn add_row(cells: &mut HashMap<CellKey, Cell>, row: &Row, at: usize) -> Result<(), DbError> {
     let reason = row.get_ref(at + 11)?.as_str()?;
     if reason == STREAM_OPEN || reason == IN_PROGRESS {
         return Ok(());
     }
     let key = CellKey {
-        minute: row.get::<_, i64>(at)?.div_euclid(MINUTE_US) * MINUTE_US,
+        minute: row.get::<i64>(at)?.div_euclid(MINUTE_US) * MINUTE_US,
         user: row.get(at + 1)?,
         cluster: row.get(at + 2)?,
         namespace: row.get(at + 3)?,
@@ -914,18 +924,13 @@ impl Cell {
     }
 }
 
-fn write_cells(
-    tx: &Connection,
-    source: i64,
-    cells: HashMap<CellKey, Cell>,
-) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO call_rollups (time_us, source, user, cluster, namespace, resource, subresource, \
-         verb, access_method, status, calls, sum_us, max_us, max_id, hist) \
-         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    )?;
+fn write_cells(tx: &mut Db, source: i64, cells: HashMap<CellKey, Cell>) -> Result<(), DbError> {
     for (k, c) in cells {
-        insert.execute(rusqlite::params![
+        tx.execute(
+            "INSERT INTO call_rollups (time_us, source, \"user\", cluster, namespace, resource, subresource, \
+             verb, access_method, status, calls, sum_us, max_us, max_id, hist) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            args![
             k.minute,
             source,
             k.user,
@@ -941,7 +946,8 @@ fn write_cells(
             c.max_us,
             c.max_id,
             c.hist.encode(),
-        ])?;
+        ],
+        )?;
     }
     Ok(())
 }

@@ -266,7 +266,7 @@ pub(crate) enum WriterConn {
 }
 
 impl WriterConn {
-    fn db(&mut self) -> Db<'_> {
+    pub(crate) fn db(&mut self) -> Db<'_> {
         match self {
             WriterConn::Sqlite(c) => Db::Sqlite(c),
             WriterConn::Postgres(c) => Db::Postgres(c),
@@ -535,6 +535,21 @@ impl AuditStore {
     }
 
     /// The batch writer's own connection.
+    /// The ingest's long-lived connection: for SQLite, with a bigger page cache and its WAL
+    /// copied into the database by another thread while the next batch goes in (batches are
+    /// large and sequential).
+    pub(crate) fn ingest_connection(&self) -> Result<WriterConn, StoreError> {
+        if let Some(pool) = &self.pg {
+            let conn = pool.get().map_err(|e| self.db_err(e))?;
+            return Ok(WriterConn::Postgres(conn.detach()));
+        }
+        let mut conn = self.connect(false)?.detach();
+        conn.execute_batch("PRAGMA cache_size = -65536;")
+            .map_err(|e| self.err(e))?;
+        self.checkpoint_in_background(&mut conn)?;
+        Ok(WriterConn::Sqlite(conn))
+    }
+
     fn writer_connection(&self) -> Result<WriterConn, StoreError> {
         if let Some(pool) = &self.pg {
             let conn = pool.get().map_err(|e| self.db_err(e))?;
@@ -774,7 +789,16 @@ impl AuditStore {
             status_summary(dialect)
         );
         let keys = ("cmd.started_us", "cmd.id");
-        self.stream(&select, clause, values, keys, after, limit, f, command_row_from)
+        self.stream(
+            &select,
+            clause,
+            values,
+            keys,
+            after,
+            limit,
+            f,
+            command_row_from,
+        )
     }
 
     /// The distinct users, clusters, namespaces, resources and verbs of the last `recent` calls
@@ -825,14 +849,14 @@ impl AuditStore {
         &self,
         query: &super::stats::StatsQuery,
     ) -> Result<super::stats::Stats, StoreError> {
-        let mut conn = self.connect(true)?;
-        super::stats::stats(&mut conn, query, super::model::now_us()).map_err(|e| self.err(e))
+        self.with_db(true, |db| {
+            super::stats::stats(db, query, super::model::now_us())
+        })
     }
 
     /// Rolls up the calls written since the last roll-up (`audit::stats::roll_up_all`).
     pub fn roll_up(&self) -> Result<usize, StoreError> {
-        let mut conn = self.connect(false)?;
-        super::stats::roll_up_all(&mut conn).map_err(|e| self.err(e))
+        self.with_db(false, super::stats::roll_up_all)
     }
 
     /// The last number of the write sequence: every record written later has a greater `seq`.
@@ -936,7 +960,9 @@ impl AuditStore {
         &self,
         key: &chain::SigningKey,
     ) -> Result<Option<chain::Checkpoint>, StoreError> {
-        self.with_db(false, |db| chain::checkpoint(db, key, super::model::now_us()))
+        self.with_db(false, |db| {
+            chain::checkpoint(db, key, super::model::now_us())
+        })
     }
 
     /// Deletes records written before `upto` (a `seq`) the way retention must: `delete` runs the
@@ -955,8 +981,7 @@ impl AuditStore {
         let result = delete(&tx).map_err(|e| self.err(e))?;
         let mut db = Db::Sqlite(&tx);
         let seq = next_seq(&mut db).map_err(|e| self.db_err(e))?;
-        let prune =
-            chain::record_prune(&mut db, seq, upto.min(seq)).map_err(|e| self.db_err(e))?;
+        let prune = chain::record_prune(&mut db, seq, upto.min(seq)).map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok((result, prune))
     }
@@ -1650,13 +1675,7 @@ fn write_batch(conn: &mut WriterConn, batch: &[WriteOp]) -> Result<(), DbError> 
 fn write_records(tx: &mut Db, batch: &[WriteOp]) -> Result<(), DbError> {
     // The sequence is read once and written back once: an UPDATE per record cost each record a
     // statement journal in SQLite.
-    let read_last = match tx.dialect() {
-        Dialect::Sqlite => "SELECT last FROM sequence WHERE id = 1",
-        Dialect::Postgres => "SELECT last FROM sequence WHERE id = 1 FOR UPDATE",
-    };
-    let first: i64 = tx
-        .query_row(read_last, &[], |r| r.get(0))?
-        .ok_or_else(|| DbError::Invalid("the store has no write sequence".into()))?;
+    let first = lock_sequence(tx)?;
     let mut seq = first;
     let mut journal = chain::Appender::default();
     for op in batch {
@@ -1676,6 +1695,18 @@ fn write_records(tx: &mut Db, batch: &[WriteOp]) -> Result<(), DbError> {
         tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
     Ok(())
+}
+
+/// The sequence's last number, read in a write transaction that holds it from here to its
+/// commit (SQLite: the write lock; PostgreSQL: the row's lock): numbers taken after it are in
+/// commit order.
+pub(super) fn lock_sequence(tx: &mut Db) -> Result<i64, DbError> {
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => "SELECT last FROM sequence WHERE id = 1",
+        Dialect::Postgres => "SELECT last FROM sequence WHERE id = 1 FOR UPDATE",
+    };
+    tx.query_row(sql, &[], |r| r.get(0))?
+        .ok_or_else(|| DbError::Invalid("the store has no write sequence".into()))
 }
 
 /// Takes the next number of the store's write sequence. Call inside the writing transaction:

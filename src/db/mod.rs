@@ -102,7 +102,30 @@ impl Value {
     }
 }
 
-impl ValueRef<'_> {
+impl<'a> ValueRef<'a> {
+    /// Text, borrowed (invalid UTF-8 is an error: only a hand edit can put it there).
+    pub fn as_str(&self) -> Result<&'a str, DbError> {
+        match self {
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map_err(|_| DbError::Invalid("text that is not UTF-8".into())),
+            _ => Err(DbError::Invalid(format!(
+                "expected text, found {}",
+                self.type_name()
+            ))),
+        }
+    }
+
+    /// A blob, borrowed.
+    pub fn as_blob(&self) -> Result<&'a [u8], DbError> {
+        match self {
+            ValueRef::Blob(b) => Ok(b),
+            _ => Err(DbError::Invalid(format!(
+                "expected a blob, found {}",
+                self.type_name()
+            ))),
+        }
+    }
+
     fn type_name(&self) -> &'static str {
         match self {
             ValueRef::Null => "null",
@@ -299,7 +322,9 @@ impl FromValue for i64 {
 impl FromValue for i32 {
     fn from_value(v: ValueRef<'_>, column: usize) -> Result<Self, DbError> {
         match v {
-            ValueRef::Integer(i) => i32::try_from(i).or_else(|_| wrong(v, column, "32-bit integer")),
+            ValueRef::Integer(i) => {
+                i32::try_from(i).or_else(|_| wrong(v, column, "32-bit integer"))
+            }
             _ => wrong(v, column, "integer"),
         }
     }
@@ -307,7 +332,9 @@ impl FromValue for i32 {
 impl FromValue for u16 {
     fn from_value(v: ValueRef<'_>, column: usize) -> Result<Self, DbError> {
         match v {
-            ValueRef::Integer(i) => u16::try_from(i).or_else(|_| wrong(v, column, "16-bit integer")),
+            ValueRef::Integer(i) => {
+                u16::try_from(i).or_else(|_| wrong(v, column, "16-bit integer"))
+            }
             _ => wrong(v, column, "integer"),
         }
     }
@@ -455,6 +482,28 @@ impl Db<'_> {
             (Dialect::Postgres, true) => "BEGIN",
             (Dialect::Postgres, false) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
+        self.run_in(begin, f)
+    }
+
+    /// A write transaction whose reads all see one snapshot (PostgreSQL's repeatable read; a
+    /// concurrent change to a row it then writes fails it rather than being overwritten).
+    /// SQLite's write transactions are that already.
+    pub fn snapshot_transaction<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let begin = match self.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        };
+        self.run_in(begin, f)
+    }
+
+    fn run_in<T, E: From<DbError>>(
+        &mut self,
+        begin: &str,
+        f: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.batch(begin)?;
         match f(self) {
             Ok(v) => {
@@ -511,7 +560,10 @@ mod tests {
         let err = db
             .query_row("SELECT s FROM t", &[], |r| r.get::<i64>(0))
             .unwrap_err();
-        assert!(err.to_string().contains("expected integer, found text"), "{err}");
+        assert!(
+            err.to_string().contains("expected integer, found text"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -528,16 +580,20 @@ mod tests {
         )
         .unwrap();
         let row = db
-            .query_row("SELECT i, r, s, b, n, COUNT(*) OVER () FROM t WHERE s <> '?'", &[], |r| {
-                Ok((
-                    r.get::<i64>(0)?,
-                    r.get::<f64>(1)?,
-                    r.text(2)?,
-                    r.get::<Vec<u8>>(3)?,
-                    r.get::<Option<String>>(4)?,
-                    r.get::<i64>(5)?,
-                ))
-            })
+            .query_row(
+                "SELECT i, r, s, b, n, COUNT(*) OVER () FROM t WHERE s <> '?'",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        r.get::<f64>(1)?,
+                        r.text(2)?,
+                        r.get::<Vec<u8>>(3)?,
+                        r.get::<Option<String>>(4)?,
+                        r.get::<i64>(5)?,
+                    ))
+                },
+            )
             .unwrap()
             .unwrap();
         assert_eq!(row, (7, 1.5, "x'y?".to_string(), vec![0, 1], None, 1));
@@ -554,7 +610,9 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<i64>(0))
             .unwrap();
         assert_eq!(n, Some(1));
-        let err = db.query_row("SELECT SUM(i) FROM t", &[], |r| r.get::<i64>(0)).unwrap_err();
+        let err = db
+            .query_row("SELECT SUM(i) FROM t", &[], |r| r.get::<i64>(0))
+            .unwrap_err();
         assert!(err.to_string().contains("cast it"), "{err}");
     }
 }

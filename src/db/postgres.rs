@@ -217,8 +217,15 @@ fn pgpass(config: &Config) -> Result<Option<String>, DbError> {
         Some(::postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "localhost".into(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
-    let db = config.get_dbname().unwrap_or(config.get_user().unwrap_or_default());
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let db = config
+        .get_dbname()
+        .unwrap_or(config.get_user().unwrap_or_default());
     let user = config.get_user().unwrap_or_default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let fields = split_pgpass(line);
@@ -486,13 +493,17 @@ impl PooledPg {
 impl std::ops::Deref for PooledPg {
     type Target = PgConn;
     fn deref(&self) -> &PgConn {
-        self.conn.as_ref().expect("a pooled connection is taken once")
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is taken once")
     }
 }
 
 impl std::ops::DerefMut for PooledPg {
     fn deref_mut(&mut self) -> &mut PgConn {
-        self.conn.as_mut().expect("a pooled connection is taken once")
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is taken once")
     }
 }
 

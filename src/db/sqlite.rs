@@ -29,7 +29,8 @@ fn bound<'a>(params: &'a [&'a dyn Param]) -> impl Iterator<Item = Arg<'a>> + 'a 
 }
 
 pub(super) fn execute(c: &Connection, sql: &str, params: &[&dyn Param]) -> Result<u64, DbError> {
-    Ok(c.prepare_cached(sql)?.execute(params_from_iter(bound(params)))? as u64)
+    Ok(c.prepare_cached(sql)?
+        .execute(params_from_iter(bound(params)))? as u64)
 }
 
 pub(super) fn query_each(

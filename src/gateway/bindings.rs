@@ -1,9 +1,9 @@
-//! Role bindings in the gateway's SQLite store (`gateway.db`, table `bindings`).
+//! Role bindings in the gateway's database (table `bindings`).
 //!
-//! `ztk gateway role bind/unbind` write here from another process; the running gateway
-//! notices the commit through `PRAGMA data_version` and reloads (see `Gateway::watch`).
+//! `ztk gateway role bind/unbind` write here from another process; the running gateways
+//! notice the commit (`UserStore::data_version`) and reload (see `Gateway::watch`).
 
-use rusqlite::params;
+use crate::args;
 
 use super::rbac::{Binding, Subject};
 use super::users::{UserError, UserStore};
@@ -12,39 +12,41 @@ use crate::audit::model::now_us;
 impl UserStore {
     /// Every binding, in a stable order.
     pub fn list_bindings(&self) -> Result<Vec<Binding>, UserError> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT role, subject_kind, subject, cluster, namespace FROM bindings \
-                 ORDER BY role, subject_kind, subject, cluster, namespace",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let kind: String = r.get(1)?;
-                let name: String = r.get(2)?;
-                let cluster: String = r.get(3)?;
-                let namespace: String = r.get(4)?;
-                Ok(Binding {
-                    role: r.get(0)?,
-                    subject: if kind == "group" {
-                        Subject::Group(name)
-                    } else {
-                        Subject::User(name)
-                    },
-                    cluster: (!cluster.is_empty()).then_some(cluster),
-                    namespace: (!namespace.is_empty()).then_some(namespace),
-                })
-            })?;
-            rows.collect()
-        })
+        let mut bindings = self.with_db(|db| {
+            db.query_vec(
+                "SELECT role, subject_kind, subject, cluster, namespace FROM bindings",
+                &[],
+                |r| {
+                    let kind: String = r.get(1)?;
+                    let name: String = r.get(2)?;
+                    let cluster: String = r.get(3)?;
+                    let namespace: String = r.get(4)?;
+                    Ok(Binding {
+                        role: r.get(0)?,
+                        subject: if kind == "group" {
+                            Subject::Group(name)
+                        } else {
+                            Subject::User(name)
+                        },
+                        cluster: (!cluster.is_empty()).then_some(cluster),
+                        namespace: (!namespace.is_empty()).then_some(namespace),
+                    })
+                },
+            )
+        })?;
+        // Sorted here: the same order whatever the database's collation.
+        bindings.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+        Ok(bindings)
     }
 
     /// Adds a binding; false when it already existed.
     pub fn add_binding(&self, b: &Binding) -> Result<bool, UserError> {
         let (kind, name) = subject_columns(&b.subject);
-        let n = self.with_conn(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO bindings (role, subject_kind, subject, cluster, namespace, created_us) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-                params![
+        let n = self.with_change(|db| {
+            db.execute(
+                "INSERT INTO bindings (role, subject_kind, subject, cluster, namespace, created_us) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                args![
                     b.role,
                     kind,
                     name,
@@ -60,11 +62,11 @@ impl UserStore {
     /// Removes a binding; false when there was none.
     pub fn remove_binding(&self, b: &Binding) -> Result<bool, UserError> {
         let (kind, name) = subject_columns(&b.subject);
-        let n = self.with_conn(|c| {
-            c.execute(
+        let n = self.with_change(|db| {
+            db.execute(
                 "DELETE FROM bindings WHERE role = ? AND subject_kind = ? AND subject = ? \
                  AND cluster = ? AND namespace = ?",
-                params![
+                args![
                     b.role,
                     kind,
                     name,
@@ -75,6 +77,18 @@ impl UserStore {
         })?;
         Ok(n > 0)
     }
+}
+
+/// The order bindings are listed in: role, subject kind, subject, cluster, namespace.
+fn order_key(b: &Binding) -> (&str, &'static str, &str, &str, &str) {
+    let (kind, name) = subject_columns(&b.subject);
+    (
+        b.role.as_str(),
+        kind,
+        name,
+        b.cluster.as_deref().unwrap_or(""),
+        b.namespace.as_deref().unwrap_or(""),
+    )
 }
 
 fn subject_columns(subject: &Subject) -> (&'static str, &str) {

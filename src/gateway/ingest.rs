@@ -149,7 +149,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body>
         Ok(Ok((_, _, Err(IngestError::Invalid(err)), _, _))) => {
             bad_request(format!("{err}; nothing was stored"))
         }
-        Ok(Ok((_, _, Err(IngestError::Store(err)), _, _))) => {
+        Ok(Ok((_, _, Err(err @ (IngestError::Store(_) | IngestError::Db(_))), _, _))) => {
             tracing::error!("could not store an audit batch: {err}");
             body::status_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,22 +1,33 @@
-//! Users and sessions in the gateway's SQLite store.
+//! Users, sessions and role bindings in the gateway's database: SQLite (`gateway.db`) for one
+//! gateway, or PostgreSQL shared by several.
 //!
 //! Passwords are argon2id hashes. A session token is 32 random bytes shown to the client once;
 //! the store keeps only its SHA-256, so a copy of the database grants no access.
+//!
+//! Valid sessions are cached so that a request usually runs no query; any change to the
+//! database empties the cache. SQLite tells of a change through its wal-index header (see
+//! `commits`); PostgreSQL through `NOTIFY ztk_changes`, sent in the transaction of every change
+//! (a login, a logout, a revocation, a binding) by whichever gateway or command made it, and
+//! heard by a listening connection in each gateway ([`Changes`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::Engine;
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
+use crate::args;
 use crate::audit::model::now_us;
 use crate::audit::store::{migrate, open_connection};
+use crate::db::{Db, DbError, Dialect, Param, PgPool, PgUrl};
 use crate::gateway::commits::{Header, WalHeader};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +36,13 @@ pub enum UserError {
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error("gateway database {location}: {source}")]
+    Db { location: String, source: DbError },
+    #[error("gateway database {location}: {source}")]
+    Migrate {
+        location: String,
+        source: crate::db::postgres::MigrateError,
     },
     #[error("user {0:?} already exists; remove it first with `ztk gateway user remove {0}`")]
     Exists(String),
@@ -77,6 +95,42 @@ ALTER TABLE sessions ADD COLUMN subject TEXT;
 ALTER TABLE sessions ADD COLUMN groups TEXT;
 "#,
 ];
+
+/// The same tables in PostgreSQL (component `gateway` in `ztk_schema`). `user` is a reserved
+/// word there, so the shared SQL quotes it.
+const PG_COMPONENT: &str = "gateway";
+const PG_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created_us BIGINT NOT NULL
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    "user" TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    revoked_us BIGINT,
+    method TEXT NOT NULL DEFAULT 'password',
+    subject TEXT,
+    groups TEXT
+);
+CREATE INDEX sessions_user ON sessions("user");
+CREATE TABLE bindings (
+    role TEXT NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'group')),
+    subject TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    UNIQUE (role, subject_kind, subject, cluster, namespace)
+);
+"#];
+
+/// The channel every change is announced on (PostgreSQL).
+const CHANNEL: &str = "ztk_changes";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserInfo {
@@ -148,13 +202,91 @@ type SessionRow = (String, String, i64, Option<i64>, Option<String>, String);
 
 pub struct UserStore {
     path: PathBuf,
-    // One connection for the request path; SQLite reads take microseconds.
-    conn: Mutex<Connection>,
+    backend: Backend,
     /// Valid sessions seen by `authenticate`, so that a request usually runs no query.
     sessions: Mutex<SessionCache>,
-    /// The database's wal-index header, where SQLite shares it: lets `authenticate` tell that
-    /// nothing was committed without a query.
-    wal: Option<WalHeader>,
+}
+
+enum Backend {
+    Sqlite {
+        // One connection for the request path; SQLite reads take microseconds.
+        conn: Mutex<Connection>,
+        /// The database's wal-index header, where SQLite shares it: lets `authenticate` tell
+        /// that nothing was committed without a query.
+        wal: Option<WalHeader>,
+    },
+    Postgres {
+        pool: PgPool,
+        changes: Arc<Changes>,
+    },
+}
+
+/// What the listening connection has heard: a number that moves with every change announced
+/// (and whenever the connection was lost, since changes may have gone unheard meanwhile).
+#[derive(Default)]
+pub struct Changes {
+    generation: AtomicU64,
+    listening: AtomicBool,
+}
+
+impl Changes {
+    /// The current generation, or None while not listening (nothing may be cached then).
+    fn generation(&self) -> Option<u64> {
+        self.listening
+            .load(Ordering::Acquire)
+            .then(|| self.generation.load(Ordering::Acquire))
+    }
+}
+
+/// Keeps a connection listening on [`CHANNEL`] for as long as the store lives, reconnecting
+/// with backoff when the database goes away.
+fn listen_loop(url: PgUrl, changes: Weak<Changes>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(strong) = changes.upgrade() else {
+            return;
+        };
+        let result = url.connect().and_then(|mut conn| {
+            conn.client().batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            strong.listening.store(true, Ordering::Release);
+            // Whatever happened while no one listened counts as a change.
+            strong.generation.fetch_add(1, Ordering::AcqRel);
+            drop(strong);
+            loop {
+                use ::postgres::fallible_iterator::FallibleIterator;
+                let mut heard = false;
+                {
+                    let mut notifications = conn.client().notifications();
+                    let mut it = notifications.timeout_iter(Duration::from_millis(500));
+                    while it.next()?.is_some() {
+                        heard = true;
+                    }
+                }
+                let Some(strong) = changes.upgrade() else {
+                    return Ok(());
+                };
+                if heard {
+                    strong.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                if conn.client().is_closed() {
+                    return Err(DbError::Invalid("the listening connection closed".into()));
+                }
+            }
+        });
+        let Some(strong) = changes.upgrade() else {
+            return;
+        };
+        strong.listening.store(false, Ordering::Release);
+        strong.generation.fetch_add(1, Ordering::AcqRel);
+        drop(strong);
+        if let Err(err) = result {
+            tracing::warn!(
+                "gateway database {url}: not listening for changes ({err}); sessions are looked up on every request until it is back"
+            );
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Sessions found valid, by token hash, for as long as the database has not changed.
@@ -175,6 +307,7 @@ struct SessionCache {
 enum DbState {
     Header(Header),
     Version(i64, u64),
+    Generation(u64),
 }
 
 /// More cached sessions than this empties the cache (a bound, not a tuning knob).
@@ -195,9 +328,51 @@ impl UserStore {
         let wal = unsafe { WalHeader::of(&conn) };
         Ok(UserStore {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite {
+                conn: Mutex::new(conn),
+                wal,
+            },
             sessions: Mutex::new(SessionCache::default()),
-            wal,
+        })
+    }
+
+    /// Opens (creating and migrating when needed) the tables in the PostgreSQL database at
+    /// `url`, and starts listening for the changes other gateways announce.
+    pub fn open_postgres(url: PgUrl) -> Result<UserStore, UserError> {
+        let location = url.to_string();
+        let pool = PgPool::open(url.clone()).map_err(|source| UserError::Db {
+            location: location.clone(),
+            source,
+        })?;
+        let mut conn = pool.get().map_err(|source| UserError::Db {
+            location: location.clone(),
+            source,
+        })?;
+        crate::db::postgres::migrate(&mut conn, PG_COMPONENT, PG_MIGRATIONS).map_err(|source| {
+            UserError::Migrate {
+                location: location.clone(),
+                source,
+            }
+        })?;
+        drop(conn);
+        let changes = Arc::new(Changes::default());
+        let weak = Arc::downgrade(&changes);
+        std::thread::Builder::new()
+            .name("gateway-db-listen".into())
+            .spawn(move || listen_loop(url, weak))
+            .map_err(|e| UserError::Db {
+                location: location.clone(),
+                source: DbError::Invalid(format!("could not start the listening thread: {e}")),
+            })?;
+        // Sessions are cached only once the listener is in place (a second at most).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while changes.generation().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(UserStore {
+            path: PathBuf::from(&location),
+            backend: Backend::Postgres { pool, changes },
+            sessions: Mutex::new(SessionCache::default()),
         })
     }
 
@@ -208,12 +383,47 @@ impl UserStore {
         }
     }
 
-    pub(super) fn with_conn<T>(
+    fn db_err(&self, source: DbError) -> UserError {
+        match source {
+            DbError::Sqlite(source) => self.err(source),
+            source => UserError::Db {
+                location: self.path.display().to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Runs `f` on the store's connection (SQLite) or a pooled one (PostgreSQL).
+    pub(super) fn with_db<T>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
     ) -> Result<T, UserError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| self.err(e))
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                f(&mut Db::Sqlite(&conn)).map_err(|e| self.db_err(e))
+            }
+            Backend::Postgres { pool, .. } => {
+                let mut conn = pool.get().map_err(|e| self.db_err(e))?;
+                f(&mut Db::Postgres(&mut conn)).map_err(|e| self.db_err(e))
+            }
+        }
+    }
+
+    /// Runs a change (`f`) that every gateway must see: with PostgreSQL, in a transaction that
+    /// also announces it on [`CHANNEL`] (delivered at its commit).
+    pub(super) fn with_change<T>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
+    ) -> Result<T, UserError> {
+        self.with_db(|db| match db.dialect() {
+            Dialect::Sqlite => f(db),
+            Dialect::Postgres => db.transaction(true, |tx| {
+                let out = f(tx)?;
+                tx.execute("SELECT pg_notify(?, '')", args![CHANNEL])?;
+                Ok(out)
+            }),
+        })
     }
 
     pub fn add_user(&self, name: &str, groups: &[String], password: &str) -> Result<(), UserError> {
@@ -229,10 +439,11 @@ impl UserStore {
             .map_err(|e| UserError::Hash(e.to_string()))?
             .to_string();
         let groups_json = serde_json::to_string(groups).unwrap_or_else(|_| "[]".into());
-        let inserted = self.with_conn(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO users (name, password_hash, groups, created_us) VALUES (?, ?, ?, ?)",
-                params![name, hash, groups_json, now_us()],
+        let inserted = self.with_change(|db| {
+            db.execute(
+                "INSERT INTO users (name, password_hash, groups, created_us) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+                args![name, hash, groups_json, now_us()],
             )
         })?;
         if inserted == 0 {
@@ -242,26 +453,27 @@ impl UserStore {
     }
 
     pub fn list_users(&self) -> Result<Vec<UserInfo>, UserError> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT name, groups, created_us FROM users ORDER BY name")?;
-            let rows = stmt.query_map([], |r| {
+        let mut users = self.with_db(|db| {
+            db.query_vec("SELECT name, groups, created_us FROM users", &[], |r| {
                 Ok(UserInfo {
                     name: r.get(0)?,
-                    groups: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                    groups: serde_json::from_str(&r.text(1)?).unwrap_or_default(),
                     created_us: r.get(2)?,
                 })
-            })?;
-            rows.collect()
-        })
+            })
+        })?;
+        // Sorted here: the same order whatever the database's collation.
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
     }
 
     /// Removes a user and revokes all their sessions.
     pub fn remove_user(&self, name: &str) -> Result<(), UserError> {
-        let removed = self.with_conn(|c| {
-            let n = c.execute("DELETE FROM users WHERE name = ?", [name])?;
-            c.execute(
-                "UPDATE sessions SET revoked_us = ? WHERE user = ? AND revoked_us IS NULL",
-                params![now_us(), name],
+        let removed = self.with_change(|db| {
+            let n = db.execute("DELETE FROM users WHERE name = ?", args![name])?;
+            db.execute(
+                "UPDATE sessions SET revoked_us = ? WHERE \"user\" = ? AND revoked_us IS NULL",
+                args![now_us(), name],
             )?;
             Ok(n)
         })?;
@@ -278,13 +490,12 @@ impl UserStore {
         name: &str,
         password: &str,
     ) -> Result<Option<UserInfo>, UserError> {
-        let row: Option<(String, String, i64)> = self.with_conn(|c| {
-            c.query_row(
+        let row: Option<(String, String, i64)> = self.with_db(|db| {
+            db.query_row(
                 "SELECT password_hash, groups, created_us FROM users WHERE name = ?",
-                [name],
+                args![name],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()
         })?;
         let Some((hash, groups, created_us)) = row else {
             let _ = Argon2::default()
@@ -335,23 +546,34 @@ impl UserStore {
         );
         let now = now_us();
         let expires = now + ttl_us;
-        let inserted = self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO sessions (id, token_hash, user, created_us, expires_us, method, subject, groups) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?8, ?9 WHERE ?6 = 0 OR (SELECT COUNT(*) FROM sessions \
-                 WHERE user = ?3 AND revoked_us IS NULL AND expires_us > ?4) < ?6",
-                params![
-                    uuid::Uuid::now_v7().to_string(),
+        let id = uuid::Uuid::now_v7().to_string();
+        let groups = origin
+            .groups
+            .map(|g| serde_json::to_string(g).unwrap_or_else(|_| "[]".into()));
+        let inserted = self.with_change(|db| {
+            if db.dialect() == Dialect::Postgres {
+                // Two gateways' logins of one user at once would both count the sessions
+                // before either inserts: the user's logins take turns.
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(?))",
+                    args![format!("session:{user}")],
+                )?;
+            }
+            db.execute(
+                "INSERT INTO sessions (id, token_hash, \"user\", created_us, expires_us, method, subject, groups) \
+                 SELECT ?1, ?2, ?3, CAST(?4 AS BIGINT), CAST(?5 AS BIGINT), ?7, ?8, ?9 \
+                 WHERE CAST(?6 AS BIGINT) = 0 OR (SELECT COUNT(*) FROM sessions \
+                 WHERE \"user\" = ?3 AND revoked_us IS NULL AND expires_us > ?4) < ?6",
+                args![
+                    id,
                     hash_token(&token),
                     user,
                     now,
                     expires,
-                    limit,
+                    i64::from(limit),
                     origin.method.as_str(),
                     origin.subject,
-                    origin
-                        .groups
-                        .map(|g| serde_json::to_string(g).unwrap_or_else(|_| "[]".into())),
+                    groups,
                 ],
             )
         })?;
@@ -389,14 +611,14 @@ impl UserStore {
     /// How many sessions `user` has open (not expired, not revoked).
     pub fn open_sessions(&self, user: &str) -> Result<u32, UserError> {
         let now = now_us();
-        let n: i64 = self.with_conn(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM sessions WHERE user = ?1 AND revoked_us IS NULL AND expires_us > ?2",
-                params![user, now],
+        let n: Option<i64> = self.with_db(|db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM sessions WHERE \"user\" = ?1 AND revoked_us IS NULL AND expires_us > ?2",
+                args![user, now],
                 |r| r.get(0),
             )
         })?;
-        Ok(n as u32)
+        Ok(n.unwrap_or(0) as u32)
     }
 
     /// Looks a bearer token up. Revocations made by another process count at once.
@@ -412,17 +634,20 @@ impl UserStore {
     ) -> Result<Result<Session, TokenRejection>, UserError> {
         // The state is read before the session row: a commit in between changes it again for
         // the next request, so nothing read here outlives a change.
-        let state = match &self.wal {
-            Some(wal) => DbState::Header(wal.read()),
-            None => self.with_conn(|c| {
+        let state = match &self.backend {
+            Backend::Sqlite { wal: Some(wal), .. } => Some(DbState::Header(wal.read())),
+            Backend::Sqlite { conn, wal: None } => {
+                let c = conn.lock().unwrap_or_else(|e| e.into_inner());
                 let version = c
-                    .prepare_cached("PRAGMA data_version")?
-                    .query_row([], |r| r.get::<_, i64>(0))?;
-                Ok(DbState::Version(version, c.total_changes()))
-            })?,
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                    .map_err(|e| self.err(e))?;
+                Some(DbState::Version(version, c.total_changes()))
+            }
+            Backend::Postgres { changes, .. } => changes.generation().map(DbState::Generation),
         };
         let now = now_us();
-        {
+        if let Some(state) = state {
             let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             if cache.state != Some(state) {
                 cache.by_hash.clear();
@@ -435,29 +660,24 @@ impl UserStore {
                 return Ok(Err(TokenRejection::Expired));
             }
         }
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let row: Option<SessionRow> = {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT s.id, s.user, s.expires_us, s.revoked_us, COALESCE(s.groups, u.groups), \
-                     s.method FROM sessions s LEFT JOIN users u ON u.name = s.user \
-                     WHERE s.token_hash = ?",
-                )
-                .map_err(|e| self.err(e))?;
-            stmt.query_row([&hash], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .optional()
-            .map_err(|e| self.err(e))?
-        };
-        drop(conn);
+        let row: Option<SessionRow> = self.with_db(|db| {
+            db.query_row(
+                "SELECT s.id, s.user, s.expires_us, s.revoked_us, COALESCE(s.groups, u.groups), \
+                 s.method FROM sessions s LEFT JOIN users u ON u.name = s.user \
+                 WHERE s.token_hash = ?",
+                args![hash],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+        })?;
         Ok(match row {
             None => Err(TokenRejection::Unknown),
             Some((_, _, _, Some(_), _, _)) => Err(TokenRejection::Revoked),
@@ -474,7 +694,7 @@ impl UserStore {
                 };
                 let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
                 // Only while the database is still in the state the row was read in.
-                if cache.state == Some(state) {
+                if state.is_some() && cache.state == state {
                     if cache.by_hash.len() >= SESSION_CACHE_MAX {
                         cache.by_hash.clear();
                     }
@@ -487,19 +707,20 @@ impl UserStore {
 
     /// Revokes every open session of `user`; returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, UserError> {
-        self.with_conn(|c| {
-            c.execute(
-                "UPDATE sessions SET revoked_us = ? WHERE user = ? AND revoked_us IS NULL AND expires_us > ?",
-                params![now_us(), user, now_us()],
+        self.with_change(|db| {
+            db.execute(
+                "UPDATE sessions SET revoked_us = ? WHERE \"user\" = ? AND revoked_us IS NULL AND expires_us > ?",
+                args![now_us(), user, now_us()],
             )
+            .map(|n| n as usize)
         })
     }
 
     pub fn revoke_session(&self, id: &str) -> Result<(), UserError> {
-        self.with_conn(|c| {
-            c.execute(
+        self.with_change(|db| {
+            db.execute(
                 "UPDATE sessions SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
-                params![now_us(), id],
+                args![now_us(), id],
             )
         })?;
         Ok(())
@@ -509,11 +730,12 @@ impl UserStore {
 impl UserStore {
     /// The groups of a user, or None when there is no such user.
     pub fn groups_of(&self, name: &str) -> Result<Option<Vec<String>>, UserError> {
-        let groups: Option<String> = self.with_conn(|c| {
-            c.query_row("SELECT groups FROM users WHERE name = ?", [name], |r| {
-                r.get(0)
-            })
-            .optional()
+        let groups: Option<String> = self.with_db(|db| {
+            db.query_row(
+                "SELECT groups FROM users WHERE name = ?",
+                args![name],
+                |r| r.get(0),
+            )
         })?;
         Ok(groups.map(|g| serde_json::from_str(&g).unwrap_or_default()))
     }
@@ -533,24 +755,30 @@ impl UserStore {
                  OR (u.name IS NULL AND s.groups IS NULL))"
             );
             let now = now_us();
-            let found: Vec<String> = self.with_conn(|c| {
-                let mut stmt = c.prepare(&sql)?;
-                let mut values: Vec<&dyn rusqlite::ToSql> =
-                    chunk.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+            let found: Vec<String> = self.with_db(|db| {
+                let mut values: Vec<&dyn Param> = chunk.iter().map(|s| s as &dyn Param).collect();
                 values.push(&now);
-                let rows = stmt.query_map(values.as_slice(), |r| r.get(0))?;
-                rows.collect()
+                db.query_vec(&sql, &values, |r| r.get(0))
             })?;
             invalid.extend(found);
         }
         Ok(invalid)
     }
 
-    /// SQLite's `data_version` of this connection: it changes when another process (e.g.
-    /// `ztk gateway role bind`) commits to the database, which is how the gateway notices
-    /// binding changes without a restart.
+    /// A number that changes when another process (e.g. `ztk gateway role bind`, or another
+    /// gateway) commits to the database: SQLite's `data_version` of this connection, or the
+    /// generation of the changes heard (PostgreSQL; it also moves when the listener was lost).
+    /// It is how the gateway notices binding changes without a restart.
     pub fn data_version(&self) -> Result<i64, UserError> {
-        self.with_conn(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+        match &self.backend {
+            Backend::Postgres { changes, .. } => {
+                Ok(changes.generation.load(Ordering::Acquire) as i64)
+            }
+            Backend::Sqlite { .. } => self.with_db(|db| {
+                db.query_row("PRAGMA data_version", &[], |r| r.get(0))
+                    .map(|v| v.unwrap_or(0))
+            }),
+        }
     }
 }
 
@@ -575,12 +803,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let mut store = UserStore::open(&path).unwrap();
-        assert!(
-            store.wal.is_some(),
-            "the query-free check is the one in use"
-        );
+        let Backend::Sqlite { wal, .. } = &mut store.backend else {
+            unreachable!()
+        };
+        assert!(wal.is_some(), "the query-free check is the one in use");
         if !query_free {
-            store.wal = None;
+            *wal = None;
         }
         store.add_user("alice", &["dev".into()], "pw").unwrap();
         store.add_user("bob", &[], "pw").unwrap();
