@@ -23,7 +23,7 @@
 //!
 //! Anyone who can write the file can rebuild the whole journal, so the gateway also signs
 //! periodic checkpoints of the head with an Ed25519 key ([`SigningKey`], [`checkpoint`]);
-//! [`verify`] checks them against a pinned public key.
+//! [`verify`] checks them against the pinned public keys (one per gateway).
 
 use std::path::Path;
 
@@ -504,13 +504,13 @@ fn text_of(v: ValueRef) -> String {
 }
 
 /// Walks the whole chain of the store on `conn` (a read transaction is taken, so concurrent
-/// writes do not disturb it). `pinned` is the public key checkpoints must be signed with; without
-/// it any checkpoint key is accepted and reported.
-pub fn verify(db: &mut Db, pinned: Option<&[u8]>) -> Result<Report, DbError> {
+/// writes do not disturb it). `pinned` are the public keys checkpoints must be signed with (each
+/// gateway on one database signs with its own); with none, any key is accepted and reported.
+pub fn verify(db: &mut Db, pinned: &[&[u8]]) -> Result<Report, DbError> {
     db.transaction(false, |tx| verify_in(tx, pinned))
 }
 
-fn verify_in(tx: &mut Db, pinned: Option<&[u8]>) -> Result<Report, DbError> {
+fn verify_in(tx: &mut Db, pinned: &[&[u8]]) -> Result<Report, DbError> {
     let mut report = Report::default();
 
     // Where the chain starts: the latest recorded prune, if any.
@@ -742,13 +742,13 @@ fn verify_in(tx: &mut Db, pinned: Option<&[u8]>) -> Result<Report, DbError> {
             let sig: Vec<u8> = row.get(4)?;
             let entry: Option<Vec<u8>> = row.get(5)?;
             let id = seq.to_string();
-            if pinned.is_some_and(|p| p != key.as_slice()) {
+            if !pinned.is_empty() && !pinned.contains(&key.as_slice()) {
                 report.problem(
                     Some(seq),
                     "checkpoint",
                     &id,
                     format!(
-                        "is signed by key {}, not by the pinned key",
+                        "is signed by key {}, not by the pinned key (or one of them)",
                         hex::encode(&key)
                     ),
                 );
@@ -961,7 +961,7 @@ mod tests {
     #[test]
     fn an_untouched_store_verifies_after_legitimate_rewrites() {
         let (_dir, store, _, _) = populated();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!((report.calls, report.commands), (10, 1));
         assert_eq!(report.entries, 14);
@@ -978,7 +978,7 @@ mod tests {
                 [calls[5].id.to_string()],
             )
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         let p = &report.problems[0];
         assert_eq!(
@@ -994,10 +994,10 @@ mod tests {
         let conn = raw(&store);
         conn.execute("UPDATE commands SET shipped_us = NULL", [])
             .unwrap();
-        assert!(store.verify(None).unwrap().ok());
+        assert!(store.verify(&[]).unwrap().ok());
         conn.execute("UPDATE commands SET command_line = 'kubectl version'", [])
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problems[0].id, cmd.id.to_string());
         assert_eq!(report.problems[0].kind, "command");
     }
@@ -1011,7 +1011,7 @@ mod tests {
                 [calls[7].id.to_string()],
             )
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         assert_eq!(report.problems[0].id, calls[7].id.to_string());
         assert!(report.problems[0].message.contains("deleted"));
@@ -1031,7 +1031,7 @@ mod tests {
             )
             .unwrap();
         }
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problem_count, 2, "{:?}", report.problems);
         assert_eq!(report.problems[0].id, "forged-1");
         assert!(report.problems[0].message.contains("inserted outside ztk"));
@@ -1048,7 +1048,7 @@ mod tests {
             [calls[3].id.to_string()],
         )
         .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(
             report.problems[0].message.contains("older version"),
             "{:?}",
@@ -1059,7 +1059,7 @@ mod tests {
         // Remove the last write altogether: row and journal entry.
         conn.execute_batch("DELETE FROM commands; DELETE FROM chain WHERE seq = 14;")
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(!report.ok());
         assert!(report
             .problems
@@ -1081,7 +1081,7 @@ mod tests {
             [calls[1].id.to_string()],
         )
         .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         assert!(report.problems[0].message.contains("chain is broken"));
     }
@@ -1098,7 +1098,7 @@ mod tests {
             .unwrap();
         assert_eq!(deleted, 5);
         assert_eq!(prune.survivors, 1);
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!(report.pruned_before, Some(9));
         // Writes after a prune extend the chain; a second prune cuts further.
@@ -1113,7 +1113,7 @@ mod tests {
                 tx.execute("DELETE FROM api_calls WHERE seq < 13", [])
             })
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         // The kept row is gone now (the caller deleted it), so its entry went with the prune.
         // A survivor deleted without a prune is reported.
@@ -1122,7 +1122,7 @@ mod tests {
             .execute("DELETE FROM commands WHERE id = ?", [cmd.id.to_string()])
             .unwrap();
         assert_eq!(n, 1);
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problems[0].id, cmd.id.to_string());
         assert!(report.problems[0].message.contains("deleted"));
     }
@@ -1133,7 +1133,7 @@ mod tests {
         let conn = raw(&store);
         conn.execute_batch("DELETE FROM api_calls WHERE seq < 9; DELETE FROM chain WHERE seq < 9;")
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(!report.ok());
         assert!(
             report.problems[0].message.contains("chain is broken"),
@@ -1155,7 +1155,7 @@ mod tests {
             store.checkpoint(&key).unwrap().is_none(),
             "head did not move"
         );
-        let report = store.verify(Some(key.public_key())).unwrap();
+        let report = store.verify(&[key.public_key()]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!(report.last_valid_checkpoint.unwrap().seq, 14);
         // Someone rewrites a record and rebuilds the whole journal after it: the links hold,
@@ -1167,12 +1167,12 @@ mod tests {
         )
         .unwrap();
         rebuild_journal(&store);
-        let report = store.verify(Some(key.public_key())).unwrap();
+        let report = store.verify(&[key.public_key()]).unwrap();
         assert_eq!(report.problem_count, 1, "{:?}", report.problems);
         assert_eq!(report.problems[0].kind, "checkpoint");
         // A checkpoint signed by another key is not accepted under the pinned one.
         let other = SigningKey::load_or_create(&dir.path().join("other")).unwrap();
-        let report = store.verify(Some(other.public_key())).unwrap();
+        let report = store.verify(&[other.public_key()]).unwrap();
         assert!(report
             .problems
             .iter()
@@ -1270,7 +1270,7 @@ mod tests {
             store.command(cmd.id).unwrap().unwrap().reason,
             "killed: output limit"
         );
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
     }
 
@@ -1319,7 +1319,7 @@ mod tests {
         drop(conn);
         // This ztk adds the column and reads the record as it was.
         let store = AuditStore::open(&path).unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!((report.entries, report.commands), (1, 1));
         assert_eq!(store.command(cmd.id).unwrap().unwrap(), cmd);
@@ -1331,7 +1331,7 @@ mod tests {
         let conn = raw(&store);
         let edited = |sql: &str| {
             conn.execute(sql, []).unwrap();
-            let report = store.verify(None).unwrap();
+            let report = store.verify(&[]).unwrap();
             (
                 report
                     .problems
@@ -1354,7 +1354,7 @@ mod tests {
                 ..cmd.clone()
             }])
             .unwrap();
-        assert!(store.verify(None).unwrap().ok());
+        assert!(store.verify(&[]).unwrap().ok());
         assert_eq!(
             edited("UPDATE commands SET reason = 'killed: time limits'"),
             changed
@@ -1386,15 +1386,15 @@ mod tests {
                 ..Default::default()
             }])
             .unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!((report.entries, report.commands), (2, 2));
         // Opening again adopts nothing twice, and an emptied journal is not rebuilt.
         AuditStore::open(&path).unwrap();
-        assert_eq!(store.verify(None).unwrap().entries, 2);
+        assert_eq!(store.verify(&[]).unwrap().entries, 2);
         raw(&store).execute("DELETE FROM chain", []).unwrap();
         AuditStore::open(&path).unwrap();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(
             (report.entries, report.problem_count),
             (0, 3),

@@ -49,6 +49,8 @@ CREATE INDEX api_calls_verb_time ON api_calls(verb, time_us);
 CREATE INDEX api_calls_cluster_time ON api_calls(cluster, time_us);
 CREATE INDEX api_calls_command ON api_calls(command_id, verb, status, namespace, resource, subresource);
 CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
+-- Reconciliation asks whether the gateway has a record of a client's call by its request id.
+CREATE INDEX api_calls_request ON api_calls(request_id);
 
 CREATE TABLE commands (
     id TEXT PRIMARY KEY,
@@ -83,7 +85,9 @@ CREATE TABLE sink_cursors (
     last_success_us BIGINT,
     last_error TEXT,
     last_error_us BIGINT,
-    updated_us BIGINT NOT NULL
+    updated_us BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until_us BIGINT
 );
 
 CREATE TABLE chain (

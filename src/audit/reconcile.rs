@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(reconcile(&store, &sink, now + 1).unwrap(), 1);
         drop(sink);
         writer.close();
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert!(report.ok(), "{report:?}");
         assert_eq!(report.calls, 3);
     }

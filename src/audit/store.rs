@@ -218,6 +218,12 @@ DROP TABLE client_timings;
 ALTER TABLE commands ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 "#,
     super::reconcile::MIGRATION,
+    r#"
+-- Which gateway delivers each sink, and until when (src/sinks: a lease, so that with several
+-- gateways on one database each sink is delivered by one of them at a time).
+ALTER TABLE sink_cursors ADD COLUMN lease_owner TEXT;
+ALTER TABLE sink_cursors ADD COLUMN lease_until_us INTEGER;
+"#,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
@@ -262,7 +268,7 @@ pub struct AuditStore {
 /// The batch writer's connection.
 pub(crate) enum WriterConn {
     Sqlite(Connection),
-    Postgres(PgConn),
+    Postgres(Box<PgConn>),
 }
 
 impl WriterConn {
@@ -541,7 +547,7 @@ impl AuditStore {
     pub(crate) fn ingest_connection(&self) -> Result<WriterConn, StoreError> {
         if let Some(pool) = &self.pg {
             let conn = pool.get().map_err(|e| self.db_err(e))?;
-            return Ok(WriterConn::Postgres(conn.detach()));
+            return Ok(WriterConn::Postgres(Box::new(conn.detach())));
         }
         let mut conn = self.connect(false)?.detach();
         conn.execute_batch("PRAGMA cache_size = -65536;")
@@ -553,7 +559,7 @@ impl AuditStore {
     fn writer_connection(&self) -> Result<WriterConn, StoreError> {
         if let Some(pool) = &self.pg {
             let conn = pool.get().map_err(|e| self.db_err(e))?;
-            return Ok(WriterConn::Postgres(conn.detach()));
+            return Ok(WriterConn::Postgres(Box::new(conn.detach())));
         }
         let conn = self.connect(false)?.detach();
         // A statement inside a multi-record transaction keeps a statement journal (the pages it
@@ -950,8 +956,8 @@ impl AuditStore {
     }
 
     /// Walks the store's chain (see `audit::chain`): every record that was changed, inserted or
-    /// deleted outside ztk, and the signed checkpoints (against `pinned`, when given).
-    pub fn verify(&self, pinned: Option<&[u8]>) -> Result<chain::Report, StoreError> {
+    /// deleted outside ztk, and the signed checkpoints (against the `pinned` keys, when given).
+    pub fn verify(&self, pinned: &[&[u8]]) -> Result<chain::Report, StoreError> {
         self.with_db(true, |db| chain::verify(db, pinned))
     }
 
@@ -2118,7 +2124,7 @@ mod tests {
             .unwrap();
         assert_eq!(seqs, [("bob".to_string(), 2), ("alice".to_string(), 3)]);
         // The replaced record's journal entry is superseded, not broken.
-        let report = store.verify(None).unwrap();
+        let report = store.verify(&[]).unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
         assert_eq!(report.entries, 3);
     }
@@ -2157,7 +2163,7 @@ mod tests {
         tokio::task::spawn_blocking(move || writer.close())
             .await
             .unwrap();
-        assert_eq!(store.verify(None).unwrap().problem_count, 0);
+        assert_eq!(store.verify(&[]).unwrap().problem_count, 0);
     }
 
     /// The writer hashes the values it binds instead of reading each row back: the hash must be
@@ -2233,7 +2239,7 @@ mod tests {
                 .unwrap();
             assert_eq!(stored, ty.to_lowercase(), "column {field}");
         }
-        assert_eq!(store.verify(None).unwrap().problem_count, 0);
+        assert_eq!(store.verify(&[]).unwrap().problem_count, 0);
     }
 
     #[test]
@@ -2337,7 +2343,7 @@ mod tests {
         assert_eq!(d, 1234);
         // Not a write of the chained tables: the sequence and the chain are untouched.
         assert_eq!(store.last_seq().unwrap(), 0);
-        assert!(store.verify(None).unwrap().ok());
+        assert!(store.verify(&[]).unwrap().ok());
     }
 
     /// An insert as a store at schema 2 (before the sequence) wrote it.
@@ -2403,7 +2409,7 @@ mod tests {
         drop(sink);
         writer.close();
         assert_eq!(store.list_calls(&Filter::default()).unwrap().len(), 7);
-        assert!(store.verify(None).unwrap().ok());
+        assert!(store.verify(&[]).unwrap().ok());
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn describe_binding(b: &Binding) -> String {
 
 fn open_users(config: &ConfigArg) -> Result<UserStore> {
     let cfg = GatewayConfig::load(&config.config)?;
-    Ok(UserStore::open(&cfg.db_path())?)
+    Ok(cfg.open_user_store()?)
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -288,7 +288,7 @@ pub fn run(args: Args) -> Result<i32> {
         GatewayCommand::Role(RoleCommand::Bind(args)) => {
             let cfg = GatewayConfig::load(&args.config.config)?;
             let binding = binding_of(&args, &cfg)?;
-            let store = UserStore::open(&cfg.db_path())?;
+            let store = cfg.open_user_store()?;
             if store.add_binding(&binding)? {
                 println!("bound {}", describe_binding(&binding));
             } else {
@@ -299,7 +299,7 @@ pub fn run(args: Args) -> Result<i32> {
         GatewayCommand::Role(RoleCommand::Unbind(args)) => {
             let cfg = GatewayConfig::load(&args.config.config)?;
             let binding = binding_of(&args, &cfg)?;
-            let store = UserStore::open(&cfg.db_path())?;
+            let store = cfg.open_user_store()?;
             if store.remove_binding(&binding)? {
                 println!("unbound {}", describe_binding(&binding));
                 Ok(0)
@@ -312,7 +312,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         GatewayCommand::Role(RoleCommand::List { rules, config }) => {
             let cfg = GatewayConfig::load(&config.config)?;
-            let store = UserStore::open(&cfg.db_path())?;
+            let store = cfg.open_user_store()?;
             let policy = Policy::new(&cfg.roles, store.list_bindings()?);
             println!("ROLES");
             for role in policy.roles() {
@@ -354,7 +354,7 @@ pub fn run(args: Args) -> Result<i32> {
             ..
         }) => {
             let cfg = GatewayConfig::load(&config.config)?;
-            let store = crate::audit::AuditStore::open(&cfg.audit_path())?;
+            let store = cfg.open_audit_store()?;
             // The key pins the checkpoints; reading it never creates one.
             let key_path = cfg.audit_key_path();
             let pinned = if key_path.exists() {
@@ -363,7 +363,11 @@ pub fn run(args: Args) -> Result<i32> {
             } else {
                 None
             };
-            let code = super::audit::verify_store(&store, pinned.as_deref(), json)?;
+            // With several gateways on one database, each signs with its own key: theirs are
+            // in `audit_checkpoint_keys`.
+            let mut keys: Vec<&[u8]> = pinned.as_deref().into_iter().collect();
+            keys.extend(cfg.audit_checkpoint_keys.iter().map(Vec::as_slice));
+            let code = super::audit::verify_store(&store, &keys, json)?;
             if !json {
                 match &pinned {
                     Some(key) => println!(
@@ -375,6 +379,12 @@ pub fn run(args: Args) -> Result<i32> {
                         "no checkpoint key yet ({} is made at the gateway's first start)",
                         key_path.display()
                     ),
+                }
+                for key in &cfg.audit_checkpoint_keys {
+                    println!(
+                        "checkpoint key: {} (audit_checkpoint_keys)",
+                        hex::encode(key)
+                    );
                 }
             }
             Ok(code)
@@ -394,7 +404,7 @@ pub fn run(args: Args) -> Result<i32> {
                 crate::cli::UsageError("give the gateway's config with --config FILE".into())
             })?;
             let cfg = GatewayConfig::load(&config)?;
-            let store = crate::audit::AuditStore::open(&cfg.audit_path())?;
+            let store = cfg.open_audit_store()?;
             super::audit::list(&store, &list)
         }
     }

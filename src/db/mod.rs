@@ -418,7 +418,7 @@ impl Db<'_> {
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(c) => Ok(c.client.batch_execute(sql)?),
+            Db::Postgres(c) => c.batch(sql),
         }
     }
 
@@ -614,5 +614,40 @@ mod tests {
             .query_row("SELECT SUM(i) FROM t", &[], |r| r.get::<i64>(0))
             .unwrap_err();
         assert!(err.to_string().contains("cast it"), "{err}");
+    }
+
+    #[test]
+    fn postgres_works_from_every_kind_of_thread() {
+        let url = PgUrl::parse(&testing::database(), None).unwrap();
+        let pool = PgPool::open(url).unwrap();
+        let one = |pool: &PgPool| {
+            let mut conn = pool.get().unwrap();
+            let mut n = 0;
+            Db::Postgres(&mut conn)
+                .query_each("SELECT 1::bigint UNION ALL SELECT 2", &[], &mut |r| {
+                    n += r.get::<i64>(0)?;
+                    Ok(())
+                })
+                .unwrap();
+            n
+        };
+        assert_eq!(one(&pool), 3);
+        // A worker of a multi-threaded runtime (the gateway's request path), and its blocking pool.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let p = pool.clone();
+        assert_eq!(rt.block_on(async move { one(&p) }), 3);
+        let p = pool.clone();
+        let n =
+            rt.block_on(async move { tokio::task::spawn_blocking(move || one(&p)).await.unwrap() });
+        assert_eq!(n, 3);
+        // A current-thread runtime (`#[tokio::test]`).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let p = pool.clone();
+        assert_eq!(rt.block_on(async move { one(&p) }), 3);
     }
 }

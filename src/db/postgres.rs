@@ -61,6 +61,23 @@ impl std::fmt::Debug for PgUrl {
     }
 }
 
+/// Runs `f`, which blocks on the synchronous client (it drives a runtime of its own), where
+/// that is allowed: as is off any tokio runtime (the writer's thread, a blocking task); on a
+/// worker of the gateway's multi-threaded runtime through `block_in_place` (the worker hands
+/// its other tasks on meanwhile); in a current-thread runtime on a thread of its own.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
+}
+
 /// Whether `url` names a PostgreSQL database (rather than a SQLite file).
 pub fn is_url(url: &str) -> bool {
     url.starts_with("postgresql://") || url.starts_with("postgres://")
@@ -135,6 +152,10 @@ impl PgUrl {
 
     /// A connection to the database.
     pub fn connect(&self) -> Result<PgConn, DbError> {
+        off_runtime(|| self.connect_here())
+    }
+
+    fn connect_here(&self) -> Result<PgConn, DbError> {
         let client = match &self.tls {
             Tls::Disable => self.config.connect(::postgres::NoTls)?,
             Tls::VerifyFull { root_cert } => {
@@ -336,6 +357,13 @@ impl ToSql for Arg<'_> {
     to_sql_checked!();
 }
 
+/// A row callback carried to the thread that runs the query: only in a current-thread runtime
+/// is that another thread, which the caller waits for, so the callback is never used by two
+/// threads at once.
+struct SendPtr<'a>(&'a mut dyn FnMut(&Row) -> Result<(), DbError>);
+// Safety: see above; the caller is blocked in `off_runtime` while the other thread uses it.
+unsafe impl Send for SendPtr<'_> {}
+
 /// A PostgreSQL connection and the statements prepared on it.
 pub struct PgConn {
     pub(crate) client: Client,
@@ -360,10 +388,16 @@ impl PgConn {
     }
 
     pub(super) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64, DbError> {
-        let statement = self.prepared(sql)?;
         let args: Vec<Arg> = params.iter().map(|p| Arg(p.value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
-        Ok(self.client.execute(&statement, &refs)?)
+        off_runtime(|| {
+            let statement = self.prepared(sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
+            Ok(self.client.execute(&statement, &refs)?)
+        })
+    }
+
+    pub(super) fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        off_runtime(|| Ok(self.client.batch_execute(sql)?))
     }
 
     pub(super) fn query_each(
@@ -373,13 +407,17 @@ impl PgConn {
         each: &mut dyn FnMut(&Row) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
         use ::postgres::fallible_iterator::FallibleIterator;
-        let statement = self.prepared(sql)?;
         let args: Vec<Arg> = params.iter().map(|p| Arg(p.value())).collect();
-        let mut rows = self.client.query_raw(&statement, args.iter())?;
-        while let Some(row) = rows.next()? {
-            each(&Row::Postgres(&row))?;
-        }
-        Ok(())
+        let mut each = SendPtr(each);
+        off_runtime(move || {
+            let each = &mut each;
+            let statement = self.prepared(sql)?;
+            let mut rows = self.client.query_raw(&statement, args.iter())?;
+            while let Some(row) = rows.next()? {
+                (each.0)(&Row::Postgres(&row))?;
+            }
+            Ok(())
+        })
     }
 
     /// The underlying client, for what only PostgreSQL has (`LISTEN`, `COPY`).
@@ -524,6 +562,14 @@ impl Drop for PooledPg {
 /// Several gateways may start at once: each step takes an advisory lock first and re-reads the
 /// version, so a step is applied exactly once. A database migrated by a newer ztk is refused.
 pub fn migrate(
+    conn: &mut PgConn,
+    component: &str,
+    migrations: &[&str],
+) -> Result<(), MigrateError> {
+    off_runtime(|| migrate_here(conn, component, migrations))
+}
+
+fn migrate_here(
     conn: &mut PgConn,
     component: &str,
     migrations: &[&str],

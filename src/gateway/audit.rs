@@ -77,14 +77,19 @@ pub fn health(gateway: &Gateway, req: &Request<Body>) -> Response<Body> {
     json(&gateway.audit_health())
 }
 
-/// Verifies the gateway's own store against its own signing key.
+/// Verifies the gateway's store against its own signing key and the other gateways'.
 pub async fn verify(gateway: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     if let Err(resp) = admin(&gateway, &req) {
         return resp;
     }
     let store = gateway.audit_store.clone();
-    let key = gateway.audit_key.public_key().to_vec();
-    match tokio::task::spawn_blocking(move || store.verify(Some(&key))).await {
+    let keys = gateway.audit_keys.clone();
+    match tokio::task::spawn_blocking(move || {
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        store.verify(&keys)
+    })
+    .await
+    {
         Ok(Ok(report)) => json(&AuditVerifyAnswer {
             report,
             health: gateway.audit_health(),

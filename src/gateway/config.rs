@@ -48,6 +48,10 @@ struct RawConfig {
     /// How often the gateway signs the audit chain's head.
     #[serde(default = "default_checkpoint_interval")]
     audit_checkpoint_interval: String,
+    /// The checkpoint keys (hex Ed25519 public keys) of the other gateways sharing `database`:
+    /// verify accepts checkpoints signed by these and this gateway's own key.
+    #[serde(default)]
+    audit_checkpoint_keys: Vec<String>,
     /// How old a client's record must be before a missing gateway record of it is recovered.
     #[serde(default = "default_reconcile_after")]
     audit_reconcile_after: String,
@@ -66,6 +70,13 @@ struct RawConfig {
     /// Whether users may sign in with a password (false: SSO only).
     #[serde(default = "default_true")]
     password_login: bool,
+    /// `postgresql://USER@HOST:5432/DB?sslmode=verify-full`: the database several gateways
+    /// share (else SQLite files in `data_dir`). `ZTK_DATABASE_URL` sets it too.
+    #[serde(default)]
+    database: Option<String>,
+    /// A file holding the database password (its first line), when the URL has none.
+    #[serde(default)]
+    database_password_file: Option<PathBuf>,
 }
 
 fn default_reconcile_after() -> String {
@@ -202,6 +213,8 @@ pub struct GatewayConfig {
     pub audit_mode: AuditMode,
     /// How often the audit chain's head is signed.
     pub audit_checkpoint_interval: std::time::Duration,
+    /// The other gateways' checkpoint public keys (`audit_checkpoint_keys`).
+    pub audit_checkpoint_keys: Vec<Vec<u8>>,
     /// A client's record older than this whose gateway record is missing is recovered.
     pub audit_reconcile_after: std::time::Duration,
     /// Threads of the async runtime that relays requests (`worker_threads`).
@@ -212,6 +225,8 @@ pub struct GatewayConfig {
     /// `[oidc]`: single sign-on.
     pub oidc: Option<crate::oidc::config::OidcConfig>,
     pub password_login: bool,
+    /// The PostgreSQL database several gateways share; None: SQLite files in `data_dir`.
+    pub database: Option<crate::db::PgUrl>,
 }
 
 /// `audit_mode`: what the gateway does while it cannot persist audit records.
@@ -480,6 +495,17 @@ impl GatewayConfig {
                 )));
             }
         };
+        let mut audit_checkpoint_keys = Vec::new();
+        for (i, key) in raw.audit_checkpoint_keys.iter().enumerate() {
+            match hex::decode(key.trim()) {
+                Ok(bytes) if bytes.len() == 32 => audit_checkpoint_keys.push(bytes),
+                _ => {
+                    return Err(invalid(format!(
+                        "key `audit_checkpoint_keys[{i}]`: {key:?} is not an Ed25519 public key in hex (64 digits, as `ztk gateway audit verify` prints it)"
+                    )))
+                }
+            }
+        }
         let audit_checkpoint_interval =
             crate::audit::filter::parse_duration_us(&raw.audit_checkpoint_interval)
                 .ok()
@@ -549,9 +575,34 @@ impl GatewayConfig {
                 "key `password_login = false` needs `[oidc]`: nobody could sign in".into(),
             ));
         }
+        // The environment's URL wins over the file's (a secret store may inject it).
+        let database_url = std::env::var("ZTK_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or(raw.database);
+        let database = match database_url {
+            None => {
+                if raw.database_password_file.is_some() {
+                    return Err(invalid(
+                        "key `database_password_file`: set `database` (a postgresql:// URL) too"
+                            .into(),
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                let file = raw.database_password_file.as_deref().map(resolve);
+                // The parser's messages never quote the URL, so no password reaches them.
+                Some(
+                    crate::db::PgUrl::parse(&url, file.as_deref())
+                        .map_err(|e| invalid(format!("key `database`: {e}")))?,
+                )
+            }
+        };
         Ok(GatewayConfig {
             shell,
             oidc,
+            database,
             password_login: raw.password_login,
             limits,
             path: path.to_path_buf(),
@@ -566,6 +617,7 @@ impl GatewayConfig {
             sinks,
             audit_mode,
             audit_checkpoint_interval,
+            audit_checkpoint_keys,
             audit_reconcile_after,
             worker_threads: match raw.worker_threads {
                 0 => default_worker_threads(),
@@ -576,6 +628,39 @@ impl GatewayConfig {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("gateway.db")
+    }
+
+    /// The users, sessions and bindings: in PostgreSQL when `database` is set, else in
+    /// `gateway.db`.
+    pub fn open_user_store(
+        &self,
+    ) -> Result<crate::gateway::users::UserStore, crate::gateway::users::UserError> {
+        match &self.database {
+            Some(url) => crate::gateway::users::UserStore::open_postgres(url.clone()),
+            None => crate::gateway::users::UserStore::open(&self.db_path()),
+        }
+    }
+
+    /// The audit trail: in PostgreSQL when `database` is set (records it cannot take when the
+    /// writer must stop are spilled into `data_dir`), else in `audit.db`.
+    pub fn open_audit_store(
+        &self,
+    ) -> Result<crate::audit::AuditStore, crate::audit::store::StoreError> {
+        match &self.database {
+            Some(url) => {
+                crate::audit::AuditStore::open_postgres(url.clone(), &self.data_dir.join("audit"))
+            }
+            None => crate::audit::AuditStore::open(&self.audit_path()),
+        }
+    }
+
+    /// Where the gateway's data is, for messages: the database URL (without its password) or
+    /// the data directory.
+    pub fn database_location(&self) -> String {
+        match &self.database {
+            Some(url) => url.to_string(),
+            None => self.data_dir.display().to_string(),
+        }
     }
 
     pub fn audit_path(&self) -> PathBuf {

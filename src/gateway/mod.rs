@@ -57,6 +57,9 @@ pub struct Gateway {
     pub audit_mode: config::AuditMode,
     /// Signs the audit chain's checkpoints.
     pub audit_key: Arc<crate::audit::chain::SigningKey>,
+    /// The public keys checkpoints may be signed with: this gateway's and the other gateways'
+    /// on the same database (`audit_checkpoint_keys`).
+    pub audit_keys: Vec<Vec<u8>>,
     /// Roles and bindings, read by every request without touching the database; replaced
     /// whole when the bindings table changes.
     policy: RwLock<Arc<Policy>>,
@@ -171,9 +174,9 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         Some(path) => Some(tls::fingerprint(&std::fs::read_to_string(path)?)?),
         None => None,
     };
-    let users = UserStore::open(&config.db_path())?;
+    let users = config.open_user_store()?;
     let policy = Policy::new(&config.roles, users.list_bindings()?);
-    let audit_store = AuditStore::open(&config.audit_path())?;
+    let audit_store = config.open_audit_store()?;
     let writer_config = crate::audit::store::WriterConfig {
         wait_when_full: config.audit_mode.fail_closed(),
         ..Default::default()
@@ -208,6 +211,9 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         admin_groups: config.admin_groups.clone(),
         max_sessions_per_user: config.max_sessions_per_user,
         audit_mode: config.audit_mode,
+        audit_keys: std::iter::once(audit_key.public_key().to_vec())
+            .chain(config.audit_checkpoint_keys.iter().cloned())
+            .collect(),
         audit_key: audit_key.clone(),
         policy: RwLock::new(Arc::new(policy)),
         streams: Mutex::new(HashMap::new()),

@@ -13,6 +13,11 @@
 //!   every second while calls come): each write has a new sequence number, so receivers may see
 //!   one command several times, the newest state last. Deduplicate on `id`, keep the last.
 //! - A crash between a delivery and the cursor update resends that batch (at least once).
+//! - With several gateways on one database, each sink is delivered by one gateway at a time:
+//!   the holder of its lease (`Cursors::lease`, renewed every few seconds). When the holder
+//!   stops it gives the lease up; when it dies the lease runs out after `LEASE`, and another
+//!   gateway goes on from the durable cursor: repeats only across such a takeover. (Lease
+//!   expiry compares the gateways' clocks: keep them in sync, as for the records' times.)
 
 pub mod config;
 pub mod cursor;
@@ -41,6 +46,10 @@ pub struct SinkError(pub String);
 const POLL: Duration = Duration::from_millis(200);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a sink's lease holds without renewal (a dead holder is replaced after this).
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often a gateway that does not hold a sink's lease asks for it.
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// One sink's way to a receiver (one value per sink, made once).
 #[allow(clippy::large_enum_variant)]
@@ -137,9 +146,23 @@ pub fn start(store: &AuditStore, sinks: &[SinkConfig]) -> Result<Sinks, SinkErro
         transports.push((sink.clone(), transport));
     }
     let (stop, stopped) = watch::channel(false);
+    // This gateway, as the holder of sink leases.
+    let owner = format!(
+        "pid {} {}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     let tasks = transports
         .into_iter()
-        .map(|(sink, transport)| tokio::spawn(run(store.clone(), sink, transport, stopped.clone())))
+        .map(|(sink, transport)| {
+            tokio::spawn(run(
+                store.clone(),
+                sink,
+                transport,
+                owner.clone(),
+                stopped.clone(),
+            ))
+        })
         .collect();
     Ok(Sinks { stop, tasks })
 }
@@ -189,14 +212,73 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// One sink's loop: read after the cursor, deliver, acknowledge, repeat.
+/// One sink's loop (`deliver`), then its lease given up.
 async fn run(
     store: AuditStore,
     sink: SinkConfig,
+    transport: Transport,
+    owner: String,
+    stop: watch::Receiver<bool>,
+) {
+    let cursors = Cursors::new(&store);
+    let name = sink.name.clone();
+    deliver(store, sink, transport, &owner, stop).await;
+    let _ = blocking(move || cursors.release(&name, &owner)).await;
+}
+
+/// Whether this gateway holds the sink's lease, renewing it when a third of it has passed:
+/// Some(true) when it does and just took it over (the cursor must be read again: another
+/// gateway may have moved it), Some(false) when it held it already, None when another gateway
+/// holds it (or the database did not answer).
+async fn hold_lease(
+    cursors: &Cursors,
+    name: &str,
+    owner: &str,
+    held_until: &mut Option<Instant>,
+) -> Option<bool> {
+    if held_until.is_some_and(|t| t.saturating_duration_since(Instant::now()) > LEASE * 2 / 3) {
+        return Some(false);
+    }
+    let (c, n, o) = (cursors.clone(), name.to_string(), owner.to_string());
+    let asked = Instant::now();
+    let now = now_us();
+    let granted = blocking(move || c.lease(&n, &o, now, now + LEASE.as_micros() as i64)).await;
+    match granted {
+        Ok(true) => {
+            let new = held_until.is_none();
+            *held_until = Some(asked + LEASE);
+            if new {
+                tracing::info!(sink = %name, "this gateway delivers the sink");
+            }
+            Some(new)
+        }
+        Ok(false) => {
+            if held_until.take().is_some() {
+                tracing::warn!(sink = %name, "another gateway took the sink over");
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(sink = %name, "cannot renew the sink's lease: {e}");
+            // Held only for as long as it was granted.
+            if held_until.is_some_and(|t| t <= Instant::now()) {
+                *held_until = None;
+            }
+            held_until.map(|_| false)
+        }
+    }
+}
+
+/// One sink's deliveries: read after the cursor, deliver, acknowledge, repeat, while this
+/// gateway holds the sink's lease.
+async fn deliver(
+    store: AuditStore,
+    sink: SinkConfig,
     mut transport: Transport,
+    owner: &str,
     mut stop: watch::Receiver<bool>,
 ) {
-    let cursors = Cursors::new(store.path());
+    let cursors = Cursors::new(&store);
     let name = sink.name.clone();
     let mut backoff = Backoff::new();
     let fail = |message: String| {
@@ -207,24 +289,41 @@ async fn run(
             let _ = blocking(move || cursors.failed(&name, &message, now_us())).await;
         }
     };
-    let mut cursor = loop {
+    let load = || async {
         let (c, n) = (cursors.clone(), name.clone());
-        match blocking(move || c.load(&n)).await {
-            Ok(seq) => break seq,
-            Err(e) => {
-                fail(format!("cannot read the sink's cursor: {e}")).await;
-                if pause(&mut stop, backoff.next()).await {
-                    return;
-                }
-            }
-        }
+        blocking(move || c.load(&n)).await
     };
-    tracing::info!(sink = %name, cursor, "sink started");
+    let mut held_until: Option<Instant> = None;
+    let mut cursor = 0;
+    tracing::info!(sink = %name, "sink started");
     // When the oldest record of a partial batch was first seen (for `max_wait`).
     let mut waiting_since: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
+        }
+        match hold_lease(&cursors, &name, owner, &mut held_until).await {
+            None => {
+                if pause(&mut stop, LEASE_POLL).await {
+                    return;
+                }
+                continue;
+            }
+            Some(true) => match load().await {
+                Ok(seq) => {
+                    cursor = seq;
+                    tracing::info!(sink = %name, cursor, "delivering from the sink's cursor");
+                }
+                Err(e) => {
+                    held_until = None;
+                    fail(format!("cannot read the sink's cursor: {e}")).await;
+                    if pause(&mut stop, backoff.next()).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            Some(false) => {}
         }
         let (s, filter, limit) = (store.clone(), sink.filter.clone(), sink.batch_size);
         let batch = match blocking(move || s.records_after(cursor, &filter, limit)).await {
@@ -271,16 +370,27 @@ async fn run(
             }
         }
         waiting_since = None;
-        loop {
+        let mut delivered = false;
+        while !delivered {
             match transport.deliver(&records).await {
-                Ok(()) => break,
+                Ok(()) => delivered = true,
                 Err(e) => {
                     fail(format!("delivery failed: {e}")).await;
                     if pause(&mut stop, backoff.next()).await {
                         return;
                     }
+                    // Retries go on only while this gateway still holds the sink.
+                    if hold_lease(&cursors, &name, owner, &mut held_until)
+                        .await
+                        .is_none()
+                    {
+                        break;
+                    }
                 }
             }
+        }
+        if !delivered {
+            continue;
         }
         backoff.reset();
         let n = records.len() as i64;

@@ -45,7 +45,8 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
         None => local_store()?,
     };
     let pinned = pinned_key(args.public_key.as_deref())?;
-    verify_store(&store, pinned.as_deref(), args.json)
+    let pinned: Vec<&[u8]> = pinned.as_deref().into_iter().collect();
+    verify_store(&store, &pinned, args.json)
 }
 
 /// Parses `--public-key` (64 hex digits).
@@ -63,14 +64,14 @@ pub fn pinned_key(hex_key: Option<&str>) -> Result<Option<Vec<u8>>> {
 }
 
 /// Verifies `store` and prints the report; 0 when intact, 1 when tampered.
-pub fn verify_store(store: &AuditStore, pinned: Option<&[u8]>, json: bool) -> Result<i32> {
+pub fn verify_store(store: &AuditStore, pinned: &[&[u8]], json: bool) -> Result<i32> {
     let report = store
         .verify(pinned)
-        .with_context(|| format!("could not verify {}", store.path().display()))?;
+        .with_context(|| format!("could not verify {}", store.location()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&store.path().display().to_string(), &report);
+        print_report(&store.location(), &report);
     }
     Ok(if report.ok() { 0 } else { 1 })
 }

@@ -6,7 +6,6 @@ use clap::Subcommand;
 
 use super::ConfigArg;
 use crate::audit::model::{format_time_us, now_us};
-use crate::audit::AuditStore;
 use crate::gateway::config::GatewayConfig;
 use crate::sinks::cursor::{CursorRow, Cursors};
 use crate::sinks::format::{is_open_stream, record_time_us};
@@ -55,13 +54,15 @@ struct SinkStatus {
     last_error_at: Option<String>,
     /// The last attempt failed: no success since the last error.
     failing: bool,
+    /// The gateway delivering it now (its lease is current), when one is.
+    delivered_by: Option<String>,
 }
 
 pub fn run(command: SinksCommand) -> Result<i32> {
     let SinksCommand::Status { config, output } = command;
     let cfg = GatewayConfig::load(&config.config)?;
-    let store = AuditStore::open(&cfg.audit_path())?;
-    let rows = Cursors::new(store.path()).all()?;
+    let store = cfg.open_audit_store()?;
+    let rows = Cursors::new(&store).all()?;
     let mut statuses = Vec::new();
     for sink in &cfg.sinks {
         let row = rows
@@ -75,6 +76,8 @@ pub fn run(command: SinksCommand) -> Result<i32> {
                 last_success_us: None,
                 last_error: None,
                 last_error_us: None,
+                lease_owner: None,
+                lease_until_us: None,
             });
         let pending = store.records_after(row.seq, &sink.filter, LAG_COUNT_MAX + 1)?;
         let waiting: Vec<_> = pending
@@ -107,6 +110,10 @@ pub fn run(command: SinksCommand) -> Result<i32> {
             last_error: row.last_error.clone(),
             last_error_at: row.last_error_us.map(format_time_us),
             failing,
+            delivered_by: row
+                .lease_owner
+                .clone()
+                .filter(|_| row.lease_until_us.is_some_and(|u| u > now_us())),
         });
     }
     match output {
@@ -132,6 +139,7 @@ pub fn run(command: SinksCommand) -> Result<i32> {
                 "DELIVERED",
                 "LAST SUCCESS",
                 "LAST ERROR",
+                "DELIVERED BY",
             ]);
             for s in &statuses {
                 table.add_row(vec![
@@ -152,6 +160,7 @@ pub fn run(command: SinksCommand) -> Result<i32> {
                         (Some(_), Some(at)) => format!("{at} (recovered)"),
                         _ => "-".into(),
                     },
+                    s.delivered_by.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
             println!("{table}");
