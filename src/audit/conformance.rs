@@ -97,6 +97,7 @@ both!(
     a_batch_sent_to_two_gateways_at_once_is_stored_once,
     one_gateway_at_a_time_delivers_a_sink,
     rollups_count_every_call_once,
+    two_gateways_reconciling_at_once_recover_each_call_once,
 );
 
 fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
@@ -605,4 +606,44 @@ fn rollups_count_every_call_once(o: Opened) {
         assert_eq!(s.slowest[0].call.duration_us, 40_000);
     }
     assert_eq!(before.total.p50_us, after.total.p50_us);
+}
+
+fn two_gateways_reconciling_at_once_recover_each_call_once(o: Opened) {
+    use super::ingest::Ingestor;
+    use super::reconcile::{reconcile, recovered_id};
+    // Clients' records of calls whose gateway records were lost.
+    let old = now_us() - 60_000_000;
+    let lost: Vec<ApiCall> = (0..30)
+        .map(|_| {
+            let mut c = call("alice", "web", "get", 200, None);
+            c.time_us = old;
+            c.request_id = Some(c.id);
+            c
+        })
+        .collect();
+    Ingestor::new(o.store.clone())
+        .ingest("alice", &[], &lost)
+        .unwrap();
+    let stores = [o.store.clone(), o.reopen().unwrap()];
+    let writers: Vec<_> = stores.iter().map(|s| s.start_writer(64).unwrap()).collect();
+    std::thread::scope(|s| {
+        for (store, (sink, _)) in stores.iter().zip(&writers) {
+            s.spawn(move || reconcile(store, sink, now_us()).unwrap());
+        }
+    });
+    for (sink, writer) in writers {
+        drop(sink);
+        writer.close();
+    }
+    let calls = o.store.list_calls(&Filter::default()).unwrap();
+    assert_eq!(calls.len(), lost.len(), "each lost call recovered once");
+    for c in &lost {
+        let mine: Vec<_> = calls
+            .iter()
+            .filter(|g| g.call.request_id == Some(c.id))
+            .collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].call.id, recovered_id(c.id));
+    }
+    assert!(o.store.verify(&[]).unwrap().ok());
 }

@@ -72,7 +72,7 @@ pub fn reconcile(
                 continue;
             }
             let mut call = client.clone();
-            call.id = Uuid::now_v7();
+            call.id = recovered_id(client.id);
             call.request_id = Some(client.id);
             call.note(RECOVERED);
             tracing::warn!(user = %call.user, cluster = %call.cluster, request = %client.id, "recovered a call from the client's record: the gateway's own record was lost");
@@ -102,6 +102,21 @@ pub fn reconcile(
             return Ok(recovered);
         }
     }
+}
+
+/// The id of the record recovered from client call `client`: the same whichever gateway
+/// recovers it (several gateways on one database each run this upkeep, and may look at one
+/// client call at the same moment: both then write one record, the second replacing the
+/// first). A UUIDv7 with the client call's time and bits of its hash, so it sorts with its time.
+pub fn recovered_id(client: Uuid) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest([b"ztk-recovered-v1\0".as_slice(), client.as_bytes()].concat());
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&client.as_bytes()[..6]);
+    bytes[6..].copy_from_slice(&hash[..10]);
+    bytes[6] = 0x70 | (bytes[6] & 0x0f);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    Uuid::from_bytes(bytes)
 }
 
 /// `now - grace`: the client calls a round looks at.
@@ -197,6 +212,17 @@ mod tests {
             (Some(lost), 200, 1234, "alice")
         );
         assert_ne!(r.id, lost);
+        assert_eq!(
+            r.id,
+            recovered_id(lost),
+            "the same id whichever gateway recovers it"
+        );
+        assert_eq!(r.id.get_version_num(), 7);
+        assert_eq!(
+            r.id.as_bytes()[..6],
+            lost.as_bytes()[..6],
+            "sorted with its time"
+        );
         // Looked at once: a second round finds nothing; the recent one waits for its grace.
         assert_eq!(reconcile(&store, &sink, now - 30_000_000).unwrap(), 0);
         let conn = store.connect(true).unwrap();

@@ -10,6 +10,7 @@ mod clusters;
 mod console;
 mod end_to_end;
 mod failures;
+mod ha;
 mod integrity;
 mod outbox;
 mod outbox_load;

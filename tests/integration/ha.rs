@@ -1,0 +1,467 @@
+//! Several gateways, one PostgreSQL: three gateways share a throwaway database behind a small
+//! TCP round-robin balancer; twenty clients run `ztk kubectl` through it while one gateway is
+//! `kill -9`ed and restarted. Afterwards every call is in the audit exactly once, every command
+//! has its calls, the chain verifies (checkpoints of all three keys), the file sink holds every
+//! record, and no client saw an error but the commands in flight on the killed gateway.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::{machine_alone, ztk_bin, SandboxProcess, PASSWORD};
+use ztk::audit::{AuditStore, Filter};
+
+const GATEWAYS: usize = 3;
+const CLIENTS: usize = 20;
+/// Commands per client; each lists five kinds of resource, one call each.
+const COMMANDS: usize = 20;
+const KINDS: &str = "pods,services,configmaps,secrets,serviceaccounts";
+
+/// Round robin over the backends, skipping the ones that refuse connections (a dead gateway).
+struct Balancer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Balancer {
+    fn start(backends: Vec<SocketAddr>) -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            let next = AtomicUsize::new(0);
+            for client in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let first = next.fetch_add(1, Ordering::Relaxed);
+                let backend = (0..backends.len()).find_map(|i| {
+                    let addr = backends[(first + i) % backends.len()];
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+                });
+                let Some(backend) = backend else { continue };
+                let (c2, b2) = (client.try_clone().unwrap(), backend.try_clone().unwrap());
+                std::thread::spawn(move || splice(client, backend));
+                std::thread::spawn(move || splice(b2, c2));
+            }
+        });
+        Balancer { addr, stop }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn splice(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+struct Gateway {
+    config: PathBuf,
+    data: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn start(&mut self) {
+        let mut child = Command::new(ztk_bin())
+            .args(["gateway", "serve", "--config"])
+            .arg(&self.config)
+            .env_remove("ZTK_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
+            if line.starts_with("ztk gateway: listening on ") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ztk(client: &Path) -> Command {
+    let mut c = Command::new(ztk_bin());
+    c.env("ZTK_CONFIG_DIR", client.join("config"))
+        .env("ZTK_DATA_DIR", client.join("data"))
+        .env("ZTK_TOKEN_STORE", "file")
+        .env("HOME", client.join("home"))
+        .env("KUBECACHEDIR", client.join("home/kube-cache"))
+        .env_remove("ZTK_GATEWAY")
+        .env_remove("ZTK_KUBECTL")
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run_ok(mut c: Command, stdin: Option<&str>) -> String {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
+    let _alone = machine_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
+    let database = ztk::db::testing::database();
+
+    let mut gateways: Vec<Gateway> = (0..GATEWAYS)
+        .map(|i| {
+            let port = free_port();
+            let config = root.join(format!("gw{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
+                     max_sessions_per_user = 0\naudit_reconcile_after = \"1s\"\n\
+                     audit_checkpoint_interval = \"1s\"\n\
+                     [[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n\
+                     [[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"{}\"\nmax_size = \"1GiB\"\n",
+                    sandbox.kubeconfig.display(),
+                    root.join(format!("sink{i}.jsonl")).display()
+                ),
+            )
+            .unwrap();
+            Gateway {
+                config,
+                data: root.join(format!("gw{i}")),
+                port,
+                child: None,
+            }
+        })
+        .collect();
+    // Users and bindings are in the shared database: made once, through any gateway's config.
+    let mut add = Command::new(ztk_bin());
+    add.args([
+        "gateway",
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--config",
+    ])
+    .arg(&gateways[0].config);
+    run_ok(add, Some(&format!("{PASSWORD}\n")));
+    let mut bind = Command::new(ztk_bin());
+    bind.args([
+        "gateway", "role", "bind", "edit", "--user", "alice", "--config",
+    ])
+    .arg(&gateways[0].config);
+    run_ok(bind, None);
+    // One TLS identity for all three (as behind a real load balancer): made by the first.
+    gateways[0].start();
+    for g in &gateways[1..] {
+        std::fs::create_dir_all(&g.data).unwrap();
+        for file in ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"] {
+            std::fs::copy(gateways[0].data.join(file), g.data.join(file)).unwrap();
+        }
+    }
+    for g in &mut gateways[1..] {
+        g.start();
+    }
+    let balancer = Balancer::start(
+        gateways
+            .iter()
+            .map(|g| SocketAddr::from(([127, 0, 0, 1], g.port)))
+            .collect(),
+    );
+    let url = format!("https://{}", balancer.addr);
+    let ca = gateways[0].data.join("ca.pem");
+
+    let clients: Vec<PathBuf> = (0..CLIENTS)
+        .map(|i| root.join(format!("client{i}")))
+        .collect();
+    std::thread::scope(|s| {
+        for client in &clients {
+            let (url, ca) = (&url, &ca);
+            s.spawn(move || {
+                let mut login = ztk(client);
+                login
+                    .args(["login", "--gateway", url, "--ca-file"])
+                    .arg(ca)
+                    .args(["--user", "alice", "--password-stdin"]);
+                run_ok(login, Some(&format!("{PASSWORD}\n")));
+            });
+        }
+    });
+
+    // The run: every client runs its commands; when a third of them are done, gateway 1 is
+    // killed, and started again two seconds later.
+    let done = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<(Instant, Instant, bool, String)>> = Mutex::new(Vec::new());
+    let killed_at: Mutex<Option<(Instant, Instant)>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for client in &clients {
+            let (done, outcomes) = (&done, &outcomes);
+            s.spawn(move || {
+                for _ in 0..COMMANDS {
+                    let started = Instant::now();
+                    let out = ztk(client)
+                        .args(["kubectl", "get", KINDS, "-n", "dev"])
+                        .output()
+                        .unwrap();
+                    outcomes.lock().unwrap().push((
+                        started,
+                        Instant::now(),
+                        out.status.success(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    ));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let total = CLIENTS * COMMANDS;
+        while done.load(Ordering::Relaxed) < total / 3 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let at = Instant::now();
+        gateways[1].kill();
+        std::thread::sleep(Duration::from_secs(2));
+        gateways[1].start();
+        *killed_at.lock().unwrap() = Some((at, Instant::now()));
+    });
+    let (kill, back) = killed_at.into_inner().unwrap().unwrap();
+    let outcomes = outcomes.into_inner().unwrap();
+    assert_eq!(outcomes.len(), CLIENTS * COMMANDS);
+    // Errors only for commands in flight when the gateway died.
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.2).collect();
+    for (started, ended, _, stderr) in &failed {
+        assert!(
+            *started <= kill && *ended >= kill,
+            "a command that did not overlap the kill failed: {stderr}"
+        );
+    }
+    assert!(failed.len() <= CLIENTS, "{} commands failed", failed.len());
+    let _ = back;
+
+    // Each client ships what it still holds; the gateways recover lost records from them.
+    std::thread::scope(|s| {
+        for client in &clients {
+            s.spawn(move || {
+                let mut push = ztk(client);
+                push.args(["audit", "push"]);
+                run_ok(push, None);
+            });
+        }
+    });
+
+    let store = AuditStore::open_postgres(
+        ztk::db::PgUrl::parse(&database, None).unwrap(),
+        &root.join("test-spill"),
+    )
+    .unwrap();
+    // Every call a client saw answered by a gateway is in the trail exactly once (recovered
+    // from the client's record if the killed gateway lost its own).
+    let mut expected_calls;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let gateway_calls = store.list_calls(&Filter::default()).unwrap();
+        let mut by_request: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
+        for c in &gateway_calls {
+            if let Some(r) = c.call.request_id {
+                *by_request.entry(r).or_default() += 1;
+            }
+        }
+        let mut missing = Vec::new();
+        let mut doubled = Vec::new();
+        expected_calls = 0;
+        for client in &clients {
+            let local = AuditStore::open(&client.join("data/audit.db")).unwrap();
+            for c in local.list_calls(&Filter::default()).unwrap() {
+                if !ztk::audit::reconcile::answered_by_gateway(&c.call) {
+                    continue;
+                }
+                expected_calls += 1;
+                match by_request.get(&c.call.id).copied().unwrap_or(0) {
+                    0 => missing.push(c.call.id),
+                    1 => {}
+                    _ => doubled.push(c.call.id),
+                }
+            }
+        }
+        assert!(doubled.is_empty(), "calls recorded twice: {doubled:?}");
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected_calls} calls missing from the trail: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        expected_calls >= CLIENTS * COMMANDS * 5 - failed.len() * 5,
+        "{expected_calls} calls"
+    );
+
+    let recovered = store
+        .list_calls(&Filter::default())
+        .unwrap()
+        .iter()
+        .filter(|c| c.call.reason.contains("recovered"))
+        .count();
+    eprintln!(
+        "ha: {} commands, {} failed while gateway 1 was killed, {expected_calls} calls answered, {recovered} recovered from clients' records",
+        outcomes.len(),
+        failed.len()
+    );
+
+    // Every command has its calls, linked.
+    for client in &clients {
+        let local = AuditStore::open(&client.join("data/audit.db")).unwrap();
+        for cmd in local.list_commands(&Filter::default()).unwrap() {
+            let stored = store.command(cmd.command.id).unwrap();
+            assert!(stored.is_some(), "command {} not shipped", cmd.command.id);
+            let filter = Filter {
+                command_id: Some(cmd.command.id),
+                ..Default::default()
+            };
+            let mine = local
+                .list_calls(&filter)
+                .unwrap()
+                .into_iter()
+                .filter(|c| ztk::audit::reconcile::answered_by_gateway(&c.call))
+                .count();
+            assert_eq!(
+                store.count_calls(&filter).unwrap() as usize,
+                mine,
+                "command {} has {mine} calls on its client",
+                cmd.command.id
+            );
+        }
+    }
+
+    // One chain, checkpoints of the three gateways' keys: verify with all three pinned.
+    let keys: Vec<String> = gateways
+        .iter()
+        .map(|g| {
+            let key =
+                ztk::audit::chain::SigningKey::load_or_create(&g.data.join("audit-signing-key.p8"))
+                    .unwrap();
+            format!("\"{}\"", hex::encode(key.public_key()))
+        })
+        .collect();
+    let text = std::fs::read_to_string(&gateways[0].config).unwrap();
+    std::fs::write(
+        &gateways[0].config,
+        text.replacen(
+            "max_sessions_per_user = 0",
+            &format!(
+                "max_sessions_per_user = 0\naudit_checkpoint_keys = [{}]",
+                keys[1..].join(", ")
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut verify = Command::new(ztk_bin());
+    verify
+        .args(["gateway", "audit", "verify", "--json", "--config"])
+        .arg(&gateways[0].config);
+    let report: serde_json::Value = serde_json::from_str(&run_ok(verify, None)).unwrap();
+    assert_eq!(report["problem_count"], 0, "{report:#}");
+    assert!(
+        report["valid_checkpoints"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
+
+    // The sink: delivered by one gateway at a time, and by another after the kill; together
+    // the files hold every record (repeats only across the takeover).
+    let calls: Vec<String> = store
+        .list_calls(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.call.reason != "stream open")
+        .map(|c| c.call.id.to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..GATEWAYS {
+            if let Ok(text) = std::fs::read_to_string(root.join(format!("sink{i}.jsonl"))) {
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    if let Some(id) = v["id"].as_str() {
+                        seen.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        let missing = calls.iter().filter(|id| !seen.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} calls never reached the sink",
+            calls.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(balancer);
+    drop(sandbox);
+}
