@@ -853,14 +853,19 @@ pub fn roll_up_client_calls<'a>(
 
 /// Rolls up the clients' calls stored before rollups existed (once, when the store migrates).
 pub fn adopt_client_calls(tx: &rusqlite::Connection) -> Result<(), DbError> {
-    let mut db = Db::Sqlite(tx);
+    roll_up_stored_client_calls(&mut Db::Sqlite(tx))
+}
+
+/// Rolls up every client call the store holds (a store that has none rolled up yet: a new
+/// store's migration, or a copy into PostgreSQL whose rollups are made anew).
+pub fn roll_up_stored_client_calls(db: &mut Db) -> Result<(), DbError> {
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     db.query_each(
         &format!("SELECT {ROLLED_COLUMNS} FROM client_calls"),
         &[],
         &mut |row| add_row(&mut cells, row, 0),
     )?;
-    write_cells(&mut db, 1, cells)
+    write_cells(db, 1, cells)
 }
 
 /// The columns `add_row` reads, in its order.

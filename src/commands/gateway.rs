@@ -1,6 +1,7 @@
 //! `ztk gateway`: run the gateway and manage its users, sessions, roles and bindings.
 
 mod clusters;
+mod migrate;
 mod sinks;
 
 use std::io::Read;
@@ -45,6 +46,9 @@ enum GatewayCommand {
     Sinks(sinks::SinksCommand),
     /// Read the gateway's own audit log (run on the gateway host); `verify` checks its chain.
     Audit(AuditArgs),
+    /// Copy this gateway's SQLite data (users, sessions, bindings, the audit trail with its
+    /// chain) into PostgreSQL, for several gateways to share; safe to run again.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -348,6 +352,7 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         GatewayCommand::Sinks(command) => sinks::run(command),
+        GatewayCommand::Migrate(args) => migrate::run(args),
         GatewayCommand::Clusters(command) => clusters::run(command),
         GatewayCommand::Audit(AuditArgs {
             command: Some(AuditCommand::Verify { json, config }),

@@ -12,6 +12,7 @@
 //! classes SQLite has, which PostgreSQL's `bigint`, `double precision`, `text` and `bytea`
 //! columns map onto one to one: what the chain hashes is the same on both (`audit::chain`).
 
+pub mod copy;
 pub mod postgres;
 mod sqlite;
 #[doc(hidden)]

@@ -47,6 +47,7 @@ pub struct PgUrl {
     config: Config,
     tls: Tls,
     shown: String,
+    own_password: bool,
 }
 
 impl std::fmt::Display for PgUrl {
@@ -138,7 +139,8 @@ impl PgUrl {
             shown.push('/');
             shown.push_str(db);
         }
-        if config.get_password().is_none() {
+        let own_password = config.get_password().is_some();
+        if !own_password {
             let password = match password_file {
                 Some(file) => Some(read_password_file(file)?),
                 None => pgpass(&config)?,
@@ -147,7 +149,17 @@ impl PgUrl {
                 config.password(password);
             }
         }
-        Ok(PgUrl { config, tls, shown })
+        Ok(PgUrl {
+            config,
+            tls,
+            shown,
+            own_password,
+        })
+    }
+
+    /// Whether the URL itself held a password (not one from a file).
+    pub fn has_own_password(&self) -> bool {
+        self.own_password
     }
 
     /// A connection to the database.

@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod commits;
 pub mod config;
 pub mod ingest;
+pub mod migrate;
 pub mod owners;
 pub mod rbac;
 pub mod throttle;
