@@ -2,7 +2,8 @@
 //! client store's outbox beforehand) stored by `Ingestor::ingest` one after the other, as the
 //! gateway stores them, without the network, the decoding or the client beside it on the same
 //! cores. `cargo bench --bench ingest [-- N]` prints records per second (N calls, default
-//! 200,000, plus one command per ten calls).
+//! 200,000, plus one command per ten calls), into SQLite and into PostgreSQL (a throwaway
+//! server on loopback, `db::testing`), side by side in each round.
 
 use std::time::Instant;
 
@@ -31,21 +32,29 @@ fn main() {
     }
     let records: usize = batches.iter().map(|b| b.len()).sum();
     for round in 1..=3 {
-        let store = AuditStore::open(&dir.path().join(format!("gateway{round}.db")))
+        for backend in ["sqlite", "postgresql"] {
+            let store = match backend {
+                "sqlite" => AuditStore::open(&dir.path().join(format!("gateway{round}.db"))),
+                _ => AuditStore::open_postgres(
+                    ztk::db::PgUrl::parse(&ztk::db::testing::database(), None).expect("a URL"),
+                    &dir.path().join("spill"),
+                ),
+            }
             .expect("the gateway store");
-        let ingestor = Ingestor::new(store);
-        let start = Instant::now();
-        for batch in &batches {
-            ingestor
-                .ingest("alice", &batch.commands, &batch.calls)
-                .expect("stored");
+            let ingestor = Ingestor::new(store);
+            let start = Instant::now();
+            for batch in &batches {
+                ingestor
+                    .ingest("alice", &batch.commands, &batch.calls)
+                    .expect("stored");
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "round {round} {backend:<10}: {records} records ({n} calls) in {secs:.2}s: {:.0} records/s, {:.0} calls/s, {:.2} µs per record",
+                records as f64 / secs,
+                n as f64 / secs,
+                secs * 1e6 / records as f64
+            );
         }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "round {round}: {records} records ({n} calls) in {secs:.2}s: {:.0} records/s, {:.0} calls/s, {:.2} µs per record",
-            records as f64 / secs,
-            n as f64 / secs,
-            secs * 1e6 / records as f64
-        );
     }
 }

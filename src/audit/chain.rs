@@ -73,6 +73,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind's name, as a bindable value.
+    fn name(&self) -> &&'static str {
+        match self {
+            Kind::Call => &"call",
+            Kind::Command => &"command",
+            Kind::Prune => &"prune",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Call => "call",
@@ -265,7 +274,12 @@ pub fn append(
 #[derive(Default)]
 pub struct Appender {
     prev: Option<Hash>,
+    /// Entries made by `defer`, written by `flush`.
+    deferred: Vec<(i64, Kind, String, Hash, Hash, Hash)>,
 }
+
+/// Deferred entries per insert statement.
+const ENTRIES_PER_STATEMENT: usize = 256;
 
 impl Appender {
     pub fn append(
@@ -287,6 +301,51 @@ impl Appender {
         )?;
         self.prev = Some(hash);
         Ok(hash)
+    }
+
+    /// `append`, with the entry written by `flush` (many in one statement: one round trip to
+    /// PostgreSQL instead of one per record). Call `flush` before the transaction commits.
+    pub fn defer(
+        &mut self,
+        db: &mut Db,
+        seq: i64,
+        kind: Kind,
+        record_id: &str,
+        content: &Hash,
+    ) -> Result<Hash, DbError> {
+        let prev = match self.prev {
+            Some(prev) => prev,
+            None => head(db)?.map(|(_, h)| h).unwrap_or(GENESIS),
+        };
+        let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
+        self.deferred
+            .push((seq, kind, record_id.to_string(), *content, prev, hash));
+        self.prev = Some(hash);
+        Ok(hash)
+    }
+
+    /// Writes the entries `defer` made.
+    pub fn flush(&mut self, db: &mut Db) -> Result<(), DbError> {
+        for chunk in self.deferred.chunks(ENTRIES_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut params: Vec<&dyn Param> = Vec::with_capacity(chunk.len() * 6);
+            for (seq, kind, id, content, prev, hash) in chunk {
+                params.extend([
+                    seq as &dyn Param,
+                    kind.name() as &dyn Param,
+                    id as &dyn Param,
+                    content as &dyn Param,
+                    prev as &dyn Param,
+                    hash as &dyn Param,
+                ]);
+            }
+            db.execute(&sql, &params)?;
+        }
+        self.deferred.clear();
+        Ok(())
     }
 }
 

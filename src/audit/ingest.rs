@@ -196,18 +196,85 @@ static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
-/// A client's call: inserted, or a placeholder (an open stream, a call in progress) replaced by
-/// a later record of the same user.
-const UPSERT_CLIENT_CALL: &str = "INSERT INTO client_calls (id, time_us, \"user\", cluster, namespace, resource, subresource, name, \
+/// The columns of a client's call, in the order `call_values` binds them.
+const CLIENT_CALL_COLUMNS: &str = "id, time_us, \"user\", cluster, namespace, resource, subresource, name, \
      api_group, api_version, verb, method, path, query, status, duration_us, bytes_in, bytes_out, \
      user_agent, source_ip, kubectl_command, kubectl_session, command_id, request_id, access_method, \
-     decision, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
-     ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
-     bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
-     reason = excluded.reason \
-     WHERE client_calls.user = excluded.user AND ( \
-     (client_calls.reason = ?29 AND excluded.reason != ?29) OR \
-     (client_calls.reason = ?28 AND excluded.reason NOT IN (?28, ?29)))";
+     decision, reason";
+const CLIENT_CALL_WIDTH: usize = 27;
+
+/// Client calls per statement: one multi-row insert (a round trip to PostgreSQL) for many.
+const CALLS_PER_STATEMENT: usize = 256;
+
+/// Clients' calls: inserted, or a placeholder (an open stream, a call in progress) replaced by
+/// a later record of the same user; returns the ids of the rows written (none for a record
+/// already there, or another user's).
+fn upsert_client_calls_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; CLIENT_CALL_WIDTH].join(","));
+    let (open, progress) = (rows * CLIENT_CALL_WIDTH + 1, rows * CLIENT_CALL_WIDTH + 2);
+    format!(
+        "INSERT INTO client_calls ({CLIENT_CALL_COLUMNS}) VALUES {} \
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
+         bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
+         reason = excluded.reason \
+         WHERE client_calls.user = excluded.user AND ( \
+         (client_calls.reason = ?{progress} AND excluded.reason != ?{progress}) OR \
+         (client_calls.reason = ?{open} AND excluded.reason NOT IN (?{open}, ?{progress}))) \
+         RETURNING id",
+        vec![one.as_str(); rows].join(",")
+    )
+}
+
+/// Stores `calls` (ids distinct) in one statement; the ids of those written.
+fn upsert_client_calls(
+    tx: &mut Db,
+    calls: &[&ApiCall],
+) -> Result<std::collections::HashSet<String>, DbError> {
+    use crate::db::Value;
+    let mut values: Vec<Value> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH + 2);
+    let text = |s: &str| Value::Text(s.to_string());
+    for c in calls {
+        values.extend([
+            Value::Text(c.id.to_string()),
+            Value::Integer(c.time_us),
+            text(&c.user),
+            text(&c.cluster),
+            text(&c.namespace),
+            text(&c.resource),
+            text(&c.subresource),
+            text(&c.name),
+            text(&c.api_group),
+            text(&c.api_version),
+            text(&c.verb),
+            text(&c.method),
+            text(&c.path),
+            text(&c.query),
+            Value::Integer(i64::from(c.status)),
+            Value::Integer(c.duration_us),
+            Value::Integer(c.bytes_in as i64),
+            Value::Integer(c.bytes_out as i64),
+            text(&c.user_agent),
+            text(&c.source_ip),
+            text(&c.kubectl_command),
+            text(&c.kubectl_session),
+            c.command_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
+            c.request_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
+            text(c.access_method.as_str()),
+            text(&c.decision),
+            text(&c.reason),
+        ]);
+    }
+    values.push(text(STREAM_OPEN));
+    values.push(text(IN_PROGRESS));
+    let params: Vec<&dyn crate::db::Param> =
+        values.iter().map(|v| v as &dyn crate::db::Param).collect();
+    let mut written = std::collections::HashSet::with_capacity(calls.len());
+    tx.query_each(&upsert_client_calls_sql(calls.len()), &params, &mut |r| {
+        written.insert(r.text(0)?);
+        Ok(())
+    })?;
+    Ok(written)
+}
 
 /// One batch, inside the transaction `tx`.
 fn write(
@@ -251,68 +318,51 @@ fn write(
     if calls.is_empty() {
         return Ok(done);
     }
-    let mut id_buf = Uuid::encode_buffer();
-    let mut cmd_buf = Uuid::encode_buffer();
-    let mut req_buf = Uuid::encode_buffer();
     // The calls this batch stored (not those it left alone): rolled up below, once each.
     let mut stored = Vec::new();
-    for c in calls {
-        let id = c.id.hyphenated().encode_lower(&mut id_buf);
-        let command_id = c
-            .command_id
-            .map(|u| &*u.hyphenated().encode_lower(&mut cmd_buf));
-        let request_id = c
-            .request_id
-            .map(|u| &*u.hyphenated().encode_lower(&mut req_buf));
-        let changed = tx.execute(
-            UPSERT_CLIENT_CALL,
-            args![
-                &*id,
-                c.time_us,
-                c.user,
-                c.cluster,
-                c.namespace,
-                c.resource,
-                c.subresource,
-                c.name,
-                c.api_group,
-                c.api_version,
-                c.verb,
-                c.method,
-                c.path,
-                c.query,
-                c.status,
-                c.duration_us,
-                c.bytes_in as i64,
-                c.bytes_out as i64,
-                c.user_agent,
-                c.source_ip,
-                c.kubectl_command,
-                c.kubectl_session,
-                command_id,
-                request_id,
-                c.access_method.as_str(),
-                c.decision,
-                c.reason,
-                STREAM_OPEN,
-                IN_PROGRESS,
-            ],
-        )?;
-        if changed > 0 {
-            done.calls += 1;
-            stored.push(c);
-            continue;
+    let mut chunk: Vec<&ApiCall> = Vec::with_capacity(CALLS_PER_STATEMENT);
+    let mut ids = std::collections::HashSet::new();
+    let mut rest = calls.iter().peekable();
+    while rest.peek().is_some() {
+        // One statement may not write a row twice: a repeated id starts the next one.
+        chunk.clear();
+        ids.clear();
+        while let Some(c) = rest.peek() {
+            if chunk.len() == CALLS_PER_STATEMENT || !ids.insert(c.id) {
+                break;
+            }
+            chunk.push(c);
+            rest.next();
         }
-        let owner: Option<String> = tx.query_row(
-            "SELECT \"user\" FROM client_calls WHERE id = ?",
-            args![c.id.to_string()],
-            |r| r.get(0),
-        )?;
-        if owner.is_some_and(|o| o != user) {
-            return Err(IngestError::Foreign {
-                kind: "call",
-                id: c.id,
-            });
+        let written = upsert_client_calls(tx, &chunk)?;
+        let mut left: Vec<String> = Vec::new();
+        for c in &chunk {
+            let id = c.id.to_string();
+            if written.contains(&id) {
+                done.calls += 1;
+                stored.push(*c);
+            } else {
+                left.push(id);
+            }
+        }
+        // Left alone: already stored, or another user's (which refuses the whole batch).
+        if !left.is_empty() {
+            let marks = vec!["?"; left.len()].join(",");
+            let params: Vec<&dyn crate::db::Param> =
+                left.iter().map(|v| v as &dyn crate::db::Param).collect();
+            let foreign = tx.query_row(
+                &format!(
+                    "SELECT id FROM client_calls WHERE id IN ({marks}) AND \"user\" <> ? LIMIT 1"
+                ),
+                &[params.as_slice(), &[&user as &dyn crate::db::Param]].concat(),
+                |r| r.text(0),
+            )?;
+            if let Some(id) = foreign {
+                return Err(IngestError::Foreign {
+                    kind: "call",
+                    id: Uuid::parse_str(&id).unwrap_or_default(),
+                });
+            }
         }
     }
     super::stats::roll_up_client_calls(tx, stored)?;

@@ -1684,19 +1684,37 @@ fn write_records(tx: &mut Db, batch: &[WriteOp]) -> Result<(), DbError> {
     let first = lock_sequence(tx)?;
     let mut seq = first;
     let mut journal = chain::Appender::default();
+    // PostgreSQL: consecutive calls in multi-row statements (a round trip each, not one per
+    // record); SQLite takes them one by one from its prepared statement as fast.
+    let together = tx.dialect() == Dialect::Postgres;
+    let mut calls: Vec<(i64, &ApiCall)> = Vec::new();
     for op in batch {
         match op {
             WriteOp::Call(call) => {
                 seq += 1;
-                insert_call(tx, &mut journal, seq, call)?;
+                if !together {
+                    insert_call(tx, &mut journal, seq, call)?;
+                    continue;
+                }
+                // One statement may not write a row twice: a repeated id starts the next.
+                if calls.len() == CALLS_PER_STATEMENT || calls.iter().any(|(_, c)| c.id == call.id)
+                {
+                    insert_calls(tx, &mut journal, &calls)?;
+                    calls.clear();
+                }
+                calls.push((seq, call));
             }
             WriteOp::Command(cmd) => {
+                insert_calls(tx, &mut journal, &calls)?;
+                calls.clear();
                 seq += 1;
                 upsert_command(tx, &mut journal, seq, cmd)?;
             }
             WriteOp::Flush(_) | WriteOp::Commit(_) => {}
         }
     }
+    insert_calls(tx, &mut journal, &calls)?;
+    journal.flush(tx)?;
     if seq != first {
         tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
@@ -1831,6 +1849,83 @@ fn insert_call(
     }
     journal.append(db, seq, Kind::Call, &id, &content)?;
     Ok(())
+}
+
+/// Calls per multi-row statement (PostgreSQL takes at most 65,535 parameters in one).
+const CALLS_PER_STATEMENT: usize = 256;
+
+/// Writes `calls` (ids distinct, each under its `seq`) in one statement, replacing calls
+/// already stored, and journals them (`Appender::defer`).
+fn insert_calls(
+    db: &mut Db,
+    journal: &mut chain::Appender,
+    calls: &[(i64, &ApiCall)],
+) -> Result<(), DbError> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let mut values: Vec<Value> = Vec::with_capacity(calls.len() * 28);
+    for (seq, c) in calls {
+        let start = values.len();
+        values.extend(call_values(c, *seq));
+        let row: Vec<&dyn Param> = values[start..start + 27]
+            .iter()
+            .map(|v| v as &dyn Param)
+            .collect();
+        let content = chain::values_hash(Kind::Call, &row)?;
+        journal.defer(db, *seq, Kind::Call, &c.id.to_string(), &content)?;
+    }
+    let one = format!("({})", vec!["?"; 28].join(","));
+    let set = CALL_INSERT_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO api_calls ({CALL_INSERT_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {set}",
+        vec![one.as_str(); calls.len()].join(",")
+    );
+    let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+    db.execute(&sql, &params)?;
+    Ok(())
+}
+
+/// A call's columns in the order of `CALL_INSERT_COLUMNS` (that of `chain::CALL_FIELDS`, then
+/// `seq`), as `insert_call` binds them.
+fn call_values(c: &ApiCall, seq: i64) -> [Value; 28] {
+    let text = |s: &str| Value::Text(s.to_string());
+    [
+        Value::Text(c.id.to_string()),
+        Value::Integer(c.time_us),
+        text(&c.user),
+        text(&c.cluster),
+        text(&c.namespace),
+        text(&c.resource),
+        text(&c.subresource),
+        text(&c.name),
+        text(&c.api_group),
+        text(&c.api_version),
+        text(&c.verb),
+        text(&c.method),
+        text(&c.path),
+        text(&c.query),
+        Value::Integer(i64::from(c.status)),
+        Value::Integer(c.duration_us),
+        Value::Integer(c.bytes_in as i64),
+        Value::Integer(c.bytes_out as i64),
+        text(&c.user_agent),
+        text(&c.source_ip),
+        text(&c.kubectl_command),
+        text(&c.kubectl_session),
+        c.command_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
+        c.request_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
+        text(c.access_method.as_str()),
+        text(&c.decision),
+        text(&c.reason),
+        Value::Integer(seq),
+    ]
 }
 
 fn upsert_command(

@@ -188,6 +188,11 @@ impl Param for [u8] {
         ValueRef::Blob(self)
     }
 }
+impl<const N: usize> Param for [u8; N] {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self)
+    }
+}
 impl Param for Vec<u8> {
     fn value(&self) -> ValueRef<'_> {
         ValueRef::Blob(self)
