@@ -98,6 +98,7 @@ both!(
     one_gateway_at_a_time_delivers_a_sink,
     rollups_count_every_call_once,
     two_gateways_reconciling_at_once_recover_each_call_once,
+    a_sign_in_begun_on_one_gateway_finishes_on_another,
 );
 
 fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
@@ -646,4 +647,33 @@ fn two_gateways_reconciling_at_once_recover_each_call_once(o: Opened) {
         assert_eq!(mine[0].call.id, recovered_id(c.id));
     }
     assert!(o.store.verify(&[]).unwrap().ok());
+}
+
+fn a_sign_in_begun_on_one_gateway_finishes_on_another(o: Opened) {
+    use crate::gateway::users::PendingSignIn;
+    let a = o.users();
+    let b = o.users();
+    let now = now_us();
+    let p = PendingSignIn {
+        nonce: "n".into(),
+        verifier: "v".into(),
+        redirect_uri: "https://gw/ztk/oidc/callback".into(),
+        next: "/audit/kubectl".into(),
+    };
+    assert!(a
+        .put_sign_in("state-1", &p, now, now + 600_000_000)
+        .unwrap());
+    assert!(a.put_sign_in("state-2", &p, now, now + 1).unwrap());
+    // Taken once, by whichever gateway the callback reaches.
+    assert_eq!(b.take_sign_in("state-1", now).unwrap(), Some(p.clone()));
+    assert_eq!(a.take_sign_in("state-1", now).unwrap(), None);
+    assert_eq!(b.take_sign_in("state-2", now + 2).unwrap(), None, "expired");
+    assert_eq!(b.take_sign_in("unknown", now).unwrap(), None);
+    // An ID token is taken once across gateways, until it expires.
+    assert!(a.take_id_token("h1", now + 1_000, now).unwrap());
+    assert!(!b.take_id_token("h1", now + 1_000, now).unwrap());
+    assert!(
+        b.take_id_token("h1", now + 5_000, now + 2_000).unwrap(),
+        "expired, forgotten"
+    );
 }

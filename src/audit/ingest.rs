@@ -230,46 +230,67 @@ fn upsert_client_calls(
     tx: &mut Db,
     calls: &[&ApiCall],
 ) -> Result<std::collections::HashSet<String>, DbError> {
-    use crate::db::Value;
-    let mut values: Vec<Value> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH + 2);
-    let text = |s: &str| Value::Text(s.to_string());
-    for c in calls {
-        values.extend([
-            Value::Text(c.id.to_string()),
-            Value::Integer(c.time_us),
-            text(&c.user),
-            text(&c.cluster),
-            text(&c.namespace),
-            text(&c.resource),
-            text(&c.subresource),
-            text(&c.name),
-            text(&c.api_group),
-            text(&c.api_version),
-            text(&c.verb),
-            text(&c.method),
-            text(&c.path),
-            text(&c.query),
-            Value::Integer(i64::from(c.status)),
-            Value::Integer(c.duration_us),
-            Value::Integer(c.bytes_in as i64),
-            Value::Integer(c.bytes_out as i64),
-            text(&c.user_agent),
-            text(&c.source_ip),
-            text(&c.kubectl_command),
-            text(&c.kubectl_session),
-            c.command_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
-            c.request_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
-            text(c.access_method.as_str()),
-            text(&c.decision),
-            text(&c.reason),
+    use crate::db::Param;
+    // What is not a field of the record as it is (ids as text, counters as i64): made here,
+    // the rest bound borrowed.
+    let owned: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.id.to_string(),
+                c.command_id.map(|u| u.to_string()),
+                c.request_id.map(|u| u.to_string()),
+                c.bytes_in as i64,
+                c.bytes_out as i64,
+                c.access_method.as_str(),
+            )
+        })
+        .collect();
+    let mut params: Vec<&dyn Param> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH + 2);
+    for (c, o) in calls.iter().zip(&owned) {
+        params.extend([
+            &o.0 as &dyn Param,
+            &c.time_us,
+            &c.user,
+            &c.cluster,
+            &c.namespace,
+            &c.resource,
+            &c.subresource,
+            &c.name,
+            &c.api_group,
+            &c.api_version,
+            &c.verb,
+            &c.method,
+            &c.path,
+            &c.query,
+            &c.status,
+            &c.duration_us,
+            &o.3,
+            &o.4,
+            &c.user_agent,
+            &c.source_ip,
+            &c.kubectl_command,
+            &c.kubectl_session,
+            &o.1,
+            &o.2,
+            &o.5,
+            &c.decision,
+            &c.reason,
         ]);
     }
-    values.push(text(STREAM_OPEN));
-    values.push(text(IN_PROGRESS));
-    let params: Vec<&dyn crate::db::Param> =
-        values.iter().map(|v| v as &dyn crate::db::Param).collect();
+    params.push(&STREAM_OPEN);
+    params.push(&IN_PROGRESS);
     let mut written = std::collections::HashSet::with_capacity(calls.len());
-    tx.query_each(&upsert_client_calls_sql(calls.len()), &params, &mut |r| {
+    static ONE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| upsert_client_calls_sql(1));
+    static FULL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| upsert_client_calls_sql(CALLS_PER_STATEMENT));
+    let sql: std::borrow::Cow<str> = match calls.len() {
+        1 => ONE.as_str().into(),
+        CALLS_PER_STATEMENT => FULL.as_str().into(),
+        n => upsert_client_calls_sql(n).into(),
+    };
+    tx.query_each(&sql, &params, &mut |r| {
         written.insert(r.text(0)?);
         Ok(())
     })?;
@@ -320,7 +341,13 @@ fn write(
     }
     // The calls this batch stored (not those it left alone): rolled up below, once each.
     let mut stored = Vec::new();
-    let mut chunk: Vec<&ApiCall> = Vec::with_capacity(CALLS_PER_STATEMENT);
+    // PostgreSQL: many calls per statement (a round trip each); SQLite takes them one by one
+    // from its prepared statement faster than it parses a statement of many.
+    let per_statement = match tx.dialect() {
+        crate::db::Dialect::Postgres => CALLS_PER_STATEMENT,
+        crate::db::Dialect::Sqlite => 1,
+    };
+    let mut chunk: Vec<&ApiCall> = Vec::with_capacity(per_statement);
     let mut ids = std::collections::HashSet::new();
     let mut rest = calls.iter().peekable();
     while rest.peek().is_some() {
@@ -328,7 +355,7 @@ fn write(
         chunk.clear();
         ids.clear();
         while let Some(c) = rest.peek() {
-            if chunk.len() == CALLS_PER_STATEMENT || !ids.insert(c.id) {
+            if chunk.len() == per_statement || !ids.insert(c.id) {
                 break;
             }
             chunk.push(c);

@@ -930,32 +930,42 @@ impl Cell {
 }
 
 fn write_cells(tx: &mut Db, source: i64, cells: HashMap<CellKey, Cell>) -> Result<(), DbError> {
-    for (k, c) in cells {
-        tx.execute(
+    let cells: Vec<(CellKey, Cell)> = cells.into_iter().collect();
+    // Many cells per statement: one round trip to PostgreSQL for a batch's cells.
+    for chunk in cells.chunks(CELLS_PER_STATEMENT) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 15);
+        for (k, c) in chunk {
+            values.extend([
+                Value::Integer(k.minute),
+                Value::Integer(source),
+                Value::Text(k.user.clone()),
+                Value::Text(k.cluster.clone()),
+                Value::Text(k.namespace.clone()),
+                Value::Text(k.resource.clone()),
+                Value::Text(k.subresource.clone()),
+                Value::Text(k.verb.clone()),
+                Value::Text(k.access_method.clone()),
+                Value::Integer(k.status),
+                Value::Integer(c.calls),
+                Value::Integer(c.sum_us),
+                Value::Integer(c.max_us),
+                Value::Text(c.max_id.clone()),
+                Value::Blob(c.hist.encode()),
+            ]);
+        }
+        let sql = format!(
             "INSERT INTO call_rollups (time_us, source, \"user\", cluster, namespace, resource, subresource, \
-             verb, access_method, status, calls, sum_us, max_us, max_id, hist) \
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            args![
-            k.minute,
-            source,
-            k.user,
-            k.cluster,
-            k.namespace,
-            k.resource,
-            k.subresource,
-            k.verb,
-            k.access_method,
-            k.status,
-            c.calls,
-            c.sum_us,
-            c.max_us,
-            c.max_id,
-            c.hist.encode(),
-        ],
-        )?;
+             verb, access_method, status, calls, sum_us, max_us, max_id, hist) VALUES {}",
+            vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
+        );
+        let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+        tx.execute(&sql, &params)?;
     }
     Ok(())
 }
+
+/// Rollup cells per insert statement.
+const CELLS_PER_STATEMENT: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -1919,8 +1919,10 @@ fn call_values(c: &ApiCall, seq: i64) -> [Value; 28] {
         text(&c.source_ip),
         text(&c.kubectl_command),
         text(&c.kubectl_session),
-        c.command_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
-        c.request_id.map_or(Value::Null, |u| Value::Text(u.to_string())),
+        c.command_id
+            .map_or(Value::Null, |u| Value::Text(u.to_string())),
+        c.request_id
+            .map_or(Value::Null, |u| Value::Text(u.to_string())),
         text(c.access_method.as_str()),
         text(&c.decision),
         text(&c.reason),

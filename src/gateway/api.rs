@@ -196,10 +196,16 @@ pub(crate) async fn password_login(
         return Err(failure);
     }
     // Throttled before the password is checked: a guess made while waiting is not even tried.
-    if let Some(wait) = gateway
-        .login_throttle
-        .wait(&name, peer.ip(), std::time::Instant::now())
-    {
+    let now = crate::audit::model::now_us();
+    let throttled = match gateway.login_throttle.wait(&name, peer.ip(), now) {
+        Ok(wait) => wait,
+        Err(err) => {
+            let failure = LoginFailure::Internal(err.to_string());
+            record_login_failure(gateway, &name, peer, user_agent, via, started, &failure);
+            return Err(failure);
+        }
+    };
+    if let Some(wait) = throttled {
         let failure = LoginFailure::Throttled(wait);
         record_login_failure(gateway, &name, peer, user_agent, via, started, &failure);
         return Err(failure);
@@ -227,7 +233,9 @@ pub(crate) async fn password_login(
     .await;
     let failure = match verified {
         Ok(Ok(Some((user, token, expires_us, open_sessions)))) => {
-            gateway.login_throttle.succeeded(&user.name);
+            if let Err(err) = gateway.login_throttle.succeeded(&user.name) {
+                tracing::warn!("could not clear {}'s failed logins: {err}", user.name);
+            }
             tracing::info!(user = %user.name, source = %peer.ip(), "login");
             return Ok(LoggedIn {
                 user,
@@ -240,9 +248,13 @@ pub(crate) async fn password_login(
             LoginFailure::TooManySessions(err.to_string())
         }
         Ok(Ok(None)) => {
-            gateway
-                .login_throttle
-                .failed(&name, peer.ip(), std::time::Instant::now());
+            if let Err(err) =
+                gateway
+                    .login_throttle
+                    .failed(&name, peer.ip(), crate::audit::model::now_us())
+            {
+                tracing::warn!("could not count a failed login: {err}");
+            }
             LoginFailure::Password
         }
         Ok(Err(err)) => LoginFailure::Internal(err.to_string()),

@@ -44,7 +44,7 @@ const POLICY_POLL: Duration = Duration::from_millis(250);
 const STREAM_CHECK: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
-    pub users: UserStore,
+    pub users: Arc<UserStore>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub audit: AuditSink,
     pub audit_store: AuditStore,
@@ -175,7 +175,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         Some(path) => Some(tls::fingerprint(&std::fs::read_to_string(path)?)?),
         None => None,
     };
-    let users = config.open_user_store()?;
+    let users = Arc::new(config.open_user_store()?);
     let policy = Policy::new(&config.roles, users.list_bindings()?);
     let audit_store = config.open_audit_store()?;
     let writer_config = crate::audit::store::WriterConfig {
@@ -203,7 +203,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         })?;
     let addr = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
-        users,
+        users: users.clone(),
         clusters,
         audit,
         ingestor: Arc::new(crate::audit::ingest::Ingestor::new(audit_store.clone())),
@@ -220,7 +220,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU64::new(0),
         command_owners,
-        login_throttle: throttle::LoginThrottle::default(),
+        login_throttle: throttle::LoginThrottle::new(users.clone()),
         ingest_quota: throttle::IngestQuota::new(
             config.limits.ingest_records_per_minute,
             config.limits.ingest_bytes_per_minute,
@@ -231,7 +231,10 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             &config.data_dir,
         )),
         sso: match &config.oidc {
-            Some(oidc) => Some(Arc::new(crate::oidc::sso::Sso::new(oidc.clone())?)),
+            Some(oidc) => Some(Arc::new(crate::oidc::sso::Sso::new(
+                oidc.clone(),
+                users.clone(),
+            )?)),
             None => None,
         },
         password_login: config.password_login,
@@ -505,7 +508,12 @@ impl Gateway {
                 last_forget = std::time::Instant::now();
                 self.command_owners
                     .forget_before(crate::audit::model::now_us() - owners::KEEP_US);
-                self.login_throttle.forget_old(std::time::Instant::now());
+                let gw = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = gw.login_throttle.forget_old(crate::audit::model::now_us()) {
+                        tracing::warn!("could not forget old failed logins: {err}");
+                    }
+                });
             }
             let seen = version;
             let result = tokio::task::spawn_blocking(move || {

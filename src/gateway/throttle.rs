@@ -1,12 +1,17 @@
 //! What one client may send: failed logins (per user name and per source address) and shipped
 //! audit records (per user), so that no one can guess passwords at full speed or fill the
-//! gateway's disk. Both answer `429 Too Many Requests` with `Retry-After`. The state is in
-//! memory: a restart forgets it, which only ever lets a client in sooner.
+//! gateway's disk. Both answer `429 Too Many Requests` with `Retry-After`. Failed logins are
+//! counted in the gateway database (`login_failures`), so that several gateways behind one
+//! address count them together; the ingest quota is in memory (a restart forgets it, which
+//! only ever lets a client in sooner).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::users::{UserError, UserStore};
+use crate::args;
 
 /// Failed logins a user name may have before each further attempt waits.
 const USER_FREE_FAILURES: u32 = 5;
@@ -18,87 +23,99 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Failures are forgotten after this long without another.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    /// No attempt is checked before this.
-    blocked_until: Instant,
+/// The wait after the `count`-th failure of a key allowed `free` ones.
+fn delay(count: u32, free: u32) -> Option<Duration> {
+    (count >= free).then(|| {
+        let doublings = (count - free).min(20);
+        FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
+    })
 }
 
-impl Failures {
-    fn fail(&mut self, now: Instant, free: u32) {
-        self.count += 1;
-        self.last = now;
-        if self.count >= free {
-            let doublings = (self.count - free).min(20);
-            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
-            self.blocked_until = now + delay;
-        }
-    }
+fn us(d: Duration) -> i64 {
+    d.as_micros() as i64
 }
 
-/// Failed logins per user name and per source address.
-#[derive(Default)]
+/// Failed logins per user name and per source address, in the gateway database.
 pub struct LoginThrottle {
-    state: Mutex<(HashMap<String, Failures>, HashMap<IpAddr, Failures>)>,
+    users: Arc<UserStore>,
 }
 
 impl LoginThrottle {
+    pub fn new(users: Arc<UserStore>) -> LoginThrottle {
+        LoginThrottle { users }
+    }
+
     /// How long `user` from `address` must wait before a password is checked (None: now).
     /// An unknown and a known user name are throttled alike, so the answer tells nothing.
-    pub fn wait(&self, user: &str, address: IpAddr, now: Instant) -> Option<Duration> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = [
-            state.0.get(user).map(|f| f.blocked_until),
-            state.1.get(&address).map(|f| f.blocked_until),
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
-        (until > now).then(|| until - now)
+    pub fn wait(
+        &self,
+        user: &str,
+        address: IpAddr,
+        now_us: i64,
+    ) -> Result<Option<Duration>, UserError> {
+        let until: Option<i64> = self.users.with_db(|db| {
+            db.query_row(
+                "SELECT MAX(blocked_until_us) FROM login_failures WHERE key IN (?, ?)",
+                args![format!("u:{user}"), format!("a:{address}")],
+                |r| r.get(0),
+            )
+            .map(Option::flatten)
+        })?;
+        Ok(until
+            .filter(|until| *until > now_us)
+            .map(|until| Duration::from_micros((until - now_us) as u64)))
     }
 
     /// Counts a failed login.
-    pub fn failed(&self, user: &str, address: IpAddr, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = Failures {
-            count: 0,
-            last: now,
-            blocked_until: now,
-        };
-        if state.0.len() > 100_000 || state.1.len() > 100_000 {
-            forget(&mut state, now);
+    pub fn failed(&self, user: &str, address: IpAddr, now_us: i64) -> Result<(), UserError> {
+        for (key, free) in [
+            (format!("u:{user}"), USER_FREE_FAILURES),
+            (format!("a:{address}"), ADDRESS_FREE_FAILURES),
+        ] {
+            self.users.with_db(|db| {
+                let count: i64 = db
+                    .query_row(
+                        "INSERT INTO login_failures (key, count, last_us, blocked_until_us) VALUES (?, 1, ?, ?) \
+                         ON CONFLICT (key) DO UPDATE SET count = login_failures.count + 1, \
+                         last_us = excluded.last_us RETURNING count",
+                        args![key, now_us, now_us],
+                        |r| r.get(0),
+                    )?
+                    .unwrap_or(1);
+                if let Some(wait) = delay(count.clamp(0, i64::from(u32::MAX)) as u32, free) {
+                    let until = now_us + us(wait);
+                    db.execute(
+                        "UPDATE login_failures SET blocked_until_us = ? WHERE key = ? AND blocked_until_us < ?",
+                        args![until, key, until],
+                    )?;
+                }
+                Ok(())
+            })?;
         }
-        state
-            .0
-            .entry(user.to_string())
-            .or_insert(fresh)
-            .fail(now, USER_FREE_FAILURES);
-        state
-            .1
-            .entry(address)
-            .or_insert(fresh)
-            .fail(now, ADDRESS_FREE_FAILURES);
+        Ok(())
     }
 
     /// A successful login clears the user name's failures (not the address's).
-    pub fn succeeded(&self, user: &str) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0.remove(user);
+    pub fn succeeded(&self, user: &str) -> Result<(), UserError> {
+        self.users.with_db(|db| {
+            db.execute(
+                "DELETE FROM login_failures WHERE key = ?",
+                args![format!("u:{user}")],
+            )
+            .map(drop)
+        })
     }
 
-    /// Forgets failures older than an hour.
-    pub fn forget_old(&self, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        forget(&mut state, now);
+    /// Forgets failures older than an hour (once their wait is over).
+    pub fn forget_old(&self, now_us: i64) -> Result<(), UserError> {
+        self.users.with_db(|db| {
+            db.execute(
+                "DELETE FROM login_failures WHERE last_us < ? AND blocked_until_us <= ?",
+                args![now_us - us(FORGET_AFTER), now_us],
+            )
+            .map(drop)
+        })
     }
-}
-
-fn forget(state: &mut (HashMap<String, Failures>, HashMap<IpAddr, Failures>), now: Instant) {
-    let keep = |f: &Failures| now.duration_since(f.last) < FORGET_AFTER || f.blocked_until > now;
-    state.0.retain(|_, f| keep(f));
-    state.1.retain(|_, f| keep(f));
 }
 
 /// Token buckets per user: each holds a minute's allowance and refills continuously.
@@ -197,42 +214,52 @@ mod tests {
 
     #[test]
     fn failed_logins_wait_longer_and_longer_per_user_and_per_address() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let users = Arc::new(UserStore::open(&dir.path().join("g.db")).unwrap());
+        let throttle = LoginThrottle::new(users.clone());
+        // Another gateway on the same database counts the same failures.
+        let other = LoginThrottle::new(users);
+        let t0 = 1_000_000_000;
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..USER_FREE_FAILURES - 1 {
-            assert_eq!(throttle.wait("alice", a, t0), None);
-            throttle.failed("alice", a, t0);
+            assert_eq!(throttle.wait("alice", a, t0).unwrap(), None);
+            throttle.failed("alice", a, t0).unwrap();
         }
-        assert_eq!(throttle.wait("alice", a, t0), None);
-        throttle.failed("alice", a, t0);
+        assert_eq!(other.wait("alice", a, t0).unwrap(), None);
+        other.failed("alice", a, t0).unwrap();
         // The fifth failure: one second, from any address; other users are not affected.
-        assert_eq!(throttle.wait("alice", b, t0), Some(FIRST_DELAY));
-        assert_eq!(throttle.wait("bob", b, t0), None);
-        let t1 = t0 + FIRST_DELAY;
-        assert_eq!(throttle.wait("alice", a, t1), None);
-        throttle.failed("alice", a, t1);
-        assert_eq!(throttle.wait("alice", a, t1), Some(FIRST_DELAY * 2));
+        assert_eq!(throttle.wait("alice", b, t0).unwrap(), Some(FIRST_DELAY));
+        assert_eq!(throttle.wait("bob", b, t0).unwrap(), None);
+        let t1 = t0 + us(FIRST_DELAY);
+        assert_eq!(throttle.wait("alice", a, t1).unwrap(), None);
+        throttle.failed("alice", a, t1).unwrap();
+        assert_eq!(
+            throttle.wait("alice", a, t1).unwrap(),
+            Some(FIRST_DELAY * 2)
+        );
         // Success clears the user's count.
-        throttle.succeeded("alice");
-        assert_eq!(throttle.wait("alice", b, t1), None);
+        throttle.succeeded("alice").unwrap();
+        assert_eq!(throttle.wait("alice", b, t1).unwrap(), None);
         // One address trying many names waits too.
         for i in 0..ADDRESS_FREE_FAILURES {
-            throttle.failed(&format!("user{i}"), b, t1);
+            throttle.failed(&format!("user{i}"), b, t1).unwrap();
         }
-        assert!(throttle.wait("carol", b, t1).is_some());
-        assert_eq!(throttle.wait("carol", a, t1), None);
+        assert!(throttle.wait("carol", b, t1).unwrap().is_some());
+        assert_eq!(throttle.wait("carol", a, t1).unwrap(), None);
         // The delay stops growing.
         for _ in 0..100 {
-            throttle.failed("dave", a, t1);
+            throttle.failed("dave", a, t1).unwrap();
         }
-        assert_eq!(throttle.wait("dave", b, t1), Some(MAX_DELAY));
-        throttle.forget_old(t1 + MAX_DELAY + FORGET_AFTER);
-        assert_eq!(
-            throttle.wait("dave", b, t1 + MAX_DELAY + FORGET_AFTER),
-            None
-        );
+        assert_eq!(throttle.wait("dave", b, t1).unwrap(), Some(MAX_DELAY));
+        let later = t1 + us(MAX_DELAY + FORGET_AFTER);
+        throttle.forget_old(later).unwrap();
+        assert_eq!(throttle.wait("dave", b, later).unwrap(), None);
+        let n: Option<i64> = throttle
+            .users
+            .with_db(|db| db.query_row("SELECT COUNT(*) FROM login_failures", &[], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, Some(0), "forgotten");
     }
 
     #[test]

@@ -94,12 +94,43 @@ ALTER TABLE sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password';
 ALTER TABLE sessions ADD COLUMN subject TEXT;
 ALTER TABLE sessions ADD COLUMN groups TEXT;
 "#,
+    SSO_TABLES,
+    LOGIN_FAILURES,
 ];
+
+/// Failed logins per user name (`u:NAME`) and source address (`a:ADDRESS`), and until when
+/// each must wait (src/gateway/throttle.rs): in the database, so that gateways sharing it
+/// throttle together.
+const LOGIN_FAILURES: &str = r#"
+CREATE TABLE login_failures (
+    key TEXT PRIMARY KEY,
+    count BIGINT NOT NULL,
+    last_us BIGINT NOT NULL,
+    blocked_until_us BIGINT NOT NULL
+);
+"#;
+
+/// Single sign-on in progress (src/oidc/sso.rs): console sign-ins waiting for the provider's
+/// callback, by the hash of their state (a sign-in begun on one gateway may come back to
+/// another), and the ID tokens already taken, by hash, until they expire (each is taken once,
+/// by whichever gateway sees it first).
+const SSO_TABLES: &str = r#"
+CREATE TABLE sso_pending (
+    state_hash TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    next TEXT NOT NULL,
+    expires_us BIGINT NOT NULL
+);
+CREATE TABLE sso_used (token_hash TEXT PRIMARY KEY, expires_us BIGINT NOT NULL);
+"#;
 
 /// The same tables in PostgreSQL (component `gateway` in `ztk_schema`). `user` is a reserved
 /// word there, so the shared SQL quotes it.
 const PG_COMPONENT: &str = "gateway";
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -127,7 +158,10 @@ CREATE TABLE bindings (
     created_us BIGINT NOT NULL,
     UNIQUE (role, subject_kind, subject, cluster, namespace)
 );
-"#];
+"#,
+    SSO_TABLES,
+    LOGIN_FAILURES,
+];
 
 /// The channel every change is announced on (PostgreSQL).
 const CHANNEL: &str = "ztk_changes";
@@ -727,7 +761,85 @@ impl UserStore {
     }
 }
 
+/// A console sign-in waiting for the provider's callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub nonce: String,
+    pub verifier: String,
+    pub redirect_uri: String,
+    pub next: String,
+}
+
+/// Sign-ins in progress at most (a bound against a flood of unfinished ones).
+const MAX_PENDING_SIGN_INS: i64 = 10_000;
+
 impl UserStore {
+    /// Keeps a sign-in until `expires_us`, by the hash of its state; false when too many are in
+    /// progress already.
+    pub fn put_sign_in(
+        &self,
+        state: &str,
+        p: &PendingSignIn,
+        now_us: i64,
+        expires_us: i64,
+    ) -> Result<bool, UserError> {
+        self.with_db(|db| {
+            db.execute("DELETE FROM sso_pending WHERE expires_us <= ?", args![now_us])?;
+            let n: i64 = db
+                .query_row("SELECT COUNT(*) FROM sso_pending", &[], |r| r.get(0))?
+                .unwrap_or(0);
+            if n >= MAX_PENDING_SIGN_INS {
+                return Ok(false);
+            }
+            db.execute(
+                "INSERT INTO sso_pending (state_hash, nonce, verifier, redirect_uri, next, expires_us) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                args![hash_token(state), p.nonce, p.verifier, p.redirect_uri, p.next, expires_us],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Takes (once: it is gone after) the sign-in of `state`, unless it expired.
+    pub fn take_sign_in(
+        &self,
+        state: &str,
+        now_us: i64,
+    ) -> Result<Option<PendingSignIn>, UserError> {
+        self.with_db(|db| {
+            db.query_row(
+                "DELETE FROM sso_pending WHERE state_hash = ? AND expires_us > ? \
+                 RETURNING nonce, verifier, redirect_uri, next",
+                args![hash_token(state), now_us],
+                |r| {
+                    Ok(PendingSignIn {
+                        nonce: r.get(0)?,
+                        verifier: r.get(1)?,
+                        redirect_uri: r.get(2)?,
+                        next: r.get(3)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Takes an ID token (by its hash) until it expires: false when it was taken before.
+    pub fn take_id_token(
+        &self,
+        token_hash: &str,
+        expires_us: i64,
+        now_us: i64,
+    ) -> Result<bool, UserError> {
+        self.with_db(|db| {
+            db.execute("DELETE FROM sso_used WHERE expires_us <= ?", args![now_us])?;
+            db.execute(
+                "INSERT INTO sso_used (token_hash, expires_us) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                args![token_hash, expires_us],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     /// The groups of a user, or None when there is no such user.
     pub fn groups_of(&self, name: &str) -> Result<Option<Vec<String>>, UserError> {
         let groups: Option<String> = self.with_db(|db| {

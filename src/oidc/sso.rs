@@ -2,8 +2,9 @@
 //! provider that is down never stops the gateway, and retried), ID tokens turned into an
 //! identity (user name and groups from the claims), each ID token taken once, and the console's
 //! authorization code flow (the gateway as a confidential client, with state, nonce and PKCE).
+//! Sign-ins in progress and the tokens taken are kept in the gateway database, so that several
+//! gateways behind one address share them.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,14 +13,12 @@ use serde_json::{Map, Value};
 use super::config::OidcConfig;
 use super::jwt::Expect;
 use super::provider::{self, Http, OidcError, Provider};
+use crate::gateway::users::{PendingSignIn, UserStore};
 
 /// A failed discovery is answered from memory for this long before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a console sign-in may take at the provider.
 const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Bounds of the in-memory tables.
-const MAX_PENDING: usize = 10_000;
-const MAX_USED: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SsoError {
@@ -46,23 +45,15 @@ pub struct Identity {
     pub subject: String,
 }
 
-/// A console sign-in waiting for the provider's callback.
-struct Pending {
-    nonce: String,
-    verifier: String,
-    redirect_uri: String,
-    next: String,
-    started: Instant,
-}
-
 pub struct Sso {
     pub config: OidcConfig,
     http: Http,
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
     failed: Mutex<Option<(Instant, String)>>,
-    /// Hashes of ID tokens already taken, until they expire.
-    used: Mutex<HashMap<String, i64>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Where sign-ins in progress and the ID tokens already taken are kept: the gateway
+    /// database, shared by every gateway on it (a sign-in begun on one may finish on another;
+    /// a token is taken once by all of them).
+    users: Arc<UserStore>,
 }
 
 fn now_secs() -> i64 {
@@ -70,14 +61,13 @@ fn now_secs() -> i64 {
 }
 
 impl Sso {
-    pub fn new(config: OidcConfig) -> Result<Sso, OidcError> {
+    pub fn new(config: OidcConfig, users: Arc<UserStore>) -> Result<Sso, OidcError> {
         Ok(Sso {
             http: Http::new(config.ca_pem.clone())?,
             config,
             provider: tokio::sync::Mutex::default(),
             failed: Mutex::default(),
-            used: Mutex::default(),
-            pending: Mutex::default(),
+            users,
         })
     }
 
@@ -139,12 +129,12 @@ impl Sso {
         let identity = identity_of(&claims, &self.config)?;
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
         let hash = crate::gateway::users::hash_token(id_token);
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_secs();
-        if used.len() >= MAX_USED {
-            used.retain(|_, exp| *exp + super::jwt::SKEW_SECS > now);
-        }
-        if used.insert(hash, exp).is_some() {
+        let until_us = (exp + super::jwt::SKEW_SECS) * 1_000_000;
+        if !self
+            .users
+            .take_id_token(&hash, until_us, crate::audit::model::now_us())
+            .map_err(|e| SsoError::Refused(format!("could not record the ID token: {e}")))?
+        {
             return Err(SsoError::Replayed);
         }
         Ok(identity)
@@ -170,23 +160,26 @@ impl Sso {
             &nonce,
             &challenge,
         );
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        if pending.len() >= MAX_PENDING {
+        let now = crate::audit::model::now_us();
+        let kept = self
+            .users
+            .put_sign_in(
+                &state,
+                &PendingSignIn {
+                    nonce,
+                    verifier,
+                    redirect_uri: redirect_uri.to_string(),
+                    next: next.to_string(),
+                },
+                now,
+                now + PENDING_TTL.as_micros() as i64,
+            )
+            .map_err(|e| SsoError::Refused(format!("could not keep the sign-in: {e}")))?;
+        if !kept {
             return Err(SsoError::Refused(
                 "too many sign-ins in progress; try again in a minute".into(),
             ));
         }
-        pending.insert(
-            state.clone(),
-            Pending {
-                nonce,
-                verifier,
-                redirect_uri: redirect_uri.to_string(),
-                next: next.to_string(),
-                started: Instant::now(),
-            },
-        );
         Ok((url, state))
     }
 
@@ -194,11 +187,9 @@ impl Sso {
     /// PKCE verifier), checked with the sign-in's nonce; the identity and where to go next.
     pub async fn finish(&self, state: &str, code: &str) -> Result<(Identity, String), SsoError> {
         let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_TTL)
+            .users
+            .take_sign_in(state, crate::audit::model::now_us())
+            .map_err(|e| SsoError::Refused(format!("could not read the sign-in: {e}")))?
             .ok_or(SsoError::State)?;
         let provider = self.provider().await?;
         let mut form = vec![
