@@ -539,6 +539,20 @@ fn a_batch_sent_to_two_gateways_at_once_is_stored_once(o: Opened) {
         .unwrap();
     assert_eq!(n, 50);
     assert!(o.store.verify(&[]).unwrap().ok());
+    // A batch of commands some of which are unchanged (re-sent): the others are written, the
+    // chain and the sequence still agree (none ends with a number no record took).
+    let fresh = command("alice", "kubectl get ns");
+    let mut later = fresh.clone();
+    later.ended_us = Some(now_us());
+    let done = a
+        .ingest("alice", &[fresh.clone(), cmd.clone()], &[])
+        .unwrap();
+    assert_eq!(done.commands, 1);
+    let done = a.ingest("alice", &[later, cmd.clone()], &[]).unwrap();
+    assert_eq!(done.commands, 1);
+    let report = o.store.verify(&[]).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(o.store.count_commands(&Filter::default()).unwrap(), 2);
 }
 
 fn one_gateway_at_a_time_delivers_a_sink(o: Opened) {

@@ -209,7 +209,7 @@ const CALLS_PER_STATEMENT: usize = 256;
 /// Clients' calls: inserted, or a placeholder (an open stream, a call in progress) replaced by
 /// a later record of the same user; returns the ids of the rows written (none for a record
 /// already there, or another user's).
-fn upsert_client_calls_sql(rows: usize) -> String {
+fn upsert_client_calls_sql(rows: usize, returning: bool) -> String {
     let one = format!("({})", vec!["?"; CLIENT_CALL_WIDTH].join(","));
     let (open, progress) = (rows * CLIENT_CALL_WIDTH + 1, rows * CLIENT_CALL_WIDTH + 2);
     format!(
@@ -219,17 +219,14 @@ fn upsert_client_calls_sql(rows: usize) -> String {
          reason = excluded.reason \
          WHERE client_calls.user = excluded.user AND ( \
          (client_calls.reason = ?{progress} AND excluded.reason != ?{progress}) OR \
-         (client_calls.reason = ?{open} AND excluded.reason NOT IN (?{open}, ?{progress}))) \
-         RETURNING id",
-        vec![one.as_str(); rows].join(",")
+         (client_calls.reason = ?{open} AND excluded.reason NOT IN (?{open}, ?{progress}))){}",
+        vec![one.as_str(); rows].join(","),
+        if returning { " RETURNING id" } else { "" }
     )
 }
 
-/// Stores `calls` (ids distinct) in one statement; the ids of those written.
-fn upsert_client_calls(
-    tx: &mut Db,
-    calls: &[&ApiCall],
-) -> Result<std::collections::HashSet<String>, DbError> {
+/// Stores `calls` (ids distinct) in one statement; whether each was written.
+fn upsert_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbError> {
     use crate::db::Param;
     // What is not a field of the record as it is (ids as text, counters as i64): made here,
     // the rest bound borrowed.
@@ -281,17 +278,93 @@ fn upsert_client_calls(
     params.push(&STREAM_OPEN);
     params.push(&IN_PROGRESS);
     let mut written = std::collections::HashSet::with_capacity(calls.len());
+    // One call: the count of rows changed says it (SQLite, one statement per call).
     static ONE: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| upsert_client_calls_sql(1));
+        std::sync::LazyLock::new(|| upsert_client_calls_sql(1, false));
+    if calls.len() == 1 {
+        return Ok(vec![tx.execute(&ONE, &params)? > 0]);
+    }
     static FULL: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| upsert_client_calls_sql(CALLS_PER_STATEMENT));
+        std::sync::LazyLock::new(|| upsert_client_calls_sql(CALLS_PER_STATEMENT, true));
     let sql: std::borrow::Cow<str> = match calls.len() {
-        1 => ONE.as_str().into(),
         CALLS_PER_STATEMENT => FULL.as_str().into(),
-        n => upsert_client_calls_sql(n).into(),
+        n => upsert_client_calls_sql(n, true).into(),
     };
     tx.query_each(&sql, &params, &mut |r| {
         written.insert(r.text(0)?);
+        Ok(())
+    })?;
+    Ok(owned.iter().map(|o| written.contains(&o.0)).collect())
+}
+
+/// Of the records of `table` with these ids, one that belongs to another user than `user`.
+fn foreign(tx: &mut Db, table: &str, ids: &[Uuid], user: &str) -> Result<Option<Uuid>, DbError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let marks = vec!["?"; ids.len()].join(",");
+    let mut params: Vec<&dyn crate::db::Param> =
+        ids.iter().map(|v| v as &dyn crate::db::Param).collect();
+    params.push(&user);
+    let found = tx.query_row(
+        &format!("SELECT id FROM {table} WHERE id IN ({marks}) AND \"user\" <> ? LIMIT 1"),
+        &params,
+        |r| r.text(0),
+    )?;
+    Ok(found.map(|id| Uuid::parse_str(&id).unwrap_or_default()))
+}
+
+/// PostgreSQL: `commands` (ids distinct) in one upsert, row i offered number `after + i + 1`;
+/// the content hash of each row written, by id.
+fn upsert_commands_together(
+    tx: &mut Db,
+    commands: &[Command],
+    after: i64,
+) -> Result<std::collections::HashMap<String, chain::Hash>, DbError> {
+    use crate::db::Param;
+    let owned: Vec<_> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                c.id.to_string(),
+                serde_json::to_string(&c.argv).unwrap_or_else(|_| "[]".into()),
+                c.access_method.as_str(),
+                after + i as i64 + 1,
+            )
+        })
+        .collect();
+    let mut params: Vec<&dyn Param> = Vec::with_capacity(commands.len() * 14);
+    for (c, o) in commands.iter().zip(&owned) {
+        params.extend([
+            &o.0 as &dyn Param,
+            &c.started_us,
+            &c.ended_us,
+            &c.user,
+            &c.cluster,
+            &o.1,
+            &c.command_line,
+            &c.exit_code,
+            &c.api_calls,
+            &o.2,
+            &c.cwd,
+            &c.host,
+            &c.reason,
+            &o.3,
+        ]);
+    }
+    let sql = UPSERT_COMMAND.replacen(
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        &format!(
+            "VALUES {}",
+            vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; commands.len()].join(",")
+        ),
+        1,
+    );
+    let mut written = std::collections::HashMap::with_capacity(commands.len());
+    tx.query_each(&sql, &params, &mut |row| {
+        written.insert(row.text(0)?, chain::content_hash(Kind::Command, row, 0)?);
         Ok(())
     })?;
     Ok(written)
@@ -310,30 +383,63 @@ fn write(
     // verify counts on every number taken being journaled).
     let mut seq = lock_sequence(tx)?;
     let mut journal = chain::Appender::default();
-    for cmd in commands {
-        let id = cmd.id.to_string();
-        match upsert_command_row(tx, &UPSERT_COMMAND, &id, cmd, seq + 1)? {
-            Some(content) => {
-                seq += 1;
-                journal.append(tx, seq, Kind::Command, &id, &content)?;
-                done.commands += 1;
+    if tx.dialect() == crate::db::Dialect::Postgres {
+        // Many commands per statement (a round trip each). Each row is offered the number
+        // after the previous one; a row left unchanged leaves its number unused (a gap, which
+        // followers of the sequence and the chain pass over).
+        let mut rest = commands;
+        // The numbers offered so far; `seq` is the last one a written row took.
+        let mut offered = seq;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut ids = std::collections::HashSet::new();
+            while n < rest.len() && n < CALLS_PER_STATEMENT && ids.insert(rest[n].id) {
+                n += 1;
             }
-            None => {
-                let owner: Option<String> = tx.query_row(
-                    "SELECT \"user\" FROM commands WHERE id = ?",
-                    args![id],
-                    |r| r.get(0),
-                )?;
-                if owner.is_some_and(|o| o != user) {
-                    return Err(IngestError::Foreign {
-                        kind: "command",
-                        id: cmd.id,
-                    });
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let written = upsert_commands_together(tx, chunk, offered)?;
+            let mut left = Vec::new();
+            for (i, cmd) in chunk.iter().enumerate() {
+                match written.get(&cmd.id.to_string()) {
+                    Some(content) => {
+                        seq = offered + i as i64 + 1;
+                        journal.defer(tx, seq, Kind::Command, &cmd.id.to_string(), content)?;
+                        done.commands += 1;
+                    }
+                    None => left.push(cmd.id),
+                }
+            }
+            offered += chunk.len() as i64;
+            if let Some(id) = foreign(tx, "commands", &left, user)? {
+                return Err(IngestError::Foreign {
+                    kind: "command",
+                    id,
+                });
+            }
+        }
+    } else {
+        for cmd in commands {
+            let id = cmd.id.to_string();
+            match upsert_command_row(tx, &UPSERT_COMMAND, &id, cmd, seq + 1)? {
+                Some(content) => {
+                    seq += 1;
+                    journal.defer(tx, seq, Kind::Command, &id, &content)?;
+                    done.commands += 1;
+                }
+                None => {
+                    if let Some(id) = foreign(tx, "commands", &[cmd.id], user)? {
+                        return Err(IngestError::Foreign {
+                            kind: "command",
+                            id,
+                        });
+                    }
                 }
             }
         }
     }
     if done.commands > 0 {
+        journal.flush(tx)?;
         tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
     if calls.is_empty() {
@@ -362,34 +468,18 @@ fn write(
             rest.next();
         }
         let written = upsert_client_calls(tx, &chunk)?;
-        let mut left: Vec<String> = Vec::new();
-        for c in &chunk {
-            let id = c.id.to_string();
-            if written.contains(&id) {
+        let mut left = Vec::new();
+        for (c, written) in chunk.iter().zip(written) {
+            if written {
                 done.calls += 1;
                 stored.push(*c);
             } else {
-                left.push(id);
+                left.push(c.id);
             }
         }
         // Left alone: already stored, or another user's (which refuses the whole batch).
-        if !left.is_empty() {
-            let marks = vec!["?"; left.len()].join(",");
-            let params: Vec<&dyn crate::db::Param> =
-                left.iter().map(|v| v as &dyn crate::db::Param).collect();
-            let foreign = tx.query_row(
-                &format!(
-                    "SELECT id FROM client_calls WHERE id IN ({marks}) AND \"user\" <> ? LIMIT 1"
-                ),
-                &[params.as_slice(), &[&user as &dyn crate::db::Param]].concat(),
-                |r| r.text(0),
-            )?;
-            if let Some(id) = foreign {
-                return Err(IngestError::Foreign {
-                    kind: "call",
-                    id: Uuid::parse_str(&id).unwrap_or_default(),
-                });
-            }
+        if let Some(id) = foreign(tx, "client_calls", &left, user)? {
+            return Err(IngestError::Foreign { kind: "call", id });
         }
     }
     super::stats::roll_up_client_calls(tx, stored)?;

@@ -708,4 +708,65 @@ mod tests {
             ["db", "5432", "audit", "ztk", r"a:b\c"]
         );
     }
+
+    #[test]
+    fn verify_full_checks_the_servers_certificate_and_name() {
+        let plain = crate::db::testing::database();
+        let ca = crate::db::testing::ca_file();
+        let base = plain.trim_end_matches("?sslmode=disable");
+        let url = PgUrl::parse(
+            &format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None,
+        )
+        .unwrap();
+        let mut conn = url.connect().expect("a verified TLS connection");
+        let ssl: bool = conn
+            .client()
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the connection is encrypted");
+        // Another CA: refused.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.pem");
+        std::fs::write(
+            &other,
+            crate::tls::Ca::generate("other").unwrap().cert_pem(),
+        )
+        .unwrap();
+        let url = PgUrl::parse(
+            &format!("{base}?sslmode=verify-full&sslrootcert={}", other.display()),
+            None,
+        )
+        .unwrap();
+        let err = url
+            .connect()
+            .err()
+            .expect("an unknown CA is refused")
+            .to_string();
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+        // The right CA but another name (the certificate is for 127.0.0.1 and localhost).
+        // (`hostaddr`: the same server, reached by address, checked against another name.)
+        let renamed = base.replacen("127.0.0.1", "db.example", 1);
+        let url = PgUrl::parse(
+            &format!(
+                "{renamed}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            ),
+            None,
+        )
+        .unwrap();
+        let err = url
+            .connect()
+            .err()
+            .expect("another name is refused")
+            .to_string();
+        assert!(
+            err.to_lowercase().contains("certificate") || err.contains("name"),
+            "{err}"
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! temporary directory (initdb, then `pg_ctl start` on a free loopback port, as the `postgres`
 //! user when the tests run as root), stopped when the process exits. Each test gets a database
 //! of its own in it, so tests run in parallel and never touch a database they did not create.
+//! The server takes TLS too, with a certificate for 127.0.0.1 from a CA of its own
+//! ([`ca_file`]), so that `sslmode=verify-full` is tested against a real server.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 struct Server {
     port: u16,
+    ca: PathBuf,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -76,6 +79,24 @@ fn start() -> Result<Server, String> {
         .arg(dir.join("data"))
         .args(["-U", "ztk", "-A", "trust", "--no-sync", "-E", "UTF8"]);
     run(c, "initdb")?;
+    // TLS: a CA of its own, and a server certificate for the loopback address.
+    let ca = crate::tls::Ca::generate("ztk test PostgreSQL CA").map_err(|e| e.to_string())?;
+    let leaf = ca
+        .issue_server(&["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| e.to_string())?;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).map_err(|e| e.to_string())?;
+    let data = dir.join("data");
+    std::fs::write(data.join("server.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
+    crate::fsutil::write_private(&data.join("server.key"), leaf.key_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("chown");
+        c.arg("postgres:postgres")
+            .arg(data.join("server.crt"))
+            .arg(data.join("server.key"));
+        run(c, "chown the test server's key")?;
+    }
     *STOP.lock().unwrap_or_else(|e| e.into_inner()) = Some((bin.clone(), dir.clone()));
     unsafe { libc::atexit(stop_at_exit) };
     // A free port: the kernel's choice, released just before the server binds it; retried if
@@ -94,12 +115,12 @@ fn start() -> Result<Server, String> {
             .arg("-w")
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on",
                 dir.display()
             ))
             .arg("start");
         match run(c, "pg_ctl start") {
-            Ok(()) => return Ok(Server { port }),
+            Ok(()) => return Ok(Server { port, ca: ca_file }),
             Err(e) => {
                 last = format!(
                     "{e}\n{}",
@@ -111,12 +132,21 @@ fn start() -> Result<Server, String> {
     Err(last)
 }
 
-/// A new, empty database on the test server: its URL (no TLS on loopback, trust sign-in).
-pub fn database() -> String {
-    let server = match SERVER.get_or_init(start) {
+fn server() -> &'static Server {
+    match SERVER.get_or_init(start) {
         Ok(server) => server,
         Err(e) => panic!("could not start a PostgreSQL server for the tests: {e}"),
-    };
+    }
+}
+
+/// The CA that signed the test server's certificate (for 127.0.0.1 and localhost).
+pub fn ca_file() -> PathBuf {
+    server().ca.clone()
+}
+
+/// A new, empty database on the test server: its URL (no TLS on loopback, trust sign-in).
+pub fn database() -> String {
+    let server = server();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = format!(
         "postgresql://ztk@127.0.0.1:{}/postgres?sslmode=disable",
