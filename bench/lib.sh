@@ -17,6 +17,7 @@ bench_cleanup() {
   if [ -n "${PROXY_PID:-}" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${PG_DIR:-}" ]; then as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$dir"
 }
 trap bench_cleanup EXIT
@@ -30,6 +31,21 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_line() { for _ in $(seq "${3:-100}"); do l=$(grep -m1 "$2" "$1" 2>/dev/null || true); [ -n "$l" ] && { echo "${l##* }"; return; }; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1; }
 # Resident set size of a pid, in MB with one decimal.
 rss_mb() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# A throwaway PostgreSQL (Debian's server programs), run as `postgres` when we are root, on a
+# free loopback port, fsync on (as in production). Sets PG_URL (sslmode=disable: loopback).
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_DIR="$dir/pg"; mkdir -p "$PG_DIR"; chmod 755 "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+  as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U ztk -A trust >/dev/null
+  local port; port=$(free_port)
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+  as_postgres "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U ztk ztk
+  PG_URL="postgresql://ztk@127.0.0.1:$port/ztk?sslmode=disable"
+}
 
 # The upstream: the sandbox, as a real loopback TLS API server. Sets SANDBOX, TOKEN, SANDBOX_PID.
 start_sandbox() {

@@ -7,6 +7,8 @@
 # ROUNDS=N repeats every run N times, interleaved (the summary takes medians).
 # ZTK_BENCH_COMPARE=/path/to/other/ztk adds a second gateway and local proxy of that build (same
 # sandbox, a login of their own), run in the same rounds: a before/after in one run.
+# ZTK_BENCH_POSTGRES=1 adds a gateway of this build on a throwaway PostgreSQL (target
+# pg:ztk-gateway): each backend's CPU per relayed call side by side.
 # Needs: nginx, wrk (Debian packages nginx-light, wrk), openssl, kubectl. Prints; asserts nothing.
 set -euo pipefail
 SECS="${1:-10}"
@@ -93,6 +95,22 @@ if [ -n "${ZTK_BENCH_COMPARE:-}" ]; then
   )
 fi
 
+# The same build's gateway on PostgreSQL.
+if [ -n "${ZTK_BENCH_POSTGRES:-}" ]; then
+  start_postgres
+  (
+    dir="$dir/pg-gw"; mkdir -p "$dir"
+    export ZTK_CONFIG_DIR="$dir/client" ZTK_DATA_DIR="$dir/client" HOME="$dir/home" KUBECACHEDIR="$dir/kcache"
+    export ZTK_BENCH_GATEWAY_TOML="database = \"$PG_URL\""
+    cp "$dir/../sandbox.kubeconfig" "$dir/"
+    start_gateway
+    printf '%s\n' "$GATEWAY_PID" "$GATEWAY/k8s/sb" "$SESSION" > "$dir/started"
+  )
+  { read -r PG_GATEWAY_PID; read -r PG_GATEWAY; read -r PG_SESSION; } < "$dir/pg-gw/started"
+  pids+=("$PG_GATEWAY_PID")
+  targets+=("pg:ztk-gateway|$PG_GATEWAY$PATH_Q|Bearer $PG_SESSION|$PG_GATEWAY_PID")
+fi
+
 for t in "${targets[@]}"; do
   IFS="|" read -r name url auth _ <<< "$t"
   code=$(curl -s -o /dev/null -w '%{http_code}' -k ${auth:+-H "Authorization: $auth"} "$url")
@@ -146,6 +164,7 @@ med = {k: [statistics.median(x[i] for x in v) for i in range(5)] for k, v in row
 hops = [("nginx", "nginx", "direct"), ("nginx, access log on", "nginx+log", "direct"),
         ("kubectl proxy", "kubectl-proxy", "direct"),
         ("ztk gateway", "ztk-gateway", "direct"), ("ztk local proxy", "ztk-proxy+gateway", "ztk-gateway"),
+        ("ztk gateway on PostgreSQL", "pg:ztk-gateway", "direct"),
         ("ztk gateway, other build", "other:ztk-gateway", "direct"),
         ("ztk local proxy, other build", "other:ztk-proxy+gateway", "other:ztk-gateway")]
 print()

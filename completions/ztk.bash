@@ -160,6 +160,9 @@ _ztk() {
             ztk__subcmd__gateway,help)
                 cmd="ztk__subcmd__gateway__subcmd__help"
                 ;;
+            ztk__subcmd__gateway,migrate)
+                cmd="ztk__subcmd__gateway__subcmd__migrate"
+                ;;
             ztk__subcmd__gateway,role)
                 cmd="ztk__subcmd__gateway__subcmd__role"
                 ;;
@@ -208,6 +211,9 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help,help)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__help"
                 ;;
+            ztk__subcmd__gateway__subcmd__help,migrate)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__migrate"
+                ;;
             ztk__subcmd__gateway__subcmd__help,role)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role"
                 ;;
@@ -229,8 +235,14 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help__subcmd__clusters,status)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__clusters__subcmd__status"
                 ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__role,apply)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__apply"
+                ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__role,delete)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__delete"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__role,list)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__list"
@@ -253,8 +265,14 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__help__subcmd__user,remove)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user__subcmd__remove"
                 ;;
+            ztk__subcmd__gateway__subcmd__role,apply)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__apply"
+                ;;
             ztk__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__gateway__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__role,delete)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__delete"
                 ;;
             ztk__subcmd__gateway__subcmd__role,help)
                 cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help"
@@ -265,8 +283,14 @@ _ztk() {
             ztk__subcmd__gateway__subcmd__role,unbind)
                 cmd="ztk__subcmd__gateway__subcmd__role__subcmd__unbind"
                 ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,apply)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__apply"
+                ;;
             ztk__subcmd__gateway__subcmd__role__subcmd__help,bind)
                 cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__bind"
+                ;;
+            ztk__subcmd__gateway__subcmd__role__subcmd__help,delete)
+                cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__delete"
                 ;;
             ztk__subcmd__gateway__subcmd__role__subcmd__help,help)
                 cmd="ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__help"
@@ -415,6 +439,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway,clusters)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__clusters"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,migrate)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__migrate"
+                ;;
             ztk__subcmd__help__subcmd__gateway,role)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role"
                 ;;
@@ -436,8 +463,14 @@ _ztk() {
             ztk__subcmd__help__subcmd__gateway__subcmd__clusters,status)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__clusters__subcmd__status"
                 ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__role,apply)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__apply"
+                ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,bind)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__role,delete)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__delete"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__role,list)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__list"
@@ -1346,7 +1379,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role clusters sinks audit help"
+            opts="-h -V --help --version serve user session role clusters sinks audit migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1596,7 +1629,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role clusters sinks audit help"
+            opts="serve user session role clusters sinks audit migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1679,8 +1712,8 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ztk__subcmd__gateway__subcmd__help__subcmd__role)
-            opts="bind unbind list"
+        ztk__subcmd__gateway__subcmd__help__subcmd__migrate)
+            opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1693,7 +1726,49 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role)
+            opts="bind unbind apply delete list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__role__subcmd__delete)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1861,13 +1936,73 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ztk__subcmd__gateway__subcmd__role)
-            opts="-h -V --help --version bind unbind list help"
+        ztk__subcmd__gateway__subcmd__migrate)
+            opts="-c -h -V --config --to --password-file --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role)
+            opts="-h -V --help --version bind unbind apply delete list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__apply)
+            opts="-f -c -h -V --file --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1917,8 +2052,30 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__delete)
+            opts="-c -h -V --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__role__subcmd__help)
-            opts="bind unbind list help"
+            opts="bind unbind apply delete list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1931,7 +2088,35 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__role__subcmd__help__subcmd__delete)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2662,7 +2847,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role clusters sinks audit"
+            opts="serve user session role clusters sinks audit migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2731,8 +2916,8 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ztk__subcmd__help__subcmd__gateway__subcmd__role)
-            opts="bind unbind list"
+        ztk__subcmd__help__subcmd__gateway__subcmd__migrate)
+            opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2745,7 +2930,49 @@ _ztk() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role)
+            opts="bind unbind apply delete list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__bind)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__role__subcmd__delete)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

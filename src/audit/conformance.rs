@@ -99,6 +99,7 @@ both!(
     rollups_count_every_call_once,
     two_gateways_reconciling_at_once_recover_each_call_once,
     a_sign_in_begun_on_one_gateway_finishes_on_another,
+    stored_roles_reach_every_gateway,
 );
 
 fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
@@ -690,4 +691,30 @@ fn a_sign_in_begun_on_one_gateway_finishes_on_another(o: Opened) {
         b.take_id_token("h1", now + 5_000, now + 2_000).unwrap(),
         "expired, forgotten"
     );
+}
+
+fn stored_roles_reach_every_gateway(o: Opened) {
+    use crate::gateway::rbac::{Role, Rule};
+    let a = o.users();
+    let b = o.users();
+    let before = b.data_version().unwrap();
+    let rule: Rule =
+        toml::from_str("api_groups = [\"\"]\nresources = [\"configmaps\"]\nverbs = [\"get\"]")
+            .unwrap();
+    let role = Role {
+        name: "cm-reader".into(),
+        rules: vec![rule],
+        builtin: false,
+    };
+    assert!(a.put_role(&role).unwrap());
+    assert!(!a.put_role(&role).unwrap(), "unchanged");
+    assert_eq!(b.list_roles().unwrap(), vec![role]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while b.data_version().unwrap() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_ne!(b.data_version().unwrap(), before, "B heard of the change");
+    assert!(b.remove_role("cm-reader").unwrap());
+    assert!(!a.remove_role("cm-reader").unwrap());
+    assert!(a.list_roles().unwrap().is_empty());
 }

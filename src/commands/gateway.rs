@@ -163,7 +163,23 @@ enum RoleCommand {
     Bind(BindingArgs),
     /// Remove a binding (the same arguments as it was bound with).
     Unbind(BindingArgs),
-    /// List the roles (built-in and from the config) and the bindings.
+    /// Store the custom roles of a file (`[[roles]]` tables as in gateway.toml), replacing
+    /// stored roles of the same names; running gateways use them within a second.
+    Apply {
+        /// The TOML file with the `[[roles]]`.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a stored custom role (its bindings stay, and grant nothing until it is back).
+    Delete {
+        /// The role's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the roles (built-in, from the config, stored) and the bindings.
     List {
         /// Also print every rule of every role.
         #[arg(long)]
@@ -173,10 +189,15 @@ enum RoleCommand {
     },
 }
 
+/// The custom roles: the config's and the stored ones.
+fn all_roles(cfg: &GatewayConfig, store: &UserStore) -> Result<Vec<crate::gateway::rbac::Role>> {
+    Ok([cfg.roles.clone(), store.list_roles()?].concat())
+}
+
 /// Checks a binding against the config: the role, the cluster and the names must exist or be
 /// well-formed, so a typo never lands in the store.
-fn binding_of(args: &BindingArgs, cfg: &GatewayConfig) -> Result<Binding> {
-    let policy = Policy::new(&cfg.roles, Vec::new());
+fn binding_of(args: &BindingArgs, cfg: &GatewayConfig, store: &UserStore) -> Result<Binding> {
+    let policy = Policy::new(&all_roles(cfg, store)?, Vec::new());
     if policy.role(&args.role).is_none() {
         let names: Vec<&str> = policy.roles().map(|r| r.name.as_str()).collect();
         return Err(UsageError(format!(
@@ -291,8 +312,8 @@ pub fn run(args: Args) -> Result<i32> {
         }
         GatewayCommand::Role(RoleCommand::Bind(args)) => {
             let cfg = GatewayConfig::load(&args.config.config)?;
-            let binding = binding_of(&args, &cfg)?;
             let store = cfg.open_user_store()?;
+            let binding = binding_of(&args, &cfg, &store)?;
             if store.add_binding(&binding)? {
                 println!("bound {}", describe_binding(&binding));
             } else {
@@ -302,8 +323,8 @@ pub fn run(args: Args) -> Result<i32> {
         }
         GatewayCommand::Role(RoleCommand::Unbind(args)) => {
             let cfg = GatewayConfig::load(&args.config.config)?;
-            let binding = binding_of(&args, &cfg)?;
             let store = cfg.open_user_store()?;
+            let binding = binding_of(&args, &cfg, &store)?;
             if store.remove_binding(&binding)? {
                 println!("unbound {}", describe_binding(&binding));
                 Ok(0)
@@ -317,10 +338,17 @@ pub fn run(args: Args) -> Result<i32> {
         GatewayCommand::Role(RoleCommand::List { rules, config }) => {
             let cfg = GatewayConfig::load(&config.config)?;
             let store = cfg.open_user_store()?;
-            let policy = Policy::new(&cfg.roles, store.list_bindings()?);
+            let stored: Vec<String> = store.list_roles()?.into_iter().map(|r| r.name).collect();
+            let policy = Policy::new(&all_roles(&cfg, &store)?, store.list_bindings()?);
             println!("ROLES");
             for role in policy.roles() {
-                let origin = if role.builtin { "built-in" } else { "config" };
+                let origin = if role.builtin {
+                    "built-in"
+                } else if stored.contains(&role.name) {
+                    "stored"
+                } else {
+                    "config"
+                };
                 println!("  {} ({origin}, {} rules)", role.name, role.rules.len());
                 if rules {
                     for rule in &role.rules {
@@ -350,6 +378,38 @@ pub fn run(args: Args) -> Result<i32> {
                 println!("{table}");
             }
             Ok(0)
+        }
+        GatewayCommand::Role(RoleCommand::Apply { file, config }) => {
+            let cfg = GatewayConfig::load(&config.config)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let roles = crate::gateway::config::parse_role_file(&text, &cfg.roles)
+                .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+            let store = cfg.open_user_store()?;
+            for role in &roles {
+                if store.put_role(role)? {
+                    println!("stored role {} ({} rules)", role.name, role.rules.len());
+                } else {
+                    println!("role {} unchanged", role.name);
+                }
+            }
+            Ok(0)
+        }
+        GatewayCommand::Role(RoleCommand::Delete { name, config }) => {
+            let cfg = GatewayConfig::load(&config.config)?;
+            let store = cfg.open_user_store()?;
+            if store.remove_role(&name)? {
+                println!("deleted role {name}");
+                Ok(0)
+            } else if cfg.roles.iter().any(|r| r.name == name) {
+                Err(UsageError(format!(
+                    "role {name:?} is defined in {}, not stored: remove it there",
+                    cfg.path.display()
+                ))
+                .into())
+            } else {
+                anyhow::bail!("no stored role {name:?}; `ztk gateway role list` shows the roles")
+            }
         }
         GatewayCommand::Sinks(command) => sinks::run(command),
         GatewayCommand::Migrate(args) => migrate::run(args),

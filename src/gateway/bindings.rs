@@ -5,11 +5,52 @@
 
 use crate::args;
 
-use super::rbac::{Binding, Subject};
+use super::rbac::{Binding, Role, Subject};
 use super::users::{UserError, UserStore};
 use crate::audit::model::now_us;
 
 impl UserStore {
+    /// The stored custom roles, by name.
+    pub fn list_roles(&self) -> Result<Vec<Role>, UserError> {
+        let mut roles = self.with_db(|db| {
+            db.query_vec("SELECT name, rules FROM roles", &[], |r| {
+                let name: String = r.get(0)?;
+                let rules = serde_json::from_str(&r.text(1)?).map_err(|e| {
+                    crate::db::DbError::Invalid(format!("the stored rules of role {name:?}: {e}"))
+                })?;
+                Ok(Role {
+                    name,
+                    rules,
+                    builtin: false,
+                })
+            })
+        })?;
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(roles)
+    }
+
+    /// Stores a custom role (replacing one of that name); true when it is new or changed.
+    pub fn put_role(&self, role: &Role) -> Result<bool, UserError> {
+        let rules = serde_json::to_string(&role.rules).unwrap_or_else(|_| "[]".into());
+        self.with_change(|db| {
+            db.execute(
+                "INSERT INTO roles (name, rules, updated_us) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, updated_us = excluded.updated_us \
+                 WHERE roles.rules <> excluded.rules",
+                args![role.name, rules, now_us()],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Removes a stored role; false when there was none. Its bindings stay (and grant nothing).
+    pub fn remove_role(&self, name: &str) -> Result<bool, UserError> {
+        self.with_change(|db| {
+            db.execute("DELETE FROM roles WHERE name = ?", args![name])
+                .map(|n| n > 0)
+        })
+    }
+
     /// Every binding, in a stable order.
     pub fn list_bindings(&self) -> Result<Vec<Binding>, UserError> {
         let mut bindings = self.with_db(|db| {

@@ -146,6 +146,72 @@ struct RawRole {
     rules: Vec<Rule>,
 }
 
+/// Checks `[[roles]]` tables (of the config, or of a file `ztk gateway role apply` stores):
+/// names well-formed and new (not built in, not in `taken`, not twice), rules valid.
+fn validate_roles(raw: Vec<RawRole>, taken: &[String]) -> Result<Vec<Role>, String> {
+    let builtin: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+    let mut roles: Vec<Role> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("roles[{i}]");
+        let name = r
+            .name
+            .ok_or_else(|| format!("key `{key}.name` is missing"))?;
+        if !valid_name(&name) {
+            return Err(format!(
+                "key `{key}.name`: {name:?} must be lowercase letters, digits, '-', '.', '_'"
+            ));
+        }
+        if builtin.contains(&name) {
+            return Err(format!(
+                "key `{key}.name`: {name:?} is a built-in role; choose another name"
+            ));
+        }
+        if taken.contains(&name) {
+            return Err(format!(
+                "key `{key}.name`: {name:?} is defined in the gateway's config; change it there, or choose another name"
+            ));
+        }
+        if roles.iter().any(|other| other.name == name) {
+            return Err(format!("key `{key}.name`: role {name:?} is defined twice"));
+        }
+        if r.rules.is_empty() {
+            return Err(format!(
+                "key `{key}.rules` ({name}): a role needs at least one `[[roles.rules]]`"
+            ));
+        }
+        for (j, rule) in r.rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|m| format!("key `{key}.rules[{j}]` ({name}): {m}"))?;
+        }
+        roles.push(Role {
+            name,
+            rules: r.rules,
+            builtin: false,
+        });
+    }
+    Ok(roles)
+}
+
+/// The roles of a file for `ztk gateway role apply`: `[[roles]]` tables as in gateway.toml,
+/// none named like a built-in role or one of `config_roles`.
+pub fn parse_role_file(text: &str, config_roles: &[Role]) -> Result<Vec<Role>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RoleFile {
+        #[serde(default)]
+        roles: Vec<RawRole>,
+    }
+    let file: RoleFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    if file.roles.is_empty() {
+        return Err(
+            "the file defines no role: add `[[roles]]` tables with a name and `[[roles.rules]]`"
+                .into(),
+        );
+    }
+    let taken: Vec<String> = config_roles.iter().map(|r| r.name.clone()).collect();
+    validate_roles(file.roles, &taken)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
@@ -446,43 +512,7 @@ impl GatewayConfig {
                 impersonate: c.impersonate,
             });
         }
-        let builtin: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
-        let mut roles: Vec<Role> = Vec::new();
-        for (i, r) in raw.roles.into_iter().enumerate() {
-            let key = format!("roles[{i}]");
-            let name = r
-                .name
-                .ok_or_else(|| invalid(format!("key `{key}.name` is missing")))?;
-            if !valid_name(&name) {
-                return Err(invalid(format!(
-                    "key `{key}.name`: {name:?} must be lowercase letters, digits, '-', '.', '_'"
-                )));
-            }
-            if builtin.contains(&name) {
-                return Err(invalid(format!(
-                    "key `{key}.name`: {name:?} is a built-in role; choose another name"
-                )));
-            }
-            if roles.iter().any(|other| other.name == name) {
-                return Err(invalid(format!(
-                    "key `{key}.name`: role {name:?} is defined twice"
-                )));
-            }
-            if r.rules.is_empty() {
-                return Err(invalid(format!(
-                    "key `{key}.rules` ({name}): a role needs at least one `[[roles.rules]]`"
-                )));
-            }
-            for (j, rule) in r.rules.iter().enumerate() {
-                rule.validate()
-                    .map_err(|m| invalid(format!("key `{key}.rules[{j}]` ({name}): {m}")))?;
-            }
-            roles.push(Role {
-                name,
-                rules: r.rules,
-                builtin: false,
-            });
-        }
+        let roles = validate_roles(raw.roles, &[]).map_err(invalid)?;
         let sinks = crate::sinks::config::validate(raw.sinks, &resolve).map_err(invalid)?;
         let audit_mode = match raw.audit_mode.as_deref() {
             None | Some("best-effort") => AuditMode::BestEffort,

@@ -64,6 +64,9 @@ pub struct Gateway {
     /// Roles and bindings, read by every request without touching the database; replaced
     /// whole when the bindings table changes.
     policy: RwLock<Arc<Policy>>,
+    /// The custom roles of the config, and the stored ones the policy was last made with.
+    config_roles: Vec<rbac::Role>,
+    stored_roles: Mutex<Vec<rbac::Role>>,
     /// Open relayed exchanges (watches, logs, exec…), so that a revoked session's streams
     /// can be closed: id -> (session id, cancel switch).
     streams: Mutex<HashMap<u64, (String, tokio::sync::watch::Sender<bool>)>>,
@@ -176,7 +179,11 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let users = Arc::new(config.open_user_store()?);
-    let policy = Policy::new(&config.roles, users.list_bindings()?);
+    let stored_roles = users.list_roles()?;
+    let policy = Policy::new(
+        &[config.roles.clone(), stored_roles.clone()].concat(),
+        users.list_bindings()?,
+    );
     let audit_store = config.open_audit_store()?;
     let writer_config = crate::audit::store::WriterConfig {
         wait_when_full: config.audit_mode.fail_closed(),
@@ -217,6 +224,8 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             .collect(),
         audit_key: audit_key.clone(),
         policy: RwLock::new(Arc::new(policy)),
+        config_roles: config.roles.clone(),
+        stored_roles: Mutex::new(stored_roles),
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU64::new(0),
         command_owners,
@@ -537,8 +546,18 @@ impl Gateway {
 
     fn reload_policy(&self) -> Result<(), users::UserError> {
         let bindings = self.users.list_bindings()?;
+        let roles = self.users.list_roles()?;
         let current = self.policy();
-        if current.bindings() != bindings.as_slice() {
+        let mut stored = self.stored_roles.lock().unwrap_or_else(|e| e.into_inner());
+        if *stored != roles {
+            tracing::info!(roles = roles.len(), "stored roles reloaded");
+            let next = Arc::new(Policy::new(
+                &[self.config_roles.clone(), roles.clone()].concat(),
+                bindings,
+            ));
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = next;
+            *stored = roles;
+        } else if current.bindings() != bindings.as_slice() {
             tracing::info!(bindings = bindings.len(), "role bindings reloaded");
             let next = Arc::new(current.with_bindings(bindings));
             *self.policy.write().unwrap_or_else(|e| e.into_inner()) = next;

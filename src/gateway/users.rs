@@ -96,7 +96,18 @@ ALTER TABLE sessions ADD COLUMN groups TEXT;
 "#,
     SSO_TABLES,
     LOGIN_FAILURES,
+    STORED_ROLES,
 ];
+
+/// Custom roles stored by `ztk gateway role apply` (beside the config's): they reload live in
+/// every gateway, like bindings. `rules` is the JSON of the role's rules.
+const STORED_ROLES: &str = r#"
+CREATE TABLE roles (
+    name TEXT PRIMARY KEY,
+    rules TEXT NOT NULL,
+    updated_us BIGINT NOT NULL
+);
+"#;
 
 /// Failed logins per user name (`u:NAME`) and source address (`a:ADDRESS`), and until when
 /// each must wait (src/gateway/throttle.rs): in the database, so that gateways sharing it
@@ -161,6 +172,7 @@ CREATE TABLE bindings (
 "#,
     SSO_TABLES,
     LOGIN_FAILURES,
+    STORED_ROLES,
 ];
 
 /// The channel every change is announced on (PostgreSQL).
