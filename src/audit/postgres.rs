@@ -41,12 +41,14 @@ CREATE TABLE api_calls (
     reason TEXT NOT NULL,
     seq BIGINT NOT NULL
 );
+-- Listings are newest first by (time_us, id): each filter's index ends with both, so a page is
+-- a walk down one index, never a sort of every match.
 CREATE INDEX api_calls_time ON api_calls(time_us, id);
-CREATE INDEX api_calls_user_time ON api_calls("user", time_us);
-CREATE INDEX api_calls_namespace_time ON api_calls(namespace, time_us);
-CREATE INDEX api_calls_resource_time ON api_calls(resource, time_us);
-CREATE INDEX api_calls_verb_time ON api_calls(verb, time_us);
-CREATE INDEX api_calls_cluster_time ON api_calls(cluster, time_us);
+CREATE INDEX api_calls_user_time ON api_calls("user", time_us, id);
+CREATE INDEX api_calls_namespace_time ON api_calls(namespace, time_us, id);
+CREATE INDEX api_calls_resource_time ON api_calls(resource, time_us, id);
+CREATE INDEX api_calls_verb_time ON api_calls(verb, time_us, id);
+CREATE INDEX api_calls_cluster_time ON api_calls(cluster, time_us, id);
 CREATE INDEX api_calls_command ON api_calls(command_id, verb, status, namespace, resource, subresource);
 CREATE UNIQUE INDEX api_calls_seq ON api_calls(seq);
 -- Reconciliation asks whether the gateway has a record of a client's call by its request id.
@@ -70,7 +72,7 @@ CREATE TABLE commands (
     reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX commands_started ON commands(started_us, id);
-CREATE INDEX commands_user_started ON commands("user", started_us);
+CREATE INDEX commands_user_started ON commands("user", started_us, id);
 CREATE UNIQUE INDEX commands_seq ON commands(seq);
 
 -- One store-wide write sequence: a writing transaction locks this row (SELECT ... FOR UPDATE)
