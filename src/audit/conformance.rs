@@ -100,6 +100,7 @@ both!(
     two_gateways_reconciling_at_once_recover_each_call_once,
     a_sign_in_begun_on_one_gateway_finishes_on_another,
     stored_roles_reach_every_gateway,
+    failed_logins_count_across_gateways,
 );
 
 fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
@@ -717,4 +718,22 @@ fn stored_roles_reach_every_gateway(o: Opened) {
     assert!(b.remove_role("cm-reader").unwrap());
     assert!(!a.remove_role("cm-reader").unwrap());
     assert!(a.list_roles().unwrap().is_empty());
+}
+
+fn failed_logins_count_across_gateways(o: Opened) {
+    use crate::gateway::throttle::LoginThrottle;
+    let a = LoginThrottle::new(std::sync::Arc::new(o.users()));
+    let b = LoginThrottle::new(std::sync::Arc::new(o.users()));
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let t = 1_000_000_000;
+    // Five failures, spread over two gateways: the user waits on both.
+    for i in 0..5 {
+        let g = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(g.wait("alice", ip, t).unwrap(), None);
+        g.failed("alice", ip, t).unwrap();
+    }
+    assert!(a.wait("alice", ip, t).unwrap().is_some());
+    assert!(b.wait("alice", ip, t).unwrap().is_some());
+    b.succeeded("alice").unwrap();
+    assert_eq!(a.wait("alice", ip, t).unwrap(), None);
 }

@@ -551,3 +551,105 @@ fn a_single_gateways_data_moves_to_postgresql() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("already holds another audit trail"), "{err}");
 }
+
+/// A session revoked through one gateway's database ends a watch another gateway relays,
+/// within seconds; the session is refused on both at once after.
+#[test]
+fn a_revocation_closes_watches_on_every_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
+    let database = ztk::db::testing::database();
+    let mut gateways: Vec<Gateway> = (0..2)
+        .map(|i| {
+            let port = free_port();
+            let config = root.join(format!("gw{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
+                     [[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n",
+                    sandbox.kubeconfig.display()
+                ),
+            )
+            .unwrap();
+            Gateway {
+                config,
+                data: root.join(format!("gw{i}")),
+                port,
+                child: None,
+            }
+        })
+        .collect();
+    let mut add = Command::new(ztk_bin());
+    add.args([
+        "gateway",
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--config",
+    ])
+    .arg(&gateways[0].config);
+    run_ok(add, Some(&format!("{PASSWORD}\n")));
+    let mut bind = Command::new(ztk_bin());
+    bind.args([
+        "gateway", "role", "bind", "edit", "--user", "alice", "--config",
+    ])
+    .arg(&gateways[0].config);
+    run_ok(bind, None);
+    for g in &mut gateways {
+        g.start();
+    }
+    // The client talks to gateway 1 only.
+    let client = root.join("client");
+    let mut login = ztk(&client);
+    login
+        .args([
+            "login",
+            "--gateway",
+            &format!("https://127.0.0.1:{}", gateways[1].port),
+        ])
+        .arg("--ca-file")
+        .arg(gateways[1].data.join("ca.pem"))
+        .args(["--user", "alice", "--password-stdin"]);
+    run_ok(login, Some(&format!("{PASSWORD}\n")));
+    let mut watch = ztk(&client)
+        .args(["kubectl", "get", "pods", "-n", "dev", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(
+        lines.next().unwrap().unwrap().contains("NAME"),
+        "the watch runs"
+    );
+    // Revoked through gateway 0's config (the shared database).
+    let mut revoke = Command::new(ztk_bin());
+    revoke
+        .args(["gateway", "session", "revoke", "alice", "--config"])
+        .arg(&gateways[0].config);
+    run_ok(revoke, None);
+    let revoked = Instant::now();
+    loop {
+        if watch.try_wait().unwrap().is_some() {
+            break;
+        }
+        if revoked.elapsed() > Duration::from_secs(10) {
+            let _ = watch.kill();
+            panic!("the watch on the other gateway stayed open after the revocation");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "watch on the other gateway closed {:?} after the revocation",
+        revoked.elapsed()
+    );
+    assert!(revoked.elapsed() < Duration::from_secs(5));
+    let out = ztk(&client)
+        .args(["kubectl", "get", "pods", "-n", "dev"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the revoked session still works");
+}
