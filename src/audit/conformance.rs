@@ -509,8 +509,16 @@ fn a_batch_sent_to_two_gateways_at_once_is_stored_once(o: Opened) {
     let mut cmd = command("alice", "kubectl get pods");
     cmd.ended_us = Some(now_us());
     cmd.exit_code = Some(0);
-    let calls: Vec<_> = (0..50)
-        .map(|_| call("alice", "web", "list", 200, Some(cmd.id)))
+    // Enough calls for PostgreSQL's COPY path; a tenth are streams still open.
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let mut c = call("alice", "web", "list", 200, Some(cmd.id));
+            if i % 10 == 0 {
+                c.status = 101;
+                c.reason = super::model::STREAM_OPEN.into();
+            }
+            c
+        })
         .collect();
     for _ in 0..5 {
         std::thread::scope(|s| {
@@ -529,6 +537,8 @@ fn a_batch_sent_to_two_gateways_at_once_is_stored_once(o: Opened) {
         .ingest("mallory", std::slice::from_ref(&cmd), &[])
         .unwrap_err();
     assert!(err.to_string().contains("another user"), "{err}");
+    let err = b.ingest("mallory", &[], &calls).unwrap_err();
+    assert!(err.to_string().contains("another user"), "{err}");
     assert_eq!(o.store.count_commands(&Filter::default()).unwrap(), 1);
     // The command was written (and took a number) once.
     assert_eq!(o.store.last_seq().unwrap(), 1);
@@ -539,8 +549,35 @@ fn a_batch_sent_to_two_gateways_at_once_is_stored_once(o: Opened) {
                 .map(|n| n.unwrap_or(0))
         })
         .unwrap();
-    assert_eq!(n, 50);
+    assert_eq!(n, 100);
     assert!(o.store.verify(&[]).unwrap().ok());
+    // The open streams' final records replace them (and only them); sent again, nothing.
+    let closed: Vec<ApiCall> = calls
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if c.reason == super::model::STREAM_OPEN {
+                c.reason.clear();
+                c.status = 200;
+                c.bytes_out = 7;
+            }
+            c
+        })
+        .collect();
+    assert_eq!(a.ingest("alice", &[], &closed).unwrap().calls, 10);
+    assert_eq!(b.ingest("alice", &[], &closed).unwrap().calls, 0);
+    let open: i64 = o
+        .store
+        .with_db(true, |db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM client_calls WHERE reason = ?",
+                args![super::model::STREAM_OPEN],
+                |r| r.get(0),
+            )
+            .map(|n| n.unwrap_or(0))
+        })
+        .unwrap();
+    assert_eq!(open, 0);
     // A batch of commands some of which are unchanged (re-sent): the others are written, the
     // chain and the sequence still agree (none ends with a number no record took).
     let fresh = command("alice", "kubectl get ns");

@@ -225,6 +225,104 @@ fn upsert_client_calls_sql(rows: usize, returning: bool) -> String {
     )
 }
 
+/// The columns' types of `CLIENT_CALL_COLUMNS` (PostgreSQL), for `COPY`.
+fn client_call_types() -> Vec<crate::db::PgType> {
+    use crate::db::PgType as T;
+    let mut t = vec![T::TEXT, T::INT8];
+    t.extend([T::TEXT; 12]);
+    t.extend([T::INT8; 4]);
+    t.extend([T::TEXT; 9]);
+    t
+}
+
+/// PostgreSQL: calls (ids distinct) copied into a temporary table, then upserted from it in one
+/// statement; whether each was written.
+fn copy_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbError> {
+    use crate::db::Param;
+    let owned: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.id.to_string(),
+                c.command_id.map(|u| u.to_string()),
+                c.request_id.map(|u| u.to_string()),
+                c.bytes_in as i64,
+                c.bytes_out as i64,
+                c.access_method.as_str(),
+            )
+        })
+        .collect();
+    let mut params: Vec<&dyn Param> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH);
+    for (c, o) in calls.iter().zip(&owned) {
+        params.extend([
+            &o.0 as &dyn Param,
+            &c.time_us,
+            &c.user,
+            &c.cluster,
+            &c.namespace,
+            &c.resource,
+            &c.subresource,
+            &c.name,
+            &c.api_group,
+            &c.api_version,
+            &c.verb,
+            &c.method,
+            &c.path,
+            &c.query,
+            &c.status,
+            &c.duration_us,
+            &o.3,
+            &o.4,
+            &c.user_agent,
+            &c.source_ip,
+            &c.kubectl_command,
+            &c.kubectl_session,
+            &o.1,
+            &o.2,
+            &o.5,
+            &c.decision,
+            &c.reason,
+        ]);
+    }
+    // Emptied by each commit (and gone with the connection).
+    tx.batch(
+        "CREATE TEMP TABLE IF NOT EXISTS ingest_calls (LIKE client_calls INCLUDING DEFAULTS) \
+         ON COMMIT DELETE ROWS; DELETE FROM ingest_calls",
+    )?;
+    let Db::Postgres(conn) = tx else {
+        return Err(DbError::Invalid("COPY is PostgreSQL's".into()));
+    };
+    conn.copy_in(
+        &format!("ingest_calls ({CLIENT_CALL_COLUMNS})"),
+        &client_call_types(),
+        &params,
+    )?;
+    static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO client_calls ({CLIENT_CALL_COLUMNS}) SELECT {CLIENT_CALL_COLUMNS} FROM ingest_calls \
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, duration_us = excluded.duration_us, \
+             bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, decision = excluded.decision, \
+             reason = excluded.reason \
+             WHERE client_calls.user = excluded.user AND ( \
+             (client_calls.reason = ?2 AND excluded.reason != ?2) OR \
+             (client_calls.reason = ?1 AND excluded.reason NOT IN (?1, ?2))) \
+             RETURNING id"
+        )
+    });
+    let mut written = std::collections::HashSet::with_capacity(calls.len());
+    tx.query_each(&UPSERT, crate::args![STREAM_OPEN, IN_PROGRESS], &mut |r| {
+        written.insert(r.text(0)?);
+        Ok(())
+    })?;
+    Ok(owned.iter().map(|o| written.contains(&o.0)).collect())
+}
+
+/// Calls copied at once at most (a client's batch is 2,000 records).
+const COPY_ROWS: usize = 10_000;
+
+/// Calls a batch holds at least for `COPY` to be worth its two extra statements.
+const COPY_FROM: usize = 64;
+
 /// Stores `calls` (ids distinct) in one statement; whether each was written.
 fn upsert_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbError> {
     use crate::db::Param;
@@ -450,7 +548,7 @@ fn write(
     // PostgreSQL: many calls per statement (a round trip each); SQLite takes them one by one
     // from its prepared statement faster than it parses a statement of many.
     let per_statement = match tx.dialect() {
-        crate::db::Dialect::Postgres => CALLS_PER_STATEMENT,
+        crate::db::Dialect::Postgres => COPY_ROWS,
         crate::db::Dialect::Sqlite => 1,
     };
     let mut chunk: Vec<&ApiCall> = Vec::with_capacity(per_statement);
@@ -467,7 +565,11 @@ fn write(
             chunk.push(c);
             rest.next();
         }
-        let written = upsert_client_calls(tx, &chunk)?;
+        let written = if chunk.len() >= COPY_FROM {
+            copy_client_calls(tx, &chunk)?
+        } else {
+            upsert_client_calls(tx, &chunk)?
+        };
         let mut left = Vec::new();
         for (c, written) in chunk.iter().zip(written) {
             if written {

@@ -19,6 +19,7 @@ mod sqlite;
 pub mod testing;
 
 pub use self::postgres::{PgConn, PgPool, PgUrl};
+pub use ::postgres::types::Type as PgType;
 
 /// Which SQL a connection speaks, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
