@@ -33,28 +33,42 @@ fn main() {
     let records: usize = batches.iter().map(|b| b.len()).sum();
     for round in 1..=3 {
         for backend in ["sqlite", "postgresql"] {
-            let store = match backend {
-                "sqlite" => AuditStore::open(&dir.path().join(format!("gateway{round}.db"))),
-                _ => AuditStore::open_postgres(
-                    ztk::db::PgUrl::parse(&ztk::db::testing::database(), None).expect("a URL"),
-                    &dir.path().join("spill"),
-                ),
+            // One batch at a time, and two at once (a client ships two batches in flight, and
+            // several clients ship at once): the gateway's ingest takes them side by side where
+            // the backend can (PostgreSQL), in turn where it cannot (SQLite's one writer).
+            for at_once in [1, 2] {
+                let store = match backend {
+                    "sqlite" => {
+                        AuditStore::open(&dir.path().join(format!("gateway{round}-{at_once}.db")))
+                    }
+                    _ => AuditStore::open_postgres(
+                        ztk::db::PgUrl::parse(&ztk::db::testing::database(), None).expect("a URL"),
+                        &dir.path().join("spill"),
+                    ),
+                }
+                .expect("the gateway store");
+                let ingestor = Ingestor::new(store);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for lane in 0..at_once {
+                        let (ingestor, batches) = (&ingestor, &batches);
+                        s.spawn(move || {
+                            for batch in batches.iter().skip(lane).step_by(at_once) {
+                                ingestor
+                                    .ingest("alice", &batch.commands, &batch.calls)
+                                    .expect("stored");
+                            }
+                        });
+                    }
+                });
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "round {round} {backend:<10} {at_once} at once: {records} records ({n} calls) in {secs:.2}s: {:.0} records/s, {:.0} calls/s, {:.2} µs per record",
+                    records as f64 / secs,
+                    n as f64 / secs,
+                    secs * 1e6 / records as f64
+                );
             }
-            .expect("the gateway store");
-            let ingestor = Ingestor::new(store);
-            let start = Instant::now();
-            for batch in &batches {
-                ingestor
-                    .ingest("alice", &batch.commands, &batch.calls)
-                    .expect("stored");
-            }
-            let secs = start.elapsed().as_secs_f64();
-            println!(
-                "round {round} {backend:<10}: {records} records ({n} calls) in {secs:.2}s: {:.0} records/s, {:.0} calls/s, {:.2} µs per record",
-                records as f64 / secs,
-                n as f64 / secs,
-                secs * 1e6 / records as f64
-            );
         }
     }
 }

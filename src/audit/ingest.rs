@@ -137,14 +137,21 @@ pub struct Ingested {
 /// more than a small batch's inserts).
 pub struct Ingestor {
     store: AuditStore,
+    /// SQLite: the one connection (its writes take turns anyway).
     conn: Mutex<Option<WriterConn>>,
+    /// PostgreSQL: connections back from use; batches are stored side by side, each on its own.
+    idle: Mutex<Vec<WriterConn>>,
 }
+
+/// PostgreSQL connections the ingest keeps for the next batches.
+const IDLE_CONNECTIONS: usize = 4;
 
 impl Ingestor {
     pub fn new(store: AuditStore) -> Ingestor {
         Ingestor {
             store,
             conn: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -158,6 +165,28 @@ impl Ingestor {
         // Every record is checked before anything is written.
         commands.iter().try_for_each(check_command)?;
         calls.iter().try_for_each(check_call)?;
+        if self.store.dialect() == crate::db::Dialect::Postgres {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => self.store.ingest_connection()?,
+            };
+            let result = conn
+                .db()
+                .transaction(true, |tx| write(tx, user, commands, calls));
+            return match result {
+                Ok(done) => {
+                    let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                    if idle.len() < IDLE_CONNECTIONS {
+                        idle.push(conn);
+                    }
+                    Ok(done)
+                }
+                // A connection that failed is not trusted again.
+                Err(IngestError::Db(e)) => Err(IngestError::Store(self.store.db_err(e))),
+                Err(e) => Err(e),
+            };
+        }
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             *guard = Some(self.store.ingest_connection()?);
@@ -476,6 +505,53 @@ fn write(
     calls: &[ApiCall],
 ) -> Result<Ingested, IngestError> {
     let mut done = Ingested::default();
+    // The clients' calls first: they take no number of the sequence, so concurrent batches
+    // (PostgreSQL) store them side by side; the sequence is held only for the commands after.
+    // The calls this batch stored (not those it left alone): rolled up below, once each.
+    let mut stored = Vec::new();
+    // PostgreSQL: many calls per statement (a round trip each); SQLite takes them one by one
+    // from its prepared statement faster than it parses a statement of many.
+    let per_statement = match tx.dialect() {
+        crate::db::Dialect::Postgres => COPY_ROWS,
+        crate::db::Dialect::Sqlite => 1,
+    };
+    let mut chunk: Vec<&ApiCall> = Vec::with_capacity(per_statement);
+    let mut ids = std::collections::HashSet::new();
+    let mut rest = calls.iter().peekable();
+    while rest.peek().is_some() {
+        // One statement may not write a row twice: a repeated id starts the next one.
+        chunk.clear();
+        ids.clear();
+        while let Some(c) = rest.peek() {
+            if chunk.len() == per_statement || !ids.insert(c.id) {
+                break;
+            }
+            chunk.push(c);
+            rest.next();
+        }
+        let written = if chunk.len() >= COPY_FROM {
+            copy_client_calls(tx, &chunk)?
+        } else {
+            upsert_client_calls(tx, &chunk)?
+        };
+        let mut left = Vec::new();
+        for (c, written) in chunk.iter().zip(written) {
+            if written {
+                done.calls += 1;
+                stored.push(*c);
+            } else {
+                left.push(c.id);
+            }
+        }
+        // Left alone: already stored, or another user's (which refuses the whole batch).
+        if let Some(id) = foreign(tx, "client_calls", &left, user)? {
+            return Err(IngestError::Foreign { kind: "call", id });
+        }
+    }
+    super::stats::roll_up_client_calls(tx, stored)?;
+    if commands.is_empty() {
+        return Ok(done);
+    }
     // Commands are the store's own chained records: each one written takes the next number of
     // the write sequence and a journal entry; one left unchanged takes neither (the chain's
     // verify counts on every number taken being journaled).
@@ -540,51 +616,6 @@ fn write(
         journal.flush(tx)?;
         tx.execute("UPDATE sequence SET last = ? WHERE id = 1", args![seq])?;
     }
-    if calls.is_empty() {
-        return Ok(done);
-    }
-    // The calls this batch stored (not those it left alone): rolled up below, once each.
-    let mut stored = Vec::new();
-    // PostgreSQL: many calls per statement (a round trip each); SQLite takes them one by one
-    // from its prepared statement faster than it parses a statement of many.
-    let per_statement = match tx.dialect() {
-        crate::db::Dialect::Postgres => COPY_ROWS,
-        crate::db::Dialect::Sqlite => 1,
-    };
-    let mut chunk: Vec<&ApiCall> = Vec::with_capacity(per_statement);
-    let mut ids = std::collections::HashSet::new();
-    let mut rest = calls.iter().peekable();
-    while rest.peek().is_some() {
-        // One statement may not write a row twice: a repeated id starts the next one.
-        chunk.clear();
-        ids.clear();
-        while let Some(c) = rest.peek() {
-            if chunk.len() == per_statement || !ids.insert(c.id) {
-                break;
-            }
-            chunk.push(c);
-            rest.next();
-        }
-        let written = if chunk.len() >= COPY_FROM {
-            copy_client_calls(tx, &chunk)?
-        } else {
-            upsert_client_calls(tx, &chunk)?
-        };
-        let mut left = Vec::new();
-        for (c, written) in chunk.iter().zip(written) {
-            if written {
-                done.calls += 1;
-                stored.push(*c);
-            } else {
-                left.push(c.id);
-            }
-        }
-        // Left alone: already stored, or another user's (which refuses the whole batch).
-        if let Some(id) = foreign(tx, "client_calls", &left, user)? {
-            return Err(IngestError::Foreign { kind: "call", id });
-        }
-    }
-    super::stats::roll_up_client_calls(tx, stored)?;
     Ok(done)
 }
 
