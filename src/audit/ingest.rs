@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::chain::{self, Kind};
 use super::model::{limits, ApiCall, Command, IN_PROGRESS, STREAM_OPEN};
 use super::store::{
-    lock_sequence, upsert_command_row, AuditStore, StoreError, WriterConn, UPDATE_COMMAND_REASON,
+    call_params, lock_sequence, upsert_command_row, AuditStore, CallText, StoreError, WriterConn,
+    UPDATE_COMMAND_REASON,
 };
 use crate::args;
 use crate::db::{Db, DbError};
@@ -268,50 +269,10 @@ fn client_call_types() -> Vec<crate::db::PgType> {
 /// statement; whether each was written.
 fn copy_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbError> {
     use crate::db::Param;
-    let owned: Vec<_> = calls
-        .iter()
-        .map(|c| {
-            (
-                c.id.to_string(),
-                c.command_id.map(|u| u.to_string()),
-                c.request_id.map(|u| u.to_string()),
-                c.bytes_in as i64,
-                c.bytes_out as i64,
-                c.access_method.as_str(),
-            )
-        })
-        .collect();
+    let texts: Vec<CallText> = calls.iter().map(|c| CallText::of(c)).collect();
     let mut params: Vec<&dyn Param> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH);
-    for (c, o) in calls.iter().zip(&owned) {
-        params.extend([
-            &o.0 as &dyn Param,
-            &c.time_us,
-            &c.user,
-            &c.cluster,
-            &c.namespace,
-            &c.resource,
-            &c.subresource,
-            &c.name,
-            &c.api_group,
-            &c.api_version,
-            &c.verb,
-            &c.method,
-            &c.path,
-            &c.query,
-            &c.status,
-            &c.duration_us,
-            &o.3,
-            &o.4,
-            &c.user_agent,
-            &c.source_ip,
-            &c.kubectl_command,
-            &c.kubectl_session,
-            &o.1,
-            &o.2,
-            &o.5,
-            &c.decision,
-            &c.reason,
-        ]);
+    for (c, text) in calls.iter().zip(&texts) {
+        params.extend(call_params(c, text));
     }
     // Emptied by each commit (and gone with the connection).
     tx.batch(
@@ -343,7 +304,7 @@ fn copy_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbErr
         written.insert(r.text(0)?);
         Ok(())
     })?;
-    Ok(owned.iter().map(|o| written.contains(&o.0)).collect())
+    Ok(texts.iter().map(|t| written.contains(t.id())).collect())
 }
 
 /// Calls copied at once at most (a client's batch is 2,000 records).
@@ -355,52 +316,10 @@ const COPY_FROM: usize = 64;
 /// Stores `calls` (ids distinct) in one statement; whether each was written.
 fn upsert_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbError> {
     use crate::db::Param;
-    // What is not a field of the record as it is (ids as text, counters as i64): made here,
-    // the rest bound borrowed.
-    let owned: Vec<_> = calls
-        .iter()
-        .map(|c| {
-            (
-                c.id.to_string(),
-                c.command_id.map(|u| u.to_string()),
-                c.request_id.map(|u| u.to_string()),
-                c.bytes_in as i64,
-                c.bytes_out as i64,
-                c.access_method.as_str(),
-            )
-        })
-        .collect();
+    let texts: Vec<CallText> = calls.iter().map(|c| CallText::of(c)).collect();
     let mut params: Vec<&dyn Param> = Vec::with_capacity(calls.len() * CLIENT_CALL_WIDTH + 2);
-    for (c, o) in calls.iter().zip(&owned) {
-        params.extend([
-            &o.0 as &dyn Param,
-            &c.time_us,
-            &c.user,
-            &c.cluster,
-            &c.namespace,
-            &c.resource,
-            &c.subresource,
-            &c.name,
-            &c.api_group,
-            &c.api_version,
-            &c.verb,
-            &c.method,
-            &c.path,
-            &c.query,
-            &c.status,
-            &c.duration_us,
-            &o.3,
-            &o.4,
-            &c.user_agent,
-            &c.source_ip,
-            &c.kubectl_command,
-            &c.kubectl_session,
-            &o.1,
-            &o.2,
-            &o.5,
-            &c.decision,
-            &c.reason,
-        ]);
+    for (c, text) in calls.iter().zip(&texts) {
+        params.extend(call_params(c, text));
     }
     params.push(&STREAM_OPEN);
     params.push(&IN_PROGRESS);
@@ -421,7 +340,7 @@ fn upsert_client_calls(tx: &mut Db, calls: &[&ApiCall]) -> Result<Vec<bool>, DbE
         written.insert(r.text(0)?);
         Ok(())
     })?;
-    Ok(owned.iter().map(|o| written.contains(&o.0)).collect())
+    Ok(texts.iter().map(|t| written.contains(t.id())).collect())
 }
 
 /// Of the records of `table` with these ids, one that belongs to another user than `user`.

@@ -1788,23 +1788,41 @@ static UPSERT_COMMAND: LazyLock<String> = LazyLock::new(|| {
 pub(super) const UPDATE_COMMAND_REASON: &str =
     "reason = CASE WHEN excluded.reason = '' THEN commands.reason ELSE excluded.reason END";
 
-/// Writes a call under `seq` and journals it. A call already stored (an upgraded stream's
-/// opening record, then its final one) is replaced.
-fn insert_call(
-    db: &mut Db,
-    journal: &mut chain::Appender,
-    seq: i64,
-    c: &ApiCall,
-) -> Result<(), DbError> {
-    let id = c.id.to_string();
-    let command_id = c.command_id.map(|id| id.to_string());
-    let request_id = c.request_id.map(|id| id.to_string());
-    let (bytes_in, bytes_out) = (c.bytes_in as i64, c.bytes_out as i64);
-    // In the order of chain::CALL_FIELDS: the content hash is taken over exactly the values
-    // bound, which are what the row holds (each column gets a value of its own type, so no
-    // affinity conversion applies) and what `verify` reads back.
-    let values: [&dyn Param; 28] = [
-        &id,
+/// What a call's row holds that the call's fields do not hold as they are: ids as text, byte
+/// counts as i64, the access method's name.
+pub(super) struct CallText {
+    id: String,
+    command_id: Option<String>,
+    request_id: Option<String>,
+    bytes_in: i64,
+    bytes_out: i64,
+    access_method: &'static str,
+}
+
+impl CallText {
+    pub(super) fn of(c: &ApiCall) -> CallText {
+        CallText {
+            id: c.id.to_string(),
+            command_id: c.command_id.map(|id| id.to_string()),
+            request_id: c.request_id.map(|id| id.to_string()),
+            bytes_in: c.bytes_in as i64,
+            bytes_out: c.bytes_out as i64,
+            access_method: c.access_method.as_str(),
+        }
+    }
+
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A call's 27 content fields, bound in the order of `chain::CALL_FIELDS` (and of the columns
+/// of `api_calls` and `client_calls`): the content hash is taken over exactly the values bound,
+/// which are what the row holds (each column gets a value of its own type, so no affinity
+/// conversion applies) and what `verify` reads back.
+pub(super) fn call_params<'a>(c: &'a ApiCall, t: &'a CallText) -> [&'a dyn Param; 27] {
+    [
+        &t.id,
         &c.time_us,
         &c.user,
         &c.cluster,
@@ -1820,20 +1838,33 @@ fn insert_call(
         &c.query,
         &c.status,
         &c.duration_us,
-        &bytes_in,
-        &bytes_out,
+        &t.bytes_in,
+        &t.bytes_out,
         &c.user_agent,
         &c.source_ip,
         &c.kubectl_command,
         &c.kubectl_session,
-        &command_id,
-        &request_id,
-        &c.access_method.as_str(),
+        &t.command_id,
+        &t.request_id,
+        &t.access_method,
         &c.decision,
         &c.reason,
-        &seq,
-    ];
-    let content = chain::values_hash(Kind::Call, &values[..27])?;
+    ]
+}
+
+/// Writes a call under `seq` and journals it. A call already stored (an upgraded stream's
+/// opening record, then its final one) is replaced.
+fn insert_call(
+    db: &mut Db,
+    journal: &mut chain::Appender,
+    seq: i64,
+    c: &ApiCall,
+) -> Result<(), DbError> {
+    let text = CallText::of(c);
+    let fields = call_params(c, &text);
+    let content = chain::values_hash(Kind::Call, &fields)?;
+    let mut values: [&dyn Param; 28] = [&seq; 28];
+    values[..27].copy_from_slice(&fields);
     match db.dialect() {
         Dialect::Postgres => {
             db.execute(&UPSERT_CALL, &values)?;
@@ -1841,13 +1872,13 @@ fn insert_call(
         Dialect::Sqlite => match db.execute(&INSERT_CALL, &values) {
             Ok(_) => {}
             Err(e) if e.is_unique_violation() => {
-                db.execute("DELETE FROM api_calls WHERE id = ?", args![id])?;
+                db.execute("DELETE FROM api_calls WHERE id = ?", args![text.id])?;
                 db.execute(&INSERT_CALL, &values)?;
             }
             Err(e) => return Err(e),
         },
     }
-    journal.append(db, seq, Kind::Call, &id, &content)?;
+    journal.append(db, seq, Kind::Call, &text.id, &content)?;
     Ok(())
 }
 
@@ -1864,16 +1895,14 @@ fn insert_calls(
     if calls.is_empty() {
         return Ok(());
     }
-    let mut values: Vec<Value> = Vec::with_capacity(calls.len() * 28);
-    for (seq, c) in calls {
-        let start = values.len();
-        values.extend(call_values(c, *seq));
-        let row: Vec<&dyn Param> = values[start..start + 27]
-            .iter()
-            .map(|v| v as &dyn Param)
-            .collect();
-        let content = chain::values_hash(Kind::Call, &row)?;
-        journal.defer(db, *seq, Kind::Call, &c.id.to_string(), &content)?;
+    let texts: Vec<CallText> = calls.iter().map(|(_, c)| CallText::of(c)).collect();
+    let mut values: Vec<&dyn Param> = Vec::with_capacity(calls.len() * 28);
+    for ((seq, c), text) in calls.iter().zip(&texts) {
+        let fields = call_params(c, text);
+        let content = chain::values_hash(Kind::Call, &fields)?;
+        journal.defer(db, *seq, Kind::Call, &text.id, &content)?;
+        values.extend(fields);
+        values.push(seq);
     }
     let one = format!("({})", vec!["?"; 28].join(","));
     let set = CALL_INSERT_COLUMNS
@@ -1887,47 +1916,8 @@ fn insert_calls(
         "INSERT INTO api_calls ({CALL_INSERT_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {set}",
         vec![one.as_str(); calls.len()].join(",")
     );
-    let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
-    db.execute(&sql, &params)?;
+    db.execute(&sql, &values)?;
     Ok(())
-}
-
-/// A call's columns in the order of `CALL_INSERT_COLUMNS` (that of `chain::CALL_FIELDS`, then
-/// `seq`), as `insert_call` binds them.
-fn call_values(c: &ApiCall, seq: i64) -> [Value; 28] {
-    let text = |s: &str| Value::Text(s.to_string());
-    [
-        Value::Text(c.id.to_string()),
-        Value::Integer(c.time_us),
-        text(&c.user),
-        text(&c.cluster),
-        text(&c.namespace),
-        text(&c.resource),
-        text(&c.subresource),
-        text(&c.name),
-        text(&c.api_group),
-        text(&c.api_version),
-        text(&c.verb),
-        text(&c.method),
-        text(&c.path),
-        text(&c.query),
-        Value::Integer(i64::from(c.status)),
-        Value::Integer(c.duration_us),
-        Value::Integer(c.bytes_in as i64),
-        Value::Integer(c.bytes_out as i64),
-        text(&c.user_agent),
-        text(&c.source_ip),
-        text(&c.kubectl_command),
-        text(&c.kubectl_session),
-        c.command_id
-            .map_or(Value::Null, |u| Value::Text(u.to_string())),
-        c.request_id
-            .map_or(Value::Null, |u| Value::Text(u.to_string())),
-        text(c.access_method.as_str()),
-        text(&c.decision),
-        text(&c.reason),
-        Value::Integer(seq),
-    ]
 }
 
 fn upsert_command(

@@ -68,139 +68,108 @@ const TABLES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-const AUDIT_TABLES: &[(&str, &[&str], &str)] = &[
-    (
-        "chain",
-        &[
-            "seq",
-            "kind",
-            "record_id",
-            "content_hash",
-            "prev_hash",
-            "entry_hash",
-        ],
-        "seq",
-    ),
-    (
-        "chain_prunes",
-        &[
-            "seq",
-            "upto",
-            "anchor_seq",
-            "anchor_hash",
-            "survivors",
-            "digest",
-        ],
-        "seq",
-    ),
-    (
-        "chain_checkpoints",
-        &["seq", "head", "time_us", "public_key", "signature"],
-        "seq",
-    ),
-    (
-        "api_calls",
-        &[
-            "id",
-            "time_us",
-            "\"user\"",
-            "cluster",
-            "namespace",
-            "resource",
-            "subresource",
-            "name",
-            "api_group",
-            "api_version",
-            "verb",
-            "method",
-            "path",
-            "query",
-            "status",
-            "duration_us",
-            "bytes_in",
-            "bytes_out",
-            "user_agent",
-            "source_ip",
-            "kubectl_command",
-            "kubectl_session",
-            "command_id",
-            "request_id",
-            "access_method",
-            "decision",
-            "reason",
-            "seq",
-        ],
-        "seq",
-    ),
-    (
-        "commands",
-        &[
-            "id",
-            "started_us",
-            "ended_us",
-            "\"user\"",
-            "cluster",
-            "argv",
-            "command_line",
-            "exit_code",
-            "api_calls",
-            "access_method",
-            "cwd",
-            "host",
-            "shipped_us",
-            "seq",
-            "reason",
-        ],
-        "seq",
-    ),
-    (
-        "client_calls",
-        &[
-            "id",
-            "time_us",
-            "\"user\"",
-            "cluster",
-            "namespace",
-            "resource",
-            "subresource",
-            "name",
-            "api_group",
-            "api_version",
-            "verb",
-            "method",
-            "path",
-            "query",
-            "status",
-            "duration_us",
-            "bytes_in",
-            "bytes_out",
-            "user_agent",
-            "source_ip",
-            "kubectl_command",
-            "kubectl_session",
-            "command_id",
-            "request_id",
-            "access_method",
-            "decision",
-            "reason",
-            "reconciled",
-        ],
-        "id",
-    ),
-    (
-        "sink_cursors",
-        &[
-            "name",
-            "seq",
-            "delivered",
-            "last_success_us",
-            "last_error",
-            "last_error_us",
-            "updated_us",
-        ],
-        "name",
-    ),
+/// A call's content columns, in `api_calls` and in `client_calls` alike.
+const CALL_COLUMNS: [&str; 27] = [
+    "id",
+    "time_us",
+    "\"user\"",
+    "cluster",
+    "namespace",
+    "resource",
+    "subresource",
+    "name",
+    "api_group",
+    "api_version",
+    "verb",
+    "method",
+    "path",
+    "query",
+    "status",
+    "duration_us",
+    "bytes_in",
+    "bytes_out",
+    "user_agent",
+    "source_ip",
+    "kubectl_command",
+    "kubectl_session",
+    "command_id",
+    "request_id",
+    "access_method",
+    "decision",
+    "reason",
 ];
+
+/// The audit store's tables copied, in order (the chain first, then what it journals).
+fn audit_tables() -> Vec<(&'static str, Vec<&'static str>, &'static str)> {
+    let with = |extra: &[&'static str]| [&CALL_COLUMNS[..], extra].concat();
+    vec![
+        (
+            "chain",
+            vec![
+                "seq",
+                "kind",
+                "record_id",
+                "content_hash",
+                "prev_hash",
+                "entry_hash",
+            ],
+            "seq",
+        ),
+        (
+            "chain_prunes",
+            vec![
+                "seq",
+                "upto",
+                "anchor_seq",
+                "anchor_hash",
+                "survivors",
+                "digest",
+            ],
+            "seq",
+        ),
+        (
+            "chain_checkpoints",
+            vec!["seq", "head", "time_us", "public_key", "signature"],
+            "seq",
+        ),
+        ("api_calls", with(&["seq"]), "seq"),
+        (
+            "commands",
+            vec![
+                "id",
+                "started_us",
+                "ended_us",
+                "\"user\"",
+                "cluster",
+                "argv",
+                "command_line",
+                "exit_code",
+                "api_calls",
+                "access_method",
+                "cwd",
+                "host",
+                "shipped_us",
+                "seq",
+                "reason",
+            ],
+            "seq",
+        ),
+        ("client_calls", with(&["reconciled"]), "id"),
+        (
+            "sink_cursors",
+            vec![
+                "name",
+                "seq",
+                "delivered",
+                "last_success_us",
+                "last_error",
+                "last_error_us",
+                "updated_us",
+            ],
+            "name",
+        ),
+    ]
+}
 
 /// How many rows of a table were copied (rows already there are not counted).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -232,20 +201,27 @@ pub fn to_postgres(
         .map_err(db_err(format!("connecting to {url}")))?;
     let mut to = Db::Postgres(&mut to);
     let mut copied = Vec::new();
-    for (file, tables) in [(cfg.db_path(), TABLES), (cfg.audit_path(), AUDIT_TABLES)] {
+    let user_tables: Vec<_> = TABLES
+        .iter()
+        .map(|(t, c, o)| (*t, c.to_vec(), *o))
+        .collect();
+    for (file, tables, audit) in [
+        (cfg.db_path(), user_tables, false),
+        (cfg.audit_path(), audit_tables(), true),
+    ] {
         let conn = open(&file)?;
         let mut from = Db::Sqlite(&conn);
-        if tables == AUDIT_TABLES {
+        if audit {
             same_trail(&mut from, &mut to, &url)?;
         }
         for (table, columns, order) in tables {
-            let rows = copy_table(&mut from, &mut to, table, columns, order)
+            let rows = copy_table(&mut from, &mut to, table, &columns, order)
                 .map_err(db_err(format!("copying {table} into {url}")))?;
             let c = Copied { table, rows };
             progress(&c);
             copied.push(c);
         }
-        if tables == AUDIT_TABLES {
+        if audit {
             finish_audit(&mut from, &mut to)
                 .map_err(db_err(format!("finishing the audit trail in {url}")))?;
         }

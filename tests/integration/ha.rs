@@ -158,15 +158,16 @@ fn run_ok(mut c: Command, stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
-    let _alone = machine_alone();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
-    let database = ztk::db::testing::database();
-
-    let mut gateways: Vec<Gateway> = (0..GATEWAYS)
+/// `n` gateways on `database`, each with its own data dir and port, reaching the cluster of
+/// `kubeconfig`; `extra`: more top-level settings for each.
+fn gateways_on(
+    root: &Path,
+    database: &str,
+    kubeconfig: &Path,
+    n: usize,
+    extra: &str,
+) -> Vec<Gateway> {
+    (0..n)
         .map(|i| {
             let port = free_port();
             let config = root.join(format!("gw{i}.toml"));
@@ -174,12 +175,9 @@ fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
                 &config,
                 format!(
                     "listen = \"127.0.0.1:{port}\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
-                     max_sessions_per_user = 0\naudit_reconcile_after = \"1s\"\n\
-                     audit_checkpoint_interval = \"1s\"\n\
-                     [[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n\
-                     [[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"{}\"\nmax_size = \"1GiB\"\n",
-                    sandbox.kubeconfig.display(),
-                    root.join(format!("sink{i}.jsonl")).display()
+                     {}\n[[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n",
+                    extra.replace("{i}", &i.to_string()),
+                    kubeconfig.display()
                 ),
             )
             .unwrap();
@@ -190,8 +188,11 @@ fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
                 child: None,
             }
         })
-        .collect();
-    // Users and bindings are in the shared database: made once, through any gateway's config.
+        .collect()
+}
+
+/// User `alice` with the role `edit` everywhere, made through `config` (the shared database).
+fn add_alice(config: &Path) {
     let mut add = Command::new(ztk_bin());
     add.args([
         "gateway",
@@ -201,14 +202,37 @@ fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
         "--password-stdin",
         "--config",
     ])
-    .arg(&gateways[0].config);
+    .arg(config);
     run_ok(add, Some(&format!("{PASSWORD}\n")));
     let mut bind = Command::new(ztk_bin());
     bind.args([
         "gateway", "role", "bind", "edit", "--user", "alice", "--config",
     ])
-    .arg(&gateways[0].config);
+    .arg(config);
     run_ok(bind, None);
+}
+
+#[test]
+fn three_gateways_on_one_database_lose_nothing_when_one_is_killed() {
+    let _alone = machine_alone();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
+    let database = ztk::db::testing::database();
+
+    let mut gateways = gateways_on(
+        root,
+        &database,
+        &sandbox.kubeconfig,
+        GATEWAYS,
+        &format!(
+            "max_sessions_per_user = 0\naudit_reconcile_after = \"1s\"\naudit_checkpoint_interval = \"1s\"\n\
+             [[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"{}\"\nmax_size = \"1GiB\"",
+            root.join("sink{i}.jsonl").display()
+        ),
+    );
+    // Users and bindings are in the shared database: made once, through any gateway's config.
+    add_alice(&gateways[0].config);
     // One TLS identity for all three (as behind a real load balancer): made by the first.
     gateways[0].start();
     for g in &gateways[1..] {
@@ -560,44 +584,8 @@ fn a_revocation_closes_watches_on_every_gateway() {
     let root = dir.path();
     let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
     let database = ztk::db::testing::database();
-    let mut gateways: Vec<Gateway> = (0..2)
-        .map(|i| {
-            let port = free_port();
-            let config = root.join(format!("gw{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
-                     [[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n",
-                    sandbox.kubeconfig.display()
-                ),
-            )
-            .unwrap();
-            Gateway {
-                config,
-                data: root.join(format!("gw{i}")),
-                port,
-                child: None,
-            }
-        })
-        .collect();
-    let mut add = Command::new(ztk_bin());
-    add.args([
-        "gateway",
-        "user",
-        "add",
-        "alice",
-        "--password-stdin",
-        "--config",
-    ])
-    .arg(&gateways[0].config);
-    run_ok(add, Some(&format!("{PASSWORD}\n")));
-    let mut bind = Command::new(ztk_bin());
-    bind.args([
-        "gateway", "role", "bind", "edit", "--user", "alice", "--config",
-    ])
-    .arg(&gateways[0].config);
-    run_ok(bind, None);
+    let mut gateways = gateways_on(root, &database, &sandbox.kubeconfig, 2, "");
+    add_alice(&gateways[0].config);
     for g in &mut gateways {
         g.start();
     }
