@@ -101,6 +101,7 @@ both!(
     a_sign_in_begun_on_one_gateway_finishes_on_another,
     stored_roles_reach_every_gateway,
     failed_logins_count_across_gateways,
+    a_commands_records_out_of_order_only_move_it_forward,
 );
 
 fn call(user: &str, ns: &str, verb: &str, status: u16, command: Option<Uuid>) -> ApiCall {
@@ -773,4 +774,26 @@ fn failed_logins_count_across_gateways(o: Opened) {
     assert!(b.wait("alice", ip, t).unwrap().is_some());
     b.succeeded("alice").unwrap();
     assert_eq!(a.wait("alice", ip, t).unwrap(), None);
+}
+
+fn a_commands_records_out_of_order_only_move_it_forward(o: Opened) {
+    use super::ingest::Ingestor;
+    let ingestor = Ingestor::new(o.store.clone());
+    let start = command("alice", "kubectl get pods -w");
+    let mut running = start.clone();
+    running.api_calls = 3;
+    let mut ended = running.clone();
+    ended.api_calls = 5;
+    ended.ended_us = Some(start.started_us + 2_000_000);
+    ended.exit_code = Some(0);
+    // The end first (its batch stored first), then the older records.
+    for record in [&ended, &start, &running] {
+        ingestor
+            .ingest("alice", std::slice::from_ref(record), &[])
+            .unwrap();
+    }
+    assert_eq!(o.store.command(start.id).unwrap(), Some(ended.clone()));
+    // Only the end took a number: the older records changed nothing.
+    assert_eq!(o.store.last_seq().unwrap(), 1);
+    assert!(o.store.verify(&[]).unwrap().ok());
 }

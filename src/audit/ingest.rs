@@ -209,16 +209,27 @@ impl Ingestor {
     }
 }
 
-/// A command from a client: inserted, or its end (or its reason) brought up to date — only by
-/// its own user, and only when something changed (RETURNING then gives no row).
+/// A command from a client: inserted, or brought forward — only by its own user, and only when
+/// something changed (RETURNING then gives no row). Records of one command may arrive out of
+/// order (two batches in flight, stored side by side; a retry), so an update only moves a
+/// command forward: its end to a later one, never back to none; an exit code once set is kept
+/// unless a record brings another; its call count only up; a reason once set is kept.
 static UPSERT_COMMAND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO commands (id, started_us, ended_us, \"user\", cluster, argv, command_line, exit_code, \
          api_calls, access_method, cwd, host, reason, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT(id) DO UPDATE SET ended_us = excluded.ended_us, exit_code = excluded.exit_code, \
-         api_calls = excluded.api_calls, {}, seq = excluded.seq \
-         WHERE commands.user = excluded.user AND (commands.ended_us IS DISTINCT FROM excluded.ended_us \
-         OR commands.exit_code IS DISTINCT FROM excluded.exit_code OR commands.api_calls != excluded.api_calls \
+         ON CONFLICT(id) DO UPDATE SET \
+         ended_us = CASE WHEN excluded.ended_us IS NULL THEN commands.ended_us \
+             WHEN commands.ended_us IS NULL OR excluded.ended_us > commands.ended_us THEN excluded.ended_us \
+             ELSE commands.ended_us END, \
+         exit_code = COALESCE(excluded.exit_code, commands.exit_code), \
+         api_calls = CASE WHEN excluded.api_calls > commands.api_calls THEN excluded.api_calls \
+             ELSE commands.api_calls END, \
+         {}, seq = excluded.seq \
+         WHERE commands.user = excluded.user AND ( \
+         (excluded.ended_us IS NOT NULL AND (commands.ended_us IS NULL OR excluded.ended_us > commands.ended_us)) \
+         OR (excluded.exit_code IS NOT NULL AND commands.exit_code IS DISTINCT FROM excluded.exit_code) \
+         OR excluded.api_calls > commands.api_calls \
          OR (excluded.reason != '' AND commands.reason != excluded.reason)) \
          RETURNING {}",
         UPDATE_COMMAND_REASON,
