@@ -309,6 +309,9 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         ])
         .failure();
     assert!(code != 0 && err.contains("allow_insecure = true"), "{err}");
+    // Gone before the next environment: each holds the machine's lock for reading, and one
+    // taken while another is held would wait behind a test waiting to run alone (ha.rs).
+    drop(refused);
 
     let mut env = Env::prepare(dir, "", &clusters);
     env.serve_with(&[
