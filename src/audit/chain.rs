@@ -290,17 +290,31 @@ impl Appender {
         record_id: &str,
         content: &Hash,
     ) -> Result<Hash, DbError> {
+        let (prev, hash) = self.link(db, seq, kind, record_id, content)?;
+        db.execute(
+            "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?)",
+            args![seq, kind.as_str(), record_id, &content[..], &prev[..], &hash[..]],
+        )?;
+        Ok(hash)
+    }
+
+    /// The entry after the last one (the head, read once per transaction): its `prev_hash` and
+    /// its own hash, which becomes the last one.
+    fn link(
+        &mut self,
+        db: &mut Db,
+        seq: i64,
+        kind: Kind,
+        record_id: &str,
+        content: &Hash,
+    ) -> Result<(Hash, Hash), DbError> {
         let prev = match self.prev {
             Some(prev) => prev,
             None => head(db)?.map(|(_, h)| h).unwrap_or(GENESIS),
         };
         let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
-        db.execute(
-            "INSERT INTO chain (seq, kind, record_id, content_hash, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?)",
-            args![seq, kind.as_str(), record_id, &content[..], &prev[..], &hash[..]],
-        )?;
         self.prev = Some(hash);
-        Ok(hash)
+        Ok((prev, hash))
     }
 
     /// `append`, with the entry written by `flush` (many in one statement: one round trip to
@@ -313,14 +327,9 @@ impl Appender {
         record_id: &str,
         content: &Hash,
     ) -> Result<Hash, DbError> {
-        let prev = match self.prev {
-            Some(prev) => prev,
-            None => head(db)?.map(|(_, h)| h).unwrap_or(GENESIS),
-        };
-        let hash = entry_hash(&prev, seq, kind.as_str(), record_id, content);
+        let (prev, hash) = self.link(db, seq, kind, record_id, content)?;
         self.deferred
             .push((seq, kind, record_id.to_string(), *content, prev, hash));
-        self.prev = Some(hash);
         Ok(hash)
     }
 
