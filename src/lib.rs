@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of modules and how a request flows through both hops.
 
+pub mod agent;
 pub mod audit;
 pub mod body;
 pub mod cli;
@@ -23,3 +24,4 @@ pub mod shell;
 pub mod sinks;
 pub mod tls;
 pub mod tui;
+pub mod tunnel;

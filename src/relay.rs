@@ -28,7 +28,7 @@ use crate::body::{self, Body, BodyError};
 pub mod dial;
 mod pool;
 
-pub use dial::{Dialer, Proxy};
+pub use dial::{Dialer, OpenFuture, Opener, Proxy};
 
 /// The HTTP client type of the relay's connections (TLS over [`Dialer`]).
 pub type HttpsClient = Client<HttpsConnector<Dialer>, Body>;
@@ -92,6 +92,9 @@ pub struct Reach {
     /// `tls-server-name`: the name sent (SNI) and verified instead of the URL's host.
     pub server_name: Option<String>,
     pub proxy: Option<Proxy>,
+    /// Connections come from here instead of TCP (an agent's tunnel; the URL is then `http:`,
+    /// the tunnel being TLS already).
+    pub opener: Option<Arc<dyn Opener>>,
 }
 
 enum Auth {
@@ -107,6 +110,8 @@ pub struct Health {
     /// Microseconds since the epoch of the last answer (any status but 401 and 5xx).
     last_ok_us: AtomicI64,
     last_error: Mutex<Option<(i64, String)>>,
+    /// Exchanges relayed now (an open watch or exec counts until it ends).
+    in_flight: AtomicI64,
 }
 
 impl Health {
@@ -118,6 +123,11 @@ impl Health {
     pub fn failed(&self, message: &str) {
         let now = crate::audit::model::now_us();
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, message.into()));
+    }
+
+    /// Exchanges in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// The last answer and the last failure, in microseconds since the epoch.
@@ -170,6 +180,30 @@ impl Upstream {
             Auth::Fixed(auth.fixed_authorization())
         };
         Ok(Upstream::build(label.into(), base, None, reach, auth)?.with_own_credential())
+    }
+
+    /// A cluster reached only through `opener` (an agent's tunnel), with no credential of the
+    /// gateway's: the agent adds the cluster's.
+    pub fn through(
+        label: impl Into<String>,
+        host: &str,
+        opener: Arc<dyn Opener>,
+    ) -> Result<Upstream, RelayError> {
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let reach = Reach {
+            opener: Some(opener),
+            ..Reach::default()
+        };
+        Ok(Upstream::build(
+            label.into(),
+            &format!("http://{host}"),
+            Some(tls),
+            reach,
+            Auth::Fixed(None),
+        )?
+        .with_own_credential())
     }
 
     /// Marks the upstream as a cluster reached with the gateway's own credential: a 401 from it
@@ -333,7 +367,10 @@ impl Reach {
 }
 
 fn connector(tls: rustls::ClientConfig, http2: bool, reach: &Reach) -> HttpsConnector<Dialer> {
-    let dialer = Dialer::new(reach.proxy.clone());
+    let dialer = match &reach.opener {
+        Some(opener) => Dialer::through(opener.clone()),
+        None => Dialer::new(reach.proxy.clone()),
+    };
     let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -472,7 +509,15 @@ pub async fn relay<F>(
 where
     F: FnMut(Outcome) + Send + Sync + 'static,
 {
-    let mut done = done;
+    let health = upstream.health.clone();
+    health.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut inner = done;
+    let mut done = move |outcome: Outcome| {
+        if !outcome.open {
+            health.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        inner(outcome)
+    };
     let start = Instant::now();
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -164,6 +164,24 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// Another protocol on the same port, chosen by ALPN in the client's hello, with a TLS config
+/// of its own (the agents' tunnel: a client certificate required). Its connections are handed
+/// over after the handshake; no HTTP server runs on them here.
+#[derive(Clone)]
+pub struct SideDoor {
+    pub alpn: &'static [u8],
+    pub tls: Arc<rustls::ServerConfig>,
+    #[allow(clippy::type_complexity)]
+    pub handler: Arc<
+        dyn Fn(
+                tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                SocketAddr,
+            ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            + Send
+            + Sync,
+    >,
+}
+
 /// Like `serve_tls`, with limits on each connection: the time to send headers, the time a
 /// connection may sit idle, and the connections open at once from one address (past it a new
 /// connection is closed at once).
@@ -172,6 +190,43 @@ pub async fn serve_tls_with<F, Fut>(
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
     handler: F,
+) where
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_tls_routed(listener, tls, limits, handler, None).await
+}
+
+/// Accepts one TLS connection: with the main config, or the side door's when the client
+/// asks for its ALPN protocol (then `Err` hands the connection to the side door).
+async fn accept(
+    acceptor: &TlsAcceptor,
+    side: Option<&SideDoor>,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let Some(side) = side else {
+        return acceptor.accept(tcp).await.map(Ok);
+    };
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let wants_side = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == side.alpn));
+    if wants_side {
+        start.into_stream(side.tls.clone()).await.map(Err)
+    } else {
+        start.into_stream(acceptor.config().clone()).await.map(Ok)
+    }
+}
+
+/// `serve_tls_with`, with a [`SideDoor`].
+pub async fn serve_tls_routed<F, Fut>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+    handler: F,
+    side: Option<SideDoor>,
 ) where
     F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -200,10 +255,19 @@ pub async fn serve_tls_with<F, Fut>(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
+        let side = side.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
+            let accepted =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&acceptor, side.as_ref(), tcp));
+            let stream = match accepted.await {
+                Ok(Ok(Ok(stream))) => stream,
+                Ok(Ok(Err(side_stream))) => {
+                    if let Some(side) = side {
+                        (side.handler)(side_stream, peer).await;
+                    }
+                    return;
+                }
                 Ok(Err(err)) => {
                     tracing::debug!("TLS handshake with {peer} failed: {err}");
                     return;

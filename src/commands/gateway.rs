@@ -1,5 +1,6 @@
 //! `ztk gateway`: run the gateway and manage its users, sessions, roles and bindings.
 
+mod agent;
 mod clusters;
 mod migrate;
 mod sinks;
@@ -41,6 +42,9 @@ enum GatewayCommand {
     /// Inspect how the gateway reaches its clusters (run on the gateway host).
     #[command(subcommand)]
     Clusters(clusters::ClustersCommand),
+    /// Enroll and revoke the agents of clusters reached through `ztk agent`.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Inspect the SIEM sinks that stream the audit trail (run on the gateway host).
     #[command(subcommand)]
     Sinks(sinks::SinksCommand),
@@ -267,6 +271,7 @@ fn open_users(config: &ConfigArg) -> Result<UserStore> {
 
 pub fn run(args: Args) -> Result<i32> {
     match args.command {
+        GatewayCommand::Agent(command) => agent::run(command),
         GatewayCommand::Serve { config } => {
             let cfg = GatewayConfig::load(&config.config)?;
             crate::cli::block_on_workers(cfg.worker_threads, serve(cfg))
@@ -541,7 +546,7 @@ async fn serve(cfg: GatewayConfig) -> Result<i32> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

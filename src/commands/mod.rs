@@ -1,6 +1,7 @@
 //! One file per subcommand, each with its arguments and its `run`.
 
 pub mod access;
+pub mod agent;
 pub mod audit;
 pub mod completions;
 pub mod credential;

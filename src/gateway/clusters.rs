@@ -52,6 +52,8 @@ pub struct Cluster {
     pub reach: ReachInfo,
     /// The cluster's version, from the probe at start.
     pub version: Mutex<Option<String>>,
+    /// An agent cluster: the tunnels it is reached through.
+    pub agents: Option<Arc<super::agents::Agents>>,
 }
 
 /// How a cluster is reached, for the status (no secret in it).
@@ -73,6 +75,7 @@ pub struct ReachInfo {
 
 pub async fn connect(
     config: &GatewayConfig,
+    agents: Option<&Arc<super::agents::Agents>>,
 ) -> Result<BTreeMap<String, Arc<Cluster>>, ClusterError> {
     let mut out = BTreeMap::new();
     for c in &config.clusters {
@@ -98,6 +101,12 @@ pub async fn connect(
             ClusterKind::Sandbox => start_sandbox(&c.name)
                 .await
                 .map_err(|e| fail(e.to_string()))?,
+            ClusterKind::Agent => {
+                let agents = agents
+                    .ok_or_else(|| fail("agent clusters need the agent CA".into()))?
+                    .clone();
+                through_agent(&c.name, agents).map_err(fail)?
+            }
         };
         cluster.impersonate = c.impersonate;
         cluster.reach.impersonate = c.impersonate;
@@ -106,7 +115,7 @@ pub async fn connect(
     Ok(out)
 }
 
-fn from_kubeconfig(
+pub(crate) fn from_kubeconfig(
     name: &str,
     source: String,
     resolved: crate::kubeconfig::ResolvedCluster,
@@ -147,6 +156,7 @@ fn from_kubeconfig(
         client_cert: resolved.client_cert.clone(),
         server_name: resolved.tls_server_name.clone(),
         proxy: proxy.clone(),
+        opener: None,
     };
     let auth = Arc::new(auth);
     let upstream = Upstream::cluster(
@@ -171,12 +181,13 @@ fn from_kubeconfig(
             impersonate: false,
         },
         version: Mutex::new(None),
+        agents: None,
     })
 }
 
 /// The pod's service account, as client-go's `rest.InClusterConfig` reads it; the token is read
 /// again when it rotates.
-fn in_cluster(name: &str) -> Result<Cluster, String> {
+pub(crate) fn in_cluster(name: &str) -> Result<Cluster, String> {
     let dir = std::env::var_os("ZTK_SERVICEACCOUNT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR));
@@ -220,6 +231,34 @@ fn in_cluster(name: &str) -> Result<Cluster, String> {
     Ok(cluster)
 }
 
+/// A cluster reached through its agent's tunnel: no address, no credential on the gateway.
+fn through_agent(name: &str, agents: Arc<super::agents::Agents>) -> Result<Cluster, String> {
+    let opener = Arc::new(super::agents::AgentOpener {
+        agents: agents.clone(),
+        cluster: name.to_string(),
+    });
+    let upstream = Upstream::through(
+        format!("cluster {name} (through its agent)"),
+        &format!("{name}.agent.ztk"),
+        opener,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Cluster {
+        name: name.to_string(),
+        description: "through its agent (ztk agent)".into(),
+        upstream,
+        impersonate: false,
+        auth: Arc::new(ClusterAuth::fixed("the agent's", None)),
+        reach: ReachInfo {
+            source: "ztk agent (tunnel)".into(),
+            server: "(the agent's cluster)".into(),
+            ..Default::default()
+        },
+        version: Mutex::new(None),
+        agents: Some(agents),
+    })
+}
+
 /// Starts the built-in sandbox on 127.0.0.1 with its own CA and bearer token.
 async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
     let server = crate::sandbox::server::start(([127, 0, 0, 1], 0).into()).await?;
@@ -244,6 +283,7 @@ async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
             ..Default::default()
         },
         version: Mutex::new(None),
+        agents: None,
     })
 }
 
@@ -251,6 +291,10 @@ async fn start_sandbox(name: &str) -> anyhow::Result<Cluster> {
 /// the log and the status say which.
 pub fn probe_all(clusters: &BTreeMap<String, Arc<Cluster>>) {
     for cluster in clusters.values() {
+        if cluster.agents.is_some() {
+            // Reported by its agent when it connects.
+            continue;
+        }
         let cluster = cluster.clone();
         tokio::spawn(async move {
             match probe(&cluster).await {
@@ -274,7 +318,7 @@ pub fn probe_all(clusters: &BTreeMap<String, Arc<Cluster>>) {
 }
 
 /// `GET /version` with the gateway's credential.
-async fn probe(cluster: &Cluster) -> Result<String, String> {
+pub(crate) async fn probe(cluster: &Cluster) -> Result<String, String> {
     let req = http::Request::get("/version")
         .body(crate::body::empty())
         .map_err(|e| e.to_string())?;
@@ -333,6 +377,12 @@ pub struct ClusterStatus {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_time: Option<String>,
+    /// Calls relayed now (open watches and exec sessions included).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// An agent cluster's tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::agents::AgentStatus>,
 }
 
 /// `DATA_DIR/clusters.json`, written by the running gateway.
@@ -349,7 +399,7 @@ impl StatusFile {
     }
 }
 
-fn rfc3339_us(us: i64) -> String {
+pub(crate) fn rfc3339_us(us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
         .and_then(|t| {
@@ -367,15 +417,23 @@ impl Cluster {
         if credential.last_error.is_some() && err.is_some() {
             credential.last_error = None;
         }
+        let agent = self.agents.as_ref().map(|a| a.status(&self.name));
+        let reported = self
+            .agents
+            .as_ref()
+            .and_then(|a| a.kubernetes_version(&self.name));
         ClusterStatus {
             name: self.name.clone(),
             reach: self.reach.clone(),
             credential,
-            version: self
-                .version
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            in_flight: self.upstream.health().in_flight(),
+            agent,
+            version: reported.or_else(|| {
+                self.version
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }),
             last_success: ok.map(rfc3339_us),
             last_error_time: err.as_ref().map(|(at, _)| rfc3339_us(*at)),
             last_error: err.map(|(_, message)| message),

@@ -77,6 +77,30 @@ struct RawConfig {
     /// A file holding the database password (its first line), when the URL has none.
     #[serde(default)]
     database_password_file: Option<PathBuf>,
+    /// `[agents]`: clusters reached through `ztk agent`.
+    #[serde(default)]
+    agents: RawAgents,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    /// How long an agent's client certificate is valid; it is renewed over the tunnel once
+    /// two thirds of that have passed.
+    #[serde(default = "default_agent_certificate_ttl")]
+    certificate_ttl: String,
+}
+
+impl Default for RawAgents {
+    fn default() -> Self {
+        RawAgents {
+            certificate_ttl: default_agent_certificate_ttl(),
+        }
+    }
+}
+
+fn default_agent_certificate_ttl() -> String {
+    "30d".into()
 }
 
 fn default_reconcile_after() -> String {
@@ -236,6 +260,9 @@ struct RawCluster {
     /// Accept the kubeconfig's `insecure-skip-tls-verify` (warned about at start).
     #[serde(default)]
     allow_insecure: bool,
+    /// Reached through `ztk agent`, which dials the gateway from the cluster's side.
+    #[serde(default)]
+    agent: bool,
     /// Act on the cluster as the user: send `Impersonate-User`/`Impersonate-Group` so the
     /// cluster's own RBAC applies too (the gateway's credential needs the impersonate verb).
     #[serde(default)]
@@ -291,6 +318,8 @@ pub struct GatewayConfig {
     /// `[oidc]`: single sign-on.
     pub oidc: Option<crate::oidc::config::OidcConfig>,
     pub password_login: bool,
+    /// `[agents] certificate_ttl`.
+    pub agent_certificate_ttl: std::time::Duration,
     /// The PostgreSQL database several gateways share; None: SQLite files in `data_dir`.
     pub database: Option<crate::db::PgUrl>,
 }
@@ -378,6 +407,7 @@ impl ClusterConfig {
             ),
             ClusterKind::InCluster => "in-cluster service account".into(),
             ClusterKind::Sandbox => "built-in sandbox".into(),
+            ClusterKind::Agent => "ztk agent (tunnel)".into(),
         }
     }
 }
@@ -392,6 +422,8 @@ pub enum ClusterKind {
     /// The service account of the pod the gateway runs in.
     InCluster,
     Sandbox,
+    /// Reached through the tunnel of `ztk agent`.
+    Agent,
 }
 
 impl GatewayConfig {
@@ -481,10 +513,10 @@ impl GatewayConfig {
                     "key `{key}.name`: cluster {name:?} is defined twice"
                 )));
             }
-            let sources = [c.kubeconfig.is_some(), c.sandbox, c.incluster];
+            let sources = [c.kubeconfig.is_some(), c.sandbox, c.incluster, c.agent];
             if sources.iter().filter(|set| **set).count() != 1 {
                 return Err(invalid(format!(
-                    "key `{key}` ({name}): set exactly one of `kubeconfig = \"PATH\"`, `incluster = true` or `sandbox = true`"
+                    "key `{key}` ({name}): set exactly one of `kubeconfig = \"PATH\"`, `incluster = true`, `agent = true` or `sandbox = true`"
                 )));
             }
             if c.context.is_some() && c.kubeconfig.is_none() {
@@ -504,6 +536,7 @@ impl GatewayConfig {
                     allow_insecure: c.allow_insecure,
                 },
                 None if c.incluster => ClusterKind::InCluster,
+                None if c.agent => ClusterKind::Agent,
                 None => ClusterKind::Sandbox,
             };
             clusters.push(ClusterConfig {
@@ -629,7 +662,20 @@ impl GatewayConfig {
                 )
             }
         };
+        let agent_certificate_ttl = crate::audit::filter::parse_duration_us(
+            &raw.agents.certificate_ttl,
+        )
+        .ok()
+        .filter(|us| *us >= 10_000_000)
+        .map(|us| std::time::Duration::from_micros(us as u64))
+        .ok_or_else(|| {
+            invalid(format!(
+                "key `agents.certificate_ttl`: {:?} is not a duration of at least 10s, like 30d",
+                raw.agents.certificate_ttl
+            ))
+        })?;
         Ok(GatewayConfig {
+            agent_certificate_ttl,
             shell,
             oidc,
             database,

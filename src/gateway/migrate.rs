@@ -66,6 +66,35 @@ const TABLES: &[(&str, &[&str], &str)] = &[
         ],
         "role, subject_kind, subject, cluster, namespace",
     ),
+    (
+        "agent_ca",
+        &["id", "cert_pem", "key_pem", "created_us"],
+        "id",
+    ),
+    (
+        "agent_tokens",
+        &[
+            "token_hash",
+            "cluster",
+            "created_us",
+            "expires_us",
+            "used_us",
+            "used_by",
+        ],
+        "token_hash",
+    ),
+    (
+        "agent_certs",
+        &[
+            "fingerprint",
+            "cluster",
+            "issued_us",
+            "expires_us",
+            "revoked_us",
+            "origin",
+        ],
+        "fingerprint",
+    ),
 ];
 
 /// A call's content columns, in `api_calls` and in `client_calls` alike.

@@ -3,6 +3,7 @@
 //! audit record of every call, denied ones included.
 
 pub mod access;
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod authz;
@@ -85,6 +86,8 @@ pub struct Gateway {
     pub sso: Option<Arc<crate::oidc::sso::Sso>>,
     /// Whether users may sign in with a password (`password_login`).
     pub password_login: bool,
+    /// Agent clusters' enrollment and tunnels, when the config has any (`agent = true`).
+    pub agents: Option<Arc<agents::Agents>>,
 }
 
 /// Where a Kubernetes request came in: the gateway's port (session tokens) or the web shell's
@@ -198,7 +201,23 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
     for (id, user, used_us) in audit_store.command_owners_since(since, 100_000)? {
         command_owners.claim(id, &user, used_us);
     }
-    let clusters = clusters::connect(config).await?;
+    let agent_clusters: Vec<String> = config
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.kind, config::ClusterKind::Agent))
+        .map(|c| c.name.clone())
+        .collect();
+    let agents = if agent_clusters.is_empty() {
+        None
+    } else {
+        let users = users.clone();
+        let ttl = config.agent_certificate_ttl;
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || agents::Agents::new(users, agent_clusters, ttl))
+                .await??,
+        ))
+    };
+    let clusters = clusters::connect(config, agents.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -247,6 +266,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             None => None,
         },
         password_login: config.password_login,
+        agents: agents.clone(),
     });
     if let Some(sso) = gateway.sso.clone() {
         // Discovered now so that a wrong issuer shows in the log at start; a provider that is
@@ -286,7 +306,20 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         idle_timeout: Some(config.limits.idle_timeout),
         max_per_address: config.limits.max_connections_per_address,
     };
-    let server = tokio::spawn(crate::serve::serve_tls_with(
+    let side_door = match &agents {
+        Some(agents) => {
+            let tunnels = agents.clone();
+            Some(crate::serve::SideDoor {
+                alpn: crate::agent::protocol::TUNNEL_ALPN,
+                tls: agents.ca().tunnel_tls(&server_tls)?,
+                handler: Arc::new(move |stream, addr| {
+                    Box::pin(tunnels.clone().serve_tunnel(stream, addr))
+                }),
+            })
+        }
+        None => None,
+    };
+    let server = tokio::spawn(crate::serve::serve_tls_routed(
         listener,
         server_tls,
         limits,
@@ -294,6 +327,7 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
             let gateway = handler_gateway.clone();
             async move { gateway.handle(req, peer.addr).await }
         },
+        side_door,
     ));
     Ok(Running {
         addr,
@@ -529,6 +563,9 @@ impl Gateway {
                 let now = gw.users.data_version()?;
                 if Some(now) != seen {
                     gw.reload_policy()?;
+                    if let Some(agents) = &gw.agents {
+                        agents.close_revoked()?;
+                    }
                 }
                 if check_streams {
                     gw.close_invalid_streams()?;
@@ -623,6 +660,20 @@ impl Gateway {
         let path = req.uri().path();
         if path.starts_with(protocol::KUBE_PREFIX) {
             self.kube(req, peer, Via::Network).await
+        } else if path == crate::agent::protocol::ENROLL_PATH {
+            match (&self.agents, req.method()) {
+                (Some(agents), &http::Method::POST) => agents.clone().enroll(req, peer).await,
+                (Some(_), _) => body::status_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "method not allowed",
+                ),
+                (None, _) => body::status_response(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "ztk: this gateway has no agent cluster (`agent = true` in its config)",
+                ),
+            }
         } else if path.starts_with("/ztk/") {
             api::handle(self, req, peer).await
         } else if path == "/healthz" {

@@ -97,7 +97,36 @@ ALTER TABLE sessions ADD COLUMN groups TEXT;
     SSO_TABLES,
     LOGIN_FAILURES,
     STORED_ROLES,
+    AGENT_TABLES,
 ];
+
+/// `ztk agent` (src/gateway/agents.rs): the agent CA (one row), one-time enrollment tokens by
+/// hash, and every certificate issued to an agent, by fingerprint, with its revocation.
+const AGENT_TABLES: &str = r#"
+CREATE TABLE agent_ca (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    created_us BIGINT NOT NULL
+);
+CREATE TABLE agent_tokens (
+    token_hash TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    used_us BIGINT,
+    used_by TEXT
+);
+CREATE TABLE agent_certs (
+    fingerprint TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    issued_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    revoked_us BIGINT,
+    origin TEXT NOT NULL
+);
+CREATE INDEX agent_certs_cluster ON agent_certs(cluster);
+"#;
 
 /// Custom roles stored by `ztk gateway role apply` (beside the config's): they reload live in
 /// every gateway, like bindings. `rules` is the JSON of the role's rules.
@@ -173,6 +202,7 @@ CREATE TABLE bindings (
     SSO_TABLES,
     LOGIN_FAILURES,
     STORED_ROLES,
+    AGENT_TABLES,
 ];
 
 /// The channel every change is announced on (PostgreSQL).

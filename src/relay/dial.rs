@@ -1,5 +1,6 @@
-//! Opening the TCP connection under the relay's TLS: directly, or through a cluster's
-//! `proxy-url` (an HTTP proxy's `CONNECT`, or SOCKS5), as kubectl does.
+//! Opening the connection under the relay's TLS: TCP directly, or through a cluster's
+//! `proxy-url` (an HTTP proxy's `CONNECT`, or SOCKS5), as kubectl does; or a stream of an
+//! agent's tunnel (an [`Opener`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,8 @@ use base64::Engine;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
@@ -101,11 +103,98 @@ fn strip_credentials(url: &str) -> String {
     }
 }
 
-/// The connector under the relay's TLS: plain TCP, or through a proxy.
+/// A byte stream that is not a TCP connection (an agent tunnel's stream).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// What an [`Opener`] returns.
+pub type OpenFuture = Pin<Box<dyn Future<Output = Result<Box<dyn Io>, BoxError>> + Send>>;
+
+/// Opens connections some other way than TCP: the gateway's side of an agent's tunnel. An
+/// error means the upstream cannot be reached now (answered `503` at once).
+pub trait Opener: Send + Sync {
+    fn open(&self) -> OpenFuture;
+}
+
+/// A connection the relay speaks HTTP on.
+pub enum Conn {
+    Tcp(TcpStream),
+    Other(Box<dyn Io>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Other(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Other(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Other(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Tcp(s) => s.connected(),
+            Conn::Other(_) => Connected::new(),
+        }
+    }
+}
+
+/// The connector under the relay's TLS: plain TCP, or through a proxy, or an [`Opener`].
 #[derive(Clone)]
 pub struct Dialer {
     tcp: HttpConnector,
     proxy: Option<Arc<Proxy>>,
+    opener: Option<Arc<dyn Opener>>,
 }
 
 impl Dialer {
@@ -117,6 +206,15 @@ impl Dialer {
         Dialer {
             tcp,
             proxy: proxy.map(Arc::new),
+            opener: None,
+        }
+    }
+
+    /// A dialer whose every connection comes from `opener` (no TCP at all).
+    pub fn through(opener: Arc<dyn Opener>) -> Dialer {
+        Dialer {
+            opener: Some(opener),
+            ..Dialer::new(None)
         }
     }
 
@@ -127,7 +225,7 @@ impl Dialer {
 }
 
 impl Service<Uri> for Dialer {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Conn>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -136,11 +234,15 @@ impl Service<Uri> for Dialer {
     }
 
     fn call(&mut self, target: Uri) -> Self::Future {
+        if let Some(opener) = &self.opener {
+            let opened = opener.open();
+            return Box::pin(async move { Ok(TokioIo::new(Conn::Other(opened.await?))) });
+        }
         let mut tcp = self.tcp.clone();
         let proxy = self.proxy.clone();
         Box::pin(async move {
             let Some(proxy) = proxy else {
-                return Ok(tcp.call(target).await?);
+                return Ok(TokioIo::new(Conn::Tcp(tcp.call(target).await?.into_inner())));
             };
             let host = target.host().unwrap_or_default().trim_matches(['[', ']']);
             let port = target.port_u16().unwrap_or(match target.scheme_str() {
@@ -152,7 +254,7 @@ impl Service<Uri> for Dialer {
                 ProxyKind::Connect => connect_tunnel(stream, &proxy, host, port).await?,
                 ProxyKind::Socks5 => socks5(stream, &proxy, host, port).await?,
             };
-            Ok(TokioIo::new(stream))
+            Ok(TokioIo::new(Conn::Tcp(stream)))
         })
     }
 }

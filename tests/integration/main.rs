@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod agent;
 mod audit;
 mod cli;
 mod clusters;

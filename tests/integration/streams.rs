@@ -349,7 +349,7 @@ fn kubectl_versions() -> Vec<(u32, String)> {
 /// Runs a `kubectl port-forward … 0:8080` command, sends a line through the forwarded port and
 /// checks that the pod's echo server sends it back; then stops kubectl.
 #[track_caller]
-fn port_forward_echoes(cmd: Cmd, what: &str) {
+pub(crate) fn port_forward_echoes(cmd: Cmd, what: &str) {
     use std::io::{Read, Write};
     let mut cmd = cmd.cmd;
     let mut child = cmd

@@ -106,6 +106,7 @@ fn print_table(report: &Report, cfg: &GatewayConfig) {
         "REACHED",
         "CREDENTIAL",
         "EXPIRES",
+        "IN FLIGHT",
         "LAST SUCCESS",
         "LAST ERROR",
     ]);
@@ -117,6 +118,8 @@ fn print_table(report: &Report, cfg: &GatewayConfig) {
         };
         let state = if !report.running {
             "-"
+        } else if c.agent.as_ref().is_some_and(|a| !a.connected) {
+            "agent not connected"
         } else if failing {
             "failing"
         } else if c.last_success.is_some() {
@@ -141,6 +144,31 @@ fn print_table(report: &Report, cfg: &GatewayConfig) {
         if c.reach.impersonate {
             reached.push("impersonates users".into());
         }
+        if let Some(agent) = c.agent.as_ref().filter(|_| report.running) {
+            if agent.connected {
+                let mut line = format!(
+                    "agent {} at {} connected since {}",
+                    agent.version.as_deref().unwrap_or("?"),
+                    agent.address.as_deref().unwrap_or("?"),
+                    agent.since.as_deref().unwrap_or("?")
+                );
+                if let Some(host) = &agent.host {
+                    line.push_str(&format!(" (host {host})"));
+                }
+                if let Some(rtt) = agent.rtt_ms {
+                    line.push_str(&format!(", ping {rtt} ms"));
+                }
+                if agent.tunnels > 1 {
+                    line.push_str(&format!(", {} tunnels", agent.tunnels));
+                }
+                reached.push(line);
+            } else {
+                reached.push(match &agent.since {
+                    Some(at) => format!("agent disconnected since {at}"),
+                    None => "agent never connected".into(),
+                });
+            }
+        }
         let mut credential = if c.credential.kind.is_empty() {
             "-".to_string()
         } else {
@@ -155,6 +183,11 @@ fn print_table(report: &Report, cfg: &GatewayConfig) {
             shown(&reached.join(", ")),
             shown(&credential),
             c.credential.expires.clone().unwrap_or_else(|| "-".into()),
+            if report.running {
+                c.in_flight.to_string()
+            } else {
+                "-".into()
+            },
             c.last_success.clone().unwrap_or_else(|| "never".into()),
             match (&c.last_error, &c.last_error_time) {
                 (Some(e), Some(at)) if failing => format!("{at} {}", shown(e)),

@@ -1,0 +1,93 @@
+//! `ztk agent`: run next to a cluster that accepts no inbound connection; dials out to the
+//! gateway(s) and carries their calls to the cluster (see `agent`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{AgentConfig, ClusterSource};
+use crate::cli::UsageError;
+
+/// Connect a cluster that accepts no inbound connection to the gateway, through a tunnel this
+/// agent dials out (the gateway's cluster has `agent = true`).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The gateway's URL, https://HOST:PORT (repeat for each gateway of a PostgreSQL-shared
+    /// group: the agent keeps a tunnel to each).
+    #[arg(long = "gateway", required = true, value_name = "URL", env = "ZTK_AGENT_GATEWAY", value_delimiter = ',')]
+    gateways: Vec<String>,
+    /// The gateway's CA certificate (PEM), to verify it.
+    #[arg(long, value_name = "FILE", env = "ZTK_AGENT_CA_FILE")]
+    ca_file: PathBuf,
+    /// The cluster's name in the gateway's config.
+    #[arg(long, value_name = "NAME", env = "ZTK_AGENT_CLUSTER")]
+    cluster: String,
+    /// A file holding the one-time enrollment token (`ztk gateway agent token CLUSTER`); read
+    /// only on the first start, before the agent has its certificate.
+    #[arg(long, value_name = "FILE", env = "ZTK_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Reach the cluster with this kubeconfig (exec plugins and token files work as on the
+    /// gateway).
+    #[arg(long, value_name = "FILE", conflicts_with = "incluster")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    context: Option<String>,
+    /// Reach the cluster with the pod's service account (the agent runs in the cluster).
+    #[arg(long)]
+    incluster: bool,
+    /// Where the agent keeps its key and certificate (default: ZTK_DATA_DIR or the user's data
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let source = match (args.kubeconfig, args.incluster) {
+        (Some(path), false) => ClusterSource::Kubeconfig {
+            path,
+            context: args.context,
+        },
+        (None, true) => ClusterSource::InCluster,
+        _ => {
+            return Err(UsageError(
+                "give --kubeconfig FILE or --incluster: how the agent reaches its cluster".into(),
+            )
+            .into())
+        }
+    };
+    if !crate::gateway::config::valid_name(&args.cluster) {
+        return Err(UsageError(format!(
+            "--cluster {:?}: a cluster name is lowercase letters, digits and '-'",
+            args.cluster
+        ))
+        .into());
+    }
+    for url in &args.gateways {
+        crate::agent::GatewayAddr::parse(url).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => crate::client::config::Paths::from_env()?.data_dir,
+    };
+    let config = AgentConfig {
+        gateways: args.gateways,
+        ca_file: args.ca_file,
+        cluster: args.cluster.clone(),
+        token_file: args.token_file,
+        source,
+        data_dir,
+    };
+    eprintln!(
+        "ztk agent: cluster {} through {}",
+        config.cluster,
+        config.gateways.join(", ")
+    );
+    crate::cli::block_on(async move {
+        crate::agent::run(config, super::gateway::shutdown_signal())
+            .await
+            .with_context(|| format!("ztk agent for cluster {}", args.cluster))
+    })?;
+    eprintln!("ztk agent: stopped");
+    Ok(0)
+}

@@ -1,0 +1,886 @@
+//! The gateway's side of `ztk agent`: enrollment, the agents' certificates, and the tunnels.
+//!
+//! - **Enrollment**: `ztk gateway agent token CLUSTER` stores the hash of a one-time token;
+//!   the agent trades it (`POST /ztk/v1/agents/enroll`, with a CSR for its own key) for a
+//!   client certificate `CN=ztk-agent:CLUSTER` signed by the agent CA. The token is taken by
+//!   one `UPDATE … WHERE used_us IS NULL`, so a second use fails whichever gateway sees it.
+//! - **The agent CA** lives in the gateway's database (`agent_ca`, made once by whoever needs
+//!   it first), so every gateway sharing a PostgreSQL database trusts the same agents. Each
+//!   certificate issued is recorded by fingerprint (`agent_certs`); a tunnel is accepted only
+//!   for a recorded, unrevoked certificate, and `ztk gateway agent revoke` closes the cluster's
+//!   open tunnels within a second (the change is seen like a binding's).
+//! - **Tunnels**: an agent dials the HTTPS port with ALPN `ztk-tunnel/1` and its certificate
+//!   (`serve::SideDoor`); the gateway becomes the HTTP/2 client on that connection, asks the
+//!   agent's `Hello`, pings it (round trip in the status, a silent tunnel closed), renews its
+//!   certificate when two thirds of its life are gone, and opens one stream per relayed
+//!   connection ([`AgentOpener`], the cluster upstream's dialer). A cluster with no tunnel
+//!   answers `503` at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::users::{hash_token, UserError, UserStore};
+use crate::agent::protocol::{self as wire, EnrollRequest, EnrollResponse, Hello, Refused};
+use crate::args;
+use crate::audit::model::now_us;
+use crate::body::{self, Body};
+
+/// How often a tunnel is pinged; one unanswered for as long is closed.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long opening a stream may wait (the agent's stream limit, a stalled tunnel).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] UserError),
+    #[error("the agent CA in the database is unusable: {0}")]
+    Ca(String),
+    #[error("could not issue the agent's certificate: {0}")]
+    Issue(String),
+}
+
+/// One certificate issued to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentCert {
+    pub fingerprint: String,
+    pub cluster: String,
+    pub issued_us: i64,
+    pub expires_us: i64,
+    pub revoked_us: Option<i64>,
+    /// The address it was issued to (enrollment) or "renewal".
+    pub origin: String,
+}
+
+/// A token not used yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingToken {
+    pub cluster: String,
+    pub created_us: i64,
+    pub expires_us: i64,
+}
+
+/// The database side: tokens, the CA, certificates (tables made by the user store's
+/// migrations: `agent_ca`, `agent_tokens`, `agent_certs`).
+impl UserStore {
+    /// Stores a new one-time enrollment token for `cluster`, valid for `ttl`; returns it.
+    pub fn create_agent_token(&self, cluster: &str, ttl: Duration) -> Result<String, UserError> {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = format!(
+            "ztkagent_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let now = now_us();
+        let expires = now.saturating_add(ttl.as_micros().min(i64::MAX as u128) as i64);
+        self.with_db(|db| {
+            db.execute(
+                "INSERT INTO agent_tokens (token_hash, cluster, created_us, expires_us) VALUES (?, ?, ?, ?)",
+                args![hash_token(&token), cluster, now, expires],
+            )
+        })?;
+        Ok(token)
+    }
+
+    /// Takes `token` for `cluster` once: `Ok(Err(why))` when it is unknown, used or expired.
+    pub fn take_agent_token(
+        &self,
+        cluster: &str,
+        token: &str,
+        address: &str,
+    ) -> Result<Result<(), &'static str>, UserError> {
+        let hash = hash_token(token);
+        let now = now_us();
+        self.with_db(|db| {
+            let taken = db.execute(
+                "UPDATE agent_tokens SET used_us = ?, used_by = ? WHERE token_hash = ? AND cluster = ? \
+                 AND used_us IS NULL AND expires_us > ?",
+                args![now, address, hash, cluster, now],
+            )?;
+            if taken == 1 {
+                return Ok(Ok(()));
+            }
+            let row: Option<(Option<i64>, i64, String)> = db.query_row(
+                "SELECT used_us, expires_us, cluster FROM agent_tokens WHERE token_hash = ?",
+                args![hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(Err(match row {
+                Some((Some(_), _, _)) => "the enrollment token was used already (each token enrolls one agent once): make a new one with `ztk gateway agent token`",
+                Some((None, expires, _)) if expires <= now => "the enrollment token has expired: make a new one with `ztk gateway agent token`",
+                Some(_) => "the enrollment token was made for another cluster",
+                None => "unknown enrollment token",
+            }))
+        })
+    }
+
+    fn record_agent_cert(&self, cert: &AgentCert) -> Result<(), UserError> {
+        self.with_db(|db| {
+            db.execute(
+                "INSERT INTO agent_certs (fingerprint, cluster, issued_us, expires_us, origin) VALUES (?, ?, ?, ?, ?)",
+                args![cert.fingerprint, cert.cluster, cert.issued_us, cert.expires_us, cert.origin],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn agent_cert(&self, fingerprint: &str) -> Result<Option<AgentCert>, UserError> {
+        self.with_db(|db| {
+            db.query_row(
+                "SELECT fingerprint, cluster, issued_us, expires_us, revoked_us, origin FROM agent_certs WHERE fingerprint = ?",
+                args![fingerprint],
+                |r| {
+                    Ok(AgentCert {
+                        fingerprint: r.get(0)?,
+                        cluster: r.get(1)?,
+                        issued_us: r.get(2)?,
+                        expires_us: r.get(3)?,
+                        revoked_us: r.get(4)?,
+                        origin: r.get(5)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Every certificate issued, newest first, and the tokens not used yet.
+    pub fn list_agents(&self) -> Result<(Vec<AgentCert>, Vec<PendingToken>), UserError> {
+        let now = now_us();
+        self.with_db(|db| {
+            let certs = db.query_vec(
+                "SELECT fingerprint, cluster, issued_us, expires_us, revoked_us, origin FROM agent_certs \
+                 ORDER BY issued_us DESC",
+                &[],
+                |r| {
+                    Ok(AgentCert {
+                        fingerprint: r.get(0)?,
+                        cluster: r.get(1)?,
+                        issued_us: r.get(2)?,
+                        expires_us: r.get(3)?,
+                        revoked_us: r.get(4)?,
+                        origin: r.get(5)?,
+                    })
+                },
+            )?;
+            let tokens = db.query_vec(
+                "SELECT cluster, created_us, expires_us FROM agent_tokens WHERE used_us IS NULL AND expires_us > ? \
+                 ORDER BY created_us",
+                args![now],
+                |r| {
+                    Ok(PendingToken {
+                        cluster: r.get(0)?,
+                        created_us: r.get(1)?,
+                        expires_us: r.get(2)?,
+                    })
+                },
+            )?;
+            Ok((certs, tokens))
+        })
+    }
+
+    /// Revokes every certificate of `cluster`'s agents and its unused tokens; every gateway
+    /// closes the cluster's tunnels within a second. Returns the certificates revoked.
+    pub fn revoke_agents(&self, cluster: &str) -> Result<u64, UserError> {
+        let now = now_us();
+        self.with_change(|db| {
+            let n = db.execute(
+                "UPDATE agent_certs SET revoked_us = ? WHERE cluster = ? AND revoked_us IS NULL",
+                args![now, cluster],
+            )?;
+            db.execute(
+                "DELETE FROM agent_tokens WHERE cluster = ? AND used_us IS NULL",
+                args![cluster],
+            )?;
+            Ok(n)
+        })
+    }
+
+    /// Of these fingerprints, the revoked (or unknown) ones.
+    fn revoked_agent_certs(&self, fingerprints: &[String]) -> Result<Vec<String>, UserError> {
+        let mut out = Vec::new();
+        for fp in fingerprints {
+            match self.agent_cert(fp)? {
+                Some(cert) if cert.revoked_us.is_none() => {}
+                _ => out.push(fp.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The agent CA (certificate and key, PEM), made and stored by the first caller.
+    pub fn agent_ca(&self) -> Result<(String, String), AgentError> {
+        let read = |store: &UserStore| {
+            store.with_db(|db| {
+                db.query_row(
+                    "SELECT cert_pem, key_pem FROM agent_ca WHERE id = 1",
+                    &[],
+                    |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+                )
+            })
+        };
+        if let Some(found) = read(self)? {
+            return Ok(found);
+        }
+        let ca = crate::tls::Ca::generate("ztk agent CA").map_err(|e| AgentError::Ca(e.to_string()))?;
+        let (cert, key) = (ca.cert_pem(), ca.key_pem());
+        self.with_db(|db| {
+            db.execute(
+                "INSERT INTO agent_ca (id, cert_pem, key_pem, created_us) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                args![cert, key, now_us()],
+            )
+            .map(drop)
+        })?;
+        read(self)?.ok_or_else(|| AgentError::Ca("the agent CA could not be stored".into()))
+    }
+}
+
+/// Hex SHA-256 of a certificate's DER: how agent certificates are recorded.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// The agent CA, ready to sign.
+pub struct AgentCa {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+}
+
+impl AgentCa {
+    pub fn load(users: &UserStore) -> Result<AgentCa, AgentError> {
+        let (cert_pem, key_pem) = users.agent_ca()?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| AgentError::Ca(e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| AgentError::Ca(e.to_string()))?;
+        Ok(AgentCa { issuer, cert_pem })
+    }
+
+    /// A client certificate for `cluster`'s agent, for `public_key`, valid for `ttl`.
+    fn issue(
+        &self,
+        public_key: &impl PublicKeyData,
+        cluster: &str,
+        ttl: Duration,
+        origin: &str,
+    ) -> Result<(String, AgentCert), AgentError> {
+        let fail = |e: rcgen::Error| AgentError::Issue(e.to_string());
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{}{cluster}", wire::AGENT_CN_PREFIX),
+        );
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let serial: [u8; 16] = rand::random();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30));
+        let cert = params.signed_by(public_key, &self.issuer).map_err(fail)?;
+        let issued_us = now_us();
+        let record = AgentCert {
+            fingerprint: cert_fingerprint(cert.der()),
+            cluster: cluster.to_string(),
+            issued_us,
+            expires_us: issued_us.saturating_add(ttl.as_micros().min(i64::MAX as u128) as i64),
+            revoked_us: None,
+            origin: origin.to_string(),
+        };
+        Ok((cert.pem(), record))
+    }
+
+    /// The TLS config of the tunnel's door: the gateway's own certificate (`server`'s), and a
+    /// client certificate signed by this CA required.
+    pub fn tunnel_tls(
+        &self,
+        server: &rustls::ServerConfig,
+    ) -> Result<Arc<rustls::ServerConfig>, AgentError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in crate::tls::parse_certs(self.cert_pem.as_bytes(), "agent CA")
+            .map_err(|e| AgentError::Ca(e.to_string()))?
+        {
+            roots.add(cert).map_err(|e| AgentError::Ca(e.to_string()))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .map_err(|e| AgentError::Ca(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(server.cert_resolver.clone());
+        config.alpn_protocols = vec![wire::TUNNEL_ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// One agent's open tunnel.
+pub struct Tunnel {
+    id: u64,
+    pub cluster: String,
+    fingerprint: String,
+    sender: h2::client::SendRequest<Bytes>,
+    pub since_us: i64,
+    pub hello: Hello,
+    pub address: SocketAddr,
+    /// The last ping's round trip, microseconds (-1: none yet).
+    rtt_us: AtomicI64,
+    /// Streams open on it now.
+    streams: Arc<AtomicI64>,
+    /// Set once it answered GOAWAY or failed: no new streams.
+    closing: AtomicBool,
+    close: tokio::sync::watch::Sender<bool>,
+}
+
+/// What `ztk gateway clusters status` shows of an agent cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentStatus {
+    pub connected: bool,
+    /// RFC 3339: since when the oldest open tunnel is up, or when the last one closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Tunnels open (several agents of one cluster may be connected).
+    pub tunnels: usize,
+    /// Streams open across them (kept-alive connections included).
+    pub streams: u64,
+}
+
+/// The agent side of the gateway: the CA, and the tunnels by cluster.
+pub struct Agents {
+    users: Arc<UserStore>,
+    ca: AgentCa,
+    /// The clusters configured with `agent = true`.
+    clusters: Vec<String>,
+    certificate_ttl: Duration,
+    tunnels: Mutex<HashMap<String, Vec<Arc<Tunnel>>>>,
+    /// When each cluster's last tunnel closed (microseconds).
+    last_closed: Mutex<HashMap<String, i64>>,
+    next_id: AtomicU64,
+}
+
+impl Agents {
+    pub fn new(
+        users: Arc<UserStore>,
+        clusters: Vec<String>,
+        certificate_ttl: Duration,
+    ) -> Result<Agents, AgentError> {
+        let ca = AgentCa::load(&users)?;
+        Ok(Agents {
+            users,
+            ca,
+            clusters,
+            certificate_ttl,
+            tunnels: Mutex::new(HashMap::new()),
+            last_closed: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn ca(&self) -> &AgentCa {
+        &self.ca
+    }
+
+    fn knows(&self, cluster: &str) -> bool {
+        self.clusters.iter().any(|c| c == cluster)
+    }
+
+    /// The cluster's status line.
+    pub fn status(&self, cluster: &str) -> AgentStatus {
+        let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        let open: Vec<Arc<Tunnel>> = tunnels.get(cluster).cloned().unwrap_or_default();
+        drop(tunnels);
+        let Some(first) = open.iter().min_by_key(|t| t.since_us) else {
+            let closed = self
+                .last_closed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(cluster)
+                .copied();
+            return AgentStatus {
+                since: closed.map(super::clusters::rfc3339_us),
+                ..AgentStatus::default()
+            };
+        };
+        let rtt = first.rtt_us.load(Ordering::Relaxed);
+        AgentStatus {
+            connected: true,
+            since: Some(super::clusters::rfc3339_us(first.since_us)),
+            version: Some(first.hello.version.clone()),
+            address: Some(first.address.to_string()),
+            host: Some(first.hello.host.clone()).filter(|h| !h.is_empty()),
+            rtt_ms: (rtt >= 0).then(|| (rtt as f64 / 1000.0 * 100.0).round() / 100.0),
+            tunnels: open.len(),
+            streams: open
+                .iter()
+                .map(|t| t.streams.load(Ordering::Relaxed).max(0) as u64)
+                .sum(),
+        }
+    }
+
+    /// The Kubernetes version the newest tunnel's agent reported.
+    pub fn kubernetes_version(&self, cluster: &str) -> Option<String> {
+        let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        tunnels
+            .get(cluster)?
+            .iter()
+            .max_by_key(|t| t.since_us)
+            .and_then(|t| t.hello.kubernetes.clone())
+    }
+
+    /// Opens a stream to `cluster`'s agent: on the open tunnel with the fewest streams.
+    async fn open(&self, cluster: &str) -> Result<crate::tunnel::Stream, String> {
+        let not_connected = || {
+            format!("the agent of cluster {cluster} is not connected to this gateway (`ztk gateway clusters status` shows since when; start `ztk agent` next to the cluster)")
+        };
+        for _ in 0..3 {
+            let tunnel = {
+                let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+                tunnels
+                    .get(cluster)
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| !t.closing.load(Ordering::Relaxed))
+                    .min_by_key(|t| t.streams.load(Ordering::Relaxed))
+                    .cloned()
+            };
+            let Some(tunnel) = tunnel else {
+                return Err(not_connected());
+            };
+            let guard = StreamGuard::new(tunnel.streams.clone());
+            match tokio::time::timeout(
+                OPEN_TIMEOUT,
+                crate::tunnel::open(&tunnel.sender, Some(Box::new(guard))),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(err)) => {
+                    // GOAWAY or a dead connection: take the next tunnel.
+                    tracing::debug!(cluster, "tunnel {} refused a stream: {err}", tunnel.id);
+                    tunnel.closing.store(true, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "the agent of cluster {cluster} did not accept a stream within {}s",
+                        OPEN_TIMEOUT.as_secs()
+                    ))
+                }
+            }
+        }
+        Err(not_connected())
+    }
+
+    fn register(&self, tunnel: Arc<Tunnel>) {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        tunnels
+            .entry(tunnel.cluster.clone())
+            .or_default()
+            .push(tunnel);
+    }
+
+    fn unregister(&self, tunnel: &Tunnel) {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = tunnels.get_mut(&tunnel.cluster) {
+            list.retain(|t| t.id != tunnel.id);
+            if list.is_empty() {
+                tunnels.remove(&tunnel.cluster);
+            }
+        }
+        self.last_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tunnel.cluster.clone(), now_us());
+    }
+
+    /// Closes the tunnels whose certificate was revoked since they opened (run when the
+    /// database changed: blocking).
+    pub fn close_revoked(&self) -> Result<(), UserError> {
+        let open: Vec<Arc<Tunnel>> = {
+            let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+            tunnels.values().flatten().cloned().collect()
+        };
+        if open.is_empty() {
+            return Ok(());
+        }
+        let fingerprints: Vec<String> = open.iter().map(|t| t.fingerprint.clone()).collect();
+        let revoked = self.users.revoked_agent_certs(&fingerprints)?;
+        for tunnel in open.iter().filter(|t| revoked.contains(&t.fingerprint)) {
+            tracing::warn!(cluster = %tunnel.cluster, address = %tunnel.address, "agent revoked: tunnel closed");
+            tunnel.closing.store(true, Ordering::Relaxed);
+            let _ = tunnel.close.send(true);
+        }
+        Ok(())
+    }
+
+    /// `POST /ztk/v1/agents/enroll`.
+    pub async fn enroll(
+        self: Arc<Self>,
+        req: Request<Body>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let refuse = |code: StatusCode, reason: &str, message: &str| {
+            body::status_response(code, reason, &format!("ztk: {message}"))
+        };
+        let bytes = match body::read_limited(req.into_body(), wire::MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("could not read the enrollment: {e}"),
+                )
+            }
+        };
+        let enroll: EnrollRequest = match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("invalid enrollment: {e}"),
+                )
+            }
+        };
+        if !self.knows(&enroll.cluster) {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!(
+                    "this gateway has no agent cluster {:?} (`agent = true` in its config)",
+                    crate::audit::format::printable(&enroll.cluster)
+                ),
+            );
+        }
+        let csr = match rcgen::CertificateSigningRequestParams::from_pem(&enroll.csr) {
+            Ok(csr) => csr,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("the certificate signing request is invalid: {e}"),
+                )
+            }
+        };
+        let key = format!("agent:{}", enroll.cluster);
+        let now = now_us();
+        let this = self.clone();
+        let address = peer.ip().to_string();
+        let throttle_users = super::throttle::LoginThrottle::new(self.users.clone());
+        let (cluster, token) = (enroll.cluster.clone(), enroll.token);
+        let outcome = tokio::task::spawn_blocking(move || {
+            if let Some(wait) = throttle_users.wait(&key, peer.ip(), now)? {
+                return Ok::<_, AgentError>(Err((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many failed enrollments; try again in {}s", wait.as_secs() + 1),
+                )));
+            }
+            if let Err(why) = this.users.take_agent_token(&cluster, &token, &address)? {
+                throttle_users.failed(&key, peer.ip(), now)?;
+                return Ok(Err((StatusCode::UNAUTHORIZED, why.to_string())));
+            }
+            let (pem, record) =
+                this.ca
+                    .issue(&csr.public_key, &cluster, this.certificate_ttl, &address)?;
+            this.users.record_agent_cert(&record)?;
+            Ok(Ok((pem, record)))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Ok((pem, record)))) => {
+                tracing::info!(cluster = %record.cluster, address = %peer.ip(), version = %crate::audit::format::printable(&enroll.version), "agent enrolled");
+                let answer = EnrollResponse {
+                    certificate: pem,
+                    expires: super::clusters::rfc3339_us(record.expires_us),
+                };
+                body::json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(answer).unwrap_or_default(),
+                )
+            }
+            Ok(Ok(Err((code, message)))) => {
+                tracing::warn!(cluster = %crate::audit::format::printable(&enroll.cluster), address = %peer.ip(), "agent enrollment refused: {message}");
+                let reason = if code == StatusCode::UNAUTHORIZED {
+                    "Unauthorized"
+                } else {
+                    "TooManyRequests"
+                };
+                refuse(code, reason, &message)
+            }
+            Ok(Err(err)) => super::api::internal(err),
+            Err(err) => super::api::internal(err),
+        }
+    }
+
+    /// Serves one agent's tunnel until it closes.
+    pub async fn serve_tunnel(
+        self: Arc<Self>,
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        address: SocketAddr,
+    ) {
+        let Some(der) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+        else {
+            return;
+        };
+        let fingerprint = cert_fingerprint(&der);
+        let users = self.users.clone();
+        let fp = fingerprint.clone();
+        let record = match tokio::task::spawn_blocking(move || users.agent_cert(&fp)).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(err)) => {
+                tracing::error!("could not look up an agent's certificate: {err}");
+                return;
+            }
+            Err(_) => return,
+        };
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(crate::tunnel::STREAM_WINDOW)
+            .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
+            .max_concurrent_reset_streams(1024)
+            .handshake::<_, Bytes>(tls);
+        let (sender, mut conn) = match tokio::time::timeout(OPEN_TIMEOUT, handshake).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(err)) => {
+                tracing::debug!(%address, "tunnel handshake failed: {err}");
+                return;
+            }
+            Err(_) => return,
+        };
+        let refusal = match &record {
+            Some(r) if r.revoked_us.is_some() => Some(Refused {
+                revoked: true,
+                message: format!(
+                    "this agent's certificate was revoked (`ztk gateway agent revoke {}`); enroll again with a new token",
+                    r.cluster
+                ),
+            }),
+            Some(r) if !self.knows(&r.cluster) => Some(Refused {
+                revoked: false,
+                message: format!(
+                    "cluster {} is not an agent cluster of this gateway (`agent = true`)",
+                    r.cluster
+                ),
+            }),
+            Some(_) => None,
+            None => Some(Refused {
+                revoked: true,
+                message: "this gateway's database never issued this agent's certificate; enroll again with a new token".into(),
+            }),
+        };
+        let record = match (record, refusal) {
+            (Some(record), None) => record,
+            (_, Some(refused)) => {
+                tracing::warn!(%address, "refused an agent: {}", refused.message);
+                // Told on the tunnel itself, so the agent can say why and stop.
+                let told = crate::tunnel::call(
+                    &sender,
+                    http::Method::PUT,
+                    wire::REFUSED_PATH,
+                    Bytes::from(serde_json::to_vec(&refused).unwrap_or_default()),
+                    wire::MAX_BODY,
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    tokio::select! {
+                        _ = told => {}
+                        _ = &mut conn => {}
+                    }
+                })
+                .await;
+                return;
+            }
+            (None, None) => return,
+        };
+        let mut ping = conn.ping_pong();
+        let (close, mut closed) = tokio::sync::watch::channel(false);
+        let driver = tokio::spawn(async move {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(err) = result {
+                        tracing::debug!("tunnel ended: {err}");
+                    }
+                }
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        });
+        let hello = match tokio::time::timeout(
+            OPEN_TIMEOUT,
+            crate::tunnel::call(
+                &sender,
+                http::Method::GET,
+                wire::HELLO_PATH,
+                Bytes::new(),
+                wire::MAX_BODY,
+            ),
+        )
+        .await
+        {
+            Ok(Ok((StatusCode::OK, body))) => {
+                serde_json::from_slice::<Hello>(&body).unwrap_or_default()
+            }
+            other => {
+                tracing::warn!(cluster = %record.cluster, %address, "the agent did not say hello: {other:?}");
+                driver.abort();
+                return;
+            }
+        };
+        if hello.cluster != record.cluster {
+            tracing::warn!(cluster = %record.cluster, %address, "the agent says it serves cluster {:?}, its certificate another: closed", crate::audit::format::printable(&hello.cluster));
+            driver.abort();
+            return;
+        }
+        let tunnel = Arc::new(Tunnel {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            cluster: record.cluster.clone(),
+            fingerprint: fingerprint.clone(),
+            sender,
+            since_us: now_us(),
+            hello,
+            address,
+            rtt_us: AtomicI64::new(-1),
+            streams: Arc::new(AtomicI64::new(0)),
+            closing: AtomicBool::new(false),
+            close,
+        });
+        tracing::info!(cluster = %tunnel.cluster, %address, version = %crate::audit::format::printable(&tunnel.hello.version), "agent connected");
+        self.register(tunnel.clone());
+        let mut driver = driver;
+        // Renewal is due when two thirds of the presented certificate's life are gone.
+        let mut renew_at_us = record.issued_us + (record.expires_us - record.issued_us) * 2 / 3;
+        let mut next_ping = tokio::time::Instant::now();
+        loop {
+            let now = now_us();
+            if now >= renew_at_us {
+                renew_at_us = match self.renew(&tunnel, &der).await {
+                    Some(renewed) => {
+                        renewed.issued_us + (renewed.expires_us - renewed.issued_us) * 2 / 3
+                    }
+                    // Tried again in a minute.
+                    None => now + 60_000_000,
+                };
+            }
+            let renew_in = Duration::from_micros((renew_at_us - now_us()).max(0) as u64);
+            let wake = next_ping.min(tokio::time::Instant::now() + renew_in);
+            tokio::select! {
+                _ = &mut driver => break,
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() < next_ping {
+                        continue;
+                    }
+                    next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+                    let Some(ping) = ping.as_mut() else { continue };
+                    let start = std::time::Instant::now();
+                    match tokio::time::timeout(PING_INTERVAL, ping.ping(h2::Ping::opaque())).await {
+                        Ok(Ok(_)) => tunnel.rtt_us.store(start.elapsed().as_micros() as i64, Ordering::Relaxed),
+                        _ => {
+                            tracing::warn!(cluster = %tunnel.cluster, %address, "the agent did not answer a ping: tunnel closed");
+                            let _ = tunnel.close.send(true);
+                        }
+                    }
+                }
+            }
+        }
+        self.unregister(&tunnel);
+        tracing::info!(cluster = %tunnel.cluster, %address, "agent disconnected");
+    }
+
+    /// Sends the agent a renewed certificate for the key of `der` (the one it presented);
+    /// the new certificate's record, once the agent took it.
+    async fn renew(&self, tunnel: &Tunnel, der: &[u8]) -> Option<AgentCert> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).ok()?;
+        let issued = self
+            .ca
+            .issue(&spki, &tunnel.cluster, self.certificate_ttl, "renewal");
+        let (pem, record) = match issued {
+            Ok(issued) => issued,
+            Err(err) => {
+                tracing::error!(cluster = %tunnel.cluster, "could not renew the agent's certificate: {err}");
+                return None;
+            }
+        };
+        let users = self.users.clone();
+        let stored = record.clone();
+        if !matches!(
+            tokio::task::spawn_blocking(move || users.record_agent_cert(&stored)).await,
+            Ok(Ok(()))
+        ) {
+            return None;
+        }
+        match crate::tunnel::call(
+            &tunnel.sender,
+            http::Method::PUT,
+            wire::CERTIFICATE_PATH,
+            Bytes::from(pem),
+            wire::MAX_BODY,
+        )
+        .await
+        {
+            Ok((status, _)) if status.is_success() => {
+                tracing::info!(cluster = %tunnel.cluster, "agent certificate renewed");
+                Some(record)
+            }
+            other => {
+                tracing::warn!(cluster = %tunnel.cluster, "the agent did not take its renewed certificate: {other:?}");
+                None
+            }
+        }
+    }
+}
+
+/// Counts a stream open on a tunnel until it is dropped.
+struct StreamGuard(Arc<AtomicI64>);
+
+impl StreamGuard {
+    fn new(count: Arc<AtomicI64>) -> StreamGuard {
+        count.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(count)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The dialer of an agent cluster's upstream: each connection is a stream of its tunnel.
+pub struct AgentOpener {
+    pub agents: Arc<Agents>,
+    pub cluster: String,
+}
+
+impl crate::relay::Opener for AgentOpener {
+    fn open(&self) -> crate::relay::OpenFuture {
+        let agents = self.agents.clone();
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            match agents.open(&cluster).await {
+                Ok(stream) => Ok(Box::new(stream) as Box<dyn crate::relay::dial::Io>),
+                Err(message) => Err(message.into()),
+            }
+        })
+    }
+}

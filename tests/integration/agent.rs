@@ -1,0 +1,476 @@
+//! `ztk agent` across real network boundaries: the cluster (`ztk sandbox serve`, its own TLS and
+//! token) runs in a network namespace of the test's own that only the agent's namespace can
+//! reach; the gateway runs in the test's namespace and cannot reach the cluster. Everything the
+//! real kubectl does crosses the agent's tunnel; the agent is `kill -9`ed mid-watch, the
+//! gateway restarted, the agent revoked, and its used enrollment token tried again.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{ztk_bin, Env};
+use ztk::audit::Filter;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {} (the agent tests make network namespaces: they need root and iproute2)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces: the cluster's (`c`) and the agent's (`a`); the agent's is linked to the
+/// cluster's and to the test's own; the cluster's only to the agent's.
+pub struct Net {
+    tag: String,
+    /// The agent's side of the cluster link, the cluster, the test's side, the agent's side.
+    pub cluster_ip: String,
+    pub gateway_ip: String,
+    pub agent_ip: String,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{:06x}", (pid.wrapping_mul(64).wrapping_add(n)) & 0xff_ffff);
+        let (b, c) = (200 + (n % 50), pid % 250);
+        let net = Net {
+            cluster_ip: format!("10.{b}.{c}.2"),
+            gateway_ip: format!("10.{b}.{c}.5"),
+            agent_ip: format!("10.{b}.{c}.6"),
+            tag,
+        };
+        let (a, cl) = (net.ns("a"), net.ns("c"));
+        let t = &net.tag;
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &cl]);
+        // agent <-> cluster
+        ip(&["link", "add", &format!("za{t}"), "type", "veth", "peer", "name", &format!("zc{t}")]);
+        ip(&["link", "set", &format!("za{t}"), "netns", &a]);
+        ip(&["link", "set", &format!("zc{t}"), "netns", &cl]);
+        ip(&["-n", &a, "addr", "add", &format!("10.{b}.{c}.1/30"), "dev", &format!("za{t}")]);
+        ip(&["-n", &cl, "addr", "add", &format!("{}/30", net.cluster_ip), "dev", &format!("zc{t}")]);
+        // the test's namespace <-> agent
+        ip(&["link", "add", &format!("zg{t}"), "type", "veth", "peer", "name", &format!("zb{t}")]);
+        ip(&["link", "set", &format!("zb{t}"), "netns", &a]);
+        ip(&["addr", "add", &format!("{}/30", net.gateway_ip), "dev", &format!("zg{t}")]);
+        ip(&["-n", &a, "addr", "add", &format!("{}/30", net.agent_ip), "dev", &format!("zb{t}")]);
+        for (ns, dev) in [(&a, format!("za{t}")), (&a, format!("zb{t}")), (&cl, format!("zc{t}"))] {
+            ip(&["-n", ns, "link", "set", &dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["link", "set", &format!("zg{t}"), "up"]);
+        net
+    }
+
+    fn ns(&self, which: &str) -> String {
+        format!("ztk-{which}-{}", self.tag)
+    }
+
+    /// `ip netns exec NS ztk ARGS` (the process is ztk itself: `ip` execs it).
+    pub fn ztk_in(&self, which: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(which), ztk_bin()])
+            .args(args)
+            .env_remove("ZTK_DATABASE_URL")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for which in ["a", "c"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(which)])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("zg{}", self.tag)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sandbox serving in the cluster's namespace; its address.
+fn cluster(net: &Net, kubeconfig: &Path) -> (Proc, SocketAddr) {
+    let mut child = net
+        .ztk_in(
+            "c",
+            &[
+                "sandbox",
+                "serve",
+                "--listen",
+                &format!("{}:0", net.cluster_ip),
+                "--tls-name",
+                &net.cluster_ip,
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("sandbox exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("ztk sandbox: listening on https://") {
+            break url.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (Proc(child), addr)
+}
+
+/// `ztk agent` in the agent's namespace; its stderr lines arrive on the receiver.
+pub fn agent(
+    net: &Net,
+    gateway_urls: &[&str],
+    ca: &Path,
+    kubeconfig: &Path,
+    token: Option<&Path>,
+    data: &Path,
+) -> (Proc, mpsc::Receiver<String>) {
+    let mut args = vec!["agent".to_string()];
+    for url in gateway_urls {
+        args.extend(["--gateway".to_string(), url.to_string()]);
+    }
+    args.extend(
+        [
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--cluster",
+            "edge",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    if let Some(token) = token {
+        args.extend(["--token-file".to_string(), token.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = net
+        .ztk_in("a", &args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (Proc(child), rx)
+}
+
+/// The agent status of cluster `edge` in `ztk gateway clusters status -o json`.
+pub fn edge_status(config: &Path) -> serde_json::Value {
+    let out = Command::new(ztk_bin())
+        .args(["gateway", "clusters", "status", "-o", "json", "--config"])
+        .arg(config)
+        .env_remove("ZTK_DATABASE_URL")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "edge").cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until the gateway of `config` has the agent connected (or not).
+pub fn wait_connected(config: &Path, connected: bool, within: Duration) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = edge_status(config);
+        if status["agent"]["connected"] == connected {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the agent is not {} after {within:?}: {status:#}",
+            if connected { "connected" } else { "disconnected" }
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_token(path: &PathBuf, token: &str) {
+    std::fs::write(path, format!("{token}\n")).unwrap();
+}
+
+#[test]
+fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
+    let net = Net::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_kc = dir.path().join("cluster.yaml");
+    let (_cluster, cluster_addr) = cluster(&net, &cluster_kc);
+    // The gateway's namespace cannot reach the cluster at all.
+    assert!(
+        TcpStream::connect_timeout(&cluster_addr, Duration::from_secs(1)).is_err(),
+        "the test's namespace reaches the cluster at {cluster_addr}: the test proves nothing"
+    );
+    let mut env = Env::prepare(
+        dir,
+        "[agents]\ncertificate_ttl = \"12s\"",
+        "[[clusters]]\nname = \"edge\"\nagent = true\nimpersonate = true\n",
+    );
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace("127.0.0.1:0", &format!("{}:0", net.gateway_ip)),
+    )
+    .unwrap();
+    env.serve();
+    // The same port after a restart.
+    let port = env.url.rsplit(':').next().unwrap().to_string();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&format!("{}:0", net.gateway_ip), &format!("{}:{port}", net.gateway_ip)),
+    )
+    .unwrap();
+
+    // Not connected yet: answered 503 at once, naming the cluster.
+    env.login();
+    let started = Instant::now();
+    let (_, text) = env
+        .kubectl(&["--cluster", "edge", "get", "pods", "-n", "dev"])
+        .failure();
+    assert!(
+        text.contains("the agent of cluster edge is not connected"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+
+    let token = env.gateway_cmd(&["agent", "token", "edge", "--ttl", "10m"]).success();
+    let token = token.trim();
+    assert!(token.starts_with("ztkagent_"), "{token}");
+    let token_file = env.path("token");
+    write_token(&token_file, token);
+    let agent_data = env.path("agent-data");
+    let url = env.url.clone();
+    let (agent_proc, _logs) = agent(&net, &[&url], &env.ca_file(), &cluster_kc, Some(&token_file), &agent_data);
+    let mut agent_proc = Some(agent_proc);
+    let status = wait_connected(&env.config, true, Duration::from_secs(20));
+    assert_eq!(status["agent"]["version"], env!("CARGO_PKG_VERSION"), "{status:#}");
+    assert!(
+        status["agent"]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", net.agent_ip)),
+        "{status:#}"
+    );
+    assert_eq!(status["version"], "v1.32.0-ztk-sandbox", "{status:#}");
+    let cert = agent_data.join("agent/edge/cert.pem");
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["cert.pem", "key.pem"] {
+        let mode = std::fs::metadata(agent_data.join("agent/edge").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // Short calls, apply and delete, impersonation.
+    let pods = env
+        .kubectl(&["--cluster", "edge", "get", "pods", "-n", "dev"])
+        .success();
+    assert!(pods.contains("debug-shell"), "{pods}");
+    let whoami = env
+        .kubectl(&["--cluster", "edge", "auth", "whoami", "-o", "json"])
+        .success();
+    let who: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "alice", "{whoami}");
+    let manifest = env.path("cm.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tunnelled\n  namespace: dev\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    env.kubectl(&["--cluster", "edge", "apply", "-f", manifest.to_str().unwrap()])
+        .success();
+    let got = env
+        .kubectl(&["--cluster", "edge", "get", "cm", "tunnelled", "-n", "dev", "-o", "jsonpath={.data.k}"])
+        .success();
+    assert_eq!(got, "v");
+    env.kubectl(&["--cluster", "edge", "delete", "cm", "tunnelled", "-n", "dev"])
+        .success();
+
+    // Upgrades: exec over WebSocket and SPDY, with a terminal, cp, port-forward.
+    for websockets in ["true", "false"] {
+        let out = env
+            .kubectl(&["--cluster", "edge", "exec", "-i", "-n", "dev", "debug-shell", "--", "cat"])
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .stdin_text("through the tunnel\n")
+            .success();
+        assert_eq!(out, "through the tunnel\n", "ws={websockets}");
+    }
+    let tty = env
+        .program(
+            "script",
+            &[
+                "-qec",
+                &format!("{} kubectl --cluster edge exec -it -n dev debug-shell -- sh -c 'echo tty ok'", ztk_bin()),
+                "/dev/null",
+            ],
+        )
+        .output();
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("tty ok"),
+        "{}",
+        String::from_utf8_lossy(&tty.stdout)
+    );
+    let local = env.path("up.txt");
+    std::fs::write(&local, "x".repeat(100_000)).unwrap();
+    env.kubectl(&["--cluster", "edge", "cp", local.to_str().unwrap(), "dev/debug-shell:/tmp/up.txt"])
+        .success();
+    let back = env.path("back.txt");
+    env.kubectl(&["--cluster", "edge", "cp", "dev/debug-shell:/tmp/up.txt", back.to_str().unwrap()])
+        .success();
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
+    crate::streams::port_forward_echoes(
+        env.kubectl(&["--cluster", "edge", "port-forward", "-n", "dev", "pod/debug-shell", "0:8080"]),
+        "through the agent",
+    );
+    let mut logs = env
+        .kubectl(&["--cluster", "edge", "logs", "-f", "debug-shell", "-n", "dev"])
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(logs.stdout.take().unwrap())
+        .lines()
+        .next()
+        .expect("a log line")
+        .unwrap();
+    assert!(line.contains("debug-shell"), "{line}");
+    let _ = logs.kill();
+    let _ = logs.wait();
+
+    // The certificate (12 s) was renewed over the tunnel after 8 s, for the same key.
+    let first_cert = std::fs::read_to_string(&cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&cert).unwrap() == first_cert {
+        assert!(Instant::now() < deadline, "the agent's certificate was not renewed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A watch open when the agent is killed ends; calls are answered 503 at once; the agent
+    // back (no token needed now) serves the next command within 5 s.
+    let mut watch = env
+        .kubectl(&["--cluster", "edge", "get", "pods", "-n", "dev", "-w"])
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watch_lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(watch_lines.next().unwrap().unwrap().contains("NAME"));
+    let pid = agent_proc.as_ref().unwrap().0.id();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    drop(agent_proc.take());
+    let killed = Instant::now();
+    loop {
+        if watch.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "the watch outlived the agent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_connected(&env.config, false, Duration::from_secs(5));
+    let started = Instant::now();
+    let (_, text) = env
+        .kubectl(&["--cluster", "edge", "get", "ns"])
+        .failure();
+    assert!(text.contains("not connected"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (agent_proc2, _logs2) = agent(&net, &[&url], &env.ca_file(), &cluster_kc, None, &agent_data);
+    let back_at = Instant::now();
+    wait_connected(&env.config, true, Duration::from_secs(5));
+    env.kubectl(&["--cluster", "edge", "get", "ns"]).success();
+    assert!(back_at.elapsed() < Duration::from_secs(5));
+
+    // The gateway restarts: the agent reconnects.
+    env.restart_gateway();
+    wait_connected(&env.config, true, Duration::from_secs(30));
+    env.kubectl(&["--cluster", "edge", "get", "ns"]).success();
+
+    // Everything was authorized and audited on the gateway, as cluster edge.
+    let calls = env.gateway_calls(
+        &Filter {
+            clusters: vec!["edge".into()],
+            ..Default::default()
+        },
+        10,
+    );
+    assert!(calls.iter().any(|c| c.call.status == 101), "exec/cp/port-forward recorded");
+    assert!(calls.iter().any(|c| c.call.verb == "watch"), "the watch recorded");
+    assert!(calls.iter().any(|c| c.call.status == 503), "the refused calls recorded");
+
+    // Revoked: its tunnel closes at once, the agent says why and stops, calls get 503.
+    let mut agent_proc2 = agent_proc2;
+    env.gateway_cmd(&["agent", "revoke", "edge"]).success();
+    let revoked = Instant::now();
+    let status = loop {
+        if let Some(status) = agent_proc2.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(5), "the revoked agent still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    wait_connected(&env.config, false, Duration::from_secs(2));
+    let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();
+    assert!(text.contains("not connected"), "{text}");
+    assert!(!cert.exists(), "the revoked certificate was forgotten");
+
+    // The first token, used once, enrolls nobody else.
+    let (mut thief, thief_logs) = agent(
+        &net,
+        &[&url],
+        &env.ca_file(),
+        &cluster_kc,
+        Some(&token_file),
+        &env.path("thief"),
+    );
+    let status = thief.0.wait().unwrap();
+    assert!(!status.success());
+    let said: Vec<String> = thief_logs.iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("used already")),
+        "{said:#?}"
+    );
+    assert_eq!(edge_status(&env.config)["agent"]["connected"], false);
+}
