@@ -203,7 +203,12 @@ async fn accept(
     acceptor: &TlsAcceptor,
     side: Option<&SideDoor>,
     tcp: tokio::net::TcpStream,
-) -> std::io::Result<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+) -> std::io::Result<
+    Result<
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    >,
+> {
     let Some(side) = side else {
         return acceptor.accept(tcp).await.map(Ok);
     };

@@ -71,7 +71,9 @@ impl Stream {
 
 fn io_error(err: h2::Error) -> io::Error {
     if err.is_io() {
-        return err.into_io().unwrap_or_else(|| io::ErrorKind::BrokenPipe.into());
+        return err
+            .into_io()
+            .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into());
     }
     io::Error::new(io::ErrorKind::BrokenPipe, err)
 }

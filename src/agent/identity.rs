@@ -94,11 +94,9 @@ impl Identity {
             .and_then(|c| c.into_iter().next());
         der.and_then(|der| {
             let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-            Some(
-                crate::gateway::clusters::rfc3339_us(
-                    cert.validity().not_after.timestamp() * 1_000_000,
-                ),
-            )
+            Some(crate::gateway::clusters::rfc3339_us(
+                cert.validity().not_after.timestamp() * 1_000_000,
+            ))
         })
         .unwrap_or_else(|| "unknown".into())
     }
@@ -174,12 +172,11 @@ pub async fn enroll(
     for gateway in gateways {
         match post(gateway, tls.clone(), body.clone()).await {
             Ok((status, answer)) if status == http::StatusCode::OK => {
-                let answer: EnrollResponse = serde_json::from_slice(&answer).map_err(|e| {
-                    IdentityError::Refused {
+                let answer: EnrollResponse =
+                    serde_json::from_slice(&answer).map_err(|e| IdentityError::Refused {
                         gateway: gateway.url.clone(),
                         message: format!("unreadable answer: {e}"),
-                    }
-                })?;
+                    })?;
                 let identity = Identity {
                     cert_pem: answer.certificate,
                     key_pem: key.serialize_pem(),
@@ -217,7 +214,10 @@ async fn post(
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = http::Request::post(protocol::ENROLL_PATH)
-        .header(http::header::HOST, format!("{}:{}", gateway.host, gateway.port))
+        .header(
+            http::header::HOST,
+            format!("{}:{}", gateway.host, gateway.port),
+        )
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(crate::body::full(body))
         .map_err(|e| e.to_string())?;

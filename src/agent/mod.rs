@@ -283,6 +283,9 @@ async fn tunnel_loop(
                 tracing::info!(gateway = %gateway.url, "tunnel closed");
                 backoff = FIRST_BACKOFF;
             }
+            Err(err) if *stopped.borrow() => {
+                tracing::info!(gateway = %gateway.url, "tunnel closed while stopping: {err}")
+            }
             Err(err) => tracing::warn!(gateway = %gateway.url, "tunnel failed: {err}"),
         }
         if *stopped.borrow() {
@@ -331,7 +334,12 @@ async fn tunnel_once(
         .max_concurrent_streams(crate::tunnel::MAX_STREAMS)
         .handshake::<_, Bytes>(stream)
         .await
-        .map_err(|e| format!("the tunnel's HTTP/2 handshake with {} failed: {e}", gateway.url))?;
+        .map_err(|e| {
+            format!(
+                "the tunnel's HTTP/2 handshake with {} failed: {e}",
+                gateway.url
+            )
+        })?;
     tracing::info!(gateway = %gateway.url, cluster = %shared.cluster.name, "tunnel open");
     let mut ping = conn.ping_pong();
     let mut next_ping = tokio::time::Instant::now() + PING_INTERVAL;
@@ -343,7 +351,7 @@ async fn tunnel_once(
                 None => return Ok(()),
                 Some(Err(err)) => return Err(format!("the tunnel to {} broke: {err}", gateway.url)),
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(serve_stream(shared.clone(), req, respond));
+                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone()));
                 }
             },
             _ = stop_signal(&mut stopped), if draining.is_none() => {
@@ -374,7 +382,7 @@ async fn tunnel_once(
                                 None => return Ok(()),
                                 Some(Err(err)) => return Err(format!("the tunnel to {} broke: {err}", gateway.url)),
                                 Some(Ok((req, respond))) => {
-                                    tokio::spawn(serve_stream(shared.clone(), req, respond));
+                                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone()));
                                 }
                             },
                             _ = &mut limit => {
@@ -393,6 +401,7 @@ async fn serve_stream(
     shared: Arc<Shared>,
     req: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let answer = |status: StatusCode| {
         Response::builder()
@@ -407,14 +416,24 @@ async fn serve_stream(
             };
             let stream = crate::tunnel::Stream::accepted(send, req.into_body());
             let cluster = shared.cluster.clone();
-            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let cluster = cluster.clone();
-                async move { Ok::<_, std::convert::Infallible>(relay(&cluster, req).await) }
-            });
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let cluster = cluster.clone();
+                    async move { Ok::<_, std::convert::Infallible>(relay(&cluster, req).await) }
+                });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(err) = conn.await {
+            tokio::pin!(conn);
+            // Draining: an idle kept-alive connection closes now, a busy one after its answer.
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stop_signal(&mut stopped) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = result {
                 tracing::debug!("a tunnel stream ended: {err}");
             }
         }
@@ -454,8 +473,7 @@ async fn serve_stream(
             }
         }
         (http::Method::PUT, protocol::CERTIFICATE_PATH) => {
-            let status = match crate::tunnel::read_all(req.into_body(), protocol::MAX_BODY).await
-            {
+            let status = match crate::tunnel::read_all(req.into_body(), protocol::MAX_BODY).await {
                 Ok(pem) => match take_renewed(&shared, &pem) {
                     Ok(()) => StatusCode::NO_CONTENT,
                     Err(err) => {

@@ -14,7 +14,13 @@ use crate::cli::UsageError;
 pub struct Args {
     /// The gateway's URL, https://HOST:PORT (repeat for each gateway of a PostgreSQL-shared
     /// group: the agent keeps a tunnel to each).
-    #[arg(long = "gateway", required = true, value_name = "URL", env = "ZTK_AGENT_GATEWAY", value_delimiter = ',')]
+    #[arg(
+        long = "gateway",
+        required = true,
+        value_name = "URL",
+        env = "ZTK_AGENT_GATEWAY",
+        value_delimiter = ','
+    )]
     gateways: Vec<String>,
     /// The gateway's CA certificate (PEM), to verify it.
     #[arg(long, value_name = "FILE", env = "ZTK_AGENT_CA_FILE")]

@@ -235,7 +235,8 @@ impl UserStore {
         if let Some(found) = read(self)? {
             return Ok(found);
         }
-        let ca = crate::tls::Ca::generate("ztk agent CA").map_err(|e| AgentError::Ca(e.to_string()))?;
+        let ca =
+            crate::tls::Ca::generate("ztk agent CA").map_err(|e| AgentError::Ca(e.to_string()))?;
         let (cert, key) = (ca.cert_pem(), ca.key_pem());
         self.with_db(|db| {
             db.execute(
@@ -532,11 +533,7 @@ impl Agents {
     }
 
     /// `POST /ztk/v1/agents/enroll`.
-    pub async fn enroll(
-        self: Arc<Self>,
-        req: Request<Body>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn enroll(self: Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let refuse = |code: StatusCode, reason: &str, message: &str| {
             body::status_response(code, reason, &format!("ztk: {message}"))
         };
@@ -590,7 +587,10 @@ impl Agents {
             if let Some(wait) = throttle_users.wait(&key, peer.ip(), now)? {
                 return Ok::<_, AgentError>(Err((
                     StatusCode::TOO_MANY_REQUESTS,
-                    format!("too many failed enrollments; try again in {}s", wait.as_secs() + 1),
+                    format!(
+                        "too many failed enrollments; try again in {}s",
+                        wait.as_secs() + 1
+                    ),
                 )));
             }
             if let Err(why) = this.users.take_agent_token(&cluster, &token, &address)? {
@@ -882,5 +882,92 @@ impl crate::relay::Opener for AgentOpener {
                 Err(message) => Err(message.into()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores() -> Vec<(&'static str, UserStore, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = UserStore::open(&dir.path().join("gateway.db")).unwrap();
+        let url = crate::db::PgUrl::parse(&crate::db::testing::database(), None).unwrap();
+        let postgres = UserStore::open_postgres(url).unwrap();
+        vec![
+            ("sqlite", sqlite, dir),
+            ("postgres", postgres, tempfile::tempdir().unwrap()),
+        ]
+    }
+
+    /// On both backends: a token enrolls once, for its cluster only, until it expires; the CA
+    /// is made once; certificates are recorded, listed and revoked by cluster.
+    #[test]
+    fn tokens_are_taken_once_and_certificates_revoked_by_cluster() {
+        for (backend, store, _dir) in stores() {
+            let token = store
+                .create_agent_token("edge", Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(
+                store.take_agent_token("other", &token, "a").unwrap(),
+                Err("the enrollment token was made for another cluster"),
+                "{backend}"
+            );
+            assert_eq!(
+                store
+                    .take_agent_token("edge", "ztkagent_nope", "a")
+                    .unwrap(),
+                Err("unknown enrollment token"),
+                "{backend}"
+            );
+            assert_eq!(store.take_agent_token("edge", &token, "a").unwrap(), Ok(()));
+            let again = store.take_agent_token("edge", &token, "b").unwrap();
+            assert!(again.unwrap_err().contains("used already"), "{backend}");
+            let expired = store
+                .create_agent_token("edge", Duration::from_micros(1))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let late = store.take_agent_token("edge", &expired, "a").unwrap();
+            assert!(late.unwrap_err().contains("expired"), "{backend}");
+
+            // One CA, whoever asks first.
+            let ca = AgentCa::load(&store).unwrap();
+            assert_eq!(AgentCa::load(&store).unwrap().cert_pem, ca.cert_pem);
+            let key = KeyPair::generate().unwrap();
+            let (pem, record) = ca
+                .issue(&key, "edge", Duration::from_secs(3600), "10.0.0.1")
+                .unwrap();
+            store.record_agent_cert(&record).unwrap();
+            let der = crate::tls::parse_certs(pem.as_bytes(), "cert").unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(der[0].as_ref()).unwrap();
+            assert_eq!(cert.subject().to_string(), "CN=ztk-agent:edge", "{backend}");
+            assert_eq!(cert_fingerprint(der[0].as_ref()), record.fingerprint);
+            let found = store.agent_cert(&record.fingerprint).unwrap().unwrap();
+            assert_eq!((found.cluster.as_str(), found.revoked_us), ("edge", None));
+            let (certs, tokens) = store.list_agents().unwrap();
+            assert_eq!(certs.len(), 1, "{backend}");
+            assert!(tokens.is_empty(), "used and expired tokens are not pending");
+
+            store
+                .create_agent_token("edge", Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(store.revoke_agents("other").unwrap(), 0);
+            assert_eq!(store.revoke_agents("edge").unwrap(), 1, "{backend}");
+            assert!(store
+                .agent_cert(&record.fingerprint)
+                .unwrap()
+                .unwrap()
+                .revoked_us
+                .is_some());
+            assert_eq!(
+                store
+                    .revoked_agent_certs(&[record.fingerprint.clone(), "unknown".into()])
+                    .unwrap()
+                    .len(),
+                2
+            );
+            let (_, tokens) = store.list_agents().unwrap();
+            assert!(tokens.is_empty(), "a revocation drops the unused tokens");
+        }
     }
 }

@@ -662,18 +662,17 @@ impl GatewayConfig {
                 )
             }
         };
-        let agent_certificate_ttl = crate::audit::filter::parse_duration_us(
-            &raw.agents.certificate_ttl,
-        )
-        .ok()
-        .filter(|us| *us >= 10_000_000)
-        .map(|us| std::time::Duration::from_micros(us as u64))
-        .ok_or_else(|| {
-            invalid(format!(
+        let agent_certificate_ttl =
+            crate::audit::filter::parse_duration_us(&raw.agents.certificate_ttl)
+                .ok()
+                .filter(|us| *us >= 10_000_000)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .ok_or_else(|| {
+                    invalid(format!(
                 "key `agents.certificate_ttl`: {:?} is not a duration of at least 10s, like 30d",
                 raw.agents.certificate_ttl
             ))
-        })?;
+                })?;
         Ok(GatewayConfig {
             agent_certificate_ttl,
             shell,

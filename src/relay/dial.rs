@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use base64::Engine;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
@@ -242,7 +242,9 @@ impl Service<Uri> for Dialer {
         let proxy = self.proxy.clone();
         Box::pin(async move {
             let Some(proxy) = proxy else {
-                return Ok(TokioIo::new(Conn::Tcp(tcp.call(target).await?.into_inner())));
+                return Ok(TokioIo::new(Conn::Tcp(
+                    tcp.call(target).await?.into_inner(),
+                )));
             };
             let host = target.host().unwrap_or_default().trim_matches(['[', ']']);
             let port = target.port_u16().unwrap_or(match target.scheme_str() {

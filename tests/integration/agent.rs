@@ -54,17 +54,69 @@ impl Net {
         ip(&["netns", "add", &a]);
         ip(&["netns", "add", &cl]);
         // agent <-> cluster
-        ip(&["link", "add", &format!("za{t}"), "type", "veth", "peer", "name", &format!("zc{t}")]);
+        ip(&[
+            "link",
+            "add",
+            &format!("za{t}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("zc{t}"),
+        ]);
         ip(&["link", "set", &format!("za{t}"), "netns", &a]);
         ip(&["link", "set", &format!("zc{t}"), "netns", &cl]);
-        ip(&["-n", &a, "addr", "add", &format!("10.{b}.{c}.1/30"), "dev", &format!("za{t}")]);
-        ip(&["-n", &cl, "addr", "add", &format!("{}/30", net.cluster_ip), "dev", &format!("zc{t}")]);
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            &format!("10.{b}.{c}.1/30"),
+            "dev",
+            &format!("za{t}"),
+        ]);
+        ip(&[
+            "-n",
+            &cl,
+            "addr",
+            "add",
+            &format!("{}/30", net.cluster_ip),
+            "dev",
+            &format!("zc{t}"),
+        ]);
         // the test's namespace <-> agent
-        ip(&["link", "add", &format!("zg{t}"), "type", "veth", "peer", "name", &format!("zb{t}")]);
+        ip(&[
+            "link",
+            "add",
+            &format!("zg{t}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("zb{t}"),
+        ]);
         ip(&["link", "set", &format!("zb{t}"), "netns", &a]);
-        ip(&["addr", "add", &format!("{}/30", net.gateway_ip), "dev", &format!("zg{t}")]);
-        ip(&["-n", &a, "addr", "add", &format!("{}/30", net.agent_ip), "dev", &format!("zb{t}")]);
-        for (ns, dev) in [(&a, format!("za{t}")), (&a, format!("zb{t}")), (&cl, format!("zc{t}"))] {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", net.gateway_ip),
+            "dev",
+            &format!("zg{t}"),
+        ]);
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            &format!("{}/30", net.agent_ip),
+            "dev",
+            &format!("zb{t}"),
+        ]);
+        for (ns, dev) in [
+            (&a, format!("za{t}")),
+            (&a, format!("zb{t}")),
+            (&cl, format!("zc{t}")),
+        ] {
             ip(&["-n", ns, "link", "set", &dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -219,7 +271,11 @@ pub fn wait_connected(config: &Path, connected: bool, within: Duration) -> serde
         assert!(
             start.elapsed() < within,
             "the agent is not {} after {within:?}: {status:#}",
-            if connected { "connected" } else { "disconnected" }
+            if connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -257,7 +313,10 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     let text = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
         &env.config,
-        text.replace(&format!("{}:0", net.gateway_ip), &format!("{}:{port}", net.gateway_ip)),
+        text.replace(
+            &format!("{}:0", net.gateway_ip),
+            &format!("{}:{port}", net.gateway_ip),
+        ),
     )
     .unwrap();
 
@@ -273,17 +332,30 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     );
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");
 
-    let token = env.gateway_cmd(&["agent", "token", "edge", "--ttl", "10m"]).success();
+    let token = env
+        .gateway_cmd(&["agent", "token", "edge", "--ttl", "10m"])
+        .success();
     let token = token.trim();
     assert!(token.starts_with("ztkagent_"), "{token}");
     let token_file = env.path("token");
     write_token(&token_file, token);
     let agent_data = env.path("agent-data");
     let url = env.url.clone();
-    let (agent_proc, _logs) = agent(&net, &[&url], &env.ca_file(), &cluster_kc, Some(&token_file), &agent_data);
+    let (agent_proc, _logs) = agent(
+        &net,
+        &[&url],
+        &env.ca_file(),
+        &cluster_kc,
+        Some(&token_file),
+        &agent_data,
+    );
     let mut agent_proc = Some(agent_proc);
     let status = wait_connected(&env.config, true, Duration::from_secs(20));
-    assert_eq!(status["agent"]["version"], env!("CARGO_PKG_VERSION"), "{status:#}");
+    assert_eq!(
+        status["agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{status:#}"
+    );
     assert!(
         status["agent"]["address"]
             .as_str()
@@ -318,19 +390,53 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tunnelled\n  namespace: dev\ndata:\n  k: v\n",
     )
     .unwrap();
-    env.kubectl(&["--cluster", "edge", "apply", "-f", manifest.to_str().unwrap()])
-        .success();
+    env.kubectl(&[
+        "--cluster",
+        "edge",
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+    ])
+    .success();
     let got = env
-        .kubectl(&["--cluster", "edge", "get", "cm", "tunnelled", "-n", "dev", "-o", "jsonpath={.data.k}"])
+        .kubectl(&[
+            "--cluster",
+            "edge",
+            "get",
+            "cm",
+            "tunnelled",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.k}",
+        ])
         .success();
     assert_eq!(got, "v");
-    env.kubectl(&["--cluster", "edge", "delete", "cm", "tunnelled", "-n", "dev"])
-        .success();
+    env.kubectl(&[
+        "--cluster",
+        "edge",
+        "delete",
+        "cm",
+        "tunnelled",
+        "-n",
+        "dev",
+    ])
+    .success();
 
     // Upgrades: exec over WebSocket and SPDY, with a terminal, cp, port-forward.
     for websockets in ["true", "false"] {
         let out = env
-            .kubectl(&["--cluster", "edge", "exec", "-i", "-n", "dev", "debug-shell", "--", "cat"])
+            .kubectl(&[
+                "--cluster",
+                "edge",
+                "exec",
+                "-i",
+                "-n",
+                "dev",
+                "debug-shell",
+                "--",
+                "cat",
+            ])
             .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
             .stdin_text("through the tunnel\n")
             .success();
@@ -341,7 +447,10 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
             "script",
             &[
                 "-qec",
-                &format!("{} kubectl --cluster edge exec -it -n dev debug-shell -- sh -c 'echo tty ok'", ztk_bin()),
+                &format!(
+                    "{} kubectl --cluster edge exec -it -n dev debug-shell -- sh -c 'echo tty ok'",
+                    ztk_bin()
+                ),
                 "/dev/null",
             ],
         )
@@ -353,18 +462,49 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     );
     let local = env.path("up.txt");
     std::fs::write(&local, "x".repeat(100_000)).unwrap();
-    env.kubectl(&["--cluster", "edge", "cp", local.to_str().unwrap(), "dev/debug-shell:/tmp/up.txt"])
-        .success();
+    env.kubectl(&[
+        "--cluster",
+        "edge",
+        "cp",
+        local.to_str().unwrap(),
+        "dev/debug-shell:/tmp/up.txt",
+    ])
+    .success();
     let back = env.path("back.txt");
-    env.kubectl(&["--cluster", "edge", "cp", "dev/debug-shell:/tmp/up.txt", back.to_str().unwrap()])
-        .success();
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
+    env.kubectl(&[
+        "--cluster",
+        "edge",
+        "cp",
+        "dev/debug-shell:/tmp/up.txt",
+        back.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
     crate::streams::port_forward_echoes(
-        env.kubectl(&["--cluster", "edge", "port-forward", "-n", "dev", "pod/debug-shell", "0:8080"]),
+        env.kubectl(&[
+            "--cluster",
+            "edge",
+            "port-forward",
+            "-n",
+            "dev",
+            "pod/debug-shell",
+            "0:8080",
+        ]),
         "through the agent",
     );
     let mut logs = env
-        .kubectl(&["--cluster", "edge", "logs", "-f", "debug-shell", "-n", "dev"])
+        .kubectl(&[
+            "--cluster",
+            "edge",
+            "logs",
+            "-f",
+            "debug-shell",
+            "-n",
+            "dev",
+        ])
         .cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -383,7 +523,10 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     let first_cert = std::fs::read_to_string(&cert).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&cert).unwrap() == first_cert {
-        assert!(Instant::now() < deadline, "the agent's certificate was not renewed");
+        assert!(
+            Instant::now() < deadline,
+            "the agent's certificate was not renewed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -406,17 +549,25 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         if watch.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "the watch outlived the agent");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the watch outlived the agent"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_connected(&env.config, false, Duration::from_secs(5));
     let started = Instant::now();
-    let (_, text) = env
-        .kubectl(&["--cluster", "edge", "get", "ns"])
-        .failure();
+    let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();
     assert!(text.contains("not connected"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let (agent_proc2, _logs2) = agent(&net, &[&url], &env.ca_file(), &cluster_kc, None, &agent_data);
+    let (agent_proc2, _logs2) = agent(
+        &net,
+        &[&url],
+        &env.ca_file(),
+        &cluster_kc,
+        None,
+        &agent_data,
+    );
     let back_at = Instant::now();
     wait_connected(&env.config, true, Duration::from_secs(5));
     env.kubectl(&["--cluster", "edge", "get", "ns"]).success();
@@ -435,9 +586,18 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         },
         10,
     );
-    assert!(calls.iter().any(|c| c.call.status == 101), "exec/cp/port-forward recorded");
-    assert!(calls.iter().any(|c| c.call.verb == "watch"), "the watch recorded");
-    assert!(calls.iter().any(|c| c.call.status == 503), "the refused calls recorded");
+    assert!(
+        calls.iter().any(|c| c.call.status == 101),
+        "exec/cp/port-forward recorded"
+    );
+    assert!(
+        calls.iter().any(|c| c.call.verb == "watch"),
+        "the watch recorded"
+    );
+    assert!(
+        calls.iter().any(|c| c.call.status == 503),
+        "the refused calls recorded"
+    );
 
     // Revoked: its tunnel closes at once, the agent says why and stops, calls get 503.
     let mut agent_proc2 = agent_proc2;
@@ -447,7 +607,10 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         if let Some(status) = agent_proc2.0.try_wait().unwrap() {
             break status;
         }
-        assert!(revoked.elapsed() < Duration::from_secs(5), "the revoked agent still runs");
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "the revoked agent still runs"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
@@ -468,9 +631,152 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     let status = thief.0.wait().unwrap();
     assert!(!status.success());
     let said: Vec<String> = thief_logs.iter().collect();
-    assert!(
-        said.iter().any(|l| l.contains("used already")),
-        "{said:#?}"
-    );
+    assert!(said.iter().any(|l| l.contains("used already")), "{said:#?}");
     assert_eq!(edge_status(&env.config)["agent"]["connected"], false);
+}
+
+/// The first bytes the gateway sends on a tunnel connection made with `cert` (PEM chain and
+/// key; none: no client certificate), or the error.
+fn tunnel_greeting(env: &Env, cert: Option<(&str, &str)>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let roots = ztk::tls::Roots::Pem(std::fs::read(env.ca_file()).unwrap());
+    let mut tls =
+        ztk::tls::client_config(&roots, cert.map(|(c, k)| (c.as_bytes(), k.as_bytes()))).unwrap();
+    tls.alpn_protocols = vec![b"ztk-tunnel/1".to_vec()];
+    let addr = env.url.trim_start_matches("https://");
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut buf = vec![0u8; 24];
+    match stream.read_exact(&mut buf) {
+        Ok(()) => Ok(buf),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The agent door (ALPN `ztk-tunnel/1`) wants a certificate the gateway issued and recorded;
+/// enrollment refuses what it must with a Kubernetes `Status`, and throttles guessing.
+#[test]
+fn the_tunnel_door_and_enrollment_refuse_what_they_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start_in(dir, "", "[[clusters]]\nname = \"edge\"\nagent = true\n");
+    // No certificate, or one of another CA: no tunnel.
+    assert!(tunnel_greeting(&env, None).is_err());
+    let other = ztk::tls::Ca::generate("another CA").unwrap();
+    let stranger = other.issue_client("ztk-agent:edge").unwrap();
+    assert!(tunnel_greeting(&env, Some((&stranger.cert_pem, &stranger.key_pem))).is_err());
+
+    // A certificate signed with the agent CA's key (as someone who read the database could)
+    // but never issued: refused, and the agent is told why.
+    let db = rusqlite::Connection::open(env.path("gw/gateway.db")).unwrap();
+    let (ca_cert, ca_key): (String, String) = db
+        .query_row("SELECT cert_pem, key_pem FROM agent_ca", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca_cert, rcgen::KeyPair::from_pem(&ca_key).unwrap())
+            .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ztk-agent:edge");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let forged = params.signed_by(&key, &issuer).unwrap();
+    // The TLS handshake passes (the CA signed it); the gateway then speaks HTTP/2 only to
+    // tell it is refused.
+    let greeting = tunnel_greeting(&env, Some((&forged.pem(), &key.serialize_pem()))).unwrap();
+    assert!(greeting.starts_with(b"PRI * HTTP/2.0"), "{greeting:?}");
+    let forged_dir = env.path("forged/agent/edge");
+    std::fs::create_dir_all(&forged_dir).unwrap();
+    std::fs::write(forged_dir.join("cert.pem"), forged.pem()).unwrap();
+    std::fs::write(forged_dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let kc = env.path("unused.yaml");
+    let sandbox = crate::harness::SandboxProcess::start(kc.clone(), false);
+    let out = Command::new(ztk_bin())
+        .args([
+            "agent",
+            "--gateway",
+            &env.url,
+            "--cluster",
+            "edge",
+            "--ca-file",
+        ])
+        .arg(env.ca_file())
+        .arg("--kubeconfig")
+        .arg(&sandbox.kubeconfig)
+        .arg("--data-dir")
+        .arg(env.path("forged"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("never issued this agent's certificate"),
+        "{text}"
+    );
+
+    // Enrollment: each refusal a Status with its code.
+    let client = crate::harness::https_client::<http_body_util::Full<bytes::Bytes>>(
+        std::fs::read(env.ca_file()).unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let post = |body: String| {
+        rt.block_on(async {
+            let req = http::Request::post(format!("{}/ztk/v1/agents/enroll", env.url))
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["kind"], "Status", "{v}");
+            (
+                status,
+                v["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+    };
+    let csr = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    };
+    let enroll = |cluster: &str, token: &str, csr: &str| {
+        serde_json::json!({"cluster": cluster, "token": token, "csr": csr, "version": "t"})
+            .to_string()
+    };
+    assert_eq!(post("{".into()).0, 400);
+    assert_eq!(post(enroll("nope", "x", &csr)).0, 404);
+    assert_eq!(
+        post(enroll("sandbox", "x", &csr)).0,
+        404,
+        "not an agent cluster"
+    );
+    let (code, message) = post(enroll("edge", "ztkagent_guess", "not a csr"));
+    assert_eq!(
+        (code, message.contains("signing request")),
+        (400, true),
+        "{message}"
+    );
+    let (code, message) = post(enroll("edge", "ztkagent_guess", &csr));
+    assert_eq!(
+        (code, message.as_str()),
+        (401, "ztk: unknown enrollment token")
+    );
+    // Guessing is throttled per cluster and address.
+    let codes: Vec<u16> = (0..8)
+        .map(|i| post(enroll("edge", &format!("ztkagent_guess{i}"), &csr)).0)
+        .collect();
+    assert!(codes.contains(&429), "{codes:?}");
 }

@@ -644,3 +644,168 @@ fn a_revocation_closes_watches_on_every_gateway() {
         .unwrap();
     assert!(!out.status.success(), "the revoked session still works");
 }
+
+/// `ztk agent` (no network namespace: what is tested here is several gateways and agents).
+fn start_agent(
+    gateways: &[Gateway],
+    ca: &Path,
+    kubeconfig: &Path,
+    token: &Path,
+    data: &Path,
+) -> Child {
+    let mut cmd = Command::new(ztk_bin());
+    cmd.arg("agent");
+    for g in gateways {
+        cmd.args(["--gateway", &format!("https://127.0.0.1:{}", g.port)]);
+    }
+    cmd.arg("--ca-file")
+        .arg(ca)
+        .args(["--cluster", "edge", "--kubeconfig"])
+        .arg(kubeconfig)
+        .arg("--token-file")
+        .arg(token)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Agents keep a tunnel to every gateway of a PostgreSQL-shared group: enrolled through one
+/// gateway, accepted by all; two agents of one cluster share its calls, and one stopping
+/// (SIGTERM) drains without failing a call; a gateway killed leaves the others serving; a
+/// revocation made through one gateway closes the tunnels of all.
+#[test]
+fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sandbox = SandboxProcess::start(root.join("cluster.yaml"), false);
+    let database = ztk::db::testing::database();
+    let mut gateways = gateways_on(
+        root,
+        &database,
+        &sandbox.kubeconfig,
+        2,
+        "[[clusters]]\nname = \"edge\"\nagent = true\n",
+    );
+    add_alice(&gateways[0].config);
+    for g in &mut gateways {
+        g.start();
+    }
+    // One file trusting both gateways' CAs.
+    let ca = root.join("gateways-ca.pem");
+    let mut pem = std::fs::read(gateways[0].data.join("ca.pem")).unwrap();
+    pem.extend(std::fs::read(gateways[1].data.join("ca.pem")).unwrap());
+    std::fs::write(&ca, pem).unwrap();
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let mut token = Command::new(ztk_bin());
+        token
+            .args(["gateway", "agent", "token", "edge", "--config"])
+            .arg(&gateways[i].config)
+            .env_remove("ZTK_DATABASE_URL");
+        let token_file = root.join(format!("token{i}"));
+        std::fs::write(&token_file, run_ok(token, None)).unwrap();
+        agents.push(start_agent(
+            &gateways,
+            &ca,
+            &sandbox.kubeconfig,
+            &token_file,
+            &root.join(format!("agent{i}")),
+        ));
+    }
+    for g in &gateways {
+        let start = Instant::now();
+        while crate::agent::edge_status(&g.config)["agent"]["tunnels"] != 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{:#}",
+                crate::agent::edge_status(&g.config)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let client = root.join("client");
+    let mut login = ztk(&client);
+    login
+        .args([
+            "login",
+            "--gateway",
+            &format!("https://127.0.0.1:{}", gateways[1].port),
+        ])
+        .arg("--ca-file")
+        .arg(gateways[1].data.join("ca.pem"))
+        .args(["--user", "alice", "--password-stdin"]);
+    run_ok(login, Some(&format!("{PASSWORD}\n")));
+    // Calls keep coming while agent 0 drains and gateway 0 dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (stop, failures, calls, client) = (
+            stop.clone(),
+            failures.clone(),
+            calls.clone(),
+            client.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let out = ztk(&client)
+                    .args(["kubectl", "--cluster", "edge", "get", "pods", "-n", "dev"])
+                    .output()
+                    .unwrap();
+                calls.fetch_add(1, Ordering::Relaxed);
+                if !out.status.success() {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(agents[0].id() as i32, libc::SIGTERM) };
+    let drained = Instant::now();
+    let status = agents[0].wait().unwrap();
+    assert!(status.success(), "the agent stopped cleanly: {status}");
+    assert!(drained.elapsed() < Duration::from_secs(12));
+    gateways[0].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    caller.join().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(calls.load(Ordering::Relaxed) >= 3, "calls were made");
+    assert!(
+        failures.is_empty(),
+        "calls failed while an agent drained: {failures:#?}"
+    );
+    assert_eq!(
+        crate::agent::edge_status(&gateways[1].config)["agent"]["tunnels"],
+        1
+    );
+
+    // Revoked through the other gateway's config: the remaining agent is refused and stops.
+    let mut revoke = Command::new(ztk_bin());
+    revoke
+        .args(["gateway", "agent", "revoke", "edge", "--config"])
+        .arg(&gateways[0].config)
+        .env_remove("ZTK_DATABASE_URL");
+    run_ok(revoke, None);
+    let revoked = Instant::now();
+    let status = loop {
+        if let Some(status) = agents[1].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "the revoked agent still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    crate::agent::wait_connected(&gateways[1].config, false, Duration::from_secs(3));
+}

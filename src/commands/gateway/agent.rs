@@ -49,11 +49,9 @@ fn agent_cluster(cfg: &GatewayConfig, cluster: &str) -> Result<()> {
             cfg.path.display()
         ))
         .into()),
-        None => Err(UsageError(format!(
-            "{} has no cluster {cluster:?}",
-            cfg.path.display()
-        ))
-        .into()),
+        None => {
+            Err(UsageError(format!("{} has no cluster {cluster:?}", cfg.path.display())).into())
+        }
     }
 }
 
@@ -113,7 +111,14 @@ pub fn run(command: AgentCommand) -> Result<i32> {
             let now = crate::audit::model::now_us();
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING);
-            table.set_header(vec!["CLUSTER", "CERTIFICATE", "ISSUED", "TO", "EXPIRES", "STATE"]);
+            table.set_header(vec![
+                "CLUSTER",
+                "CERTIFICATE",
+                "ISSUED",
+                "TO",
+                "EXPIRES",
+                "STATE",
+            ]);
             for c in &certs {
                 let state = match c.revoked_us {
                     Some(at) => format!("revoked {}", time(at)),
