@@ -20,6 +20,8 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # The console's browser tests drive Debian's chromium with playwright-core (Node.js is on the machine).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The agent's tests put the cluster and the agent in network namespaces of their own (ip netns, veth).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # The PostgreSQL backend's tests start throwaway servers of their own (initdb, pg_ctl).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

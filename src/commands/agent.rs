@@ -97,3 +97,67 @@ pub fn run(args: Args) -> Result<i32> {
     eprintln!("ztk agent: stopped");
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use serde::Deserialize as _;
+
+    /// `deploy/agent.yaml` runs a command line this binary accepts, reads its files from the
+    /// volumes it mounts, and has the service account and rights it names.
+    #[test]
+    fn the_deployment_manifest_runs_a_valid_agent() {
+        let text = include_str!("../../deploy/agent.yaml");
+        let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(text)
+            .map(|d| serde_json::Value::deserialize(d).unwrap())
+            .collect();
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        for kind in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "PersistentVolumeClaim",
+            "Deployment",
+        ] {
+            assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+        }
+        let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+        assert!(role["rules"][0]["verbs"]
+            .as_array()
+            .unwrap()
+            .contains(&"impersonate".into()));
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "ztk-agent");
+        let container = &pod["containers"][0];
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let cli = crate::cli::Cli::try_parse_from(std::iter::once("ztk".to_string()).chain(args.clone()))
+            .unwrap_or_else(|e| panic!("deploy/agent.yaml's args: {e}"));
+        let crate::cli::Command::Agent(parsed) = cli.command else {
+            panic!("not `ztk agent`");
+        };
+        assert!(parsed.incluster);
+        let mounts: Vec<&str> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        for path in [
+            parsed.ca_file.clone(),
+            parsed.token_file.clone().unwrap(),
+            parsed.data_dir.clone().unwrap().join("x"),
+        ] {
+            assert!(
+                mounts.iter().any(|m| path.starts_with(m)),
+                "{} is on no volume ({mounts:?})",
+                path.display()
+            );
+        }
+    }
+}

@@ -777,6 +777,11 @@ mod tests {
         assert!(matches!(c.clusters[0].kind, ClusterKind::Sandbox));
         assert!(!c.clusters[0].impersonate);
         assert_eq!(c.max_sessions_per_user, 10);
+        assert_eq!(c.agent_certificate_ttl.as_secs(), 30 * 86_400);
+        let agent = parse("data_dir = \"d\"\n[agents]\ncertificate_ttl = \"7d\"\n[[clusters]]\nname = \"edge\"\nagent = true\n")
+            .unwrap();
+        assert!(matches!(agent.clusters[0].kind, ClusterKind::Agent));
+        assert_eq!(agent.agent_certificate_ttl.as_secs(), 7 * 86_400);
         assert!(c.roles.is_empty());
         assert_eq!(c.audit_mode, AuditMode::BestEffort);
         assert_eq!(
@@ -901,6 +906,9 @@ filter = "cluster:prod"
             ("data_dir = \"d\"\n[[clusters]]\nname = \"Bad Name\"\nsandbox = true", "clusters[0].name"),
             ("data_dir = \"d\"\n[[clusters]]\nname = \"a\"\nsandbox = true\n[[clusters]]\nname = \"a\"\nsandbox = true", "defined twice"),
             ("data_dir = \"d\"\nbogus = 1", "bogus"),
+            ("data_dir = \"d\"\n[[clusters]]\nname = \"e\"\nagent = true\nsandbox = true", "`agent = true`"),
+            ("data_dir = \"d\"\n[agents]\ncertificate_ttl = \"1s\"", "`agents.certificate_ttl`"),
+            ("data_dir = \"d\"\n[agents]\nttl = \"1d\"", "ttl"),
             ("data_dir = \"d\"\naudit_mode = \"fail-open\"", "`audit_mode`"),
             ("data_dir = \"d\"\naudit_checkpoint_interval = \"often\"", "`audit_checkpoint_interval`"),
             ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),
