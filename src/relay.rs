@@ -339,9 +339,20 @@ impl Upstream {
 impl Transport {
     fn new(origin: &Uri, reach: &Reach, tls: rustls::ClientConfig, cert_generation: u64) -> Self {
         let connector = |http2: bool| connector(tls.clone(), http2, reach);
+        // Through a tunnel there is no ALPN to offer HTTP/2: long-lived exchanges speak it
+        // outright on one stream (the agent's server detects it), so a thousand watches share
+        // one stream as they would share one TLS connection.
+        let streams_client = if reach.opener.is_some() {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http2_only(true)
+                .build(connector(false))
+        } else {
+            build_client(connector(true))
+        };
         Transport {
             short: Arc::new(pool::Pool::new(connector(false), origin.clone())),
-            streams_client: build_client(connector(true)),
+            streams_client,
             h1_client: build_client(connector(false)),
             cert_generation,
         }

@@ -421,9 +421,14 @@ async fn serve_stream(
                     let cluster = cluster.clone();
                     async move { Ok::<_, std::convert::Infallible>(relay(&cluster, req).await) }
                 });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            // HTTP/1.1 (short calls, upgrades) or HTTP/2 (the gateway's watches and followed
+            // logs, many on one stream), told apart by the HTTP/2 preface.
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http2()
+                .max_concurrent_streams(crate::tunnel::MAX_STREAMS);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             // Draining: an idle kept-alive connection closes now, a busy one after its answer.
             let result = tokio::select! {

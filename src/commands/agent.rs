@@ -136,8 +136,9 @@ mod tests {
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .collect();
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("ztk".to_string()).chain(args.clone()))
-            .unwrap_or_else(|e| panic!("deploy/agent.yaml's args: {e}"));
+        let cli =
+            crate::cli::Cli::try_parse_from(std::iter::once("ztk".to_string()).chain(args.clone()))
+                .unwrap_or_else(|e| panic!("deploy/agent.yaml's args: {e}"));
         let crate::cli::Command::Agent(parsed) = cli.command else {
             panic!("not `ztk agent`");
         };
