@@ -41,21 +41,22 @@ for t in "${targets[@]}"; do
   [ "$code" = 200 ] || { echo "$name answers $code at $url" >&2; cat "$dir/agent.out" >&2; exit 1; }
 done
 
-printf '%-8s %5s %10s %10s %10s %14s\n' path conc p50 p99 req/s "cpu/req(us)"
+printf '%-8s %5s %10s %10s %10s %14s %14s\n' path conc p50 p99 req/s "gw cpu/req(us)" "agent cpu/req"
 for c in $CONCS; do
   for t in "${targets[@]}"; do
-    IFS='|' read -r name url cpupids <<< "$t"
+    IFS='|' read -r name url _ <<< "$t"
     threads=$(( c < 2 ? 1 : 2 ))
-    before=$(cpu_ticks "$cpupids")
+    before=$(cpu_ticks "$GATEWAY_PID"); agent_before=$(cpu_ticks "$AGENT_PID")
     out=$(wrk -t"$threads" -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $SESSION" "$url")
-    after=$(cpu_ticks "$cpupids")
+    after=$(cpu_ticks "$GATEWAY_PID"); agent_after=$(cpu_ticks "$AGENT_PID")
     p50=$(awk '$1=="50%" {print $2}' <<< "$out")
     p99=$(awk '$1=="99%" {print $2}' <<< "$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
     n=$(awk '/requests in/ {print $1}' <<< "$out")
     errs=$(awk '/Non-2xx/ {print $NF}' <<< "$out")
     cpu=$(( n > 0 ? (after - before) * 1000000 / HZ / n : 0 ))
-    printf '%-8s %5s %10s %10s %10s %14s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "${errs:+($errs non-2xx)}"
+    agent_cpu=$(( n > 0 ? (agent_after - agent_before) * 1000000 / HZ / n : 0 ))
+    printf '%-8s %5s %10s %10s %10s %14s %14s %s\n' "$name" "$c" "$p50" "$p99" "$rps" "$cpu" "$agent_cpu" "${errs:+($errs non-2xx)}"
   done
 done
 
@@ -76,7 +77,7 @@ for name in direct tunnel; do
   n=$(awk '/requests in/ {print $1}' <<< "$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
   printf '%-8s %12s %12s %14s\n' "$name" "$rps" "$(awk -v r="$rps" -v s="$size" 'BEGIN {printf "%.1f", r * s / 1e6}')" \
-    "$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$n" -v s="$size" 'BEGIN {printf "%.2f", n > 0 ? t * 1000 / hz / (n * s / 1e6) : 0}')"
+    "$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$n" -v s="$size" 'BEGIN {printf "%.2f", (n > 0 ? t * 1000 / hz / (n * s / 1e6) : 0)}')"
 done
 
 # N watches held open against one cluster, each its own TLS connection to the gateway.

@@ -281,6 +281,40 @@ pub fn wait_connected(config: &Path, connected: bool, within: Duration) -> serde
     }
 }
 
+/// A copy of `kubeconfig` whose user is an exec plugin printing the same token; its runs are
+/// counted in `dir/runs`.
+fn exec_plugin_kubeconfig(kubeconfig: &Path, dir: &Path) -> PathBuf {
+    use ztk::kubeconfig::Kubeconfig;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut kc = Kubeconfig::load(kubeconfig).unwrap();
+    let token = kc.users[0].user.token.take().unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
+    let plugin = dir.join("get-token");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nd=\"$(dirname \"$0\")\"\nn=$(cat \"$d/runs\" 2>/dev/null || echo 0)\necho $((n + 1)) > \"$d/runs\"\n\
+         printf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"%s\"}}' \"$(cat \"$d/token\")\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    kc.users[0].user.exec = Some(ztk::kubeconfig::ExecConfig {
+        api_version: "client.authentication.k8s.io/v1".into(),
+        command: plugin.display().to_string(),
+        interactive_mode: Some("Never".into()),
+        ..Default::default()
+    });
+    let path = kubeconfig.with_file_name("agent.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
+    path
+}
+
+fn plugin_runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("runs"))
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 fn write_token(path: &PathBuf, token: &str) {
     std::fs::write(path, format!("{token}\n")).unwrap();
 }
@@ -291,6 +325,10 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let cluster_kc = dir.path().join("cluster.yaml");
     let (_cluster, cluster_addr) = cluster(&net, &cluster_kc);
+    // The agent reaches it with an exec credential plugin (as on EKS, GKE, AKS) that counts
+    // its runs.
+    let plugin_dir = cluster_kc.parent().unwrap().join("plugin");
+    let agent_kc = exec_plugin_kubeconfig(&cluster_kc, &plugin_dir);
     // The gateway's namespace cannot reach the cluster at all.
     assert!(
         TcpStream::connect_timeout(&cluster_addr, Duration::from_secs(1)).is_err(),
@@ -345,7 +383,7 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         &net,
         &[&url],
         &env.ca_file(),
-        &cluster_kc,
+        &agent_kc,
         Some(&token_file),
         &agent_data,
     );
@@ -560,11 +598,13 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();
     assert!(text.contains("not connected"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The plugin ran once for all those calls: its credential is cached, never run per call.
+    assert_eq!(plugin_runs(&plugin_dir), 1);
     let (agent_proc2, _logs2) = agent(
         &net,
         &[&url],
         &env.ca_file(),
-        &cluster_kc,
+        &agent_kc,
         None,
         &agent_data,
     );
