@@ -19,6 +19,9 @@ _ztk() {
             ztk,access)
                 cmd="ztk__subcmd__access"
                 ;;
+            ztk,agent)
+                cmd="ztk__subcmd__agent"
+                ;;
             ztk,audit)
                 cmd="ztk__subcmd__audit"
                 ;;
@@ -151,6 +154,9 @@ _ztk() {
             ztk__subcmd__audit__subcmd__help,verify)
                 cmd="ztk__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
+            ztk__subcmd__gateway,agent)
+                cmd="ztk__subcmd__gateway__subcmd__agent"
+                ;;
             ztk__subcmd__gateway,audit)
                 cmd="ztk__subcmd__gateway__subcmd__audit"
                 ;;
@@ -178,6 +184,30 @@ _ztk() {
             ztk__subcmd__gateway,user)
                 cmd="ztk__subcmd__gateway__subcmd__user"
                 ;;
+            ztk__subcmd__gateway__subcmd__agent,help)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent,list)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent,revoke)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent,token)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__token"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent__subcmd__help,help)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__help"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent__subcmd__help,list)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent__subcmd__help,revoke)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__agent__subcmd__help,token)
+                cmd="ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__token"
+                ;;
             ztk__subcmd__gateway__subcmd__audit,help)
                 cmd="ztk__subcmd__gateway__subcmd__audit__subcmd__help"
                 ;;
@@ -201,6 +231,9 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__clusters__subcmd__help,status)
                 cmd="ztk__subcmd__gateway__subcmd__clusters__subcmd__help__subcmd__status"
+                ;;
+            ztk__subcmd__gateway__subcmd__help,agent)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__agent"
                 ;;
             ztk__subcmd__gateway__subcmd__help,audit)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit"
@@ -228,6 +261,15 @@ _ztk() {
                 ;;
             ztk__subcmd__gateway__subcmd__help,user)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__user"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__agent,list)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__list"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__agent,revoke)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__revoke"
+                ;;
+            ztk__subcmd__gateway__subcmd__help__subcmd__agent,token)
+                cmd="ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__token"
                 ;;
             ztk__subcmd__gateway__subcmd__help__subcmd__audit,verify)
                 cmd="ztk__subcmd__gateway__subcmd__help__subcmd__audit__subcmd__verify"
@@ -352,6 +394,9 @@ _ztk() {
             ztk__subcmd__help,access)
                 cmd="ztk__subcmd__help__subcmd__access"
                 ;;
+            ztk__subcmd__help,agent)
+                cmd="ztk__subcmd__help__subcmd__agent"
+                ;;
             ztk__subcmd__help,audit)
                 cmd="ztk__subcmd__help__subcmd__audit"
                 ;;
@@ -433,6 +478,9 @@ _ztk() {
             ztk__subcmd__help__subcmd__audit,verify)
                 cmd="ztk__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
+            ztk__subcmd__help__subcmd__gateway,agent)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__agent"
+                ;;
             ztk__subcmd__help__subcmd__gateway,audit)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit"
                 ;;
@@ -456,6 +504,15 @@ _ztk() {
                 ;;
             ztk__subcmd__help__subcmd__gateway,user)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__user"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__agent,list)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__list"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__agent,revoke)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__revoke"
+                ;;
+            ztk__subcmd__help__subcmd__gateway__subcmd__agent,token)
+                cmd="ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__token"
                 ;;
             ztk__subcmd__help__subcmd__gateway__subcmd__audit,verify)
                 cmd="ztk__subcmd__help__subcmd__gateway__subcmd__audit__subcmd__verify"
@@ -539,7 +596,7 @@ _ztk() {
 
     case "${cmd}" in
         ztk)
-            opts="-h -V --help --version login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help"
+            opts="-h -V --help --version login logout status kubectl kubeconfig credential proxy audit access gateway agent demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -700,6 +757,48 @@ _ztk() {
                     return 0
                     ;;
                 --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__agent)
+            opts="-h -V --gateway --ca-file --cluster --token-file --kubeconfig --context --incluster --data-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1379,12 +1478,166 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway)
-            opts="-h -V --help --version serve user session role clusters sinks audit migrate help"
+            opts="-h -V --help --version serve user session role clusters agent sinks audit migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent)
+            opts="-h -V --help --version token revoke list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__help)
+            opts="token revoke list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__help__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__list)
+            opts="-c -h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__revoke)
+            opts="-c -h -V --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__agent__subcmd__token)
+            opts="-c -h -V --ttl --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1629,8 +1882,64 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__gateway__subcmd__help)
-            opts="serve user session role clusters sinks audit migrate help"
+            opts="serve user session role clusters agent sinks audit migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__agent)
+            opts="token revoke list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__gateway__subcmd__help__subcmd__agent__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2581,7 +2890,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help)
-            opts="login logout status kubectl kubeconfig credential proxy audit access gateway demo sandbox completions man help"
+            opts="login logout status kubectl kubeconfig credential proxy audit access gateway agent demo sandbox completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2639,6 +2948,20 @@ _ztk() {
         ztk__subcmd__help__subcmd__access__subcmd__who__subcmd__can)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__agent)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2847,8 +3170,64 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__help__subcmd__gateway)
-            opts="serve user session role clusters sinks audit migrate"
+            opts="serve user session role clusters agent sinks audit migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__agent)
+            opts="token revoke list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ztk__subcmd__help__subcmd__gateway__subcmd__agent__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -43,7 +43,12 @@ pub struct UsageError(pub String);
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     crate::tls::install_crypto_provider();
-    init_logging();
+    // The agent runs unattended: its connects, enrollments and renewals are worth a line each.
+    init_logging(if matches!(cli.command, Command::Agent(_)) {
+        "info,rustls=error,h2=warn,hyper=warn"
+    } else {
+        "warn,rustls=error"
+    });
     match cli.command {
         Command::Login(args) => block_on(commands::login::run(args)),
         Command::Logout(args) => block_on(commands::logout::run(args)),
@@ -117,14 +122,17 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Logs go to stderr, quiet unless `ZTK_LOG` asks (e.g. `ZTK_LOG=debug`).
-fn init_logging() {
+/// Logs to stderr, filtered by `ZTK_LOG` or `default`; colours only on a terminal.
+fn init_logging(default: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZTK_LOG")
         // rustls warns on every client that sends an IP address as SNI (curl, wrk, some
         // libraries), which the TLS spec forbids but is harmless here: keep its errors only.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustls=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

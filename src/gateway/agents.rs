@@ -889,6 +889,64 @@ impl crate::relay::Opener for AgentOpener {
 mod tests {
     use super::*;
 
+    /// An opener whose every connection is an in-memory pipe to a server that keeps the
+    /// request head it read and answers 200.
+    struct Capture(tokio::sync::mpsc::UnboundedSender<String>);
+
+    impl crate::relay::Opener for Capture {
+        fn open(&self) -> crate::relay::OpenFuture {
+            let heads = self.0.clone();
+            Box::pin(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if theirs.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+                    let _ = theirs
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+                Ok(Box::new(ours) as Box<dyn crate::relay::dial::Io>)
+            })
+        }
+    }
+
+    /// What the gateway sends into a tunnel: never the user's token (the agent adds the
+    /// cluster's credential), and exactly the headers it decided to forward.
+    #[tokio::test]
+    async fn the_users_token_never_enters_a_tunnel() {
+        let (tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
+        let upstream = crate::relay::Upstream::through(
+            "cluster edge",
+            "edge.agent.ztk",
+            Arc::new(Capture(tx)),
+        )
+        .unwrap();
+        let req = http::Request::get("/k8s/edge/api/v1/pods")
+            .header("authorization", "Bearer ztk_the-users-session-token")
+            .header("impersonate-user", "mallory")
+            .body(crate::body::empty())
+            .unwrap();
+        let mut extra = http::HeaderMap::new();
+        extra.insert("impersonate-user", http::HeaderValue::from_static("alice"));
+        let resp =
+            crate::relay::relay(&upstream, req, "/api/v1/pods", false, extra, None, |_| {}).await;
+        assert_eq!(resp.status(), 200);
+        let head = heads.recv().await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /api/v1/pods http/1.1\r\n"), "{head}");
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(!head.contains("ztk_the-users-session-token"), "{head}");
+        assert!(head.contains("impersonate-user: alice\r\n"), "{head}");
+        assert!(!head.contains("mallory"), "{head}");
+    }
+
     fn stores() -> Vec<(&'static str, UserStore, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = UserStore::open(&dir.path().join("gateway.db")).unwrap();

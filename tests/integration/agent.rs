@@ -228,8 +228,7 @@ pub fn agent(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = net
         .ztk_in("a", &args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env("ZTK_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -600,14 +599,7 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // The plugin ran once for all those calls: its credential is cached, never run per call.
     assert_eq!(plugin_runs(&plugin_dir), 1);
-    let (agent_proc2, _logs2) = agent(
-        &net,
-        &[&url],
-        &env.ca_file(),
-        &agent_kc,
-        None,
-        &agent_data,
-    );
+    let (agent_proc2, _logs2) = agent(&net, &[&url], &env.ca_file(), &agent_kc, None, &agent_data);
     let back_at = Instant::now();
     wait_connected(&env.config, true, Duration::from_secs(5));
     env.kubectl(&["--cluster", "edge", "get", "ns"]).success();

@@ -666,7 +666,7 @@ fn start_agent(
         .arg(token)
         .arg("--data-dir")
         .arg(data)
-        .env("RUST_LOG", "info")
+        .env("ZTK_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
