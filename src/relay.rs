@@ -142,6 +142,22 @@ impl Health {
     }
 }
 
+/// One exchange counted in its upstream's `Health::in_flight` while it lives.
+struct InFlight(Arc<Health>);
+
+impl InFlight {
+    fn new(health: Arc<Health>) -> InFlight {
+        health.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(health)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The credential and connections for one exchange.
 struct Prepared {
     transport: Arc<Transport>,
@@ -520,12 +536,13 @@ pub async fn relay<F>(
 where
     F: FnMut(Outcome) + Send + Sync + 'static,
 {
-    let health = upstream.health.clone();
-    health.in_flight.fetch_add(1, Ordering::Relaxed);
+    // Counted until the final outcome, or until the exchange is dropped without one (the
+    // client went away while the upstream was still answering).
+    let mut in_flight = Some(InFlight::new(upstream.health.clone()));
     let mut inner = done;
     let mut done = move |outcome: Outcome| {
         if !outcome.open {
-            health.in_flight.fetch_sub(1, Ordering::Relaxed);
+            in_flight.take();
         }
         inner(outcome)
     };

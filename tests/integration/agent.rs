@@ -578,6 +578,17 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         .unwrap();
     let mut watch_lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert!(watch_lines.next().unwrap().unwrap().contains("NAME"));
+    // The open watch counts as a call in flight, and its stream as open on the tunnel.
+    let start = Instant::now();
+    loop {
+        let status = edge_status(&env.config);
+        if status["in_flight"].as_u64() >= Some(1) && status["agent"]["streams"].as_u64() >= Some(1)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let pid = agent_proc.as_ref().unwrap().0.id();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     drop(agent_proc.take());
@@ -593,6 +604,15 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_connected(&env.config, false, Duration::from_secs(5));
+    // Nothing left counted in flight once the watch ended.
+    let start = Instant::now();
+    while edge_status(&env.config)["in_flight"] != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "calls still counted in flight"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let started = Instant::now();
     let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();
     assert!(text.contains("not connected"), "{text}");
