@@ -197,20 +197,21 @@ pub async fn serve_tls_with<F, Fut>(
     serve_tls_routed(listener, tls, limits, handler, None).await
 }
 
+/// A TLS connection accepted by the main config, or by the side door's.
+enum Accepted {
+    Main(tokio_rustls::server::TlsStream<tokio::net::TcpStream>),
+    Side(tokio_rustls::server::TlsStream<tokio::net::TcpStream>),
+}
+
 /// Accepts one TLS connection: with the main config, or the side door's when the client
-/// asks for its ALPN protocol (then `Err` hands the connection to the side door).
+/// asks for its ALPN protocol.
 async fn accept(
     acceptor: &TlsAcceptor,
     side: Option<&SideDoor>,
     tcp: tokio::net::TcpStream,
-) -> std::io::Result<
-    Result<
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    >,
-> {
+) -> std::io::Result<Accepted> {
     let Some(side) = side else {
-        return acceptor.accept(tcp).await.map(Ok);
+        return acceptor.accept(tcp).await.map(Accepted::Main);
     };
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
@@ -219,9 +220,15 @@ async fn accept(
         .alpn()
         .is_some_and(|mut protocols| protocols.any(|p| p == side.alpn));
     if wants_side {
-        start.into_stream(side.tls.clone()).await.map(Err)
+        start
+            .into_stream(side.tls.clone())
+            .await
+            .map(Accepted::Side)
     } else {
-        start.into_stream(acceptor.config().clone()).await.map(Ok)
+        start
+            .into_stream(acceptor.config().clone())
+            .await
+            .map(Accepted::Main)
     }
 }
 
@@ -266,8 +273,8 @@ pub async fn serve_tls_routed<F, Fut>(
             let accepted =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&acceptor, side.as_ref(), tcp));
             let stream = match accepted.await {
-                Ok(Ok(Ok(stream))) => stream,
-                Ok(Ok(Err(side_stream))) => {
+                Ok(Ok(Accepted::Main(stream))) => stream,
+                Ok(Ok(Accepted::Side(side_stream))) => {
                     if let Some(side) = side {
                         (side.handler)(side_stream, peer).await;
                     }
