@@ -31,8 +31,6 @@ use protocol::Hello;
 
 /// The agent's version, as the gateway shows it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// How often the agent pings a gateway; a ping unanswered for as long closes the tunnel.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failure.
@@ -81,6 +79,9 @@ pub struct AgentConfig {
     pub source: ClusterSource,
     /// Where the key and certificate are kept.
     pub data_dir: PathBuf,
+    /// How often each gateway is pinged; one that does not answer for as long is left, and
+    /// dialled again.
+    pub keepalive: Duration,
 }
 
 /// One gateway's address.
@@ -145,6 +146,7 @@ struct Shared {
     hello: RwLock<Hello>,
     /// Set when a gateway refuses the agent for good: the agent stops.
     refused: tokio::sync::watch::Sender<Option<String>>,
+    keepalive: Duration,
 }
 
 impl Shared {
@@ -235,6 +237,7 @@ pub async fn run(
             kubernetes: None,
         }),
         refused: tokio::sync::watch::channel(None).0,
+        keepalive: config.keepalive,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut refused = shared.refused.subscribe();
@@ -342,7 +345,7 @@ async fn tunnel_once(
         })?;
     tracing::info!(gateway = %gateway.url, cluster = %shared.cluster.name, "tunnel open");
     let mut ping = conn.ping_pong();
-    let mut next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+    let mut next_ping = tokio::time::Instant::now() + shared.keepalive;
     let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let deadline = draining.unwrap_or(next_ping);
@@ -362,13 +365,13 @@ async fn tunnel_once(
                 if draining.is_some() {
                     return Ok(());
                 }
-                next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+                next_ping = tokio::time::Instant::now() + shared.keepalive;
                 if let Some(ping) = ping.as_mut() {
                     // The pong arrives through `accept` driving the connection: wait for it
                     // beside it.
                     let pinged = ping.ping(h2::Ping::opaque());
                     tokio::pin!(pinged);
-                    let limit = tokio::time::sleep(PING_INTERVAL);
+                    let limit = tokio::time::sleep(shared.keepalive);
                     tokio::pin!(limit);
                     loop {
                         tokio::select! {
@@ -386,7 +389,7 @@ async fn tunnel_once(
                                 }
                             },
                             _ = &mut limit => {
-                                return Err(format!("{} did not answer a ping within {}s", gateway.url, PING_INTERVAL.as_secs()));
+                                return Err(format!("{} did not answer a ping within {}s", gateway.url, shared.keepalive.as_secs()));
                             }
                         }
                     }

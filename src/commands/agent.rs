@@ -42,6 +42,9 @@ pub struct Args {
     /// Reach the cluster with the pod's service account (the agent runs in the cluster).
     #[arg(long)]
     incluster: bool,
+    /// How often each gateway is pinged; one silent for as long is dialled again.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    keepalive: String,
     /// Where the agent keeps its key and certificate (default: ZTK_DATA_DIR or the user's data
     /// directory).
     #[arg(long, value_name = "DIR")]
@@ -72,6 +75,16 @@ pub fn run(args: Args) -> Result<i32> {
     for url in &args.gateways {
         crate::agent::GatewayAddr::parse(url).map_err(|e| UsageError(e.to_string()))?;
     }
+    let keepalive = crate::audit::filter::parse_duration_us(&args.keepalive)
+        .ok()
+        .filter(|us| (1_000_000..=3_600_000_000).contains(us))
+        .map(|us| std::time::Duration::from_micros(us as u64))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--keepalive {:?} is not a duration from 1s to 1h, like 15s",
+                args.keepalive
+            ))
+        })?;
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => crate::client::config::Paths::from_env()?.data_dir,
@@ -83,6 +96,7 @@ pub fn run(args: Args) -> Result<i32> {
         token_file: args.token_file,
         source,
         data_dir,
+        keepalive,
     };
     eprintln!(
         "ztk agent: cluster {} through {}",

@@ -11,7 +11,8 @@
 //!   open tunnels within a second (the change is seen like a binding's).
 //! - **Tunnels**: an agent dials the HTTPS port with ALPN `ztk-tunnel/1` and its certificate
 //!   (`serve::SideDoor`); the gateway becomes the HTTP/2 client on that connection, asks the
-//!   agent's `Hello`, pings it (round trip in the status, a silent tunnel closed), renews its
+//!   agent's `Hello`, pings it every `[agents] keepalive` (round trip in the status, a silent
+//!   tunnel closed), renews its
 //!   certificate when two thirds of its life are gone, and opens one stream per relayed
 //!   connection ([`AgentOpener`], the cluster upstream's dialer). A cluster with no tunnel
 //!   answers `503` at once.
@@ -37,8 +38,6 @@ use crate::args;
 use crate::audit::model::now_us;
 use crate::body::{self, Body};
 
-/// How often a tunnel is pinged; one unanswered for as long is closed.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// How long opening a stream may wait (the agent's stream limit, a stalled tunnel).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -372,6 +371,8 @@ pub struct Agents {
     /// The clusters configured with `agent = true`.
     clusters: Vec<String>,
     certificate_ttl: Duration,
+    /// How often each tunnel is pinged; one unanswered for as long is closed.
+    keepalive: Duration,
     tunnels: Mutex<HashMap<String, Vec<Arc<Tunnel>>>>,
     /// When each cluster's last tunnel closed (microseconds).
     last_closed: Mutex<HashMap<String, i64>>,
@@ -383,6 +384,7 @@ impl Agents {
         users: Arc<UserStore>,
         clusters: Vec<String>,
         certificate_ttl: Duration,
+        keepalive: Duration,
     ) -> Result<Agents, AgentError> {
         let ca = AgentCa::load(&users)?;
         Ok(Agents {
@@ -390,6 +392,7 @@ impl Agents {
             ca,
             clusters,
             certificate_ttl,
+            keepalive,
             tunnels: Mutex::new(HashMap::new()),
             last_closed: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -789,10 +792,10 @@ impl Agents {
                     if tokio::time::Instant::now() < next_ping {
                         continue;
                     }
-                    next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+                    next_ping = tokio::time::Instant::now() + self.keepalive;
                     let Some(ping) = ping.as_mut() else { continue };
                     let start = std::time::Instant::now();
-                    match tokio::time::timeout(PING_INTERVAL, ping.ping(h2::Ping::opaque())).await {
+                    match tokio::time::timeout(self.keepalive, ping.ping(h2::Ping::opaque())).await {
                         Ok(Ok(_)) => tunnel.rtt_us.store(start.elapsed().as_micros() as i64, Ordering::Relaxed),
                         _ => {
                             tracing::warn!(cluster = %tunnel.cluster, %address, "the agent did not answer a ping: tunnel closed");

@@ -89,14 +89,23 @@ struct RawAgents {
     /// two thirds of that have passed.
     #[serde(default = "default_agent_certificate_ttl")]
     certificate_ttl: String,
+    /// How often the gateway pings each agent's tunnel; a ping unanswered for as long closes
+    /// it (a link that died silently, a NAT that forgot the connection).
+    #[serde(default = "default_agent_keepalive")]
+    keepalive: String,
 }
 
 impl Default for RawAgents {
     fn default() -> Self {
         RawAgents {
             certificate_ttl: default_agent_certificate_ttl(),
+            keepalive: default_agent_keepalive(),
         }
     }
+}
+
+fn default_agent_keepalive() -> String {
+    "15s".into()
 }
 
 fn default_agent_certificate_ttl() -> String {
@@ -320,6 +329,8 @@ pub struct GatewayConfig {
     pub password_login: bool,
     /// `[agents] certificate_ttl`.
     pub agent_certificate_ttl: std::time::Duration,
+    /// `[agents] keepalive`.
+    pub agent_keepalive: std::time::Duration,
     /// The PostgreSQL database several gateways share; None: SQLite files in `data_dir`.
     pub database: Option<crate::db::PgUrl>,
 }
@@ -673,8 +684,19 @@ impl GatewayConfig {
                 raw.agents.certificate_ttl
             ))
                 })?;
+        let agent_keepalive = crate::audit::filter::parse_duration_us(&raw.agents.keepalive)
+            .ok()
+            .filter(|us| (1_000_000..=3_600_000_000).contains(us))
+            .map(|us| std::time::Duration::from_micros(us as u64))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "key `agents.keepalive`: {:?} is not a duration from 1s to 1h, like 15s",
+                    raw.agents.keepalive
+                ))
+            })?;
         Ok(GatewayConfig {
             agent_certificate_ttl,
+            agent_keepalive,
             shell,
             oidc,
             database,
@@ -909,6 +931,7 @@ filter = "cluster:prod"
             ("data_dir = \"d\"\n[[clusters]]\nname = \"e\"\nagent = true\nsandbox = true", "`agent = true`"),
             ("data_dir = \"d\"\n[agents]\ncertificate_ttl = \"1s\"", "`agents.certificate_ttl`"),
             ("data_dir = \"d\"\n[agents]\nttl = \"1d\"", "ttl"),
+            ("data_dir = \"d\"\n[agents]\nkeepalive = \"0s\"", "`agents.keepalive`"),
             ("data_dir = \"d\"\naudit_mode = \"fail-open\"", "`audit_mode`"),
             ("data_dir = \"d\"\naudit_checkpoint_interval = \"often\"", "`audit_checkpoint_interval`"),
             ("data_dir = \"d\"\n[tls]\ncert = \"c\"", "`tls`"),

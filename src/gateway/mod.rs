@@ -211,10 +211,12 @@ pub async fn start(config: &GatewayConfig) -> anyhow::Result<Running> {
         None
     } else {
         let users = users.clone();
-        let ttl = config.agent_certificate_ttl;
+        let (ttl, keepalive) = (config.agent_certificate_ttl, config.agent_keepalive);
         Some(Arc::new(
-            tokio::task::spawn_blocking(move || agents::Agents::new(users, agent_clusters, ttl))
-                .await??,
+            tokio::task::spawn_blocking(move || {
+                agents::Agents::new(users, agent_clusters, ttl, keepalive)
+            })
+            .await??,
         ))
     };
     let clusters = clusters::connect(config, agents.as_ref()).await?;

@@ -219,6 +219,8 @@ pub fn agent(
             kubeconfig.to_str().unwrap(),
             "--data-dir",
             data.to_str().unwrap(),
+            "--keepalive",
+            "1s",
         ]
         .map(String::from),
     );
@@ -335,7 +337,7 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     );
     let mut env = Env::prepare(
         dir,
-        "[agents]\ncertificate_ttl = \"12s\"",
+        "[agents]\ncertificate_ttl = \"12s\"\nkeepalive = \"1s\"",
         "[[clusters]]\nname = \"edge\"\nagent = true\nimpersonate = true\n",
     );
     let text = std::fs::read_to_string(&env.config).unwrap();
@@ -627,6 +629,22 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
 
     // The gateway restarts: the agent reconnects.
     env.restart_gateway();
+    wait_connected(&env.config, true, Duration::from_secs(30));
+    env.kubectl(&["--cluster", "edge", "get", "ns"]).success();
+
+    // The link dies silently (the agent's side goes down: no FIN, no RST reaches the gateway):
+    // the pings notice, calls are answered 503 at once, and the agent is back with the link.
+    let (a, zb) = (net.ns("a"), format!("zb{}", net.tag));
+    ip(&["-n", &a, "link", "set", &zb, "down"]);
+    let down = Instant::now();
+    wait_connected(&env.config, false, Duration::from_secs(8));
+    eprintln!(
+        "the gateway closed the silent tunnel after {:?}",
+        down.elapsed()
+    );
+    let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();
+    assert!(text.contains("not connected"), "{text}");
+    ip(&["-n", &a, "link", "set", &zb, "up"]);
     wait_connected(&env.config, true, Duration::from_secs(30));
     env.kubectl(&["--cluster", "edge", "get", "ns"]).success();
 
