@@ -80,54 +80,15 @@ for name in direct tunnel; do
     "$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$n" -v s="$size" 'BEGIN {printf "%.2f", (n > 0 ? t * 1000 / hz / (n * s / 1e6) : 0)}')"
 done
 
-# N watches held open against one cluster, each its own TLS connection to the gateway.
-hold_watches() {
-  rm -f "$dir/held" "$dir/release"
-  python3 - "$GATEWAY/k8s/$1" "$SESSION" "$dir/gw/ca.pem" "$N" "$dir/held" "$dir/release" <<'PY' &
-import asyncio, os, ssl, sys
-url, cred, ca, n, held, release = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
-host, port = url.split("//")[1].split("/")[0].split(":")
-prefix = "/" + url.split("//")[1].split("/", 1)[1]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.set_alpn_protocols(["http/1.1"])
-ok = 0
-async def watch(i, sem):
-    global ok
-    async with sem:
-        reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
-        writer.write((f"GET {prefix}/api/v1/pods?watch=true&resourceVersion=0 HTTP/1.1\r\nHost: {host}\r\n"
-                      f"Authorization: Bearer {cred}\r\nUser-Agent: ztk-bench\r\n\r\n").encode())
-        await writer.drain()
-        status = await reader.readline()
-        if b" 200 " in status:
-            ok += 1
-    while not os.path.exists(release):
-        await asyncio.sleep(0.2)
-    writer.close()
-async def main():
-    sem = asyncio.Semaphore(50)
-    tasks = [asyncio.create_task(watch(i, sem)) for i in range(n)]
-    last, still = -1, 0
-    while ok < n and still < 6:
-        await asyncio.sleep(0.5)
-        still = still + 1 if ok == last else 0
-        last = ok
-    open(held, "w").write(str(ok))
-    await asyncio.gather(*tasks, return_exceptions=True)
-asyncio.run(main())
-PY
-  client=$!
-  for _ in $(seq 600); do [ -s "$dir/held" ] && break; sleep 0.1; done
-  sleep 1
-}
 echo
 printf '%-40s %10s %10s %10s\n' "" gateway agent sandbox
 report() { printf '%-40s %7s MB %7s MB %7s MB\n' "$1" "$(rss_mb "$GATEWAY_PID")" "$(rss_mb "$AGENT_PID")" "$(rss_mb "$SANDBOX_PID")"; }
 report "RSS after the runs above"
 for name in direct tunnel; do
   cluster=sb; [ "$name" = tunnel ] && cluster=edge
-  hold_watches "$cluster"
+  # Each its own TLS connection to the gateway.
+  hold_watches "$GATEWAY/k8s/$cluster" "$SESSION" "$dir/gw/ca.pem" "$N"
   report "RSS, $(cat "$dir/held") of $N watches open, $name"
-  touch "$dir/release"; wait "$client" || true; sleep 3
+  release_watches; sleep 3
   report "RSS after they closed"
 done

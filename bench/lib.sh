@@ -103,3 +103,49 @@ start_proxy() {
     "$BIN" credential --cluster sb | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["token"])')
   PROXY_PID=$(cat "$dir/client/proxy/proxy.pid")
 }
+
+# Holds N watches of pods in all namespaces open against URL (a cluster's base: the proxy's
+# or the gateway's /k8s/CLUSTER), each its own TLS connection (HTTP/1.1) with bearer CRED,
+# trusting CA; returns once all answered or none more did for 3 s, with the count answered in
+# $dir/held. `release_watches` closes them.
+hold_watches() {
+  rm -f "$dir/held" "$dir/release"
+  python3 - "$1" "$2" "$3" "$4" "$dir/held" "$dir/release" <<'PY' &
+import asyncio, os, ssl, sys
+url, cred, ca, n, held, release = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+host, port = url.split("//")[1].split("/")[0].split(":")
+prefix = "/" + url.split("//")[1].split("/", 1)[1]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+ok = 0
+async def watch(i, sem):
+    global ok
+    async with sem:
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
+        writer.write((f"GET {prefix}/api/v1/pods?watch=true&resourceVersion=0 HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {cred}\r\nUser-Agent: ztk-bench\r\n\r\n").encode())
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " in status:
+            ok += 1
+    while not os.path.exists(release):
+        await asyncio.sleep(0.2)
+    writer.close()
+async def main():
+    sem = asyncio.Semaphore(50)  # at most 50 handshakes at a time
+    tasks = [asyncio.create_task(watch(i, sem)) for i in range(n)]
+    # Until every watch answered, or none more did for 3 s (failures are reported as the count).
+    last, still = -1, 0
+    while ok < n and still < 6:
+        await asyncio.sleep(0.5)
+        still = still + 1 if ok == last else 0
+        last = ok
+    open(held, "w").write(str(ok))
+    await asyncio.gather(*tasks, return_exceptions=True)
+asyncio.run(main())
+PY
+  WATCHES_PID=$!
+  for _ in $(seq 600); do [ -s "$dir/held" ] && break; sleep 0.1; done
+  sleep 1
+}
+release_watches() { touch "$dir/release"; wait "$WATCHES_PID" || true; }

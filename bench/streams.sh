@@ -22,45 +22,8 @@ report() { printf '%-44s %6s MB %5s MB %5s MB\n' "$1" "$(rss_mb "$PROXY_PID")" "
 report "RSS idle (after one kubectl call)"
 
 # N watches of pods in all namespaces, held open; RSS is read while all are open.
-python3 - "$PROXY_URL" "$CRED" "$dir/client/proxy/ca.pem" "$N" "$dir/held" "$dir/release" <<'PY' &
-import asyncio, os, ssl, sys
-url, cred, ca, n, held, release = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
-host, port = url.split("//")[1].split("/")[0].split(":")
-prefix = "/" + url.split("//")[1].split("/", 1)[1]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.set_alpn_protocols(["http/1.1"])
-ok = 0
-async def watch(i, sem):
-    global ok
-    async with sem:
-        reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
-        writer.write((f"GET {prefix}/api/v1/pods?watch=true&resourceVersion=0 HTTP/1.1\r\nHost: {host}\r\n"
-                      f"Authorization: Bearer {cred}\r\nUser-Agent: ztk-bench\r\n\r\n").encode())
-        await writer.drain()
-        status = await reader.readline()
-        if b" 200 " in status:
-            ok += 1
-    while not os.path.exists(release):
-        await asyncio.sleep(0.2)
-    writer.close()
-async def main():
-    sem = asyncio.Semaphore(50)  # at most 50 handshakes at a time
-    tasks = [asyncio.create_task(watch(i, sem)) for i in range(n)]
-    # Until every watch answered, or none more did for 3 s (failures are reported as the count).
-    last, still = -1, 0
-    while ok < n and still < 6:
-        await asyncio.sleep(0.5)
-        still = still + 1 if ok == last else 0
-        last = ok
-    open(held, "w").write(str(ok))
-    await asyncio.gather(*tasks, return_exceptions=True)
-asyncio.run(main())
-PY
-client=$!
-for _ in $(seq 600); do [ -s "$dir/held" ] && break; sleep 0.1; done
-sleep 1
+hold_watches "$PROXY_URL" "$CRED" "$dir/client/proxy/ca.pem" "$N"
 report "RSS with $(cat "$dir/held" 2>/dev/null || echo '?') of $N watches open"
-touch "$dir/release"
-wait "$client" || true
+release_watches
 sleep 3
 report "RSS after the watches closed"

@@ -71,6 +71,20 @@ pub struct PendingToken {
     pub expires_us: i64,
 }
 
+/// The columns `cert_row` reads.
+const CERT_COLUMNS: &str = "fingerprint, cluster, issued_us, expires_us, revoked_us, origin";
+
+fn cert_row(r: &crate::db::Row<'_>) -> Result<AgentCert, crate::db::DbError> {
+    Ok(AgentCert {
+        fingerprint: r.get(0)?,
+        cluster: r.get(1)?,
+        issued_us: r.get(2)?,
+        expires_us: r.get(3)?,
+        revoked_us: r.get(4)?,
+        origin: r.get(5)?,
+    })
+}
+
 /// The database side: tokens, the CA, certificates (tables made by the user store's
 /// migrations: `agent_ca`, `agent_tokens`, `agent_certs`).
 impl UserStore {
@@ -140,18 +154,9 @@ impl UserStore {
     pub fn agent_cert(&self, fingerprint: &str) -> Result<Option<AgentCert>, UserError> {
         self.with_db(|db| {
             db.query_row(
-                "SELECT fingerprint, cluster, issued_us, expires_us, revoked_us, origin FROM agent_certs WHERE fingerprint = ?",
+                &format!("SELECT {CERT_COLUMNS} FROM agent_certs WHERE fingerprint = ?"),
                 args![fingerprint],
-                |r| {
-                    Ok(AgentCert {
-                        fingerprint: r.get(0)?,
-                        cluster: r.get(1)?,
-                        issued_us: r.get(2)?,
-                        expires_us: r.get(3)?,
-                        revoked_us: r.get(4)?,
-                        origin: r.get(5)?,
-                    })
-                },
+                cert_row,
             )
         })
     }
@@ -161,19 +166,9 @@ impl UserStore {
         let now = now_us();
         self.with_db(|db| {
             let certs = db.query_vec(
-                "SELECT fingerprint, cluster, issued_us, expires_us, revoked_us, origin FROM agent_certs \
-                 ORDER BY issued_us DESC",
+                &format!("SELECT {CERT_COLUMNS} FROM agent_certs ORDER BY issued_us DESC"),
                 &[],
-                |r| {
-                    Ok(AgentCert {
-                        fingerprint: r.get(0)?,
-                        cluster: r.get(1)?,
-                        issued_us: r.get(2)?,
-                        expires_us: r.get(3)?,
-                        revoked_us: r.get(4)?,
-                        origin: r.get(5)?,
-                    })
-                },
+                cert_row,
             )?;
             let tokens = db.query_vec(
                 "SELECT cluster, created_us, expires_us FROM agent_tokens WHERE used_us IS NULL AND expires_us > ? \
