@@ -17,12 +17,20 @@ use bytes::{Buf, Bytes};
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per-stream receive window: enough to keep a large list moving over a long round trip.
-pub const STREAM_WINDOW: u32 = 1 << 20;
-/// The tunnel's receive window across all its streams.
-pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Streams open at once on one tunnel (each open watch holds one).
-pub const MAX_STREAMS: u32 = 16_384;
+/// Per-stream receive window: what one stream may have in flight, unread, on either side (a
+/// large list keeps moving over a long round trip; a reader that stops holds only this much).
+pub const STREAM_WINDOW: u32 = 512 << 10;
+/// The tunnel's receive window across all its streams: as large as HTTP/2 allows, so that
+/// streams whose readers stopped never use up the connection's window and stall the others;
+/// what is held is bounded per stream (`STREAM_WINDOW` × `MAX_STREAMS`).
+pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+/// Streams open at once on one tunnel: kept-alive connections and upgrades (exec,
+/// port-forward); watches share one stream.
+pub const MAX_STREAMS: u32 = 4096;
+/// Largest header block accepted on the tunnel, either way.
+pub const MAX_HEADER_LIST: u32 = 64 << 10;
+/// How long the gateway waits for the agent to accept a stream it opened.
+pub const ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest write sent as one DATA frame batch.
 const MAX_CHUNK: usize = 64 << 10;
 
@@ -37,8 +45,9 @@ pub struct Stream {
 
 enum Recv {
     /// The gateway's side: the agent's answer is awaited on the first read, not before the
-    /// first write, so a request goes out without waiting a round trip.
-    Waiting(h2::client::ResponseFuture),
+    /// first write, so a request goes out without waiting a round trip; for at most
+    /// `ACCEPT_TIMEOUT` (an agent that never accepts, or a stream queued behind its limit).
+    Waiting(h2::client::ResponseFuture, Pin<Box<tokio::time::Sleep>>),
     Open(RecvStream),
     Failed(Option<io::Error>),
 }
@@ -62,7 +71,7 @@ impl Stream {
     ) -> Stream {
         Stream {
             send,
-            recv: Recv::Waiting(response),
+            recv: Recv::Waiting(response, Box::pin(tokio::time::sleep(ACCEPT_TIMEOUT))),
             buf: Bytes::new(),
             _guard: guard,
         }
@@ -87,8 +96,22 @@ impl AsyncRead for Stream {
         let this = &mut *self;
         while this.buf.is_empty() {
             let recv = match &mut this.recv {
-                Recv::Waiting(response) => {
-                    let next = match ready!(Pin::new(response).poll(cx)) {
+                Recv::Waiting(response, deadline) => {
+                    let answer = match Pin::new(response).poll(cx) {
+                        Poll::Ready(answer) => answer,
+                        Poll::Pending => {
+                            ready!(deadline.as_mut().poll(cx));
+                            this.recv = Recv::Failed(Some(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!(
+                                    "the agent did not accept the stream within {}s",
+                                    ACCEPT_TIMEOUT.as_secs()
+                                ),
+                            )));
+                            continue;
+                        }
+                    };
+                    let next = match answer {
                         Ok(resp) if resp.status() == http::StatusCode::OK => {
                             Recv::Open(resp.into_body())
                         }
@@ -169,6 +192,31 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// The gateway's side of a tunnel: the HTTP/2 client, which accepts no stream from the agent
+/// (no server push) and bounds what each stream may hold.
+pub fn client_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .enable_push(false)
+        .max_concurrent_streams(0)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_reset_streams(1024);
+    builder
+}
+
+/// The agent's side of a tunnel: the HTTP/2 server.
+pub fn server_builder() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST);
+    builder
+}
+
 /// Opens a byte stream on the tunnel behind `sender` (the gateway's side).
 pub async fn open(
     sender: &h2::client::SendRequest<Bytes>,
@@ -242,11 +290,7 @@ mod tests {
     async fn streams_carry_bytes_both_ways_with_flow_control() {
         let (a, b) = tokio::io::duplex(64 << 10);
         let server = tokio::spawn(async move {
-            let mut conn = h2::server::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
-                .handshake::<_, Bytes>(b)
-                .await
-                .unwrap();
+            let mut conn = server_builder().handshake::<_, Bytes>(b).await.unwrap();
             while let Some(accepted) = conn.accept().await {
                 let (req, mut respond) = accepted.unwrap();
                 let send = respond
@@ -262,11 +306,7 @@ mod tests {
                 });
             }
         });
-        let (sender, conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .handshake::<_, Bytes>(a)
-            .await
-            .unwrap();
+        let (sender, conn) = client_builder().handshake::<_, Bytes>(a).await.unwrap();
         tokio::spawn(conn);
         let mut tasks = Vec::new();
         for i in 0..20u8 {
@@ -291,6 +331,92 @@ mod tests {
             t.await.unwrap();
         }
         drop(sender);
+        server.abort();
+    }
+
+    /// Streams whose readers stopped (a stalled `exec`, a client that stopped reading a large
+    /// list) hold at most their own window: many of them never stall a stream opened after.
+    #[tokio::test]
+    async fn stalled_streams_do_not_stall_the_others() {
+        let (a, b) = tokio::io::duplex(256 << 10);
+        let stalled = 48usize;
+        let server = tokio::spawn(async move {
+            let mut conn = server_builder().handshake::<_, Bytes>(b).await.unwrap();
+            let mut n = 0;
+            while let Some(accepted) = conn.accept().await {
+                let (req, mut respond) = accepted.unwrap();
+                let send = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                let mut stream = Stream::accepted(send, req.into_body());
+                n += 1;
+                if n <= stalled {
+                    // More than its window: the reader never takes it.
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(&vec![7u8; 2 << 20]).await;
+                    });
+                } else {
+                    tokio::spawn(async move {
+                        let mut line = vec![0u8; 5];
+                        stream.read_exact(&mut line).await.unwrap();
+                        stream.write_all(&line).await.unwrap();
+                        stream.shutdown().await.unwrap();
+                    });
+                }
+            }
+        });
+        let (sender, conn) = client_builder().handshake::<_, Bytes>(a).await.unwrap();
+        tokio::spawn(conn);
+        let mut held = Vec::new();
+        for i in 0..stalled {
+            let mut stream = open(&sender, None).await.unwrap();
+            // One byte read: the stream is open and its data is arriving.
+            let mut first = [0u8; 1];
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read_exact(&mut first),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("stream {i} got nothing: the ones before stalled it"))
+            .unwrap();
+            held.push(stream);
+        }
+        // 48 × 512 KiB unread is far past a 16 MiB connection window: the next stream still
+        // answers at once.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut stream = open(&sender, None).await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut back),
+        )
+        .await
+        .expect("a stream opened after the stalled ones was stalled too")
+        .unwrap();
+        assert_eq!(back, b"hello");
+        drop(held);
+        server.abort();
+    }
+
+    /// A stream the agent never accepts fails after `ACCEPT_TIMEOUT` instead of hanging.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_never_accepted_fails_in_time() {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        // A server that accepts the connection but answers no stream.
+        let server = tokio::spawn(async move {
+            let mut conn = server_builder().handshake::<_, Bytes>(b).await.unwrap();
+            let mut pending = Vec::new();
+            while let Some(accepted) = conn.accept().await {
+                pending.push(accepted);
+            }
+        });
+        let (sender, conn) = client_builder().handshake::<_, Bytes>(a).await.unwrap();
+        tokio::spawn(conn);
+        let mut stream = open(&sender, None).await.unwrap();
+        let mut buf = [0u8; 1];
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         server.abort();
     }
 }

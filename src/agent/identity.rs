@@ -30,7 +30,7 @@ pub enum IdentityError {
     },
     #[error("enrollment refused by {gateway}: {message}")]
     Refused { gateway: String, message: String },
-    #[error("no gateway could enroll the agent: {0}")]
+    #[error("no gateway could enroll the agent ({0}); it tries again at its next start")]
     Unreachable(String),
     #[error("the renewed certificate is not for this agent's key")]
     OtherKey,
@@ -177,10 +177,12 @@ pub async fn enroll(
                         gateway: gateway.url.clone(),
                         message: format!("unreadable answer: {e}"),
                     })?;
+                // Kept only if it is for this agent's key.
                 let identity = Identity {
-                    cert_pem: answer.certificate,
+                    cert_pem: String::new(),
                     key_pem: key.serialize_pem(),
-                };
+                }
+                .renewed(answer.certificate.as_bytes())?;
                 identity.save(dir)?;
                 tracing::info!(gateway = %gateway.url, cluster, expires = %answer.expires, "enrolled");
                 return Ok(identity);
@@ -191,10 +193,15 @@ pub async fn enroll(
                     .as_str()
                     .map(|m| crate::audit::format::printable(m).into_owned())
                     .unwrap_or_else(|| status.to_string());
-                return Err(IdentityError::Refused {
-                    gateway: gateway.url.clone(),
-                    message,
-                });
+                // The token or the request is wrong: wrong with every gateway (they share the
+                // database). Else (busy, throttled, not set up for agents yet) try the next.
+                if matches!(status.as_u16(), 400 | 401 | 403) {
+                    return Err(IdentityError::Refused {
+                        gateway: gateway.url.clone(),
+                        message,
+                    });
+                }
+                failures.push(format!("{}: {status}: {message}", gateway.url));
             }
             Err(err) => failures.push(err),
         }

@@ -280,8 +280,21 @@ async fn tunnel_loop(
         if *stopped.borrow() {
             return;
         }
-        let served = tunnel_once(&shared, &gateway, stopped.clone()).await;
+        let (refused_here, refusal) = tokio::sync::watch::channel(None);
+        let served = tunnel_once(&shared, &gateway, stopped.clone(), Arc::new(refused_here)).await;
+        let refused = refusal.borrow().clone();
         match served {
+            // Refused by this gateway only (its config, say, mid-update): the others' tunnels
+            // stay; this one is tried again after the longest wait.
+            _ if refused.is_some() => {
+                tracing::error!(
+                    gateway = %gateway.url,
+                    "refused: {}; trying again in about {}s",
+                    refused.unwrap_or_default(),
+                    MAX_BACKOFF.as_secs()
+                );
+                backoff = MAX_BACKOFF;
+            }
             Ok(()) => {
                 tracing::info!(gateway = %gateway.url, "tunnel closed");
                 backoff = FIRST_BACKOFF;
@@ -309,6 +322,7 @@ async fn tunnel_once(
     shared: &Arc<Shared>,
     gateway: &GatewayAddr,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    refused_here: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) -> Result<(), String> {
     let tls = shared.tunnel_tls().map_err(|e| e.to_string())?;
     let stream = gateway.connect(tls).await?;
@@ -331,10 +345,7 @@ async fn tunnel_once(
             .unwrap_or_else(|e| e.into_inner())
             .kubernetes = Some(version);
     }
-    let mut conn = h2::server::Builder::new()
-        .initial_window_size(crate::tunnel::STREAM_WINDOW)
-        .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
-        .max_concurrent_streams(crate::tunnel::MAX_STREAMS)
+    let mut conn = crate::tunnel::server_builder()
         .handshake::<_, Bytes>(stream)
         .await
         .map_err(|e| {
@@ -354,7 +365,7 @@ async fn tunnel_once(
                 None => return Ok(()),
                 Some(Err(err)) => return Err(format!("the tunnel to {} broke: {err}", gateway.url)),
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone()));
+                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone(), refused_here.clone()));
                 }
             },
             _ = stop_signal(&mut stopped), if draining.is_none() => {
@@ -385,7 +396,7 @@ async fn tunnel_once(
                                 None => return Ok(()),
                                 Some(Err(err)) => return Err(format!("the tunnel to {} broke: {err}", gateway.url)),
                                 Some(Ok((req, respond))) => {
-                                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone()));
+                                    tokio::spawn(serve_stream(shared.clone(), req, respond, stopped.clone(), refused_here.clone()));
                                 }
                             },
                             _ = &mut limit => {
@@ -405,6 +416,7 @@ async fn serve_stream(
     req: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    refused_here: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {
     let answer = |status: StatusCode| {
         Response::builder()
@@ -456,15 +468,18 @@ async fn serve_stream(
                 });
             let _ = respond.send_response(answer(StatusCode::NO_CONTENT), true);
             let mut message = crate::audit::format::printable(&refused.message).into_owned();
-            if refused.revoked {
-                // Useless from now on: the next start enrolls with a new token.
-                match identity::forget(&shared.identity_dir) {
-                    Ok(()) => message.push_str(&format!(
-                        " (the agent's certificate was removed from {}: start it again with a new --token-file)",
-                        shared.identity_dir.display()
-                    )),
-                    Err(err) => message.push_str(&format!(" ({err})")),
-                }
+            if !refused.revoked {
+                let _ = refused_here.send(Some(message));
+                return;
+            }
+            // Revoked: useless from now on, with every gateway (they share the database); the
+            // next start enrolls with a new token.
+            match identity::forget(&shared.identity_dir) {
+                Ok(()) => message.push_str(&format!(
+                    " (the agent's certificate was removed from {}: start it again with a new --token-file)",
+                    shared.identity_dir.display()
+                )),
+                Err(err) => message.push_str(&format!(" ({err})")),
             }
             tracing::error!("{message}");
             let _ = shared.refused.send(Some(message));

@@ -37,6 +37,7 @@ use crate::agent::protocol::{self as wire, EnrollRequest, EnrollResponse, Hello,
 use crate::args;
 use crate::audit::model::now_us;
 use crate::body::{self, Body};
+use crate::db::{DbError, Dialect};
 
 /// How long opening a stream may wait (the agent's stream limit, a stalled tunnel).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,6 +70,28 @@ pub struct PendingToken {
     pub cluster: String,
     pub created_us: i64,
     pub expires_us: i64,
+}
+
+/// Takes `cluster`'s agent lock for the rest of the transaction: enrollments, renewals and
+/// revocations of one cluster take turns, so a revocation sees every certificate recorded
+/// before it and none is recorded after it began. (SQLite's write transactions are alone
+/// already.)
+fn cluster_lock(db: &mut crate::db::Db, cluster: &str) -> Result<(), DbError> {
+    if db.dialect() == Dialect::Postgres {
+        db.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(?))",
+            args![format!("agent:{cluster}")],
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_cert(db: &mut crate::db::Db, cert: &AgentCert) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO agent_certs (fingerprint, cluster, issued_us, expires_us, origin) VALUES (?, ?, ?, ?, ?)",
+        args![cert.fingerprint, cert.cluster, cert.issued_us, cert.expires_us, cert.origin],
+    )
+    .map(drop)
 }
 
 /// The columns `cert_row` reads.
@@ -109,45 +132,65 @@ impl UserStore {
         Ok(token)
     }
 
-    /// Takes `token` for `cluster` once: `Ok(Err(why))` when it is unknown, used or expired.
-    pub fn take_agent_token(
+    /// Takes `token` for `cluster` and records the certificate `issue` makes, in one
+    /// transaction (no token used up without a certificate, none recorded after a revocation
+    /// of the cluster began): `Ok(Err(why))` when the token is unknown, used or expired.
+    pub fn enroll_agent(
         &self,
         cluster: &str,
         token: &str,
         address: &str,
-    ) -> Result<Result<(), &'static str>, UserError> {
+        issue: impl FnOnce() -> Result<(String, AgentCert), AgentError>,
+    ) -> Result<Result<(String, AgentCert), &'static str>, UserError> {
         let hash = hash_token(token);
         let now = now_us();
         self.with_db(|db| {
-            let taken = db.execute(
-                "UPDATE agent_tokens SET used_us = ?, used_by = ? WHERE token_hash = ? AND cluster = ? \
-                 AND used_us IS NULL AND expires_us > ?",
-                args![now, address, hash, cluster, now],
-            )?;
-            if taken == 1 {
-                return Ok(Ok(()));
-            }
-            let row: Option<(Option<i64>, i64, String)> = db.query_row(
-                "SELECT used_us, expires_us, cluster FROM agent_tokens WHERE token_hash = ?",
-                args![hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok(Err(match row {
-                Some((Some(_), _, _)) => "the enrollment token was used already (each token enrolls one agent once): make a new one with `ztk gateway agent token`",
-                Some((None, expires, _)) if expires <= now => "the enrollment token has expired: make a new one with `ztk gateway agent token`",
-                Some(_) => "the enrollment token was made for another cluster",
-                None => "unknown enrollment token",
-            }))
+            db.transaction(true, |tx| {
+                cluster_lock(tx, cluster)?;
+                let taken = tx.execute(
+                    "UPDATE agent_tokens SET used_us = ?, used_by = ? WHERE token_hash = ? AND cluster = ? \
+                     AND used_us IS NULL AND expires_us > ?",
+                    args![now, address, hash, cluster, now],
+                )?;
+                if taken == 1 {
+                    let (pem, record) = issue().map_err(|e| DbError::Invalid(e.to_string()))?;
+                    insert_cert(tx, &record)?;
+                    return Ok(Ok((pem, record)));
+                }
+                let row: Option<(Option<i64>, i64, String)> = tx.query_row(
+                    "SELECT used_us, expires_us, cluster FROM agent_tokens WHERE token_hash = ?",
+                    args![hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                Ok(Err(match row {
+                    Some((Some(_), _, c)) if c == cluster => "the enrollment token was used already (each token enrolls one agent once): make a new one with `ztk gateway agent token`",
+                    Some((None, expires, c)) if c == cluster && expires <= now => "the enrollment token has expired: make a new one with `ztk gateway agent token`",
+                    // Made for another cluster, or none: the answer does not tell which
+                    // clusters exist.
+                    _ => "unknown enrollment token for this cluster",
+                }))
+            })
         })
     }
 
-    fn record_agent_cert(&self, cert: &AgentCert) -> Result<(), UserError> {
+    /// Records `renewed`, a certificate for the key of the one with fingerprint `presented`,
+    /// only while that one is not revoked (in one transaction with the check, taking turns with
+    /// revocations of the cluster); whether it was recorded.
+    fn record_renewal(&self, presented: &str, renewed: &AgentCert) -> Result<bool, UserError> {
         self.with_db(|db| {
-            db.execute(
-                "INSERT INTO agent_certs (fingerprint, cluster, issued_us, expires_us, origin) VALUES (?, ?, ?, ?, ?)",
-                args![cert.fingerprint, cert.cluster, cert.issued_us, cert.expires_us, cert.origin],
-            )
-            .map(drop)
+            db.transaction(true, |tx| {
+                cluster_lock(tx, &renewed.cluster)?;
+                let revoked: Option<Option<i64>> = tx.query_row(
+                    "SELECT revoked_us FROM agent_certs WHERE fingerprint = ?",
+                    args![presented],
+                    |r| r.get(0),
+                )?;
+                if revoked != Some(None) {
+                    return Ok(false);
+                }
+                insert_cert(tx, renewed)?;
+                Ok(true)
+            })
         })
     }
 
@@ -190,16 +233,22 @@ impl UserStore {
     /// closes the cluster's tunnels within a second. Returns the certificates revoked.
     pub fn revoke_agents(&self, cluster: &str) -> Result<u64, UserError> {
         let now = now_us();
-        self.with_change(|db| {
-            let n = db.execute(
+        let revoke = |tx: &mut crate::db::Db| {
+            cluster_lock(tx, cluster)?;
+            let n = tx.execute(
                 "UPDATE agent_certs SET revoked_us = ? WHERE cluster = ? AND revoked_us IS NULL",
                 args![now, cluster],
             )?;
-            db.execute(
+            tx.execute(
                 "DELETE FROM agent_tokens WHERE cluster = ? AND used_us IS NULL",
                 args![cluster],
             )?;
             Ok(n)
+        };
+        // Announced to every gateway (PostgreSQL: in the change's own transaction).
+        self.with_change(|db| match db.dialect() {
+            Dialect::Sqlite => db.transaction(true, revoke),
+            Dialect::Postgres => revoke(db),
         })
     }
 
@@ -451,17 +500,32 @@ impl Agents {
             format!("the agent of cluster {cluster} is not connected to this gateway (`ztk gateway clusters status` shows since when; start `ztk agent` next to the cluster)")
         };
         for _ in 0..3 {
-            let tunnel = {
+            let (tunnel, open) = {
                 let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
-                tunnels
+                let open: Vec<Arc<Tunnel>> = tunnels
                     .get(cluster)
                     .into_iter()
                     .flatten()
                     .filter(|t| !t.closing.load(Ordering::Relaxed))
-                    .min_by_key(|t| t.streams.load(Ordering::Relaxed))
                     .cloned()
+                    .collect();
+                // A tunnel at the agent's stream limit would queue the stream: not chosen.
+                let free = open
+                    .iter()
+                    .filter(|t| {
+                        let streams = t.streams.load(Ordering::Relaxed).max(0) as usize;
+                        streams < t.sender.current_max_send_streams()
+                    })
+                    .min_by_key(|t| t.streams.load(Ordering::Relaxed))
+                    .cloned();
+                (free, open.len())
             };
             let Some(tunnel) = tunnel else {
+                if open > 0 {
+                    return Err(format!(
+                        "the agent of cluster {cluster} has as many streams open as it accepts; try again when some calls have ended"
+                    ));
+                }
                 return Err(not_connected());
             };
             let guard = StreamGuard::new(tunnel.streams.clone());
@@ -555,16 +619,6 @@ impl Agents {
                 )
             }
         };
-        if !self.knows(&enroll.cluster) {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!(
-                    "this gateway has no agent cluster {:?} (`agent = true` in its config)",
-                    crate::audit::format::printable(&enroll.cluster)
-                ),
-            );
-        }
         let csr = match rcgen::CertificateSigningRequestParams::from_pem(&enroll.csr) {
             Ok(csr) => csr,
             Err(e) => {
@@ -575,14 +629,15 @@ impl Agents {
                 )
             }
         };
-        let key = format!("agent:{}", enroll.cluster);
         let now = now_us();
         let this = self.clone();
         let address = peer.ip().to_string();
-        let throttle_users = super::throttle::LoginThrottle::new(self.users.clone());
+        let throttle = super::throttle::LoginThrottle::new(self.users.clone());
         let (cluster, token) = (enroll.cluster.clone(), enroll.token);
         let outcome = tokio::task::spawn_blocking(move || {
-            if let Some(wait) = throttle_users.wait(&key, peer.ip(), now)? {
+            // Throttled by address only: a cluster's name is no secret, and a key per cluster
+            // would let anyone keep its agents from enrolling.
+            if let Some(wait) = throttle.wait_address(peer.ip(), now)? {
                 return Ok::<_, AgentError>(Err((
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
@@ -591,15 +646,26 @@ impl Agents {
                     ),
                 )));
             }
-            if let Err(why) = this.users.take_agent_token(&cluster, &token, &address)? {
-                throttle_users.failed(&key, peer.ip(), now)?;
-                return Ok(Err((StatusCode::UNAUTHORIZED, why.to_string())));
+            let enrolled = if this.knows(&cluster) {
+                this.users.enroll_agent(&cluster, &token, &address, || {
+                    this.ca
+                        .issue(&csr.public_key, &cluster, this.certificate_ttl, &address)
+                })?
+            } else {
+                // Answered as an unknown token (the gateway's log says why).
+                tracing::warn!(
+                    cluster = %crate::audit::format::printable(&cluster),
+                    "an enrollment names a cluster that is not an agent cluster here (`agent = true`)"
+                );
+                Err("unknown enrollment token for this cluster")
+            };
+            match enrolled {
+                Ok(issued) => Ok(Ok(issued)),
+                Err(why) => {
+                    throttle.failed_address(peer.ip(), now)?;
+                    Ok(Err((StatusCode::UNAUTHORIZED, why.to_string())))
+                }
             }
-            let (pem, record) =
-                this.ca
-                    .issue(&csr.public_key, &cluster, this.certificate_ttl, &address)?;
-            this.users.record_agent_cert(&record)?;
-            Ok(Ok((pem, record)))
         })
         .await;
         match outcome {
@@ -654,11 +720,7 @@ impl Agents {
             }
             Err(_) => return,
         };
-        let handshake = h2::client::Builder::new()
-            .initial_window_size(crate::tunnel::STREAM_WINDOW)
-            .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
-            .max_concurrent_reset_streams(1024)
-            .handshake::<_, Bytes>(tls);
+        let handshake = crate::tunnel::client_builder().handshake::<_, Bytes>(tls);
         let (sender, mut conn) = match tokio::time::timeout(OPEN_TIMEOUT, handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(err)) => {
@@ -764,19 +826,40 @@ impl Agents {
         });
         tracing::info!(cluster = %tunnel.cluster, %address, version = %crate::audit::format::printable(&tunnel.hello.version), "agent connected");
         self.register(tunnel.clone());
+        // Checked again once registered: a revocation committed after the first check closes
+        // the tunnels registered when it is noticed, and this one may have registered after.
+        let users = self.users.clone();
+        let fp = fingerprint.clone();
+        if !matches!(
+            tokio::task::spawn_blocking(move || users.agent_cert(&fp)).await,
+            Ok(Ok(Some(AgentCert {
+                revoked_us: None,
+                ..
+            })))
+        ) {
+            tracing::warn!(cluster = %tunnel.cluster, %address, "the agent was revoked while it connected: tunnel closed");
+            let _ = tunnel.close.send(true);
+        }
         let mut driver = driver;
         // Renewal is due when two thirds of the presented certificate's life are gone.
         let mut renew_at_us = record.issued_us + (record.expires_us - record.issued_us) * 2 / 3;
+        // A renewed certificate made but not yet taken by the agent: sent again, not remade.
+        let mut pending: Option<(String, AgentCert)> = None;
         let mut next_ping = tokio::time::Instant::now();
         loop {
             let now = now_us();
             if now >= renew_at_us {
-                renew_at_us = match self.renew(&tunnel, &der).await {
-                    Some(renewed) => {
+                let renewed = tokio::time::timeout(
+                    crate::tunnel::ACCEPT_TIMEOUT,
+                    self.renew(&tunnel, &der, &mut pending),
+                )
+                .await;
+                renew_at_us = match renewed {
+                    Ok(Some(renewed)) => {
                         renewed.issued_us + (renewed.expires_us - renewed.issued_us) * 2 / 3
                     }
                     // Tried again in a minute.
-                    None => now + 60_000_000,
+                    _ => now + 60_000_000,
                 };
             }
             let renew_in = Duration::from_micros((renew_at_us - now_us()).max(0) as u64);
@@ -804,41 +887,63 @@ impl Agents {
         tracing::info!(cluster = %tunnel.cluster, %address, "agent disconnected");
     }
 
-    /// Sends the agent a renewed certificate for the key of `der` (the one it presented);
-    /// the new certificate's record, once the agent took it.
-    async fn renew(&self, tunnel: &Tunnel, der: &[u8]) -> Option<AgentCert> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).ok()?;
-        let issued = self
-            .ca
-            .issue(&spki, &tunnel.cluster, self.certificate_ttl, "renewal");
-        let (pem, record) = match issued {
-            Ok(issued) => issued,
-            Err(err) => {
-                tracing::error!(cluster = %tunnel.cluster, "could not renew the agent's certificate: {err}");
-                return None;
-            }
-        };
-        let users = self.users.clone();
-        let stored = record.clone();
-        if !matches!(
-            tokio::task::spawn_blocking(move || users.record_agent_cert(&stored)).await,
-            Ok(Ok(()))
-        ) {
-            return None;
+    /// Sends the agent a renewed certificate for the key of `der` (the one it presented): the
+    /// one in `pending`, or a new one recorded while `der`'s is not revoked; the new record,
+    /// once the agent took it.
+    async fn renew(
+        &self,
+        tunnel: &Tunnel,
+        der: &[u8],
+        pending: &mut Option<(String, AgentCert)>,
+    ) -> Option<AgentCert> {
+        let now = now_us();
+        if pending.as_ref().is_some_and(|(_, r)| r.expires_us <= now) {
+            *pending = None;
         }
+        if pending.is_none() {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).ok()?;
+            let issued = self
+                .ca
+                .issue(&spki, &tunnel.cluster, self.certificate_ttl, "renewal");
+            let (pem, record) = match issued {
+                Ok(issued) => issued,
+                Err(err) => {
+                    tracing::error!(cluster = %tunnel.cluster, "could not renew the agent's certificate: {err}");
+                    return None;
+                }
+            };
+            let users = self.users.clone();
+            let (presented, stored) = (tunnel.fingerprint.clone(), record.clone());
+            match tokio::task::spawn_blocking(move || users.record_renewal(&presented, &stored))
+                .await
+            {
+                Ok(Ok(true)) => *pending = Some((pem, record)),
+                Ok(Ok(false)) => {
+                    tracing::warn!(cluster = %tunnel.cluster, "not renewed: the agent's certificate was revoked; tunnel closed");
+                    let _ = tunnel.close.send(true);
+                    return None;
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(cluster = %tunnel.cluster, "could not record the agent's renewed certificate: {err}");
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let (pem, _) = pending.as_ref()?;
         match crate::tunnel::call(
             &tunnel.sender,
             http::Method::PUT,
             wire::CERTIFICATE_PATH,
-            Bytes::from(pem),
+            Bytes::from(pem.clone()),
             wire::MAX_BODY,
         )
         .await
         {
             Ok((status, _)) if status.is_success() => {
                 tracing::info!(cluster = %tunnel.cluster, "agent certificate renewed");
-                Some(record)
+                pending.take().map(|(_, record)| record)
             }
             other => {
                 tracing::warn!(cluster = %tunnel.cluster, "the agent did not take its renewed certificate: {other:?}");
@@ -961,60 +1066,75 @@ mod tests {
     #[test]
     fn tokens_are_taken_once_and_certificates_revoked_by_cluster() {
         for (backend, store, _dir) in stores() {
+            let ca = AgentCa::load(&store).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let issue = || ca.issue(&key, "edge", Duration::from_secs(3600), "10.0.0.1");
             let token = store
                 .create_agent_token("edge", Duration::from_secs(60))
                 .unwrap();
-            assert_eq!(
-                store.take_agent_token("other", &token, "a").unwrap(),
-                Err("the enrollment token was made for another cluster"),
-                "{backend}"
-            );
-            assert_eq!(
+            let refused = |cluster: &str, token: &str| {
                 store
-                    .take_agent_token("edge", "ztkagent_nope", "a")
-                    .unwrap(),
-                Err("unknown enrollment token"),
+                    .enroll_agent(cluster, token, "a", issue)
+                    .unwrap()
+                    .unwrap_err()
+            };
+            assert_eq!(
+                refused("other", &token),
+                "unknown enrollment token for this cluster",
                 "{backend}"
             );
-            assert_eq!(store.take_agent_token("edge", &token, "a").unwrap(), Ok(()));
-            let again = store.take_agent_token("edge", &token, "b").unwrap();
-            assert!(again.unwrap_err().contains("used already"), "{backend}");
+            assert_eq!(
+                refused("edge", "ztkagent_nope"),
+                "unknown enrollment token for this cluster"
+            );
+            // A certificate that cannot be made leaves the token unused.
+            let failed =
+                store.enroll_agent("edge", &token, "a", || Err(AgentError::Issue("no".into())));
+            assert!(failed.is_err(), "{backend}");
+            let (pem, record) = store
+                .enroll_agent("edge", &token, "a", issue)
+                .unwrap()
+                .unwrap();
+            assert!(
+                refused("edge", &token).contains("used already"),
+                "{backend}"
+            );
             let expired = store
                 .create_agent_token("edge", Duration::from_micros(1))
                 .unwrap();
             std::thread::sleep(Duration::from_millis(5));
-            let late = store.take_agent_token("edge", &expired, "a").unwrap();
-            assert!(late.unwrap_err().contains("expired"), "{backend}");
+            assert!(refused("edge", &expired).contains("expired"), "{backend}");
 
             // One CA, whoever asks first.
-            let ca = AgentCa::load(&store).unwrap();
             assert_eq!(AgentCa::load(&store).unwrap().cert_pem, ca.cert_pem);
-            let key = KeyPair::generate().unwrap();
-            let (pem, record) = ca
-                .issue(&key, "edge", Duration::from_secs(3600), "10.0.0.1")
-                .unwrap();
-            store.record_agent_cert(&record).unwrap();
             let der = crate::tls::parse_certs(pem.as_bytes(), "cert").unwrap();
             let (_, cert) = x509_parser::parse_x509_certificate(der[0].as_ref()).unwrap();
             assert_eq!(cert.subject().to_string(), "CN=ztk-agent:edge", "{backend}");
             assert_eq!(cert_fingerprint(der[0].as_ref()), record.fingerprint);
             let found = store.agent_cert(&record.fingerprint).unwrap().unwrap();
             assert_eq!((found.cluster.as_str(), found.revoked_us), ("edge", None));
+            // Renewed while valid: recorded.
+            let (_, renewed) = issue().unwrap();
+            assert!(store.record_renewal(&record.fingerprint, &renewed).unwrap());
             let (certs, tokens) = store.list_agents().unwrap();
-            assert_eq!(certs.len(), 1, "{backend}");
+            assert_eq!(certs.len(), 2, "{backend}");
             assert!(tokens.is_empty(), "used and expired tokens are not pending");
 
             store
                 .create_agent_token("edge", Duration::from_secs(60))
                 .unwrap();
             assert_eq!(store.revoke_agents("other").unwrap(), 0);
-            assert_eq!(store.revoke_agents("edge").unwrap(), 1, "{backend}");
+            assert_eq!(store.revoke_agents("edge").unwrap(), 2, "{backend}");
             assert!(store
                 .agent_cert(&record.fingerprint)
                 .unwrap()
                 .unwrap()
                 .revoked_us
                 .is_some());
+            // A renewal of a revoked certificate is not recorded.
+            let (_, late) = issue().unwrap();
+            assert!(!store.record_renewal(&record.fingerprint, &late).unwrap());
+            assert!(store.agent_cert(&late.fingerprint).unwrap().is_none());
             assert_eq!(
                 store
                     .revoked_agent_certs(&[record.fingerprint.clone(), "unknown".into()])

@@ -53,13 +53,28 @@ impl LoginThrottle {
         address: IpAddr,
         now_us: i64,
     ) -> Result<Option<Duration>, UserError> {
+        self.wait_keys(&[format!("u:{user}"), format!("a:{address}")], now_us)
+    }
+
+    /// How long `address` must wait before it may try again (for what only an address can be
+    /// held to: an agent's enrollment token, which names no user).
+    pub fn wait_address(
+        &self,
+        address: IpAddr,
+        now_us: i64,
+    ) -> Result<Option<Duration>, UserError> {
+        self.wait_keys(&[format!("a:{address}")], now_us)
+    }
+
+    fn wait_keys(&self, keys: &[String], now_us: i64) -> Result<Option<Duration>, UserError> {
+        let marks = vec!["?"; keys.len()].join(", ");
+        let sql =
+            format!("SELECT MAX(blocked_until_us) FROM login_failures WHERE key IN ({marks})");
+        let params: Vec<&dyn crate::db::Param> =
+            keys.iter().map(|k| k as &dyn crate::db::Param).collect();
         let until: Option<i64> = self.users.with_db(|db| {
-            db.query_row(
-                "SELECT MAX(blocked_until_us) FROM login_failures WHERE key IN (?, ?)",
-                args![format!("u:{user}"), format!("a:{address}")],
-                |r| r.get(0),
-            )
-            .map(Option::flatten)
+            db.query_row(&sql, &params, |r| r.get(0))
+                .map(Option::flatten)
         })?;
         Ok(until
             .filter(|until| *until > now_us)
@@ -68,10 +83,23 @@ impl LoginThrottle {
 
     /// Counts a failed login.
     pub fn failed(&self, user: &str, address: IpAddr, now_us: i64) -> Result<(), UserError> {
-        for (key, free) in [
-            (format!("u:{user}"), USER_FREE_FAILURES),
-            (format!("a:{address}"), ADDRESS_FREE_FAILURES),
-        ] {
+        self.failed_keys(
+            &[
+                (format!("u:{user}"), USER_FREE_FAILURES),
+                (format!("a:{address}"), ADDRESS_FREE_FAILURES),
+            ],
+            now_us,
+        )
+    }
+
+    /// Counts a failure of `address` alone (see `wait_address`).
+    pub fn failed_address(&self, address: IpAddr, now_us: i64) -> Result<(), UserError> {
+        self.failed_keys(&[(format!("a:{address}"), USER_FREE_FAILURES)], now_us)
+    }
+
+    fn failed_keys(&self, keys: &[(String, u32)], now_us: i64) -> Result<(), UserError> {
+        for (key, free) in keys {
+            let free = *free;
             self.users.with_db(|db| {
                 let count: i64 = db
                     .query_row(
