@@ -768,7 +768,7 @@ _ztk() {
             return 0
             ;;
         ztk__subcmd__agent)
-            opts="-h -V --gateway --ca-file --cluster --token-file --kubeconfig --context --incluster --keepalive --data-dir --help --version"
+            opts="-h -V --gateway --ca-file --cluster --token-file --kubeconfig --context --incluster --proxy --keepalive --data-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -795,6 +795,10 @@ _ztk() {
                     return 0
                     ;;
                 --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

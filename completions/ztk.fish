@@ -343,6 +343,7 @@ complete -c ztk -n "__fish_ztk_using_subcommand agent" -l cluster -d 'The cluste
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l token-file -d 'A file holding the one-time enrollment token (`ztk gateway agent token CLUSTER`); read only on the first start, before the agent has its certificate' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l kubeconfig -d 'Reach the cluster with this kubeconfig (exec plugins and token files work as on the gateway)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l context -d 'The kubeconfig context (default: its current context)' -r
+complete -c ztk -n "__fish_ztk_using_subcommand agent" -l proxy -d 'Reach the gateways through this proxy: http://[USER:PASSWORD@]HOST:PORT (CONNECT) or socks5://HOST:PORT, as egress from private networks often must' -r
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l keepalive -d 'How often each gateway is pinged; one silent for as long is dialled again' -r
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l data-dir -d 'Where the agent keeps its key and certificate (default: ZTK_DATA_DIR or the user\'s data directory)' -r -F
 complete -c ztk -n "__fish_ztk_using_subcommand agent" -l incluster -d 'Reach the cluster with the pod\'s service account (the agent runs in the cluster)'

@@ -25,6 +25,7 @@ use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::gateway::clusters::Cluster;
+use crate::relay::dial::Conn;
 use crate::tls::Roots;
 use identity::Identity;
 use protocol::Hello;
@@ -82,6 +83,8 @@ pub struct AgentConfig {
     /// How often each gateway is pinged; one that does not answer for as long is left, and
     /// dialled again.
     pub keepalive: Duration,
+    /// An HTTP (CONNECT) or SOCKS5 proxy to reach the gateways through.
+    pub proxy: Option<crate::relay::Proxy>,
 }
 
 /// One gateway's address.
@@ -90,6 +93,8 @@ pub struct GatewayAddr {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// An HTTP (CONNECT) or SOCKS5 proxy on the way out (`--proxy`).
+    pub proxy: Option<crate::relay::Proxy>,
 }
 
 impl GatewayAddr {
@@ -107,6 +112,7 @@ impl GatewayAddr {
             url: url.trim_end_matches('/').to_string(),
             host: host.to_string(),
             port: uri.port_u16().unwrap_or(443),
+            proxy: None,
         })
     }
 
@@ -119,15 +125,38 @@ impl GatewayAddr {
     async fn connect(
         &self,
         tls: Arc<rustls::ClientConfig>,
-    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    ) -> Result<tokio_rustls::client::TlsStream<Conn>, String> {
         let name = self.server_name().map_err(|e| e.to_string())?;
         let dial = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
-            let _ = tcp.set_nodelay(true);
+            let conn = match &self.proxy {
+                None => {
+                    let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                        .await
+                        .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
+                    let _ = tcp.set_nodelay(true);
+                    Conn::Tcp(tcp)
+                }
+                // The relay's own dialer: HTTP CONNECT or SOCKS5, as for a cluster's proxy-url.
+                Some(proxy) => {
+                    let host = if self.host.contains(':') {
+                        format!("[{}]", self.host)
+                    } else {
+                        self.host.clone()
+                    };
+                    let target: http::Uri = format!("https://{host}:{}", self.port)
+                        .parse()
+                        .map_err(|_| format!("invalid gateway address {}", self.url))?;
+                    let mut dialer = crate::relay::Dialer::new(Some(proxy.clone()));
+                    tower_service::Service::call(&mut dialer, target)
+                        .await
+                        .map_err(|e| {
+                            format!("cannot reach {} through proxy {proxy:?}: {e}", self.url)
+                        })?
+                        .into_inner()
+                }
+            };
             tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
+                .connect(name, conn)
                 .await
                 .map_err(|e| format!("TLS with {} failed: {e}", self.url))
         };
@@ -197,7 +226,12 @@ pub async fn run(
     let gateways = config
         .gateways
         .iter()
-        .map(|g| GatewayAddr::parse(g))
+        .map(|g| {
+            GatewayAddr::parse(g).map(|mut g| {
+                g.proxy = config.proxy.clone();
+                g
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let ca_pem = std::fs::read(&config.ca_file).map_err(|source| AgentError::Ca {
         path: config.ca_file.clone(),

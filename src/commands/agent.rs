@@ -42,6 +42,10 @@ pub struct Args {
     /// Reach the cluster with the pod's service account (the agent runs in the cluster).
     #[arg(long)]
     incluster: bool,
+    /// Reach the gateways through this proxy: http://[USER:PASSWORD@]HOST:PORT (CONNECT) or
+    /// socks5://HOST:PORT, as egress from private networks often must.
+    #[arg(long, value_name = "URL", env = "ZTK_AGENT_PROXY")]
+    proxy: Option<String>,
     /// How often each gateway is pinged; one silent for as long is dialled again.
     #[arg(long, value_name = "DURATION", default_value = "15s")]
     keepalive: String,
@@ -85,6 +89,12 @@ pub fn run(args: Args) -> Result<i32> {
                 args.keepalive
             ))
         })?;
+    let proxy = match &args.proxy {
+        Some(url) => {
+            Some(crate::relay::Proxy::parse(url).map_err(|e| UsageError(format!("--proxy: {e}")))?)
+        }
+        None => None,
+    };
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => crate::client::config::Paths::from_env()?.data_dir,
@@ -97,6 +107,7 @@ pub fn run(args: Args) -> Result<i32> {
         source,
         data_dir,
         keepalive,
+        proxy,
     };
     eprintln!(
         "ztk agent: cluster {} through {}",

@@ -94,14 +94,14 @@ impl Drop for Upstream {
 
 /// A forward proxy on a loopback port that speaks HTTP CONNECT and SOCKS5 (no authentication),
 /// counting the tunnels of each kind.
-struct ForwardProxy {
-    port: u16,
-    connect: Arc<AtomicUsize>,
-    socks: Arc<AtomicUsize>,
+pub(crate) struct ForwardProxy {
+    pub(crate) port: u16,
+    pub(crate) connect: Arc<AtomicUsize>,
+    pub(crate) socks: Arc<AtomicUsize>,
 }
 
 impl ForwardProxy {
-    fn start() -> ForwardProxy {
+    pub(crate) fn start() -> ForwardProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (connect, socks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -652,9 +652,14 @@ fn start_agent(
     kubeconfig: &Path,
     token: &Path,
     data: &Path,
+    proxy: Option<u16>,
 ) -> Child {
     let mut cmd = Command::new(ztk_bin());
     cmd.arg("agent");
+    if let Some(port) = proxy {
+        // From the environment, as a proxy URL with a password should be given.
+        cmd.env("ZTK_AGENT_PROXY", format!("http://127.0.0.1:{port}"));
+    }
     for g in gateways {
         cmd.args(["--gateway", &format!("https://127.0.0.1:{}", g.port)]);
     }
@@ -700,6 +705,9 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
     let mut pem = std::fs::read(gateways[0].data.join("ca.pem")).unwrap();
     pem.extend(std::fs::read(gateways[1].data.join("ca.pem")).unwrap());
     std::fs::write(&ca, pem).unwrap();
+    // Agent 1 reaches the gateways through an HTTP CONNECT proxy (egress from a private
+    // network often must).
+    let proxy = crate::clusters::ForwardProxy::start();
     let mut agents = Vec::new();
     for i in 0..2 {
         let mut token = Command::new(ztk_bin());
@@ -709,13 +717,14 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
             .env_remove("ZTK_DATABASE_URL");
         let token_file = root.join(format!("token{i}"));
         std::fs::write(&token_file, run_ok(token, None)).unwrap();
-        agents.push(start_agent(
+        agents.push(crate::agent::Proc(start_agent(
             &gateways,
             &ca,
             &sandbox.kubeconfig,
             &token_file,
             &root.join(format!("agent{i}")),
-        ));
+            (i == 1).then_some(proxy.port),
+        )));
     }
     for g in &gateways {
         let start = Instant::now();
@@ -728,6 +737,8 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // Its enrollment and one tunnel to each gateway went through the proxy.
+    assert_eq!(proxy.connect.load(Ordering::Relaxed), 3);
     let client = root.join("client");
     let mut login = ztk(&client);
     login
@@ -768,9 +779,9 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
         })
     };
     std::thread::sleep(Duration::from_secs(1));
-    unsafe { libc::kill(agents[0].id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(agents[0].0.id() as i32, libc::SIGTERM) };
     let drained = Instant::now();
-    let status = agents[0].wait().unwrap();
+    let status = agents[0].0.wait().unwrap();
     assert!(status.success(), "the agent stopped cleanly: {status}");
     assert!(drained.elapsed() < Duration::from_secs(12));
     gateways[0].kill();
@@ -797,7 +808,7 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
     run_ok(revoke, None);
     let revoked = Instant::now();
     let status = loop {
-        if let Some(status) = agents[1].try_wait().unwrap() {
+        if let Some(status) = agents[1].0.try_wait().unwrap() {
             break status;
         }
         assert!(
