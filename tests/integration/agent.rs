@@ -246,6 +246,21 @@ pub fn agent(
     (Proc(child), rx)
 }
 
+/// Waits for `agent` to exit, at most `within`; its exit status.
+pub fn exit_within(agent: &mut Proc, within: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = agent.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what} still runs after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The agent status of cluster `edge` in `ztk gateway clusters status -o json`.
 pub fn edge_status(config: &Path) -> serde_json::Value {
     let out = Command::new(ztk_bin())
@@ -672,17 +687,11 @@ fn an_agent_in_a_private_network_carries_every_call_and_recovers() {
     // Revoked: its tunnel closes at once, the agent says why and stops, calls get 503.
     let mut agent_proc2 = agent_proc2;
     env.gateway_cmd(&["agent", "revoke", "edge"]).success();
-    let revoked = Instant::now();
-    let status = loop {
-        if let Some(status) = agent_proc2.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            revoked.elapsed() < Duration::from_secs(5),
-            "the revoked agent still runs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut agent_proc2,
+        Duration::from_secs(5),
+        "the revoked agent",
+    );
     assert!(!status.success());
     wait_connected(&env.config, false, Duration::from_secs(2));
     let (_, text) = env.kubectl(&["--cluster", "edge", "get", "ns"]).failure();

@@ -191,6 +191,21 @@ fn gateways_on(
         .collect()
 }
 
+/// Logs the client in `client` (its dirs) to `gateway` as alice.
+fn login(client: &Path, gateway: &Gateway) {
+    let mut login = ztk(client);
+    login
+        .args([
+            "login",
+            "--gateway",
+            &format!("https://127.0.0.1:{}", gateway.port),
+        ])
+        .arg("--ca-file")
+        .arg(gateway.data.join("ca.pem"))
+        .args(["--user", "alice", "--password-stdin"]);
+    run_ok(login, Some(&format!("{PASSWORD}\n")));
+}
+
 /// User `alice` with the role `edit` everywhere, made through `config` (the shared database).
 fn add_alice(config: &Path) {
     let mut add = Command::new(ztk_bin());
@@ -594,17 +609,7 @@ fn a_revocation_closes_watches_on_every_gateway() {
     }
     // The client talks to gateway 1 only.
     let client = root.join("client");
-    let mut login = ztk(&client);
-    login
-        .args([
-            "login",
-            "--gateway",
-            &format!("https://127.0.0.1:{}", gateways[1].port),
-        ])
-        .arg("--ca-file")
-        .arg(gateways[1].data.join("ca.pem"))
-        .args(["--user", "alice", "--password-stdin"]);
-    run_ok(login, Some(&format!("{PASSWORD}\n")));
+    login(&client, &gateways[1]);
     let mut watch = ztk(&client)
         .args(["kubectl", "get", "pods", "-n", "dev", "-w"])
         .stdout(Stdio::piped())
@@ -740,17 +745,7 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
     // Its enrollment and one tunnel to each gateway went through the proxy.
     assert_eq!(proxy.connect.load(Ordering::Relaxed), 3);
     let client = root.join("client");
-    let mut login = ztk(&client);
-    login
-        .args([
-            "login",
-            "--gateway",
-            &format!("https://127.0.0.1:{}", gateways[1].port),
-        ])
-        .arg("--ca-file")
-        .arg(gateways[1].data.join("ca.pem"))
-        .args(["--user", "alice", "--password-stdin"]);
-    run_ok(login, Some(&format!("{PASSWORD}\n")));
+    login(&client, &gateways[1]);
     // Calls keep coming while agent 0 drains and gateway 0 dies.
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -806,17 +801,8 @@ fn agents_keep_a_tunnel_to_every_gateway_and_drain_cleanly() {
         .arg(&gateways[0].config)
         .env_remove("ZTK_DATABASE_URL");
     run_ok(revoke, None);
-    let revoked = Instant::now();
-    let status = loop {
-        if let Some(status) = agents[1].0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            revoked.elapsed() < Duration::from_secs(5),
-            "the revoked agent still runs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        crate::agent::exit_within(&mut agents[1], Duration::from_secs(5), "the revoked agent");
     assert!(!status.success());
     crate::agent::wait_connected(&gateways[1].config, false, Duration::from_secs(3));
 }
