@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for k in /usr/bin/kubectl /usr/lib/google-cloud-sdk/bin/kubectl.1.27 /usr/lib/google-cloud-sdk/bin/kubectl.1.33; do
+for k in /usr/bin/kubectl /usr/lib/google-cloud-sdk/bin/kubectl.1.{27,28,29,30,31,32,33}; do
   [ -x "$k" ] || { echo "scripts/test.sh: $k is missing; the tests drive the real kubectl (1.27 to 1.33)" >&2; exit 1; }
 done
 
@@ -19,7 +19,8 @@ command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # The console's browser tests drive Debian's chromium with playwright-core (Node.js is on the machine).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
-command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # The agent's tests put the cluster and the agent in network namespaces of their own (ip netns, veth).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # The PostgreSQL backend's tests start throwaway servers of their own (initdb, pg_ctl).

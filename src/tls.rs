@@ -272,23 +272,7 @@ pub fn cluster_client_config(
 ) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match trust {
-        ServerTrust::Verify(roots) => {
-            let store = root_store(roots)?;
-            let trusted: Vec<Vec<u8>> = match roots {
-                Roots::Pem(pem) => parse_certs(pem, "CA bundle")?
-                    .into_iter()
-                    .map(|c| c.as_ref().to_vec())
-                    .collect(),
-                Roots::System => Vec::new(),
-            };
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(store),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-            Arc::new(KubeVerifier { inner, trusted })
-        }
+        ServerTrust::Verify(roots) => Arc::new(KubeVerifier::new(roots, provider)?),
         ServerTrust::Insecure => Arc::new(AnyCertificate { provider }),
     };
     let builder = rustls::ClientConfig::builder()
@@ -322,6 +306,27 @@ pub struct KubeVerifier {
     trusted: Vec<Vec<u8>>,
 }
 
+impl KubeVerifier {
+    fn new(
+        roots: &Roots,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<KubeVerifier, TlsError> {
+        let store = root_store(roots)?;
+        let trusted: Vec<Vec<u8>> = match roots {
+            Roots::Pem(pem) => parse_certs(pem, "CA bundle")?
+                .into_iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect(),
+            Roots::System => Vec::new(),
+        };
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        Ok(KubeVerifier { inner, trusted })
+    }
+}
+
 impl rustls::client::danger::ServerCertVerifier for KubeVerifier {
     fn verify_server_cert(
         &self,
@@ -345,6 +350,19 @@ impl rustls::client::danger::ServerCertVerifier for KubeVerifier {
                     reason
                 })?;
                 Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            // WebPKI looks at the basic constraints before the issuer: a self-signed CA:TRUE
+            // certificate that is not the trusted one is refused as "CA used as end entity",
+            // which hides the real problem. It is not trusted.
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ))
             }
             Err(err) => Err(err),
         }
@@ -499,6 +517,101 @@ mod tests {
         client_config(&Roots::Pem(ca.cert_pem().into_bytes()), None).unwrap();
         let fp = fingerprint(&ca.cert_pem()).unwrap();
         assert_eq!(fp.len(), 32 * 3 - 1);
+    }
+
+    /// The self-signed CA:TRUE server certificate kubectl trusts is trusted only where it is
+    /// the very certificate in the bundle, and still checked for time, name and usage; every
+    /// other certificate gets WebPKI's full verification.
+    #[test]
+    fn a_trusted_self_signed_server_certificate_is_still_checked() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        use rustls::{CertificateError, Error};
+        install_crypto_provider();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let der = |pem: &str| parse_certs(pem.as_bytes(), "test").unwrap().remove(0);
+        let names = vec!["cluster.example".to_string(), "127.0.0.1".to_string()];
+        let pinned = self_signed_ca_server(&names).unwrap();
+        let verifier = KubeVerifier::new(
+            &Roots::Pem(pinned.cert_pem.clone().into_bytes()),
+            provider.clone(),
+        )
+        .unwrap();
+        let check = |verifier: &KubeVerifier, cert: &CertificateDer<'_>, name: &str, now| {
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            verifier
+                .verify_server_cert(cert, &[], &name, &[], now)
+                .map(|_| ())
+        };
+        let now = UnixTime::now();
+        let cert = der(&pinned.cert_pem);
+        assert_eq!(check(&verifier, &cert, "cluster.example", now), Ok(()));
+        assert_eq!(check(&verifier, &cert, "127.0.0.1", now), Ok(()));
+        let refused = |e| Err(Error::InvalidCertificate(e));
+        assert_eq!(
+            check(&verifier, &cert, "other.example", now),
+            refused(CertificateError::NotValidForName)
+        );
+        let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.as_secs() + 900 * 86_400,
+        ));
+        assert_eq!(
+            check(&verifier, &cert, "cluster.example", later),
+            refused(CertificateError::Expired)
+        );
+        let earlier =
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() - 2 * 86_400));
+        assert_eq!(
+            check(&verifier, &cert, "cluster.example", earlier),
+            refused(CertificateError::NotValidYet)
+        );
+
+        // Another self-signed certificate for the same names: not trusted, and said so.
+        let other = self_signed_ca_server(&names).unwrap();
+        assert_eq!(
+            check(&verifier, &der(&other.cert_pem), "cluster.example", now),
+            refused(CertificateError::UnknownIssuer)
+        );
+
+        // Trusted, but for client authentication only: refused as Go refuses it.
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        (params.not_before, params.not_after) = validity(1);
+        let key = KeyPair::generate().unwrap();
+        let client_only = params.self_signed(&key).unwrap();
+        let client_verifier = KubeVerifier::new(
+            &Roots::Pem(client_only.pem().into_bytes()),
+            provider.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            check(
+                &client_verifier,
+                &der(&client_only.pem()),
+                "cluster.example",
+                now
+            ),
+            refused(CertificateError::InvalidPurpose)
+        );
+
+        // A bundle with a CA and the pinned certificate: leaves of the CA verify as usual,
+        // leaves of another CA do not.
+        let ca = Ca::generate("cluster CA").unwrap();
+        let other_ca = Ca::generate("other CA").unwrap();
+        let bundle = format!("{}{}", ca.cert_pem(), pinned.cert_pem);
+        let both = KubeVerifier::new(&Roots::Pem(bundle.into_bytes()), provider).unwrap();
+        let leaf = ca.issue_server(&names).unwrap();
+        assert_eq!(
+            check(&both, &der(&leaf.cert_pem), "cluster.example", now),
+            Ok(())
+        );
+        assert_eq!(check(&both, &cert, "cluster.example", now), Ok(()));
+        let stranger = other_ca.issue_server(&names).unwrap();
+        assert_eq!(
+            check(&both, &der(&stranger.cert_pem), "cluster.example", now),
+            refused(CertificateError::UnknownIssuer)
+        );
     }
 
     #[test]

@@ -445,4 +445,67 @@ mod tests {
         auth.current().await.unwrap();
         assert_eq!(auth.status().refreshes, 3);
     }
+
+    /// An exec plugin runs with its args and env, and again a little before its credential's
+    /// expirationTimestamp (a tenth of the lifetime early, at most a minute), not per call.
+    #[tokio::test]
+    async fn an_exec_credential_is_refreshed_a_little_before_it_expires() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("plugin.sh");
+        std::fs::write(
+            &script,
+            r#"#!/bin/sh
+echo run >> "$(dirname "$0")/runs"
+n=$(wc -l < "$(dirname "$0")/runs")
+at=$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%S.%NZ)
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s-%s-%s","expirationTimestamp":"%s"}}' "$1" "$PLUGIN_ENV" "$n" "$at"
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let config = crate::kubeconfig::ExecConfig {
+            api_version: "client.authentication.k8s.io/v1".into(),
+            command: "./plugin.sh".into(),
+            args: vec!["arg".into()],
+            env: vec![crate::kubeconfig::ExecEnv {
+                name: "PLUGIN_ENV".into(),
+                value: "env".into(),
+            }],
+            ..Default::default()
+        };
+        let cluster = crate::kubeconfig::ResolvedCluster {
+            server: "https://cluster.example".into(),
+            ca_pem: None,
+            insecure: false,
+            tls_server_name: None,
+            proxy_url: None,
+            credential: crate::kubeconfig::CredentialSource::None,
+            client_cert: None,
+        };
+        let auth = ClusterAuth::exec("exec plugin", ExecPlugin::new(config, dir.path(), &cluster));
+        let first = auth.current().await.unwrap();
+        assert_eq!(first.authorization.unwrap(), "Bearer arg-env-1");
+        for _ in 0..20 {
+            assert_eq!(auth.current().await.unwrap().generation, first.generation);
+        }
+        let (refresh_at, usable_until) = {
+            let state = auth.lock();
+            (state.refresh_at.unwrap(), state.usable_until.unwrap())
+        };
+        let early = usable_until - refresh_at;
+        assert!(
+            early > Duration::from_millis(200) && early <= Duration::from_millis(300),
+            "{early:?}"
+        );
+        // Just before the refresh point the cached one is used; just after it (the old one
+        // still valid for a while) the plugin runs again.
+        tokio::time::sleep_until((refresh_at - Duration::from_millis(60)).into()).await;
+        assert_eq!(auth.current().await.unwrap().generation, first.generation);
+        tokio::time::sleep_until((refresh_at + Duration::from_millis(20)).into()).await;
+        let second = auth.current().await.unwrap();
+        assert!(Instant::now() < usable_until);
+        assert_eq!(second.authorization.unwrap(), "Bearer arg-env-2");
+        assert_eq!(auth.status().refreshes, 2);
+    }
 }

@@ -502,6 +502,13 @@ fn view_rules() -> Vec<Rule> {
         READ,
     ));
     rules.push(Rule::resource_rule(&["events.k8s.io"], &["events"], READ));
+    // `kubectl top`: metrics-server aggregates this rule into view, edit and admin
+    // (`system:aggregated-metrics-reader`), and the sandbox serves metrics as it does.
+    rules.push(Rule::resource_rule(
+        &["metrics.k8s.io"],
+        &["pods", "nodes"],
+        &["get", "list", "watch"],
+    ));
     rules
 }
 
@@ -696,6 +703,21 @@ mod tests {
             None,
         );
         let nodes = req("GET", "/api/v1/nodes", None);
+        let pod_metrics = req(
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/dev/pods",
+            None,
+        );
+        // `kubectl debug`'s ephemeral container: as in Kubernetes, no built-in role below
+        // cluster-admin has it (it runs anything in someone else's pod).
+        let debug = req(
+            "PATCH",
+            "/api/v1/namespaces/dev/pods/p/ephemeralcontainers",
+            None,
+        );
+        assert!(roles["view"].allows(&pod_metrics));
+        assert!(!roles["admin"].allows(&debug));
+        assert!(roles["cluster-admin"].allows(&debug));
         assert!(!roles["view"].allows(&secrets));
         assert!(!roles["view"].allows(&exec));
         assert!(!roles["view"].allows(&exec_ws));

@@ -320,6 +320,7 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         ("ZTK_SERVICEACCOUNT_DIR", sa.display().to_string()),
     ]);
     env.setup_plain();
+    env.wait_log("WARNING: cluster insecure is reached WITHOUT TLS verification");
 
     for name in [
         "selfsigned",
@@ -498,6 +499,21 @@ fn exec_plugins_run_once_per_credential_and_failing_or_unreachable_clusters_answ
             ..Default::default()
         }),
     );
+    let garbled_plugin = dir.path().join("garbled-plugin");
+    write(&garbled_plugin, "#!/bin/sh\necho 'Enter password:'\n");
+    std::fs::set_permissions(
+        &garbled_plugin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let garbled_kc = upstream.variant(
+        &dir.path().join("garbled.kubeconfig"),
+        exec(ztk::kubeconfig::ExecConfig {
+            api_version: "client.authentication.k8s.io/v1".into(),
+            command: garbled_plugin.display().to_string(),
+            ..Default::default()
+        }),
+    );
     let missing_kc = upstream.variant(
         &dir.path().join("missing.kubeconfig"),
         exec(ztk::kubeconfig::ExecConfig {
@@ -575,6 +591,7 @@ cat \"$d/credential.json\"
     clusters += &cluster_toml("broken", &broken_kc, "");
     clusters += &cluster_toml("missing", &missing_kc, "");
     clusters += &cluster_toml("down", &down_kc, "");
+    clusters += &cluster_toml("garbled", &garbled_kc, "");
     clusters += &cluster_toml("execcert", &exec_cert_kc, "");
     let env = Env::start_in(dir, "", &clusters);
 
@@ -646,6 +663,15 @@ cat \"$d/credential.json\"
         err.contains("was not found") && err.contains("apt install no-such-plugin"),
         "{err}"
     );
+    let (_, err) = env
+        .kubectl(&["--cluster", "garbled", "get", "--raw", "/api"])
+        .failure();
+    assert!(
+        err.contains("cluster garbled") && err.contains("printed no valid ExecCredential"),
+        "{err}"
+    );
+    // The gateway said at start which clusters it cannot reach.
+    env.wait_log("cluster down is not reachable");
     let (_, err) = env
         .kubectl(&["--cluster", "down", "get", "--raw", "/api"])
         .failure();

@@ -482,3 +482,153 @@ fn everything_ztk_creates_is_private_except_public_certificates() {
     }
     assert!(seen > 20, "{seen}");
 }
+
+/// What a newcomer tries on the demo cluster, through ztk: server-side apply creates, `kubectl
+/// top` reads the metrics API with the role `edit` (as metrics-server's aggregated reader allows),
+/// and `kubectl debug` needs a role with ephemeral containers (as in Kubernetes), then works in a
+/// pipe and in a terminal; every call is in the gateway's trail.
+#[test]
+fn server_side_apply_top_and_debug_work_through_ztk() {
+    let env = Env::start();
+    env.login();
+    let cm = env.path("cm.yaml");
+    write(
+        &cm,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa-demo\n  namespace: dev\ndata:\n  k: v1\n",
+    );
+    let out = env
+        .kubectl(&["apply", "--server-side", "-f", cm.to_str().unwrap()])
+        .success();
+    assert!(
+        out.contains("configmap/ssa-demo serverside-applied"),
+        "{out}"
+    );
+    let got = env
+        .kubectl(&[
+            "get",
+            "cm",
+            "ssa-demo",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.k}",
+        ])
+        .success();
+    assert_eq!(got, "v1");
+
+    let top = env.kubectl(&["top", "pods", "-n", "dev"]).success();
+    assert!(
+        top.starts_with("NAME") && top.contains("CPU(cores)") && top.contains("debug-shell"),
+        "{top}"
+    );
+
+    let pod = "web-f4xbb9mvgl-pv968";
+    let debug = [
+        "debug",
+        "-i",
+        "-n",
+        "dev",
+        pod,
+        "--image=busybox",
+        "--target=web",
+    ];
+    let (_, out) = env
+        .kubectl(&debug)
+        .stdin_text("echo never\nexit\n")
+        .failure();
+    assert!(
+        out.contains("forbidden") && out.contains("pods/ephemeralcontainers"),
+        "{out}"
+    );
+
+    let roles = env.path("debugger.toml");
+    write(
+        &roles,
+        "[[roles]]\nname = \"debugger\"\n[[roles.rules]]\napi_groups = [\"\"]\n\
+         resources = [\"pods/ephemeralcontainers\"]\nverbs = [\"patch\"]\n",
+    );
+    env.gateway_cmd(&["role", "apply", "-f", roles.to_str().unwrap()])
+        .success();
+    env.role(&["bind", "debugger", "--user", "alice", "--namespace", "dev"]);
+    // Bindings reach the running gateway within about 250 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = env
+            .kubectl(&debug)
+            .stdin_text("echo piped-ok\nhostname\nexit\n")
+            .output();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.lines().any(|l| l == "piped-ok")
+            && stdout.lines().any(|l| l == pod),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // In a terminal, as a person types it.
+    let line = format!(
+        "{} kubectl debug -it -n dev {pod} --image=busybox",
+        ztk_bin()
+    );
+    let mut child = env
+        .program("script", &["-qec", &line, "/dev/null"])
+        .cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdout = stdout;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let wait_for = |seen: &mut Vec<u8>, what: &str| {
+        while !String::from_utf8_lossy(seen).contains(what) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(chunk) => seen.extend_from_slice(&chunk),
+                Err(_) => panic!("no {what:?}: {:?}", String::from_utf8_lossy(seen)),
+            }
+        }
+    };
+    wait_for(&mut seen, "/ # ");
+    use std::io::Write;
+    stdin.write_all(b"echo tty-ok\r").unwrap();
+    wait_for(&mut seen, "echo tty-ok\r\ntty-ok\r\n");
+    stdin.write_all(b"exit\r").unwrap();
+    wait_for(&mut seen, "Session ended");
+    assert!(child.wait().unwrap().success());
+
+    let patches = env.gateway_calls(
+        &Filter {
+            resources: vec!["pods/ephemeralcontainers".into()],
+            ..Default::default()
+        },
+        3,
+    );
+    let decisions: Vec<(&str, u16)> = patches
+        .iter()
+        .map(|r| (r.call.decision.as_str(), r.call.status))
+        .collect();
+    assert!(decisions.contains(&("deny", 403)), "{decisions:?}");
+    assert_eq!(
+        decisions.iter().filter(|d| **d == ("allow", 200)).count(),
+        2,
+        "{decisions:?}"
+    );
+}

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -22,6 +22,8 @@ pub struct Env {
     pub config: PathBuf,
     pub url: String,
     gateway: Option<Child>,
+    /// Every line the gateway printed (stdout and stderr), as it prints them.
+    pub gateway_log: Arc<Mutex<Vec<String>>>,
     /// Held while this environment lives: see `machine_alone`.
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
@@ -83,6 +85,7 @@ impl Env {
             config,
             url: String::new(),
             gateway: None,
+            gateway_log: Arc::default(),
             _shared: shared,
         };
         env.gateway_cmd(&["user", "add", "alice", "--group", "dev", "--password-stdin"])
@@ -129,23 +132,69 @@ impl Env {
         let mut child = cmd
             .cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.gateway_log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let keep = |line: &str| {
+            self.gateway_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line.to_string())
+        };
         let url = loop {
             let line = lines
                 .next()
                 .expect("gateway exited before listening")
                 .unwrap();
+            keep(&line);
             if let Some(url) = line.strip_prefix("ztk gateway: listening on ") {
                 break url.to_string();
             }
         };
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let log = self.gateway_log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
         self.url = url;
         self.gateway = Some(child);
+    }
+
+    /// Waits (up to 10 s) until the gateway has printed a line containing `text`.
+    #[track_caller]
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self
+                .gateway_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(line) = log.iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never printed {text:?}:\n{}",
+                log.join("\n")
+            );
+            drop(log);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
