@@ -212,10 +212,17 @@ fn records_are_listed_filtered_and_counted(o: Opened) {
     let tail = &get.id.to_string()[24..];
     assert_eq!(store.find_command(tail).unwrap(), vec![get.clone()]);
 
-    let recent = store.recent_values(100).unwrap();
+    let recent = store.recent_values(100, None).unwrap();
     assert_eq!(recent.users, ["alice", "bob"]);
     assert_eq!(recent.namespaces, ["prod", "web"]);
     assert_eq!(recent.verbs, ["delete", "get", "list"]);
+    // One user's own: nothing of the others'.
+    let bobs = store.recent_values(100, Some("bob")).unwrap();
+    assert_eq!(bobs.users, ["bob"]);
+    assert_eq!(bobs.namespaces, ["prod"]);
+    assert_eq!(bobs.verbs, ["delete", "get"]);
+    let one = store.recent_values(1, Some("alice")).unwrap();
+    assert_eq!(one.verbs.len(), 1);
     let owners = store.command_owners_since(0, 10).unwrap();
     assert!(owners.iter().any(|(id, u, _)| *id == del.id && u == "bob"));
 }

@@ -29,6 +29,8 @@ pub enum FilterError {
     Quote,
     #[error("invalid command id {0:?}: use the full UUID (`ztk audit show` accepts parts)")]
     CommandId(String),
+    #[error("{0} is given more than once: it takes one value")]
+    Repeated(&'static str),
     #[error(
         "too many values for {field}: {count}, at most {MAX_VALUES_PER_FIELD} per filter; \
          narrow the filter or split the query"
@@ -225,15 +227,19 @@ impl Filter {
                     }
                 }
                 "command" => f.commands.push(value.to_string()),
-                "since" => f.since_us = Some(parse_time_us(value)?),
-                "until" => f.until_us = Some(parse_time_us(value)?),
-                "min-duration" => f.min_duration_us = Some(parse_duration_us(value)?),
-                "id" => {
-                    f.command_id = Some(
-                        Uuid::parse_str(value)
-                            .map_err(|_| FilterError::CommandId(value.to_string()))?,
-                    )
-                }
+                "since" => once(&mut f.since_us, "since", parse_time_us(value)?)?,
+                "until" => once(&mut f.until_us, "until", parse_time_us(value)?)?,
+                "min-duration" => once(
+                    &mut f.min_duration_us,
+                    "min-duration",
+                    parse_duration_us(value)?,
+                )?,
+                "id" => once(
+                    &mut f.command_id,
+                    "id",
+                    Uuid::parse_str(value)
+                        .map_err(|_| FilterError::CommandId(value.to_string()))?,
+                )?,
                 _ => return Err(FilterError::UnknownKey(key.to_string())),
             }
         }
@@ -570,6 +576,15 @@ pub fn parse_duration_us(s: &str) -> Result<i64, FilterError> {
     Ok((n * scale) as i64)
 }
 
+/// Sets a key that takes one value; a second one is ambiguous, so refused.
+fn once<T>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), FilterError> {
+    if slot.is_some() {
+        return Err(FilterError::Repeated(key));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
 /// Parses an RFC 3339 time, or a duration meaning that long before now.
 pub fn parse_time_us(s: &str) -> Result<i64, FilterError> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
@@ -599,6 +614,31 @@ pub fn parse_access_method(s: &str) -> Result<AccessMethod, FilterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_take_several_values_but_one_time_range() {
+        let f = Filter::from_flags([
+            ("verb", "get, list"),
+            ("verb", "watch"),
+            ("access-method", "cli,API"),
+            ("since", ""),
+            ("since", "2026-12-06T10:00"),
+            ("until", "1h"),
+        ])
+        .unwrap();
+        assert_eq!(f.verbs, ["get", "list", "watch"]);
+        assert_eq!(f.access_methods, [AccessMethod::Cli, AccessMethod::Api]);
+        assert_eq!(f.since_us, Some(1_796_551_200_000_000));
+        for key in ["since", "until", "min-duration"] {
+            let err = Filter::from_flags([(key, "1h"), (key, "2h")]).unwrap_err();
+            assert_eq!(err, FilterError::Repeated(key));
+        }
+        let id = "6f1c0e52-8a4e-4a43-9d1b-2f3c4d5e6f70";
+        assert_eq!(
+            Filter::from_flags([("id", id), ("id", id)]).unwrap_err(),
+            FilterError::Repeated("id")
+        );
+    }
 
     #[test]
     fn the_number_of_values_is_bounded() {

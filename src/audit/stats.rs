@@ -304,6 +304,9 @@ pub struct Point {
     pub calls: u64,
     /// 4xx, 5xx and unanswered calls.
     pub errors: u64,
+    /// Calls per status class (`2xx`, `4xx`, `err` for no answer…).
+    #[serde(default)]
+    pub statuses: BTreeMap<String, u64>,
     pub p50_us: Option<i64>,
     pub p95_us: Option<i64>,
     pub p99_us: Option<i64>,
@@ -754,6 +757,7 @@ fn point(start_us: i64, key: String, a: &Acc) -> Point {
             .filter(|(c, _)| matches!(c.as_str(), "4xx" | "5xx" | "err"))
             .map(|(_, n)| n)
             .sum(),
+        statuses: a.statuses.clone(),
         p50_us: a.hist.quantile(0.50).map(|v| v.min(a.max_us)),
         p95_us: a.hist.quantile(0.95).map(|v| v.min(a.max_us)),
         p99_us: a.hist.quantile(0.99).map(|v| v.min(a.max_us)),

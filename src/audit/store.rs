@@ -810,20 +810,42 @@ impl AuditStore {
     /// The distinct users, clusters, namespaces, resources and verbs of the last `recent` calls
     /// written (a bounded read of the `seq` index, never a scan of the store): the values the
     /// console suggests in its filters.
-    pub fn recent_values(&self, recent: usize) -> Result<RecentValues, StoreError> {
+    /// Values seen in the last `recent` calls (of `user` only, when given: what a user who may
+    /// read only their own records is shown).
+    pub fn recent_values(
+        &self,
+        recent: usize,
+        user: Option<&str>,
+    ) -> Result<RecentValues, StoreError> {
+        let user = user.filter(|u| !u.is_empty());
+        let from = match user {
+            None => format!(
+                "FROM api_calls{} ORDER BY seq DESC LIMIT ?1",
+                self.dialect().indexed_by("api_calls_seq")
+            ),
+            Some(_) => format!(
+                "FROM api_calls{} WHERE \"user\" = ?2 ORDER BY time_us DESC LIMIT ?1",
+                self.dialect().indexed_by("api_calls_user_time")
+            ),
+        };
         let sql = format!(
-            "WITH recent AS (SELECT \"user\", cluster, namespace, resource, verb \
-             FROM api_calls{} ORDER BY seq DESC LIMIT ?1) \
+            "WITH recent AS (SELECT \"user\", cluster, namespace, resource, verb {from}) \
              SELECT 0, \"user\" FROM recent GROUP BY \"user\" \
              UNION ALL SELECT 1, cluster FROM recent GROUP BY cluster \
              UNION ALL SELECT 2, namespace FROM recent GROUP BY namespace \
              UNION ALL SELECT 3, resource FROM recent GROUP BY resource \
-             UNION ALL SELECT 4, verb FROM recent GROUP BY verb",
-            self.dialect().indexed_by("api_calls_seq")
+             UNION ALL SELECT 4, verb FROM recent GROUP BY verb"
         );
         let mut values = RecentValues::default();
         self.with_db(true, |db| {
-            db.query_each(&sql, args![recent as i64], &mut |r| {
+            let limit = recent as i64;
+            let user = user.unwrap_or_default();
+            let params = if user.is_empty() {
+                args![limit]
+            } else {
+                args![limit, user]
+            };
+            db.query_each(&sql, params, &mut |r| {
                 let value = r.text(1)?;
                 if value.is_empty() {
                     return Ok(());

@@ -8,6 +8,7 @@
 //! `ztk audit tail --remote` (`gateway::api::next_records`); Export streams the whole filtered
 //! set as CSV through the same `Emitter` as `ztk audit export --csv`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,22 +38,30 @@ const SUGGEST_RECENT: usize = 20_000;
 const SUGGEST_TTL: Duration = Duration::from_secs(30);
 
 /// The suggested filter values, cached: one bounded query every 30 s at most, not one per page.
+/// Administrators see values from everyone's recent calls; other users from their own only
+/// (cached per user, for at most `SUGGEST_USERS` users at once).
 #[derive(Default)]
 pub struct Suggestions {
-    cached: Mutex<Option<(Instant, Arc<RecentValues>)>>,
+    /// Keyed by user (None: everyone's, for administrators): when read, and the values.
+    cached: Mutex<HashMap<Option<String>, Cached>>,
 }
 
+type Cached = (Instant, Arc<RecentValues>);
+
+const SUGGEST_USERS: usize = 1024;
+
 impl Suggestions {
-    pub(super) fn get(&self, gateway: &Gateway) -> Arc<RecentValues> {
+    pub(super) fn get(&self, gateway: &Gateway, viewer: &Viewer) -> Arc<RecentValues> {
+        let key = (!viewer.admin).then(|| viewer.session.user.clone());
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, values)) = cached.as_ref() {
+        if let Some((at, values)) = cached.get(&key) {
             if at.elapsed() < SUGGEST_TTL {
                 return values.clone();
             }
         }
         let mut values = gateway
             .audit_store
-            .recent_values(SUGGEST_RECENT)
+            .recent_values(SUGGEST_RECENT, key.as_deref())
             .unwrap_or_else(|err| {
                 tracing::warn!("could not read the console's suggested values: {err}");
                 RecentValues::default()
@@ -61,7 +70,13 @@ impl Suggestions {
         values.clusters.sort();
         values.clusters.dedup();
         let values = Arc::new(values);
-        *cached = Some((Instant::now(), values.clone()));
+        if cached.len() >= SUGGEST_USERS {
+            cached.retain(|_, (at, _)| at.elapsed() < SUGGEST_TTL);
+            if cached.len() >= SUGGEST_USERS {
+                cached.clear();
+            }
+        }
+        cached.insert(key, (Instant::now(), values.clone()));
         values
     }
 }
@@ -71,6 +86,9 @@ impl Suggestions {
 pub(super) struct Query {
     view: View,
     after: Option<Cursor>,
+    /// A call whose details are shown open (`open=ID`: where the insights page's slowest
+    /// calls link to).
+    open: Option<uuid::Uuid>,
     pairs: Vec<(String, String)>,
     pub(super) filter: Filter,
     /// For the insights page: the grouping and the series interval (as given, may be empty).
@@ -89,6 +107,7 @@ impl Query {
         let mut q = Query {
             view: View::Commands,
             after: None,
+            open: None,
             pairs: Vec::new(),
             filter: Filter::default(),
             insights: insights.then(|| (By::Cluster, String::new())),
@@ -123,6 +142,14 @@ impl Query {
                     None => {
                         problem.get_or_insert(Refused::bad(format!(
                             "invalid page position after={v:?}; start from the first page"
+                        )));
+                    }
+                },
+                "open" => match uuid::Uuid::parse_str(&v) {
+                    Ok(id) => q.open = Some(id),
+                    Err(_) => {
+                        problem.get_or_insert(Refused::bad(format!(
+                            "invalid record id open={v:?}: use a call's full id"
                         )));
                     }
                 },
@@ -288,7 +315,8 @@ pub async fn page(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Respons
     let (q, checked) = Query::parse(raw, viewer, gateway, false);
     let suggestions = {
         let gw = gateway.clone();
-        tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw))
+        let viewer = viewer.clone();
+        tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw, &viewer))
             .await
             .unwrap_or_default()
     };
@@ -384,8 +412,15 @@ pub(super) fn frame(
     command: Option<&crate::audit::Command>,
 ) -> Markup {
     let since = q.raw("since");
+    let until = q.raw("until");
     let presets = ["15m", "1h", "24h", "7d"];
-    let custom = !since.is_empty() && !presets.contains(&since.as_str());
+    let methods: Vec<String> = q
+        .raw("access-method")
+        .split(',')
+        .map(|m| m.trim().to_ascii_lowercase())
+        .collect();
+    let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
+    let view = q.view;
     html! {
         nav.crumbs aria-label="Breadcrumb" {
             ol { li { "System" } li { "Audit Logs" }
@@ -407,6 +442,14 @@ pub(super) fn frame(
         }
         @if let Some(error) = error {
             p.error role="alert" #filter-error { (error) }
+        }
+        nav.presets aria-label="Time range" {
+            @for p in presets {
+                a href=(q.link(view, &[("since", Some(p)), ("until", None)]))
+                    aria-current=[(since == p && until.is_empty()).then_some("true")] { "Last " (p) }
+            }
+            a href=(q.link(view, &[("since", None), ("until", None)]))
+                aria-current=[(since.is_empty() && until.is_empty()).then_some("true")] { "Any time" }
         }
         form.filters method="get" action=(q.path()) aria-label="Filters" {
             @if q.insights.is_none() {
@@ -443,43 +486,19 @@ pub(super) fn frame(
                 (field("resource", "Resource", &q.raw("resource"), "pods, pods/log", Some(("resources", &suggest.resources))))
                 (field("verb", "Verb", &q.raw("verb"), "delete,patch", Some(("verbs", &suggest.verbs))))
                 (field("status", "Status", &q.raw("status"), "404, 4xx", None))
-                div.field {
-                    label for="f-access-method" { "Access method" }
-                    select #f-access-method name="access-method" {
-                        option value="" { "Any" }
-                        @for (value, label) in [("cli", "CLI"), ("browser", "Browser"), ("api", "API")] {
-                            option value=(value) selected[q.raw("access-method") == value] { (label) }
+                fieldset.field.checks {
+                    legend { "Access method" }
+                    @for (value, label) in [("cli", "CLI"), ("browser", "Browser"), ("api", "API")] {
+                        label {
+                            input type="checkbox" name="access-method" value=(value) checked[methods.contains(&value)];
+                            " " (label)
                         }
                     }
                 }
                 (field("command", "Command contains", &q.raw("command"), "get pods", None))
                 (field("min-duration", "Slower than", &q.raw("min-duration"), "250ms", None))
-                div.field {
-                    label for="f-since" { "Since" }
-                    select #f-since name="since" {
-                        option value="" selected[since.is_empty()] { "Any time" }
-                        @for p in presets {
-                            option value=(p) selected[since == p] { "Last " (p) }
-                        }
-                        @if custom {
-                            option value=(since) selected { (since) }
-                        }
-                    }
-                }
-            }
-            details.custom-range open[custom || !q.raw("until").is_empty()] {
-                summary { "Custom range (UTC)" }
-                div.fields {
-                    div.field {
-                        label for="f-from" { "From" }
-                        input #f-from type="datetime-local" name="since" step="1"
-                            value=(if custom { local_value(&since) } else { String::new() });
-                    }
-                    div.field {
-                        label for="f-until" { "Until" }
-                        input #f-until type="datetime-local" name="until" step="1" value=(local_value(&q.raw("until")));
-                    }
-                }
+                (field("since", "Since (UTC)", &since, "1h, 7d or a time", Some(("since", &presets.iter().map(|p| p.to_string()).collect()))))
+                (field("until", "Until (UTC)", &until, "now, or a time", None))
             }
             div.actions {
                 button.primary type="submit" { "Apply filters" }
@@ -493,21 +512,6 @@ pub(super) fn frame(
         @if let Some(listing) = listing {
             (listing)
         }
-    }
-}
-
-/// A `datetime-local` value for an RFC 3339 time (UTC), or the text as it is.
-fn local_value(raw: &str) -> String {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return String::new();
-    }
-    match crate::audit::filter::parse_time_us(raw) {
-        Ok(us) if raw.contains('-') => {
-            let t = crate::audit::model::format_time_us(us);
-            t.get(..19).unwrap_or(&t).to_string()
-        }
-        _ => String::new(),
     }
 }
 
@@ -630,7 +634,7 @@ fn listing(q: &Query, rows: &Rows, next: Option<&Cursor>, seq: i64) -> Markup {
                             th scope="col" { "Access method" } th scope="col" { "Status" } th scope="col" { "Duration" }
                             th scope="col" { "Details" }
                         } }
-                        tbody { @for r in rows { (call_row(r)) } }
+                        tbody { @for r in rows { (call_row(r, q.open == Some(r.call.id))) } }
                     }
                     Rows::Commands(rows) => {
                         caption.sr { "Commands, newest first" }
@@ -686,7 +690,8 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-fn call_row(r: &CallRow) -> Markup {
+/// One call; `open`: its details shown open (and the row an anchor, `#call-ID`).
+fn call_row(r: &CallRow, open: bool) -> Markup {
     let c = &r.call;
     let resource = {
         let mut s = c.resource_label();
@@ -697,7 +702,7 @@ fn call_row(r: &CallRow) -> Markup {
         s
     };
     html! {
-        tr data-id=(c.id.to_string()) data-time=(c.time_us) {
+        tr id=[open.then(|| format!("call-{}", c.id))] data-id=(c.id.to_string()) data-time=(c.time_us) {
             td { (time_cell(c.time_us)) }
             td { (printable(&c.user)) }
             td { (printable(&c.cluster)) }
@@ -708,10 +713,11 @@ fn call_row(r: &CallRow) -> Markup {
             td { span class=(format!("status {}", status_class(c.status))) { (if c.status == 0 { "–".to_string() } else { c.status.to_string() }) } }
             td.num { (duration(Some(c.duration_us))) }
             td {
-                details {
+                details open[open] {
                     summary { "Details" }
                     dl.facts {
-                        dt { "Request id" } dd { code { (c.request_id.map(|u| u.to_string()).unwrap_or_else(|| c.id.to_string())) } }
+                        dt { "Request id" } dd { @match c.request_id { Some(id) => code { (id.to_string()) }, None => "–" } }
+                        dt { "Record id" } dd { code { (c.id.to_string()) } }
                         dt { "Time" } dd { (crate::audit::model::format_time_us(c.time_us)) }
                         dt { "Client duration" } dd { (duration(r.client_duration_us)) }
                         dt { "Gateway duration" } dd { (duration(r.gateway_duration_us)) }
@@ -817,7 +823,11 @@ pub async fn live(
         View::Calls => {
             for r in &batch.records {
                 if let Record::Call(call) = &r.record {
-                    rows.push(live_row(call.call.id, call.call.time_us, call_row(call)));
+                    rows.push(live_row(
+                        call.call.id,
+                        call.call.time_us,
+                        call_row(call, false),
+                    ));
                 }
             }
         }
@@ -1020,6 +1030,7 @@ mod tests {
         let q = Query {
             view: View::Commands,
             after: None,
+            open: None,
             pairs: Vec::new(),
             filter: Filter::default(),
             insights: None,

@@ -32,6 +32,7 @@ const WATCH_WAIT: Duration = Duration::from_secs(25);
 const WATCH_STEP: Duration = Duration::from_millis(250);
 
 /// Who is looking at a page: the session, and what the console shows them.
+#[derive(Clone)]
 pub struct Viewer {
     pub session: Session,
     pub admin: bool,

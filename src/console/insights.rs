@@ -35,7 +35,8 @@ pub async fn page(gateway: &Arc<Gateway>, viewer: &Viewer, raw: &str) -> Respons
     let (q, checked) = Query::parse(raw, viewer, gateway, true);
     let suggestions = {
         let gw = gateway.clone();
-        tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw))
+        let viewer = viewer.clone();
+        tokio::task::spawn_blocking(move || gw.console.suggestions.get(&gw, &viewer))
             .await
             .unwrap_or_default()
     };
@@ -145,7 +146,7 @@ fn body(q: &Query, stats: &Stats, took: std::time::Duration) -> Markup {
                     ]))
                 }
                 figure.chart {
-                    figcaption { "Calls and errors per interval" }
+                    figcaption { "Calls per minute, by outcome (every " (interval_label(stats.interval_us)) ")" }
                     (bar_chart(stats))
                 }
                 figure.chart {
@@ -191,10 +192,12 @@ fn body(q: &Query, stats: &Stats, took: std::time::Duration) -> Markup {
                         @let c = &r.call;
                         @let at = crate::audit::model::format_time_us(c.time_us);
                         @let after = crate::audit::model::format_time_us(c.time_us + 1);
+                        @let id = c.id.to_string();
                         tr {
-                            td { a href=(format!("/audit/kubectl?{}", super::query_string([
+                            // The record itself, its details open.
+                            td { a href=(format!("/audit/kubectl?{}#call-{id}", super::query_string([
                                 ("view", "calls"), ("since", at.as_str()), ("until", after.as_str()),
-                                ("user", c.user.as_str()), ("cluster", c.cluster.as_str())]))) { (time_cell(c.time_us)) } }
+                                ("user", c.user.as_str()), ("cluster", c.cluster.as_str()), ("open", id.as_str())]))) { (time_cell(c.time_us)) } }
                             td { (printable(&c.user)) } td { (printable(&c.cluster)) } td { (printable(&c.verb)) }
                             td { (printable(&c.resource_label())) }
                             td { span class=(format!("status s{}", c.status / 100)) { (c.status) } }
@@ -330,49 +333,95 @@ fn segments(points: &[(i64, Option<i64>)]) -> Vec<Vec<(i64, i64)>> {
     out
 }
 
+/// One part of a stacked bar: its CSS class, top and height.
+type Segment = (&'static str, f64, f64);
+
+/// Calls per minute in each interval, stacked by outcome: answered without error, client
+/// errors (4xx), server errors (5xx), no answer.
 fn bar_chart(stats: &Stats) -> Markup {
+    const LAYERS: [(&str, &str, &str); 4] = [
+        ("", "ok", "answered (1xx–3xx)"),
+        ("4xx", "e4", "client errors (4xx)"),
+        ("5xx", "e5", "server errors (5xx)"),
+        ("err", "en", "no answer"),
+    ];
+    let minutes = (stats.interval_us as f64 / 60e6).max(1e-9);
+    let layer = |p: &Point, class: &str| -> f64 {
+        let n = if class.is_empty() {
+            p.calls - p.errors
+        } else {
+            p.statuses.get(class).copied().unwrap_or(0)
+        };
+        n as f64 / minutes
+    };
     let max = stats
         .total_series
         .iter()
-        .map(|p| p.calls)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
+        .map(|p| p.calls as f64 / minutes)
+        .fold(0.0, f64::max)
+        .max(1.0)
         * 1.1;
     let width = (x_of(stats, stats.interval_us + stats.since_us.unwrap_or(0))
         - x_of(stats, stats.since_us.unwrap_or(0)))
     .max(2.0)
         * 0.8;
-    let y_of = |v: u64| TOP + (H - TOP - BOTTOM) * (1.0 - v as f64 / max);
+    let y_of = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - v / max);
+    let rate = |v: f64| {
+        if v >= 10.0 || v == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
     let description = stats
         .total_series
         .iter()
         .map(|p| {
+            let parts: Vec<String> = LAYERS
+                .iter()
+                .map(|(class, _, name)| format!("{} {name}", rate(layer(p, class))))
+                .collect();
             format!(
-                "{}: {} calls, {} errors",
+                "{}: {} per minute ({})",
                 crate::audit::model::format_time_us(p.start_us),
-                p.calls,
-                p.errors
+                rate(p.calls as f64 / minutes),
+                parts.join(", ")
             )
         })
         .collect::<Vec<_>>()
         .join("; ");
+    // Each interval's x and its stack, from the bottom up.
+    let bars: Vec<(f64, Vec<Segment>)> = stats
+        .total_series
+        .iter()
+        .map(|p| {
+            let mut below = 0.0;
+            let stack = LAYERS
+                .iter()
+                .filter_map(|(class, css, _)| {
+                    let v = layer(p, class);
+                    let part = (*css, y_of(below + v), y_of(below) - y_of(below + v));
+                    below += v;
+                    (v > 0.0).then_some(part)
+                })
+                .collect();
+            (x_of(stats, p.start_us), stack)
+        })
+        .collect();
     html! {
         svg viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(description) {
-            (axes(stats, max, |v| format!("{v:.0}")))
-            @for p in &stats.total_series {
-                @let x = x_of(stats, p.start_us);
-                rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", y_of(p.calls))) width=(format!("{width:.1}"))
-                    height=(format!("{:.1}", y_of(0) - y_of(p.calls))) {}
-                @if p.errors > 0 {
-                    rect.bar.err x=(format!("{x:.1}")) y=(format!("{:.1}", y_of(p.errors))) width=(format!("{width:.1}"))
-                        height=(format!("{:.1}", y_of(0) - y_of(p.errors))) {}
+            (axes(stats, max, rate))
+            @for (x, stack) in &bars {
+                @for (css, y, height) in stack {
+                    rect class=(format!("bar {css}")) x=(format!("{x:.1}")) y=(format!("{y:.1}"))
+                        width=(format!("{width:.1}")) height=(format!("{height:.1}")) {}
                 }
             }
         }
         ul.legend {
-            li { span.swatch.bar {} "calls" }
-            li { span.swatch.err {} "errors (4xx, 5xx, no answer)" }
+            @for (_, css, name) in LAYERS {
+                li { span class=(format!("swatch {css}")) {} (name) }
+            }
         }
     }
 }

@@ -39,17 +39,19 @@ async function column(page, header) {
   return page.locator(`#rows tbody tr td:nth-child(${i + 1})`).allInnerTexts();
 }
 
-async function waitFor(what, fn, ms = 15000) {
+async function waitFor(what, fn, ms = 15000, step = 100) {
   const end = Date.now() + ms;
   for (;;) {
     if (await fn()) return;
     if (Date.now() > end) throw new Error('timed out waiting for ' + what);
-    await sleep(100);
+    await sleep(step);
   }
 }
 
+// Headless, with a fresh temporary profile (playwright's --headless and --user-data-dir).
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
+  headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
@@ -97,6 +99,13 @@ try {
   // Still signed in after the refused requests.
   resp = await ap.goto(base + '/audit/kubectl');
   check(resp.status() === 200 && !ap.url().includes('signin'), 'still signed in');
+  // Suggested filter values come from her own records only (root's namespace is not there).
+  const suggested = await ap.locator('#s-namespaces option').evaluateAll((o) => o.map((x) => x.value));
+  check(suggested.includes('default') && !suggested.includes(cfg.admin.onlyNamespace), 'her own suggestions: ' + suggested);
+  // Her access, not everyone's.
+  await ap.goto(base + '/access');
+  check(await ap.getByRole('heading', { name: 'Your access' }).isVisible(), 'her access');
+  check(await ap.getByRole('heading', { name: 'All bindings' }).count() === 0 && await ap.getByRole('heading', { name: 'Roles' }).count() === 0, 'no bindings or roles for a non-administrator');
 
   // ---- an administrator
   const admin = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 }, acceptDownloads: true });
@@ -115,7 +124,11 @@ try {
   const drilled = await column(p, 'Resource');
   check(drilled.some((x) => x.includes('namespaces')), 'the command\'s calls: ' + drilled);
   await p.locator('#rows tbody tr').first().getByText('Details').click();
-  check(await p.locator('#rows tbody tr details[open] dl').first().innerText().then((t) => t.includes('Gateway duration') && t.includes('Source IP')), 'details open every field');
+  const facts = await p.locator('#rows tbody tr details[open] dl').first().innerText();
+  for (const label of ['Request id', 'Record id', 'Time', 'Client duration', 'Gateway duration', 'Command', 'Method and path', 'Decision', 'Reason', 'Bytes in / out', 'User agent', 'Source IP']) {
+    check(facts.includes(label), `details show ${label}: ${facts}`);
+  }
+  check(facts.includes('kubectl get namespaces') && facts.includes('127.0.0.1') && /Decision\s+allow/.test(facts), 'details hold the values: ' + facts);
   await shot(p, '03-command-calls');
   // The README's picture: the calls view, one record's details open.
   await p.goto(base + '/audit/kubectl?view=calls&access-method=cli');
@@ -128,7 +141,7 @@ try {
   // Filter through the UI.
   await p.goto(base + '/audit/kubectl?view=calls');
   await p.getByLabel('Namespace').fill('default');
-  await p.getByLabel('Verb').fill('list');
+  await p.getByLabel('Verb', { exact: true }).fill('list');
   await p.getByRole('button', { name: 'Apply filters' }).click();
   await p.waitForURL(/namespace=default/);
   check(p.url().includes('verb=list'), 'the filters are the URL: ' + p.url());
@@ -136,6 +149,54 @@ try {
   const verbs = await column(p, 'Verb');
   check(ns.length > 0 && ns.every((x) => x === 'default') && verbs.every((x) => x === 'list'), 'filtered rows: ' + ns + ' ' + verbs);
   await shot(p, '04-filtered');
+
+  // Several values per field, the time presets and a custom range.
+  await p.goto(base + '/audit/kubectl?view=calls');
+  await p.getByRole('link', { name: 'Last 15m' }).click();
+  await p.waitForURL(/since=15m/);
+  check(await p.getByRole('link', { name: 'Last 15m' }).getAttribute('aria-current') === 'true', 'the preset is marked');
+  check(await p.getByLabel('Since (UTC)').inputValue() === '15m', 'the preset is in the form');
+  await p.getByLabel('CLI', { exact: true }).check();
+  await p.getByLabel('API', { exact: true }).check();
+  await p.getByLabel('Verb', { exact: true }).fill('get,list');
+  await p.getByLabel('Resource', { exact: true }).fill('namespaces');
+  await p.getByRole('button', { name: 'Apply filters' }).click();
+  await p.waitForURL(/access-method=api/);
+  const methodsSeen = new Set(await column(p, 'Access method'));
+  check(methodsSeen.size === 2 && methodsSeen.has('CLI') && methodsSeen.has('API'), 'two access methods: ' + [...methodsSeen]);
+  const verbsSeen = new Set(await column(p, 'Verb'));
+  check(verbsSeen.size === 2 && verbsSeen.has('get') && verbsSeen.has('list'), 'two verbs: ' + [...verbsSeen]);
+  const applied = p.url();
+  const [again] = await Promise.all([p.waitForNavigation(), p.getByRole('button', { name: 'Apply filters' }).click()]);
+  check(again.status() === 200 && p.url() === applied, 'applying the same form again is the same view: ' + p.url());
+  const fmt = (d) => d.toISOString().slice(0, 19).replace('T', ' ');
+  const from = new Date(Date.now() - 10 * 60e3);
+  const until = new Date(Date.now() + 60e3);
+  await p.getByLabel('Since (UTC)').fill(fmt(from));
+  await p.getByLabel('Until (UTC)').fill(fmt(until));
+  await p.getByRole('button', { name: 'Apply filters' }).click();
+  await p.waitForURL(/until=/);
+  const times = await p.locator('#rows tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.time)));
+  const [lo, hi] = [Math.floor(from.getTime() / 1000) * 1e6, Math.floor(until.getTime() / 1000) * 1e6];
+  check(times.length > 0 && times.every((t) => t >= lo && t < hi), 'rows in the custom range');
+  check(await p.getByLabel('Since (UTC)').inputValue() === fmt(from) && await p.locator('.presets a[aria-current]').count() === 0, 'the custom range in the form, no preset marked');
+  await p.goto(base + '/audit/kubectl?view=calls&access-method=cli,api&verb=get&verb=list');
+  check(await p.getByLabel('CLI', { exact: true }).isChecked() && await p.getByLabel('API', { exact: true }).isChecked() && !(await p.getByLabel('Browser', { exact: true }).isChecked()), 'a deep link\'s access methods are checked');
+  check(await p.getByLabel('Verb', { exact: true }).inputValue() === 'get,list', 'a deep link\'s verbs are in the form');
+  resp = await p.goto(base + '/audit/kubectl?view=calls&since=1h&since=2h');
+  check(resp.status() === 400 && (await p.locator('#filter-error').innerText()).includes('more than once'), 'a time given twice is refused');
+
+  // The keyboard reaches everything: the skip link first, then a row's details.
+  await p.goto(base + '/audit/kubectl?view=calls');
+  await p.keyboard.press('Tab');
+  check(await p.evaluate(() => document.activeElement.textContent === 'Skip to content'), 'Tab starts at the skip link');
+  for (let i = 0; i < 120 && !(await p.evaluate(() => document.activeElement.tagName === 'SUMMARY')); i++) {
+    await p.keyboard.press('Tab');
+  }
+  check(await p.evaluate(() => document.activeElement.tagName === 'SUMMARY'), 'a row\'s Details is reached with Tab');
+  check(await p.evaluate(() => getComputedStyle(document.activeElement).outlineStyle !== 'none'), 'the focus is visible');
+  await p.keyboard.press('Enter');
+  check(await p.evaluate(() => document.activeElement.parentElement.open === true), 'Enter opens the details');
 
   // A deep link, several pages, Back.
   await p.goto(base + '/audit/kubectl?view=calls&access-method=api&since=1h');
@@ -153,8 +214,16 @@ try {
   await p.goto(base + '/audit/kubectl?view=commands');
   await p.evaluate(() => { window.__sameDocument = true; });
   await ztk(['kubectl', 'get', 'configmaps', '-n', 'default'], cfg.alice.env);
-  await waitFor('the new command', async () => (await column(p, 'Command')).some((c) => c.includes('get configmaps')));
+  const ranAt = Date.now();
+  await waitFor('the new command', async () => (await column(p, 'Command')).some((c) => c.includes('get configmaps')), 5000, 20);
+  results.liveCommandMs = Date.now() - ranAt;
   check(await p.evaluate(() => window.__sameDocument === true), 'no reload');
+  // The calls view shows a new call as live.
+  await p.goto(base + '/audit/kubectl?view=calls&verb=get&resource=namespaces');
+  await ztk(['kubectl', 'get', 'namespace', 'kube-system'], cfg.alice.env);
+  const callAt = Date.now();
+  await waitFor('the new call', async () => (await column(p, 'Resource')).some((c) => c.includes('kube-system')), 5000, 20);
+  results.liveCallMs = Date.now() - callAt;
   await shot(p, '05-live');
 
   // Scrolled away: the rows above do not move the reader; a marker counts them.
@@ -207,15 +276,35 @@ try {
   check(groupKeys.includes(cfg.alice.user) && groupKeys.includes(cfg.admin.user), 'insights per user: ' + groupKeys);
   check(await p.locator('figure.chart svg').count() === 3, 'three charts');
   check(await p.locator('#slowest tbody tr').count() > 0, 'the slowest calls');
+  check(await p.locator('figure.chart rect.bar.ok').count() > 0 && await p.locator('figure.chart rect.bar.e4').count() > 0, 'calls per minute stacked by outcome, the 404 among the client errors');
+  check((await p.locator('figure.chart figcaption').allInnerTexts()).some((t) => t.startsWith('Calls per minute')), 'the chart says per minute');
   await shot(p, '08-insights');
+  // The slowest call links to its record, details open.
+  const slowDuration = (await p.locator('#slowest tbody tr').first().locator('td').last().innerText()).trim();
+  await p.locator('#slowest tbody tr').first().getByRole('link').click();
+  await p.waitForURL(/open=/);
+  const openRow = p.locator('#rows tbody tr[id^="call-"]');
+  check(await openRow.count() === 1 && await openRow.locator('details').evaluate((d) => d.open), 'the slowest call\'s record, details open');
+  check((await openRow.locator('td.num').first().innerText()).trim() === slowDuration, 'the same call: ' + slowDuration);
+  await p.goto(base + '/audit/insights?since=1h&by=verb');
+  await p.getByRole('button', { name: 'Theme' }).click();
+  check(await p.evaluate(() => document.documentElement.dataset.theme === 'dark'), 'the dark theme');
+  const dark = await p.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await shot(p, '08-insights-dark');
+  await p.getByRole('button', { name: 'Theme' }).click();
+  const light = await p.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const lum = (c) => c.match(/\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0);
+  check(lum(dark) < 150 && lum(light) > 600, `dark and light backgrounds: ${dark} ${light}`);
   resp = await p.goto(base + '/audit/insights?by=colour');
   check(resp.status() === 400 && (await p.locator('#filter-error').innerText()).includes('unknown grouping'), 'a bad grouping is a 400');
 
   // A phone-sized screen and the dark theme.
   const phone = await admin.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
-  await phone.goto(base + '/audit/kubectl?view=calls');
-  check(await phone.evaluate(() => document.documentElement.scrollWidth <= 400), 'the page fits a phone (the table scrolls inside)');
+  for (const page of ['/audit/kubectl?view=commands', '/audit/insights?since=1h', '/access', '/audit/kubectl?view=calls']) {
+    await phone.goto(base + page);
+    check(await phone.evaluate(() => document.documentElement.scrollWidth <= 400), page + ' fits a phone (tables scroll inside)');
+  }
   await phone.getByRole('button', { name: 'Theme' }).click();
   await phone.screenshot({ path: path.join(cfg.shots, '09-phone-dark.png') });
   await phone.close();
