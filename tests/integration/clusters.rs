@@ -98,6 +98,8 @@ pub(crate) struct ForwardProxy {
     pub(crate) port: u16,
     pub(crate) connect: Arc<AtomicUsize>,
     pub(crate) socks: Arc<AtomicUsize>,
+    /// The `Proxy-Authorization` of each CONNECT (empty when none was sent).
+    pub(crate) auth: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ForwardProxy {
@@ -105,12 +107,13 @@ impl ForwardProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (connect, socks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (c, s) = (connect.clone(), socks.clone());
+        let auth: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (c, s, a) = (connect.clone(), socks.clone(), auth.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (c, s) = (c.clone(), s.clone());
+                let (c, s, a) = (c.clone(), s.clone(), a.clone());
                 std::thread::spawn(move || {
-                    let _ = Self::tunnel(stream, &c, &s);
+                    let _ = Self::tunnel(stream, &c, &s, &a);
                 });
             }
         });
@@ -118,6 +121,7 @@ impl ForwardProxy {
             port,
             connect,
             socks,
+            auth,
         }
     }
 
@@ -125,6 +129,7 @@ impl ForwardProxy {
         mut client: TcpStream,
         connect: &AtomicUsize,
         socks: &AtomicUsize,
+        auth: &std::sync::Mutex<Vec<String>>,
     ) -> std::io::Result<()> {
         let mut first = [0u8; 1];
         client.read_exact(&mut first)?;
@@ -174,6 +179,15 @@ impl ForwardProxy {
                 .and_then(|rest| rest.split(' ').next())
                 .expect("not a CONNECT request")
                 .to_string();
+            let presented = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("proxy-authorization")
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_default();
+            auth.lock().unwrap().push(presented);
             client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
             connect.fetch_add(1, Ordering::SeqCst);
             target
@@ -251,7 +265,9 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         kc.users[0].user.token_file = Some(token_file.display().to_string());
     });
     let via_connect = plain.variant(&dir.path().join("connect.kubeconfig"), |kc| {
-        kc.clusters[0].cluster.proxy_url = Some(format!("http://127.0.0.1:{}", proxy.port));
+        // With a user and password, sent as Proxy-Authorization (percent-decoded first).
+        kc.clusters[0].cluster.proxy_url =
+            Some(format!("http://ztk:s3cr%40t@127.0.0.1:{}", proxy.port));
     });
     let via_socks = plain.variant(&dir.path().join("socks.kubeconfig"), |kc| {
         kc.clusters[0].cluster.proxy_url = Some(format!("socks5://127.0.0.1:{}", proxy.port));
@@ -348,6 +364,13 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         .success();
     assert!(out.contains("NAME") || out.is_empty(), "{out}");
     assert!(proxy.connect.load(Ordering::SeqCst) > kubectl_tunnels.0);
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ztk:s3cr@t")
+    );
+    let auth = proxy.auth.lock().unwrap().clone();
+    assert_eq!(auth.len(), proxy.connect.load(Ordering::SeqCst));
+    assert!(auth.iter().all(|a| *a == basic), "{auth:?} vs {basic}");
     assert!(proxy.socks.load(Ordering::SeqCst) > kubectl_tunnels.1);
 
     // The token file's wrong token is refused by the cluster; once the file holds the right
@@ -372,6 +395,30 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // tls-server-name through the second hop too (plain kubectl, the persistent proxy).
+    let out = env
+        .plain("kubectl", &["--context", "ztk-named", "get", "ns"])
+        .success();
+    assert!(out.contains("prod"), "{out}");
+
+    // The pod's service-account token rotates: the gateway reads the new one from the file.
+    let until_works = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = env
+                .kubectl(&["--cluster", "incluster", "get", "ns"])
+                .output();
+            if out.status.success() == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "incluster never {want}: {out:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    write(&sa.join("token"), "rotated-but-not-yet-valid\n");
+    until_works(false);
+    write(&sa.join("token"), &format!("{}\n", own_ca.token));
+    until_works(true);
 
     let rows = env.gateway_calls(
         &Filter {
