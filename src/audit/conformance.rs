@@ -668,6 +668,63 @@ fn rollups_count_every_call_once(o: Opened) {
         assert_eq!(s.slowest[0].call.duration_us, 40_000);
     }
     assert_eq!(before.total.p50_us, after.total.p50_us);
+
+    // Over hours: whole hours come from the hourly tier per grouping field (built by the first
+    // roll-up, then written with each roll-up and by ingest); the same answer as every call.
+    const HOUR: i64 = 3_600_000_000;
+    let older: Vec<ApiCall> = (0..30)
+        .map(|i| {
+            let mut c = call(
+                ["alice", "bob"][i as usize % 2],
+                "web",
+                "get",
+                if i % 3 == 0 { 404 } else { 200 },
+                None,
+            );
+            c.time_us = now_us() - 2 * HOUR - i * 60_000_000;
+            c.duration_us = 500 * (i + 1);
+            c
+        })
+        .collect();
+    write(store, &[], &older);
+    assert!(store.roll_up().unwrap() > 0);
+    let shipped: Vec<ApiCall> = (0..10)
+        .map(|i| {
+            let mut c = call("alice", "web", "get", 200, None);
+            c.time_us = now_us() - 2 * HOUR - i * 60_000_000;
+            c.duration_us = 2_000 + i;
+            c.request_id = Some(c.id);
+            c
+        })
+        .collect();
+    super::ingest::Ingestor::new(store.clone())
+        .ingest("alice", &[], &shipped)
+        .unwrap();
+    let hours = StatsQuery {
+        filter: Filter {
+            since_us: Some(now_us() - 3 * HOUR),
+            ..Default::default()
+        },
+        by: By::User,
+        interval_us: HOUR,
+        slowest: 3,
+    };
+    let fast = store.stats(&hours).unwrap();
+    let mut every = hours.clone();
+    every.filter.min_duration_us = Some(0);
+    let every = store.stats(&every).unwrap();
+    assert_eq!(fast.total.calls, 70);
+    assert_eq!(fast.total.client_calls, 10);
+    assert_eq!(fast.total_series, every.total_series);
+    assert_eq!(fast.series, every.series);
+    let groups = |s: &super::stats::Stats| -> Vec<(String, u64, Option<i64>, u64)> {
+        s.groups
+            .iter()
+            .map(|g| (g.key.clone(), g.calls, g.p50_us, g.client_calls))
+            .collect()
+    };
+    assert_eq!(groups(&fast), groups(&every));
+    assert_eq!(fast.total.statuses, every.total.statuses);
 }
 
 fn two_gateways_reconciling_at_once_recover_each_call_once(o: Opened) {

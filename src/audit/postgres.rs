@@ -10,7 +10,8 @@
 
 pub const COMPONENT: &str = "audit";
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE api_calls (
     id TEXT PRIMARY KEY,
     time_us BIGINT NOT NULL,
@@ -168,4 +169,6 @@ CREATE TABLE call_rollups (
 CREATE INDEX call_rollups_time ON call_rollups(time_us);
 CREATE TABLE rollup_state (id BIGINT PRIMARY KEY CHECK (id = 1), through_seq BIGINT NOT NULL);
 INSERT INTO rollup_state (id, through_seq) VALUES (1, 0);
-"#];
+"#,
+    super::stats::BY_MIGRATION_POSTGRES,
+];

@@ -224,6 +224,7 @@ ALTER TABLE commands ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE sink_cursors ADD COLUMN lease_owner TEXT;
 ALTER TABLE sink_cursors ADD COLUMN lease_until_us INTEGER;
 "#,
+    super::stats::BY_MIGRATION,
 ];
 
 pub(super) const CALL_COLUMNS: &str = "c.id, c.time_us, c.user, c.cluster, c.namespace, c.resource, c.subresource, c.name, \
