@@ -12,11 +12,11 @@
 //! transaction with moving that mark, so a crash never counts a call twice or not at all); the
 //! clients' shipped records (the client-measured durations) in ingest's own transaction.
 //!
-//! **The hourly tier** (`call_rollups_by`): per hour, grouping field and value of it, and
-//! status, the same sums. Written beside every minute cell once it is complete
+//! **The hourly tier** (`call_rollups_by`): per hour, grouping field and value of it, the same
+//! sums and the calls per status class. Written beside every minute cell once it is complete
 //! (`rollup_state.by_ready`; built once from the minute rollups, `build_by_tier`). It answers
-//! the whole hours of questions filtered by time and status only, over hourly or longer
-//! intervals: a month is ~720 rows per value instead of one per minute and combination.
+//! the whole hours of questions filtered by time only, over hourly or longer intervals: a month
+//! is 720 rows per value instead of one per minute and combination of every field.
 //!
 //! **Answers are exact about which calls they count**: whole hours (where the tier can answer)
 //! and whole minutes inside the range come from rollups, the partial minutes at its edges and
@@ -60,8 +60,8 @@ CREATE TABLE rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1), through_seq IN
 INSERT INTO rollup_state (id, through_seq) VALUES (1, 0);
 "#;
 
-/// The hourly tier per grouping field: for each hour, field (`By::ALL`'s index), value of that
-/// field and status, the same sums as `call_rollups`. An unfiltered question over days reads
+/// The hourly tier per grouping field: for each hour, field (`By::ALL`'s index) and value of
+/// that field, the same sums as `call_rollups`, with the calls per status class. An unfiltered question over days reads
 /// one row per hour and value here instead of one per minute and combination of every field.
 /// `rollup_state.by_ready` says the tier holds everything the minute rollups hold (it is built
 /// from them once, then written beside them).
@@ -71,12 +71,17 @@ CREATE TABLE call_rollups_by (
     source INTEGER NOT NULL,
     by_field INTEGER NOT NULL,
     group_key TEXT NOT NULL,
-    status INTEGER NOT NULL,
     calls INTEGER NOT NULL,
     sum_us INTEGER NOT NULL,
     max_us INTEGER NOT NULL,
     max_id TEXT NOT NULL,
-    hist BLOB NOT NULL
+    hist BLOB NOT NULL,
+    s1xx INTEGER NOT NULL,
+    s2xx INTEGER NOT NULL,
+    s3xx INTEGER NOT NULL,
+    s4xx INTEGER NOT NULL,
+    s5xx INTEGER NOT NULL,
+    serr INTEGER NOT NULL
 );
 CREATE INDEX call_rollups_by_time ON call_rollups_by(by_field, time_us);
 ALTER TABLE rollup_state ADD COLUMN by_ready INTEGER NOT NULL DEFAULT 0;
@@ -89,12 +94,17 @@ CREATE TABLE call_rollups_by (
     source BIGINT NOT NULL,
     by_field BIGINT NOT NULL,
     group_key TEXT NOT NULL,
-    status BIGINT NOT NULL,
     calls BIGINT NOT NULL,
     sum_us BIGINT NOT NULL,
     max_us BIGINT NOT NULL,
     max_id TEXT NOT NULL,
-    hist BYTEA NOT NULL
+    hist BYTEA NOT NULL,
+    s1xx BIGINT NOT NULL,
+    s2xx BIGINT NOT NULL,
+    s3xx BIGINT NOT NULL,
+    s4xx BIGINT NOT NULL,
+    s5xx BIGINT NOT NULL,
+    serr BIGINT NOT NULL
 );
 CREATE INDEX call_rollups_by_time ON call_rollups_by(by_field, time_us);
 ALTER TABLE rollup_state ADD COLUMN by_ready BIGINT NOT NULL DEFAULT 0;
@@ -439,6 +449,8 @@ struct Sample<'a> {
     /// A rollup's encoded histogram (None: one call of `duration_us`).
     hist: Option<&'a [u8]>,
     duration_us: i64,
+    /// Calls per status class (a tier row: `status` is not one status).
+    classes: Option<[u64; 6]>,
 }
 
 #[derive(Default)]
@@ -459,7 +471,14 @@ impl Acc {
         self.calls += s.calls;
         self.sum_us += s.sum_us;
         self.max_us = self.max_us.max(s.max_us);
-        self.statuses[class_index(s.status)] += s.calls;
+        match s.classes {
+            Some(classes) => {
+                for (n, c) in self.statuses.iter_mut().zip(classes) {
+                    *n += c;
+                }
+            }
+            None => self.statuses[class_index(s.status)] += s.calls,
+        }
         self.hist.add_buckets(buckets);
         self.first_us = Some(self.first_us.map_or(s.time_us, |t| t.min(s.time_us)));
     }
@@ -678,6 +697,7 @@ fn raw_calls(
             max_id: &id,
             hist: None,
             duration_us: d,
+            classes: None,
         };
         if client {
             agg.client(s);
@@ -688,16 +708,60 @@ fn raw_calls(
     })
 }
 
-/// Whether the hourly tier can answer a filter: no field but the time and the status (the
-/// tier keeps one grouping field per row).
+/// Whether the hourly tier can answer a filter: no field but the time (a tier row keeps one
+/// grouping field, and counts statuses by class).
 fn by_tier_answers(f: &Filter) -> bool {
     rollups_answer(f)
+        && f.statuses.is_empty()
         && f.users.is_empty()
         && f.clusters.is_empty()
         && f.namespaces.is_empty()
         && f.resources.is_empty()
         && f.verbs.is_empty()
         && f.access_methods.is_empty()
+}
+
+/// Reads the hourly tier's rows of `agg.by` in `[from, to)` into `agg`.
+fn read_by_rollups(
+    tx: &mut Db,
+    agg: &mut Aggregate,
+    from: Option<i64>,
+    to: i64,
+) -> Result<(), DbError> {
+    let mut sql = "SELECT c.time_us, c.group_key, c.calls, c.sum_us, c.max_us, c.max_id, c.hist, \
+         c.source, c.s1xx, c.s2xx, c.s3xx, c.s4xx, c.s5xx, c.serr FROM call_rollups_by c \
+         WHERE c.by_field = ? AND c.time_us < ?"
+        .to_string();
+    let mut params = vec![Value::Integer(agg.by.index()), Value::Integer(to)];
+    if let Some(from) = from {
+        sql.push_str(" AND c.time_us >= ?");
+        params.push(Value::Integer(from));
+    }
+    let params: Vec<&dyn Param> = params.iter().map(|v| v as &dyn Param).collect();
+    tx.query_each(&sql, &params, &mut |row| {
+        let mut classes = [0u64; 6];
+        for (i, n) in classes.iter_mut().enumerate() {
+            *n = row.get::<i64>(8 + i)? as u64;
+        }
+        let s = Sample {
+            time_us: row.get(0)?,
+            key: row.get_ref(1)?.as_str()?,
+            status: 0,
+            calls: row.get::<i64>(2)? as u64,
+            sum_us: row.get(3)?,
+            max_us: row.get(4)?,
+            max_id: row.get_ref(5)?.as_str()?,
+            hist: Some(row.get_ref(6)?.as_blob()?),
+            duration_us: 0,
+            classes: Some(classes),
+        };
+        if row.get::<i64>(7)? == 1 {
+            agg.client(s);
+        } else {
+            agg.gateway(s);
+        }
+        Ok(())
+    })
 }
 
 /// Reads rollup rows (time, key, status, calls, sum, max, slowest id, histogram, source) into
@@ -724,6 +788,7 @@ fn read_rollups(
             max_id,
             hist: Some(hist),
             duration_us: 0,
+            classes: None,
         };
         if row.get::<i64>(8)? == 1 {
             agg.client(s);
@@ -808,19 +873,7 @@ fn stats_in(tx: &mut Db, q: &StatsQuery, now_us: i64) -> Result<Stats, DbError> 
                     minutes(tx, &mut agg, Some(m), h)?;
                 }
             }
-            let hf = Filter {
-                since_us: first_hour,
-                until_us: Some(last_hour),
-                statuses: f.statuses.clone(),
-                ..Default::default()
-            };
-            let (clause, mut params) = hf.call_clause_for(tx.dialect());
-            params.insert(0, Value::Integer(agg.by.index()));
-            let sql = format!(
-                "SELECT c.time_us, c.group_key, c.status, c.calls, c.sum_us, c.max_us, c.max_id, \
-                 c.hist, c.source FROM call_rollups_by c WHERE c.by_field = ? AND {clause}"
-            );
-            read_rollups(tx, &mut agg, &sql, &params)?;
+            read_by_rollups(tx, &mut agg, first_hour, last_hour)?;
             if last_hour < last_minute {
                 minutes(tx, &mut agg, Some(last_hour), last_minute)?;
             }
@@ -1173,7 +1226,13 @@ struct ByKey {
     source: i64,
     by: i64,
     key: String,
-    status: i64,
+}
+
+/// A tier cell: the sums, and the calls per status class.
+#[derive(Default)]
+struct ByCell {
+    cell: Cell,
+    classes: [i64; 6],
 }
 
 /// Whether the hourly tier is complete (PostgreSQL: a shared lock, so that its one-time build
@@ -1191,19 +1250,19 @@ fn by_ready(tx: &mut Db, lock: &str) -> Result<bool, DbError> {
 /// Writes the minute cells of `source`, and their hours to the tier once it is complete.
 fn write_cells(tx: &mut Db, source: i64, cells: HashMap<CellKey, Cell>) -> Result<(), DbError> {
     if by_ready(tx, "FOR SHARE")? {
-        let mut by_cells: HashMap<ByKey, Cell> = HashMap::new();
+        let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
         for (k, c) in &cells {
             for by in By::ALL {
-                by_cells
+                let cell = by_cells
                     .entry(ByKey {
                         hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
                         source,
                         by: by.index(),
                         key: by.value_of(k),
-                        status: k.status,
                     })
-                    .or_default()
-                    .merge(c);
+                    .or_default();
+                cell.cell.merge(c);
+                cell.classes[class_index(k.status.clamp(0, 999) as u16)] += c.calls;
             }
         }
         write_by_cells(tx, by_cells)?;
@@ -1253,28 +1312,28 @@ fn write_minute_cells(
 /// Rollup cells per insert statement.
 const CELLS_PER_STATEMENT: usize = 256;
 
-fn write_by_cells(tx: &mut Db, cells: HashMap<ByKey, Cell>) -> Result<(), DbError> {
-    let cells: Vec<(ByKey, Cell)> = cells.into_iter().collect();
+fn write_by_cells(tx: &mut Db, cells: HashMap<ByKey, ByCell>) -> Result<(), DbError> {
+    let cells: Vec<(ByKey, ByCell)> = cells.into_iter().collect();
     for chunk in cells.chunks(CELLS_PER_STATEMENT) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10);
-        for (k, c) in chunk {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 15);
+        for (k, ByCell { cell: c, classes }) in chunk {
             values.extend([
                 Value::Integer(k.hour),
                 Value::Integer(k.source),
                 Value::Integer(k.by),
                 Value::Text(k.key.clone()),
-                Value::Integer(k.status),
                 Value::Integer(c.calls),
                 Value::Integer(c.sum_us),
                 Value::Integer(c.max_us),
                 Value::Text(c.max_id.clone()),
                 Value::Blob(c.hist.encode()),
             ]);
+            values.extend(classes.iter().map(|n| Value::Integer(*n)));
         }
         let sql = format!(
-            "INSERT INTO call_rollups_by (time_us, source, by_field, group_key, status, calls, \
-             sum_us, max_us, max_id, hist) VALUES {}",
-            vec!["(?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
+            "INSERT INTO call_rollups_by (time_us, source, by_field, group_key, calls, sum_us, \
+             max_us, max_id, hist, s1xx, s2xx, s3xx, s4xx, s5xx, serr) VALUES {}",
+            vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
         );
         let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
         tx.execute(&sql, &params)?;
@@ -1283,52 +1342,67 @@ fn write_by_cells(tx: &mut Db, cells: HashMap<ByKey, Cell>) -> Result<(), DbErro
 }
 
 /// Builds the hourly tier from every minute rollup, once (`by_ready`): after the migration
-/// that added it, on a store that already had rollups. Returns whether it built it.
+/// that added it, on a store that already had rollups. A day at a time (hours never span two),
+/// so memory holds one day's cells. Returns whether it built it.
 pub fn build_by_tier(db: &mut Db) -> Result<bool, DbError> {
+    const DAY_US: i64 = 24 * HOUR_US;
     db.transaction(true, |tx| {
         if by_ready(tx, "FOR UPDATE")? {
             return Ok(false);
         }
-        let mut by_cells: HashMap<ByKey, Cell> = HashMap::new();
-        let mut buckets = Vec::new();
-        tx.query_each(
-            "SELECT time_us, source, \"user\", cluster, namespace, resource, subresource, verb, \
-             status, calls, sum_us, max_us, max_id, hist FROM call_rollups",
+        let range: Option<(Option<i64>, Option<i64>)> = tx.query_row(
+            "SELECT MIN(time_us), MAX(time_us) FROM call_rollups",
             &[],
-            &mut |row| {
-                let k = CellKey {
-                    minute: row.get(0)?,
-                    user: row.get(2)?,
-                    cluster: row.get(3)?,
-                    namespace: row.get(4)?,
-                    resource: row.get(5)?,
-                    subresource: row.get(6)?,
-                    verb: row.get(7)?,
-                    access_method: String::new(),
-                    status: row.get(8)?,
-                };
-                let source: i64 = row.get(1)?;
-                let (calls, sum_us, max_us): (i64, i64, i64) =
-                    (row.get(9)?, row.get(10)?, row.get(11)?);
-                let max_id = row.get_ref(12)?.as_str()?;
-                decode_into(row.get_ref(13)?.as_blob()?, &mut buckets);
-                for by in By::ALL {
-                    let cell = by_cells
-                        .entry(ByKey {
-                            hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
-                            source,
-                            by: by.index(),
-                            key: by.value_of(&k),
-                            status: k.status,
-                        })
-                        .or_default();
-                    cell.merge_parts(calls, sum_us, max_us, max_id);
-                    cell.hist.add_buckets(&buckets);
-                }
-                Ok(())
-            },
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        write_by_cells(tx, by_cells)?;
+        if let Some((Some(first), Some(last))) = range {
+            let mut day = first.div_euclid(DAY_US) * DAY_US;
+            let mut buckets = Vec::new();
+            while day <= last {
+                let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
+                tx.query_each(
+                    "SELECT time_us, source, \"user\", cluster, namespace, resource, subresource, \
+                     verb, status, calls, sum_us, max_us, max_id, hist FROM call_rollups \
+                     WHERE time_us >= ? AND time_us < ?",
+                    args![day, day + DAY_US],
+                    &mut |row| {
+                        let k = CellKey {
+                            minute: row.get(0)?,
+                            user: row.get(2)?,
+                            cluster: row.get(3)?,
+                            namespace: row.get(4)?,
+                            resource: row.get(5)?,
+                            subresource: row.get(6)?,
+                            verb: row.get(7)?,
+                            access_method: String::new(),
+                            status: row.get(8)?,
+                        };
+                        let source: i64 = row.get(1)?;
+                        let (calls, sum_us, max_us): (i64, i64, i64) =
+                            (row.get(9)?, row.get(10)?, row.get(11)?);
+                        let max_id = row.get_ref(12)?.as_str()?;
+                        decode_into(row.get_ref(13)?.as_blob()?, &mut buckets);
+                        let class = class_index(k.status.clamp(0, 999) as u16);
+                        for by in By::ALL {
+                            let cell = by_cells
+                                .entry(ByKey {
+                                    hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
+                                    source,
+                                    by: by.index(),
+                                    key: by.value_of(&k),
+                                })
+                                .or_default();
+                            cell.cell.merge_parts(calls, sum_us, max_us, max_id);
+                            cell.cell.hist.add_buckets(&buckets);
+                            cell.classes[class] += calls;
+                        }
+                        Ok(())
+                    },
+                )?;
+                write_by_cells(tx, by_cells)?;
+                day += DAY_US;
+            }
+        }
         tx.execute("UPDATE rollup_state SET by_ready = 1 WHERE id = 1", &[])?;
         Ok(true)
     })
