@@ -13,10 +13,11 @@
 //! clients' shipped records (the client-measured durations) in ingest's own transaction.
 //!
 //! **The hourly tier** (`call_rollups_by`): per hour, grouping field and value of it, the same
-//! sums and the calls per status class. Written beside every minute cell once it is complete
-//! (`rollup_state.by_ready`; built once from the minute rollups, `build_by_tier`). It answers
-//! the whole hours of questions filtered by time only, over hourly or longer intervals: a month
-//! is 720 rows per value instead of one per minute and combination of every field.
+//! sums and the calls per status class, made from the minute rollups once the hour ended
+//! `BY_CLOSE` ago (`advance_by_tier`; `rollup_state.by_through` marks how far; a minute cell
+//! written later for an hour below the mark goes to the tier too). It answers the whole hours of
+//! questions filtered by time only, over hourly or longer intervals: a month is 720 rows per
+//! value instead of one per minute and combination of every field.
 //!
 //! **Answers are exact about which calls they count**: whole hours (where the tier can answer)
 //! and whole minutes inside the range come from rollups, the partial minutes at its edges and
@@ -61,10 +62,11 @@ INSERT INTO rollup_state (id, through_seq) VALUES (1, 0);
 "#;
 
 /// The hourly tier per grouping field: for each hour, field (`By::ALL`'s index) and value of
-/// that field, the same sums as `call_rollups`, with the calls per status class. An unfiltered question over days reads
-/// one row per hour and value here instead of one per minute and combination of every field.
-/// `rollup_state.by_ready` says the tier holds everything the minute rollups hold (it is built
-/// from them once, then written beside them).
+/// that field, the same sums as `call_rollups`, with the calls per status class. An unfiltered
+/// question over days reads one row per hour and value here instead of one per minute and
+/// combination of every field. Hours below `rollup_state.by_through` are in it: made from the
+/// minute rollups once an hour is `BY_CLOSE` old (`advance_by_tier`), and a minute cell written
+/// later for such an hour is written to it too.
 pub const BY_MIGRATION: &str = r#"
 CREATE TABLE call_rollups_by (
     time_us INTEGER NOT NULL,
@@ -84,7 +86,7 @@ CREATE TABLE call_rollups_by (
     serr INTEGER NOT NULL
 );
 CREATE INDEX call_rollups_by_time ON call_rollups_by(by_field, time_us);
-ALTER TABLE rollup_state ADD COLUMN by_ready INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rollup_state ADD COLUMN by_through INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// [`BY_MIGRATION`] in PostgreSQL's types.
@@ -107,11 +109,15 @@ CREATE TABLE call_rollups_by (
     serr BIGINT NOT NULL
 );
 CREATE INDEX call_rollups_by_time ON call_rollups_by(by_field, time_us);
-ALTER TABLE rollup_state ADD COLUMN by_ready BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rollup_state ADD COLUMN by_through BIGINT NOT NULL DEFAULT 0;
 "#;
 
 const MINUTE_US: i64 = 60_000_000;
 const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
+/// An hour goes into the tier once it ended this long ago: most of its late records (long
+/// calls end later, clients ship later) are rolled up by then, and fewer come as extra rows.
+const BY_CLOSE: i64 = 2 * HOUR_US;
 /// Histogram buckets per doubling of the duration.
 const PER_DOUBLING: f64 = 16.0;
 
@@ -863,10 +869,14 @@ fn stats_in(tx: &mut Db, q: &StatsQuery, now_us: i64) -> Result<Stats, DbError> 
         };
         let first_hour = first_minute.map(|m| (m + HOUR_US - 1).div_euclid(HOUR_US) * HOUR_US);
         let last_hour = last_minute.div_euclid(HOUR_US) * HOUR_US;
-        let hours = by_tier_answers(f)
-            && interval % HOUR_US == 0
-            && first_hour.is_none_or(|h| h < last_hour)
-            && by_ready(tx, "")?;
+        // The tier answers hours below its mark, for questions it can answer.
+        let tier_through = if by_tier_answers(f) && interval % HOUR_US == 0 {
+            by_through(tx, "")?
+        } else {
+            0
+        };
+        let last_hour = last_hour.min(tier_through);
+        let hours = tier_through > 0 && first_hour.is_none_or(|h| h < last_hour);
         if hours {
             if let (Some(m), Some(h)) = (first_minute, first_hour) {
                 if m < h {
@@ -1082,8 +1092,9 @@ pub fn roll_up_all(db: &mut Db) -> Result<usize, DbError> {
             break;
         }
     }
-    if build_by_tier(db)? {
-        tracing::info!("built the hourly rollups per grouping field");
+    let hours = advance_by_tier(db, super::model::now_us())?;
+    if hours > 24 {
+        tracing::info!(hours, "made the hourly rollups per grouping field");
     }
     Ok(total)
 }
@@ -1235,23 +1246,29 @@ struct ByCell {
     classes: [i64; 6],
 }
 
-/// Whether the hourly tier is complete (PostgreSQL: a shared lock, so that its one-time build
-/// waits for a writer that did not write it, and a writer for the build).
-fn by_ready(tx: &mut Db, lock: &str) -> Result<bool, DbError> {
+/// The hour below which the tier holds every rolled-up call (PostgreSQL: writers share the
+/// row, `advance_by_tier` takes it for update, so that an hour is made from the minute
+/// rollups or written by the writer, never both, never neither).
+fn by_through(tx: &mut Db, lock: &str) -> Result<i64, DbError> {
     let sql = match tx.dialect() {
-        crate::db::Dialect::Sqlite => "SELECT by_ready FROM rollup_state WHERE id = 1".to_string(),
+        crate::db::Dialect::Sqlite => {
+            "SELECT by_through FROM rollup_state WHERE id = 1".to_string()
+        }
         crate::db::Dialect::Postgres => {
-            format!("SELECT by_ready FROM rollup_state WHERE id = 1 {lock}")
+            format!("SELECT by_through FROM rollup_state WHERE id = 1 {lock}")
         }
     };
-    Ok(tx.query_row(&sql, &[], |r| r.get::<i64>(0))?.unwrap_or(0) == 1)
+    Ok(tx.query_row(&sql, &[], |r| r.get::<i64>(0))?.unwrap_or(0))
 }
 
-/// Writes the minute cells of `source`, and their hours to the tier once it is complete.
+/// Writes the minute cells of `source`, and to the tier those of hours already in it (late
+/// records).
 fn write_cells(tx: &mut Db, source: i64, cells: HashMap<CellKey, Cell>) -> Result<(), DbError> {
-    if by_ready(tx, "FOR SHARE")? {
+    let through = by_through(tx, "FOR SHARE")?;
+    let late = cells.keys().any(|k| k.minute < through);
+    if late {
         let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
-        for (k, c) in &cells {
+        for (k, c) in cells.iter().filter(|(k, _)| k.minute < through) {
             for by in By::ALL {
                 let cell = by_cells
                     .entry(ByKey {
@@ -1341,71 +1358,88 @@ fn write_by_cells(tx: &mut Db, cells: HashMap<ByKey, ByCell>) -> Result<(), DbEr
     Ok(())
 }
 
-/// Builds the hourly tier from every minute rollup, once (`by_ready`): after the migration
-/// that added it, on a store that already had rollups. A day at a time (hours never span two),
-/// so memory holds one day's cells. Returns whether it built it.
-pub fn build_by_tier(db: &mut Db) -> Result<bool, DbError> {
-    const DAY_US: i64 = 24 * HOUR_US;
-    db.transaction(true, |tx| {
-        if by_ready(tx, "FOR UPDATE")? {
-            return Ok(false);
-        }
-        let range: Option<(Option<i64>, Option<i64>)> = tx.query_row(
-            "SELECT MIN(time_us), MAX(time_us) FROM call_rollups",
-            &[],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if let Some((Some(first), Some(last))) = range {
-            let mut day = first.div_euclid(DAY_US) * DAY_US;
-            let mut buckets = Vec::new();
-            while day <= last {
-                let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
-                tx.query_each(
-                    "SELECT time_us, source, \"user\", cluster, namespace, resource, subresource, \
-                     verb, status, calls, sum_us, max_us, max_id, hist FROM call_rollups \
-                     WHERE time_us >= ? AND time_us < ?",
-                    args![day, day + DAY_US],
-                    &mut |row| {
-                        let k = CellKey {
-                            minute: row.get(0)?,
-                            user: row.get(2)?,
-                            cluster: row.get(3)?,
-                            namespace: row.get(4)?,
-                            resource: row.get(5)?,
-                            subresource: row.get(6)?,
-                            verb: row.get(7)?,
-                            access_method: String::new(),
-                            status: row.get(8)?,
-                        };
-                        let source: i64 = row.get(1)?;
-                        let (calls, sum_us, max_us): (i64, i64, i64) =
-                            (row.get(9)?, row.get(10)?, row.get(11)?);
-                        let max_id = row.get_ref(12)?.as_str()?;
-                        decode_into(row.get_ref(13)?.as_blob()?, &mut buckets);
-                        let class = class_index(k.status.clamp(0, 999) as u16);
-                        for by in By::ALL {
-                            let cell = by_cells
-                                .entry(ByKey {
-                                    hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
-                                    source,
-                                    by: by.index(),
-                                    key: by.value_of(&k),
-                                })
-                                .or_default();
-                            cell.cell.merge_parts(calls, sum_us, max_us, max_id);
-                            cell.cell.hist.add_buckets(&buckets);
-                            cell.classes[class] += calls;
-                        }
-                        Ok(())
-                    },
-                )?;
-                write_by_cells(tx, by_cells)?;
-                day += DAY_US;
+/// Moves the hourly tier up to the last hour that ended `BY_CLOSE` before `now`: each hour is
+/// made from its minute rollups, a day per transaction (a store with a long history catches up
+/// without holding the write lock for long). Returns the hours added.
+pub fn advance_by_tier(db: &mut Db, now_us: i64) -> Result<i64, DbError> {
+    let target = (now_us - BY_CLOSE).div_euclid(HOUR_US) * HOUR_US;
+    let mut added = 0;
+    loop {
+        let step = db.transaction(true, |tx| -> Result<i64, DbError> {
+            let mut through = by_through(tx, "FOR UPDATE")?;
+            if through >= target {
+                return Ok(0);
             }
+            if through == 0 {
+                // Not started: from the first minute rolled up (or, with none, from now on).
+                let first: Option<i64> = tx
+                    .query_row("SELECT MIN(time_us) FROM call_rollups", &[], |r| r.get(0))?
+                    .flatten();
+                through = first.map_or(target, |t| t.div_euclid(HOUR_US) * HOUR_US);
+            }
+            let end = (through.div_euclid(DAY_US) * DAY_US + DAY_US).min(target);
+            if end > through {
+                let cells = by_cells_of_minutes(tx, through, end)?;
+                write_by_cells(tx, cells)?;
+            }
+            let end = end.max(through);
+            tx.execute(
+                "UPDATE rollup_state SET by_through = ? WHERE id = 1",
+                args![end],
+            )?;
+            Ok(((end - through) / HOUR_US).max(1))
+        })?;
+        if step == 0 {
+            return Ok(added);
         }
-        tx.execute("UPDATE rollup_state SET by_ready = 1 WHERE id = 1", &[])?;
-        Ok(true)
-    })
+        added += step;
+    }
+}
+
+/// The tier's cells of the minute rollups in `[from, to)`.
+fn by_cells_of_minutes(tx: &mut Db, from: i64, to: i64) -> Result<HashMap<ByKey, ByCell>, DbError> {
+    let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
+    let mut buckets = Vec::new();
+    tx.query_each(
+        "SELECT time_us, source, \"user\", cluster, namespace, resource, subresource, verb, \
+         status, calls, sum_us, max_us, max_id, hist FROM call_rollups \
+         WHERE time_us >= ? AND time_us < ?",
+        args![from, to],
+        &mut |row| {
+            let k = CellKey {
+                minute: row.get(0)?,
+                user: row.get(2)?,
+                cluster: row.get(3)?,
+                namespace: row.get(4)?,
+                resource: row.get(5)?,
+                subresource: row.get(6)?,
+                verb: row.get(7)?,
+                access_method: String::new(),
+                status: row.get(8)?,
+            };
+            let source: i64 = row.get(1)?;
+            let (calls, sum_us, max_us): (i64, i64, i64) =
+                (row.get(9)?, row.get(10)?, row.get(11)?);
+            let max_id = row.get_ref(12)?.as_str()?;
+            decode_into(row.get_ref(13)?.as_blob()?, &mut buckets);
+            let class = class_index(k.status.clamp(0, 999) as u16);
+            for by in By::ALL {
+                let cell = by_cells
+                    .entry(ByKey {
+                        hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
+                        source,
+                        by: by.index(),
+                        key: by.value_of(&k),
+                    })
+                    .or_default();
+                cell.cell.merge_parts(calls, sum_us, max_us, max_id);
+                cell.cell.hist.add_buckets(&buckets);
+                cell.classes[class] += calls;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(by_cells)
 }
 
 #[cfg(test)]
@@ -1468,6 +1502,11 @@ mod tests {
         };
         write(3000, 0);
         store.roll_up().unwrap();
+        // The calls are of the last two hours: close them all into the tier, as three hours
+        // from now would.
+        store
+            .with_db(false, |db| advance_by_tier(db, now + 3 * HOUR_US))
+            .unwrap();
         write(500, 7);
         // The answer from rollups equals reading every call (a min-duration of 0 forces that).
         let check = |q: &StatsQuery| -> u64 {
@@ -1516,8 +1555,8 @@ mod tests {
                 });
             }
         }
-        // Whole hours from the hourly tier (built by the roll-up, written with each one since):
-        // the same answers, per field, over hours, with a status filter, with no start.
+        // Whole hours from the hourly tier: the same answers, per field, over hours, with no
+        // start; a status filter reads the minute rollups instead, also the same.
         let tiered = |by, since, statuses: Vec<super::super::filter::StatusMatch>| StatsQuery {
             filter: Filter {
                 since_us: since,
@@ -1542,7 +1581,7 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM call_rollups_by", [], |r| r.get(0))
             .unwrap();
         assert!(rows > 0);
-        // A later roll-up writes the tier too.
+        // A later roll-up of calls in hours the tier holds already writes them to it too.
         store.roll_up().unwrap();
         assert_eq!(check(&q), with_tier);
         // Open streams are not counted (their final records are).

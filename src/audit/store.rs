@@ -818,7 +818,10 @@ impl AuditStore {
         recent: usize,
         user: Option<&str>,
     ) -> Result<RecentValues, StoreError> {
-        let user = user.filter(|u| !u.is_empty());
+        if user == Some("") {
+            // No user is no one's values (never everyone's).
+            return Ok(RecentValues::default());
+        }
         let from = match user {
             None => format!(
                 "FROM api_calls{} ORDER BY seq DESC LIMIT ?1",

@@ -458,7 +458,7 @@ mod tests {
             r#"#!/bin/sh
 echo run >> "$(dirname "$0")/runs"
 n=$(wc -l < "$(dirname "$0")/runs")
-at=$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%S.%NZ)
+at=$(date -u -d '+6 seconds' +%Y-%m-%dT%H:%M:%S.%NZ)
 printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s-%s-%s","expirationTimestamp":"%s"}}' "$1" "$PLUGIN_ENV" "$n" "$at"
 "#,
         )
@@ -494,13 +494,14 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",
             (state.refresh_at.unwrap(), state.usable_until.unwrap())
         };
         let early = usable_until - refresh_at;
+        // A tenth of the lifetime (6 s, less the moments the plugin took to answer).
         assert!(
-            early > Duration::from_millis(200) && early <= Duration::from_millis(300),
+            early > Duration::from_millis(400) && early <= Duration::from_millis(600),
             "{early:?}"
         );
         // Just before the refresh point the cached one is used; just after it (the old one
         // still valid for a while) the plugin runs again.
-        tokio::time::sleep_until((refresh_at - Duration::from_millis(60)).into()).await;
+        tokio::time::sleep_until((refresh_at - Duration::from_millis(250)).into()).await;
         assert_eq!(auth.current().await.unwrap().generation, first.generation);
         tokio::time::sleep_until((refresh_at + Duration::from_millis(20)).into()).await;
         let second = auth.current().await.unwrap();

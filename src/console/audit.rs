@@ -49,16 +49,18 @@ pub struct Suggestions {
 type Cached = (Instant, Arc<RecentValues>);
 
 const SUGGEST_USERS: usize = 1024;
+/// Values a field suggests at most (a datalist of more helps no one).
+const SUGGEST_SHOWN: usize = 500;
 
 impl Suggestions {
     pub(super) fn get(&self, gateway: &Gateway, viewer: &Viewer) -> Arc<RecentValues> {
         let key = (!viewer.admin).then(|| viewer.session.user.clone());
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, values)) = cached.get(&key) {
+        if let Some((at, values)) = self.lock().get(&key) {
             if at.elapsed() < SUGGEST_TTL {
                 return values.clone();
             }
         }
+        // Read without holding the cache: other viewers' pages do not wait for this query.
         let mut values = gateway
             .audit_store
             .recent_values(SUGGEST_RECENT, key.as_deref())
@@ -69,7 +71,17 @@ impl Suggestions {
         values.clusters.extend(gateway.clusters.keys().cloned());
         values.clusters.sort();
         values.clusters.dedup();
+        for list in [
+            &mut values.users,
+            &mut values.clusters,
+            &mut values.namespaces,
+            &mut values.resources,
+            &mut values.verbs,
+        ] {
+            list.truncate(SUGGEST_SHOWN);
+        }
         let values = Arc::new(values);
+        let mut cached = self.lock();
         if cached.len() >= SUGGEST_USERS {
             cached.retain(|_, (at, _)| at.elapsed() < SUGGEST_TTL);
             if cached.len() >= SUGGEST_USERS {
@@ -78,6 +90,10 @@ impl Suggestions {
         }
         cached.insert(key, (Instant::now(), values.clone()));
         values
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<String>, Cached>> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -448,8 +464,11 @@ pub(super) fn frame(
                 a href=(q.link(view, &[("since", Some(p)), ("until", None)]))
                     aria-current=[(since == p && until.is_empty()).then_some("true")] { "Last " (p) }
             }
-            a href=(q.link(view, &[("since", None), ("until", None)]))
-                aria-current=[(since.is_empty() && until.is_empty()).then_some("true")] { "Any time" }
+            // The insights page always looks at a range (the last day unless told).
+            @if q.insights.is_none() {
+                a href=(q.link(view, &[("since", None), ("until", None)]))
+                    aria-current=[(since.is_empty() && until.is_empty()).then_some("true")] { "Any time" }
+            }
         }
         form.filters method="get" action=(q.path()) aria-label="Filters" {
             @if q.insights.is_none() {
@@ -498,7 +517,7 @@ pub(super) fn frame(
                 (field("command", "Command contains", &q.raw("command"), "get pods", None))
                 (field("min-duration", "Slower than", &q.raw("min-duration"), "250ms", None))
                 (field("since", "Since (UTC)", &since, "1h, 7d or a time", Some(("since", &presets.iter().map(|p| p.to_string()).collect()))))
-                (field("until", "Until (UTC)", &until, "now, or a time", None))
+                (field("until", "Until (UTC)", &until, "empty: now; or a time", None))
             }
             div.actions {
                 button.primary type="submit" { "Apply filters" }
@@ -530,7 +549,7 @@ fn field(
                 list=[list.map(|(l, _)| format!("s-{l}"))] autocomplete="off";
             @if let Some((l, values)) = list {
                 datalist id=(format!("s-{l}")) {
-                    @for v in values.iter().take(500) { option value=(v) {} }
+                    @for v in values { option value=(v) {} }
                 }
             }
         }

@@ -305,7 +305,7 @@ fn finish_audit(from: &mut Db, to: &mut Db) -> Result<(), DbError> {
         tx.execute("DELETE FROM call_rollups", &[])?;
         tx.execute("DELETE FROM call_rollups_by", &[])?;
         tx.execute(
-            "UPDATE rollup_state SET through_seq = 0, by_ready = 0 WHERE id = 1",
+            "UPDATE rollup_state SET through_seq = 0, by_through = 0 WHERE id = 1",
             &[],
         )?;
         crate::audit::stats::roll_up_stored_client_calls(tx)

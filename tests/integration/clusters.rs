@@ -188,8 +188,8 @@ impl ForwardProxy {
                 })
                 .unwrap_or_default();
             auth.lock().unwrap().push(presented);
-            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
             connect.fetch_add(1, Ordering::SeqCst);
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
             target
         };
         let upstream = TcpStream::connect(target)?;

@@ -130,10 +130,10 @@ fn the_console_in_a_real_browser() {
     let result: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
     eprintln!("console browser test: {result}");
-    // Live within about a second (the measured times are printed above; the bounds leave
-    // room for a loaded machine).
+    // Live within about a second (the measured times are printed above: tens to a few
+    // hundred ms; the bound leaves room for a loaded 2-core machine).
     for key in ["signedOutAfterMs", "liveCommandMs", "liveCallMs"] {
-        assert!(result[key].as_u64().unwrap() < 2_000, "{key}: {result}");
+        assert!(result[key].as_u64().unwrap() < 3_000, "{key}: {result}");
     }
 
     // The export is the whole filtered set, byte for byte what the gateway's own CLI writes.
