@@ -621,6 +621,9 @@ impl Gateway {
         if invalid.is_empty() {
             return Ok(());
         }
+        // Refused from now on, before their streams end (another gateway's revocation can be
+        // read here before its change notice arrives).
+        self.users.forget_sessions(&invalid);
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         for (session, cancel) in streams.values() {
             if invalid.contains(session) {

@@ -894,6 +894,13 @@ impl UserStore {
         Ok(groups.map(|g| serde_json::from_str(&g).unwrap_or_default()))
     }
 
+    /// Drops these sessions from the cache: the next request of theirs reads the database (a
+    /// revocation seen by a query before the change notice reached this process).
+    pub fn forget_sessions(&self, ids: &[String]) {
+        let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        cache.by_hash.retain(|_, s| !ids.contains(&s.id));
+    }
+
     /// Of these session ids, the ones no longer valid (revoked, expired, or user removed).
     pub fn invalid_sessions(&self, ids: &[String]) -> Result<Vec<String>, UserError> {
         if ids.is_empty() {
