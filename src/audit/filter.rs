@@ -29,7 +29,7 @@ pub enum FilterError {
     Quote,
     #[error("invalid command id {0:?}: use the full UUID (`ztk audit show` accepts parts)")]
     CommandId(String),
-    #[error("{0} is given more than once: it takes one value")]
+    #[error("{0} is given more than once: give it one value (a time range is since and until)")]
     Repeated(&'static str),
     #[error(
         "too many values for {field}: {count}, at most {MAX_VALUES_PER_FIELD} per filter; \

@@ -1269,18 +1269,7 @@ fn write_cells(tx: &mut Db, source: i64, cells: HashMap<CellKey, Cell>) -> Resul
     if late {
         let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
         for (k, c) in cells.iter().filter(|(k, _)| k.minute < through) {
-            for by in By::ALL {
-                let cell = by_cells
-                    .entry(ByKey {
-                        hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
-                        source,
-                        by: by.index(),
-                        key: by.value_of(k),
-                    })
-                    .or_default();
-                cell.cell.merge(c);
-                cell.classes[class_index(k.status.clamp(0, 999) as u16)] += c.calls;
-            }
+            add_to_tier(&mut by_cells, k, source, c.calls, |cell| cell.merge(c));
         }
         write_by_cells(tx, by_cells)?;
     }
@@ -1396,6 +1385,29 @@ pub fn advance_by_tier(db: &mut Db, now_us: i64) -> Result<i64, DbError> {
     }
 }
 
+/// Adds a minute cell's `calls` (their sums added by `add`) to its hour's cell of every field.
+fn add_to_tier(
+    by_cells: &mut HashMap<ByKey, ByCell>,
+    k: &CellKey,
+    source: i64,
+    calls: i64,
+    mut add: impl FnMut(&mut Cell),
+) {
+    let class = class_index(k.status.clamp(0, 999) as u16);
+    for by in By::ALL {
+        let cell = by_cells
+            .entry(ByKey {
+                hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
+                source,
+                by: by.index(),
+                key: by.value_of(k),
+            })
+            .or_default();
+        add(&mut cell.cell);
+        cell.classes[class] += calls;
+    }
+}
+
 /// The tier's cells of the minute rollups in `[from, to)`.
 fn by_cells_of_minutes(tx: &mut Db, from: i64, to: i64) -> Result<HashMap<ByKey, ByCell>, DbError> {
     let mut by_cells: HashMap<ByKey, ByCell> = HashMap::new();
@@ -1422,20 +1434,10 @@ fn by_cells_of_minutes(tx: &mut Db, from: i64, to: i64) -> Result<HashMap<ByKey,
                 (row.get(9)?, row.get(10)?, row.get(11)?);
             let max_id = row.get_ref(12)?.as_str()?;
             decode_into(row.get_ref(13)?.as_blob()?, &mut buckets);
-            let class = class_index(k.status.clamp(0, 999) as u16);
-            for by in By::ALL {
-                let cell = by_cells
-                    .entry(ByKey {
-                        hour: k.minute.div_euclid(HOUR_US) * HOUR_US,
-                        source,
-                        by: by.index(),
-                        key: by.value_of(&k),
-                    })
-                    .or_default();
-                cell.cell.merge_parts(calls, sum_us, max_us, max_id);
-                cell.cell.hist.add_buckets(&buckets);
-                cell.classes[class] += calls;
-            }
+            add_to_tier(&mut by_cells, &k, source, calls, |cell| {
+                cell.merge_parts(calls, sum_us, max_us, max_id);
+                cell.hist.add_buckets(&buckets);
+            });
             Ok(())
         },
     )?;

@@ -864,13 +864,7 @@ impl AuditStore {
                 Ok(())
             })
         })?;
-        for list in [
-            &mut values.users,
-            &mut values.clusters,
-            &mut values.namespaces,
-            &mut values.resources,
-            &mut values.verbs,
-        ] {
+        for list in values.lists_mut() {
             list.sort();
         }
         Ok(values)
@@ -1039,6 +1033,19 @@ pub struct RecentValues {
     pub namespaces: Vec<String>,
     pub resources: Vec<String>,
     pub verbs: Vec<String>,
+}
+
+impl RecentValues {
+    /// Every list, to change them alike.
+    pub fn lists_mut(&mut self) -> [&mut Vec<String>; 5] {
+        [
+            &mut self.users,
+            &mut self.clusters,
+            &mut self.namespaces,
+            &mut self.resources,
+            &mut self.verbs,
+        ]
+    }
 }
 
 /// The listing of calls: each with its command line and both durations (`call_row_from` reads

@@ -71,13 +71,7 @@ impl Suggestions {
         values.clusters.extend(gateway.clusters.keys().cloned());
         values.clusters.sort();
         values.clusters.dedup();
-        for list in [
-            &mut values.users,
-            &mut values.clusters,
-            &mut values.namespaces,
-            &mut values.resources,
-            &mut values.verbs,
-        ] {
+        for list in values.lists_mut() {
             list.truncate(SUGGEST_SHOWN);
         }
         let values = Arc::new(values);
