@@ -113,10 +113,18 @@ impl Shipper {
             let Some((through, n, sending)) = in_flight.pop_front() else {
                 return Ok(done);
             };
-            sending
+            let sent = sending
                 .await
-                .context("the sender stopped")?
-                .context("the gateway did not take the audit records")?;
+                .context("the sender stopped")
+                .and_then(|r| r.context("the gateway did not take the audit records"));
+            if let Err(err) = sent {
+                // The batches behind it are answered before this returns: none is left half
+                // sent, and a caller that looks at the gateway next sees what it stored.
+                for (_, _, later) in in_flight.drain(..) {
+                    let _ = later.await;
+                }
+                return Err(err);
+            }
             let (store, user) = (self.store.clone(), self.user.clone());
             tokio::task::spawn_blocking(move || store.ack_shipped(&user, through, now_us()))
                 .await??;
