@@ -187,7 +187,7 @@ impl PgUrl {
             }
         };
         Ok(PgConn {
-            client,
+            client: std::mem::ManuallyDrop::new(client),
             statements: HashMap::new(),
         })
     }
@@ -378,8 +378,21 @@ unsafe impl Send for SendPtr<'_> {}
 
 /// A PostgreSQL connection and the statements prepared on it.
 pub struct PgConn {
-    pub(crate) client: Client,
+    /// Dropped by hand (see `Drop`): closing it blocks on the client's own runtime.
+    pub(crate) client: std::mem::ManuallyDrop<Client>,
     statements: HashMap<String, Statement>,
+}
+
+impl Drop for PgConn {
+    /// Closing the synchronous client blocks on its runtime, which panics when the last
+    /// reference goes on a task of the gateway's runtime (a pool dropped as `start` fails):
+    /// closed where blocking is allowed.
+    fn drop(&mut self) {
+        self.statements.clear();
+        // Safety: the field is never used again; this is its only take.
+        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
+        off_runtime(move || drop(client));
+    }
 }
 
 /// Prepared statements kept per connection; past this many (filters make new SQL) they are
@@ -733,6 +746,52 @@ mod tests {
             split_pgpass(r"db:5432:audit:ztk:a\:b\\c"),
             ["db", "5432", "audit", "ztk", r"a:b\c"]
         );
+    }
+
+    /// A gateway whose start fails after opening its stores drops their pools on a task of its
+    /// runtime: closing the connections there must not panic (seen in CI: the panic hid the
+    /// error the gateway was about to print).
+    #[test]
+    fn connections_dropped_on_a_runtime_close_without_panicking() {
+        let url = PgUrl::parse(&crate::db::testing::database(), None).unwrap();
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for runtime in [&multi, &current] {
+            let (pool, conn) = (PgPool::open(url.clone()).unwrap(), url.connect().unwrap());
+            let pooled = pool.get().unwrap();
+            runtime.block_on(async move {
+                drop(pooled);
+                drop(conn);
+                drop(pool);
+            });
+        }
+        // The server saw them go: only this test's own check is left on its database.
+        let mut check = url.connect().unwrap();
+        let name = url.config.get_dbname().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n: i64 = check
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )
+                .unwrap()
+                .get(0);
+            if n == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} connections left open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     #[test]

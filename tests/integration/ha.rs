@@ -75,25 +75,62 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// Starts the gateway and waits until it listens. The first start takes a port from the
+    /// kernel (`listen = "127.0.0.1:0"`; a port picked free beforehand may be taken by another
+    /// test's connection meanwhile); the config is then pinned to it, so a restart comes back
+    /// on the same port (as behind a load balancer).
     fn start(&mut self) {
         let mut child = Command::new(ztk_bin())
             .args(["gateway", "serve", "--config"])
             .arg(&self.config)
             .env_remove("ZTK_DATABASE_URL")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("gateway exited before listening")
-                .unwrap();
-            if line.starts_with("ztk gateway: listening on ") {
-                break;
+        // Its stderr shown as it comes, and kept for the message if it exits before listening.
+        let said = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let keep = said.clone();
+        let echo = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut said = keep.lock().unwrap_or_else(|e| e.into_inner());
+                said.push_str(&line);
+                said.push('\n');
             }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                let _ = echo.join();
+                panic!(
+                    "gateway {} exited before listening ({status}):\n{}",
+                    self.config.display(),
+                    said.lock().unwrap_or_else(|e| e.into_inner())
+                );
+            };
+            if let Some(url) = line.strip_prefix("ztk gateway: listening on ") {
+                break url
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+        };
+        if self.port == 0 {
+            self.port = port;
+            let text = std::fs::read_to_string(&self.config).unwrap();
+            let pinned = text.replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            );
+            std::fs::write(&self.config, pinned).unwrap();
         }
+        assert_eq!(port, self.port, "a restarted gateway listens where it did");
         std::thread::spawn(move || for _ in lines.by_ref() {});
         self.child = Some(child);
     }
@@ -110,14 +147,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn ztk(client: &Path) -> Command {
@@ -169,12 +198,11 @@ fn gateways_on(
 ) -> Vec<Gateway> {
     (0..n)
         .map(|i| {
-            let port = free_port();
             let config = root.join(format!("gw{i}.toml"));
             std::fs::write(
                 &config,
                 format!(
-                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
+                    "listen = \"127.0.0.1:0\"\ndata_dir = \"gw{i}\"\ndatabase = \"{database}\"\n\
                      {}\n[[clusters]]\nname = \"sandbox\"\nkubeconfig = \"{}\"\n",
                     extra.replace("{i}", &i.to_string()),
                     kubeconfig.display()
@@ -184,7 +212,7 @@ fn gateways_on(
             Gateway {
                 config,
                 data: root.join(format!("gw{i}")),
-                port,
+                port: 0,
                 child: None,
             }
         })
