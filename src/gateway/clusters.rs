@@ -128,9 +128,22 @@ pub(crate) fn from_kubeconfig(
             None => ServerTrust::Verify(Roots::System),
         }
     };
-    let proxy = match &resolved.proxy_url {
-        Some(url) => Some(crate::relay::Proxy::parse(url).map_err(|e| e.to_string())?),
-        None => None,
+    // The kubeconfig's proxy-url, else the environment's HTTPS_PROXY / NO_PROXY as kubectl reads them.
+    let (proxy, shown_proxy) = match &resolved.proxy_url {
+        Some(url) => {
+            let proxy = crate::relay::Proxy::parse(url).map_err(|e| e.to_string())?;
+            let shown = format!("{proxy:?}");
+            (Some(proxy), Some(shown))
+        }
+        None => {
+            match crate::relay::dial::proxy_from_env(&resolved.server).map_err(|e| e.to_string())? {
+                Some((proxy, var)) => {
+                    let shown = format!("{proxy:?} (from {var})");
+                    (Some(proxy), Some(shown))
+                }
+                None => (None, None),
+            }
+        }
     };
     let kind = resolved.credential.kind(resolved.client_cert.is_some());
     let auth = match &resolved.credential {
@@ -175,7 +188,7 @@ pub(crate) fn from_kubeconfig(
         reach: ReachInfo {
             source,
             server: resolved.server,
-            proxy: proxy.map(|p| format!("{p:?}")),
+            proxy: shown_proxy,
             tls_server_name: resolved.tls_server_name,
             insecure: resolved.insecure,
             impersonate: false,

@@ -22,6 +22,8 @@ use super::pool::BoxError;
 pub enum ProxyError {
     #[error("invalid proxy-url {0:?}: use http://[user:password@]host:port or socks5://[user:password@]host:port")]
     BadUrl(String),
+    #[error("{0} is not a proxy ztk can use: give http://[user:password@]host:port or socks5://host:port, or put the cluster's host in NO_PROXY")]
+    BadEnv(String),
     #[error("the proxy {proxy} refused CONNECT to {target}: {status}")]
     Refused {
         proxy: String,
@@ -94,6 +96,134 @@ impl Proxy {
             credentials,
         })
     }
+}
+
+/// The proxy for `server` from the environment, as kubectl (Go's `ProxyFromEnvironment`)
+/// chooses it when a cluster has no `proxy-url`: `HTTPS_PROXY` (or `https_proxy`) for an
+/// `https://` server (a value without a scheme is `http://`), unless `NO_PROXY` (or
+/// `no_proxy`) names the server or the server is `localhost` or a loopback address. Returns the
+/// proxy and the variable it came from.
+pub fn proxy_from_env(server: &str) -> Result<Option<(Proxy, &'static str)>, ProxyError> {
+    proxy_from(server, |name| std::env::var(name).ok())
+}
+
+fn proxy_from(
+    server: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(Proxy, &'static str)>, ProxyError> {
+    let any = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| var(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+    };
+    let Ok(uri) = server.parse::<Uri>() else {
+        return Ok(None);
+    };
+    // Only for https servers: a plain http:// server would need a forwarding proxy, not CONNECT.
+    if uri.scheme_str() != Some("https") {
+        return Ok(None);
+    }
+    let Some((name, value)) = any(["HTTPS_PROXY", "https_proxy"]) else {
+        return Ok(None);
+    };
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(443);
+    let no_proxy = any(["NO_PROXY", "no_proxy"])
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    if !use_proxy(&host, port, &no_proxy) {
+        return Ok(None);
+    }
+    let value = value.trim();
+    let url = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let proxy = Proxy::parse(&url)
+        .map_err(|_| ProxyError::BadEnv(format!("{name}={}", strip_credentials(&url))))?;
+    Ok(Some((proxy, name)))
+}
+
+/// Whether a connection to `host:port` goes through the environment's proxy, by the rules of
+/// Go's `golang.org/x/net/http/httpproxy`: never to localhost or a loopback address; not when
+/// `no_proxy` has `*`, the address, a CIDR range holding it, or the domain (`example.com`
+/// covers it and its subdomains, `.example.com` and `*.example.com` the subdomains), each
+/// optionally with a port.
+fn use_proxy(host: &str, port: u16, no_proxy: &str) -> bool {
+    use std::net::IpAddr;
+    let ip: Option<IpAddr> = host.parse().ok();
+    if host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
+        return false;
+    }
+    for entry in no_proxy.split(',') {
+        let entry = entry.trim().to_ascii_lowercase();
+        if entry.is_empty() {
+            continue;
+        }
+        if entry == "*" {
+            return false;
+        }
+        if let Some((net, bits)) = entry.split_once('/') {
+            if let (Some(ip), Ok(net), Ok(bits)) = (ip, net.parse::<IpAddr>(), bits.parse()) {
+                if in_cidr(ip, net, bits) {
+                    return false;
+                }
+            }
+            continue;
+        }
+        // `host:port`, `[v6]:port`, or a bare host or address.
+        let (entry_host, entry_port) = match entry.rsplit_once(':') {
+            Some((h, p))
+                if !h.is_empty()
+                    && p.parse::<u16>().is_ok()
+                    && (!h.contains(':') || h.ends_with(']')) =>
+            {
+                (h.trim_matches(['[', ']']), p.parse::<u16>().ok())
+            }
+            _ => (entry.trim_matches(['[', ']']), None),
+        };
+        if entry_port.is_some_and(|p| p != port) {
+            continue;
+        }
+        match (entry_host.parse::<IpAddr>(), ip) {
+            (Ok(entry_ip), Some(ip)) => {
+                if entry_ip == ip {
+                    return false;
+                }
+            }
+            (Ok(_), None) => {}
+            (Err(_), _) => {
+                let domain = entry_host.strip_prefix('*').unwrap_or(entry_host);
+                let (suffix, exact) = match domain.strip_prefix('.') {
+                    Some(_) => (domain.to_string(), None),
+                    None => (format!(".{domain}"), Some(domain)),
+                };
+                if host.ends_with(&suffix) || exact == Some(host) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u32) -> bool {
+    use std::net::IpAddr;
+    let (ip, net, width) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    let shift = width - bits;
+    shift >= 128 || (ip >> shift) == (net >> shift)
 }
 
 fn strip_credentials(url: &str) -> String {
@@ -422,5 +552,74 @@ mod tests {
         let err = Proxy::parse("https://u:pw@p:1").unwrap_err().to_string();
         assert!(!err.contains("pw"), "{err}");
         assert!(Proxy::parse("http://").is_err());
+    }
+
+    #[test]
+    fn the_environments_proxy_follows_gos_rules() {
+        let env = |https: &str, no: &str| {
+            let (https, no) = (https.to_string(), no.to_string());
+            move |name: &str| match name {
+                "https_proxy" => Some(https.clone()),
+                "NO_PROXY" => Some(no.clone()),
+                _ => None,
+            }
+        };
+        fn shown(server: &str, vars: impl Fn(&str) -> Option<String>) -> Option<String> {
+            proxy_from(server, vars)
+                .unwrap()
+                .map(|(p, name)| format!("{p:?} {name}"))
+        }
+        // No scheme: http://; upper case wins over lower case; an empty value is no proxy.
+        assert_eq!(
+            shown("https://api.corp:6443", env("proxy.corp:3128", "")).as_deref(),
+            Some("http://proxy.corp:3128 https_proxy")
+        );
+        let upper = |name: &str| match name {
+            "HTTPS_PROXY" => Some("socks5://s:1080".to_string()),
+            "https_proxy" => Some("http://lower:1".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            shown("https://api.corp", upper).as_deref(),
+            Some("socks5://s:1080 HTTPS_PROXY")
+        );
+        assert_eq!(shown("https://api.corp", env(" ", "")), None);
+        // Never for loopback or localhost, nor for a plain http:// server.
+        for server in [
+            "https://127.0.0.1:6443",
+            "https://localhost:6443",
+            "https://[::1]:6443",
+            "http://api.corp:8080",
+        ] {
+            assert_eq!(shown(server, env("p:3128", "")), None, "{server}");
+        }
+        // NO_PROXY: domains (with subdomains), leading dot or star (subdomains only), addresses,
+        // CIDR ranges, ports, `*`, case and spaces.
+        let bypassed = |server: &str, no: &str| shown(server, env("p:3128", no)).is_none();
+        assert!(bypassed("https://api.corp", "corp"));
+        assert!(bypassed("https://a.b.corp", "other, B.Corp "));
+        assert!(bypassed("https://corp", "corp"));
+        assert!(!bypassed("https://corp", ".corp"));
+        assert!(bypassed("https://x.corp", ".corp"));
+        assert!(bypassed("https://x.corp", "*.corp"));
+        assert!(!bypassed("https://notcorp", "corp"));
+        assert!(bypassed("https://10.1.2.3:6443", "10.0.0.0/8"));
+        assert!(!bypassed("https://11.1.2.3:6443", "10.0.0.0/8"));
+        assert!(bypassed("https://10.1.2.3:6443", "10.1.2.3"));
+        assert!(bypassed("https://[fd00::5]:6443", "fd00::/8"));
+        assert!(bypassed("https://[fd00::5]:6443", "[fd00::5]:6443"));
+        assert!(!bypassed("https://[fd00::5]:6443", "[fd00::5]:443"));
+        assert!(bypassed("https://api.corp:6443", "api.corp:6443"));
+        assert!(!bypassed("https://api.corp:6443", "api.corp:443"));
+        assert!(bypassed("https://api.corp", "api.corp:443"));
+        assert!(bypassed("https://anything", "*"));
+        // A value ztk cannot use names the variable, never the password.
+        let err = proxy_from("https://api.corp", env("https://u:pw@p:1", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("https_proxy=https://p:1") && !err.contains("pw"),
+            "{err}"
+        );
     }
 }

@@ -93,7 +93,7 @@ impl Drop for Upstream {
 }
 
 /// A forward proxy on a loopback port that speaks HTTP CONNECT and SOCKS5 (no authentication),
-/// counting the tunnels of each kind.
+/// counting the tunnels of each kind; it resolves `sandbox.internal` to 127.0.0.1.
 pub(crate) struct ForwardProxy {
     pub(crate) port: u16,
     pub(crate) connect: Arc<AtomicUsize>,
@@ -192,6 +192,11 @@ impl ForwardProxy {
             client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
             target
         };
+        // As a corporate proxy resolves internal names: sandbox.internal is this machine.
+        let target = match target.strip_prefix("sandbox.internal:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => target,
+        };
         let upstream = TcpStream::connect(target)?;
         let (mut a, mut b) = (client.try_clone()?, upstream.try_clone()?);
         std::thread::spawn(move || {
@@ -272,6 +277,12 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
     let via_socks = plain.variant(&dir.path().join("socks.kubeconfig"), |kc| {
         kc.clusters[0].cluster.proxy_url = Some(format!("socks5://127.0.0.1:{}", proxy.port));
     });
+    // A server only the proxy can resolve, reached through the environment's HTTPS_PROXY
+    // (with a password), as kubectl does when the kubeconfig names no proxy.
+    let via_env = named.variant(&dir.path().join("env-proxy.kubeconfig"), |kc| {
+        kc.clusters[0].cluster.server = format!("https://sandbox.internal:{}", named.port);
+    });
+    let env_proxy = format!("ztk:s3cr%40t@127.0.0.1:{}", proxy.port);
     let insecure = own_ca.variant(&dir.path().join("insecure.kubeconfig"), |kc| {
         kc.clusters[0].cluster.certificate_authority_data = None;
         kc.clusters[0].cluster.insecure_skip_tls_verify = true;
@@ -291,6 +302,16 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
             .unwrap();
         assert!(out.status.success(), "kubectl alone, {what}: {out:?}");
     }
+    let before = proxy.connect.load(Ordering::SeqCst);
+    let out = Command::new("kubectl")
+        .args(["get", "ns", "--kubeconfig", via_env.to_str().unwrap()])
+        .env("KUBECACHEDIR", dir.path().join("kubectl-cache"))
+        .env("HTTPS_PROXY", &env_proxy)
+        .env("NO_PROXY", "example.com,10.0.0.0/8")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl alone, HTTPS_PROXY: {out:?}");
+    assert!(proxy.connect.load(Ordering::SeqCst) > before);
     let kubectl_tunnels = (
         proxy.connect.load(Ordering::SeqCst),
         proxy.socks.load(Ordering::SeqCst),
@@ -311,6 +332,7 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
     clusters += &cluster_toml("viaconnect", &via_connect, "");
     clusters += &cluster_toml("viasocks", &via_socks, "");
     clusters += &cluster_toml("insecure", &insecure, "allow_insecure = true");
+    clusters += &cluster_toml("viaenv", &via_env, "");
     clusters += "[[clusters]]\nname = \"incluster\"\nincluster = true\n";
 
     // Without allow_insecure the gateway refuses to start, naming the setting.
@@ -334,6 +356,9 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         ("KUBERNETES_SERVICE_HOST", "127.0.0.1".into()),
         ("KUBERNETES_SERVICE_PORT", own_ca.port.to_string()),
         ("ZTK_SERVICEACCOUNT_DIR", sa.display().to_string()),
+        // Used by viaenv only: the other clusters are on loopback or have a proxy-url.
+        ("HTTPS_PROXY", env_proxy.clone()),
+        ("NO_PROXY", "example.com,10.0.0.0/8".into()),
     ]);
     env.setup_plain();
     env.wait_log("WARNING: cluster insecure is reached WITHOUT TLS verification");
@@ -342,6 +367,7 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         "selfsigned",
         "viaconnect",
         "viasocks",
+        "viaenv",
         "insecure",
         "incluster",
     ] {
@@ -442,6 +468,10 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         format!("socks5://127.0.0.1:{}", proxy.port)
     );
     assert_eq!(
+        cluster(&value, "viaenv")["proxy"],
+        format!("http://127.0.0.1:{} (from HTTPS_PROXY)", proxy.port)
+    );
+    assert_eq!(
         cluster(&value, "named")["tls_server_name"],
         "sandbox.internal"
     );
@@ -458,6 +488,7 @@ fn self_signed_tls_server_name_token_files_proxies_insecure_and_in_cluster_work_
         "selfsigned",
         "viaconnect",
         "viasocks",
+        "viaenv",
         "insecure",
         "incluster",
         "named",
