@@ -755,6 +755,8 @@ fn two_gateways_reconciling_at_once_recover_each_call_once(o: Opened) {
     let writers: Vec<_> = stores.iter().map(|s| s.start_writer(64).unwrap()).collect();
     std::thread::scope(|s| {
         for (store, (sink, _)) in stores.iter().zip(&writers) {
+            // As each gateway's upkeep does first.
+            super::reconcile::prepare(store).unwrap();
             s.spawn(move || reconcile(store, sink, now_us()).unwrap());
         }
     });

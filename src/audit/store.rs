@@ -355,8 +355,9 @@ impl AuditStore {
                 known: MIGRATIONS.len() as i64,
             });
         }
-        // No query looks calls up by request id (client calls are joined by their own key), and
-        // every index costs each written record a b-tree insert. Not a numbered migration: older
+        // A full request-id index costs each written record a b-tree insert; the only lookup by
+        // request id (a gateway's reconciling, for calls without a command) has a partial index
+        // of its own (`reconcile::UNCOMMANDED_INDEX`). Not a numbered migration: older
         // binaries (a rollback, an old `ztk credential` named in a kubeconfig) keep opening the
         // store, and they never used the index either.
         conn.execute_batch("DROP INDEX IF EXISTS api_calls_request")

@@ -140,8 +140,25 @@ pub async fn reconcile_loop(
     );
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prepared = false;
     loop {
         ticks.tick().await;
+        if !prepared {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || crate::audit::reconcile::prepare(&s)).await {
+                Ok(Ok(())) => prepared = true,
+                Ok(Err(err)) => {
+                    tracing::warn!(
+                        "could not index the calls for reconciling: {err}; trying again"
+                    );
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!("indexing the calls for reconciling panicked: {err}");
+                    continue;
+                }
+            }
+        }
         let (s, k) = (store.clone(), sink.clone());
         let before = crate::audit::reconcile::cutoff(grace);
         match tokio::task::spawn_blocking(move || {
